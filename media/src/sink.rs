@@ -1,0 +1,99 @@
+//! The seam between inputs and the relay: an input asks to publish a lecture and, when
+//! allowed, gets a [`MediaSink`] to send [`MediaEvent`]s into. Dropping the sink ends the
+//! publishing session.
+
+use std::net::SocketAddr;
+
+use crate::model::{Language, MediaEvent};
+
+/// Who wants to publish what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// Lecture (stream) name, already validated by [`valid_stream_name`].
+    pub stream: String,
+    /// Publishing key offered by the publisher (`?key=`), if any.
+    pub key: Option<String>,
+    /// Dialect asked for on the publish URL (`?lang=`), applied to its audio track.
+    pub language: Option<Language>,
+    /// Input protocol, for logs and the API: `rtmp`, `srt`, `whip`, `rtsp`, `demo`.
+    pub protocol: &'static str,
+    /// Remote address of the publisher, when it has one.
+    pub remote: Option<SocketAddr>,
+}
+
+/// Why a publish request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Missing or wrong key.
+    #[error("publishing {0:?} needs a valid key")]
+    Unauthorized(String),
+    /// Somebody is already publishing this lecture.
+    #[error("lecture {0:?} is already being published")]
+    AlreadyPublishing(String),
+    /// The relay only accepts configured lectures and this is not one.
+    #[error("unknown lecture {0:?}")]
+    UnknownLecture(String),
+    /// The relay is at its limit.
+    #[error("too many live lectures")]
+    TooManyLectures,
+}
+
+/// Why the relay refused an event; the input ends the session with this reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The event breaks a rule the relay needs (codec, track count, size).
+    #[error("{0}")]
+    Rejected(String),
+    /// The lecture was ended or taken over; the session should close.
+    #[error("publishing session closed: {0}")]
+    Closed(String),
+}
+
+/// Receives the events of one publishing session.
+pub trait MediaSink: Send {
+    /// Handles one event.
+    fn handle(&mut self, event: MediaEvent) -> Result<(), SinkError>;
+}
+
+/// Grants publishing sessions.
+pub trait Publish: Send + Sync {
+    /// Starts a publishing session or says why not.
+    fn publish(&self, request: PublishRequest) -> Result<Box<dyn MediaSink>, PublishError>;
+}
+
+/// Longest lecture name.
+pub const MAX_STREAM_NAME: usize = 128;
+
+/// True for a usable lecture name: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+/// Names become parts of URLs and file names, so nothing else is allowed.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream_name("xihe-hall_2026.11"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a b",
+            "a%2e",
+            "名字",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_stream_name(bad), "{bad:?}");
+        }
+    }
+}

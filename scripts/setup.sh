@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what jiangtang needs to build, run and test, skipping what is already there.
+# Debian 12 (bookworm) as root; elsewhere, install the equivalent packages yourself.
+set -euo pipefail
+
+want_pkgs=(
+  # build
+  pkg-config build-essential curl ca-certificates
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  # runtime: demo lecture (x264enc, voaacenc, clockoverlay), AAC decode
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core
+  # test peers
+  ffmpeg chromium nodejs npm
+)
+
+missing=()
+for p in "${want_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# Node and npm may come from elsewhere than Debian (nodesource, nvm): accept any working copy.
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+filtered=()
+for p in "${missing[@]}"; do [ -n "$p" ] && filtered+=("$p"); done
+if [ ${#filtered[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+  echo "setup: installing ${filtered[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${filtered[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: installing the Rust toolchain with rustup"
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
