@@ -1,1 +1,2 @@
+//! Benchmarks (see BENCHMARKS.md).
 fn main() {}

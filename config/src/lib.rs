@@ -1,1 +1,437 @@
-//! x
+//! jiangtang's configuration: a TOML file (optional: every key has a default), overridden by
+//! environment variables `JIANGTANG_<SECTION>_<KEY>` (e.g. `JIANGTANG_HTTP_LISTEN=0.0.0.0:80`,
+//! `JIANGTANG_HLS_PART_TARGET_MS=300`). [`Config::validate`] names the first bad key.
+//!
+//! The commented default configuration is `config/jiangtang.toml`; [`DEFAULT_TOML`] embeds it.
+
+use indexmap::IndexMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The documented default configuration file.
+pub const DEFAULT_TOML: &str = include_str!("../jiangtang.toml");
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {err}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The IO error.
+        err: std::io::Error,
+    },
+    /// TOML syntax or type error.
+    #[error("{0}")]
+    Parse(String),
+    /// A value out of range; names the key.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `hls.part_target_ms`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server (HLS, API, player).
+    pub http: HttpConfig,
+    /// RTMP listener.
+    pub rtmp: RtmpConfig,
+    /// HLS / LL-HLS packaging.
+    pub hls: HlsConfig,
+    /// Lecture-wide rules.
+    pub lectures: LecturesConfig,
+    /// Display names of dialects by language tag, in the order players list them.
+    pub dialects: IndexMap<String, String>,
+    /// Lectures known in advance, with keys and titles.
+    #[serde(default, rename = "lecture")]
+    pub lecture: Vec<LectureConfig>,
+    /// The built-in demo lecture.
+    pub demo: DemoConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+}
+
+/// `[rtmp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Whether to listen at all.
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Most simultaneous RTMP connections.
+    pub max_connections: usize,
+    /// Time allowed from TCP connect to `publish`.
+    pub handshake_timeout_ms: u64,
+    /// A publisher sending nothing for this long is disconnected.
+    pub idle_timeout_ms: u64,
+    /// Largest audio/video message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// `[hls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Target duration of a partial segment (LL-HLS `PART-TARGET`).
+    pub part_target_ms: u64,
+    /// Minimum segment duration; segments are cut at the first keyframe after it.
+    pub segment_target_ms: u64,
+    /// Segments listed in a media playlist (the sliding window).
+    pub window_segments: usize,
+    /// Longest a blocking playlist reload or preload-hinted part request waits.
+    pub block_timeout_ms: u64,
+}
+
+/// `[lectures]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LecturesConfig {
+    /// Whether any valid name may be published, or only `[[lecture]]` entries.
+    pub allow_unconfigured: bool,
+    /// Dialect of a publisher's audio when neither `?lang=` nor the lecture says.
+    pub default_language: String,
+    /// A publisher that reconnects within this time continues the same lecture.
+    pub grace_period_s: u64,
+    /// How long an ended lecture's playlists stay available (with `EXT-X-ENDLIST`).
+    pub ended_retention_s: u64,
+    /// Most lectures live at once.
+    pub max_live: usize,
+}
+
+/// `[[lecture]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LectureConfig {
+    /// Stream name (`rtmp://host/live/NAME`, `/hls/NAME/index.m3u8`).
+    pub name: String,
+    /// Title shown to viewers.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Key a publisher must give (`?key=`); none means open.
+    #[serde(default)]
+    pub publish_key: Option<String>,
+    /// Dialect of this lecture's main audio.
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Whether the demo lecture runs.
+    pub enabled: bool,
+    /// Its stream name.
+    pub name: String,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Keyframe interval in frames.
+    pub keyframe_interval: u32,
+    /// Video bitrate in kbit/s.
+    pub video_kbps: u32,
+    /// Dialect tracks and the tone each carries, as `tag = frequency in Hz`.
+    pub tones: IndexMap<String, u32>,
+}
+
+impl Config {
+    /// The defaults, with environment overrides applied.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_toml_str("")
+    }
+
+    /// Loads `path` over the defaults, with environment overrides applied.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.display().to_string(),
+            err,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Parses `text` over the defaults, with environment overrides applied.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str_with_env(text, std::env::vars())
+    }
+
+    /// Like [`Config::from_toml_str`] with an explicit environment.
+    pub fn from_toml_str_with_env(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut base: toml::Table = DEFAULT_TOML
+            .parse()
+            .map_err(|e| ConfigError::Parse(format!("built-in defaults: {e}")))?;
+        let user: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        merge(&mut base, user);
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("JIANGTANG_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            let table = base
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            match table {
+                toml::Value::Table(t) => {
+                    t.insert(key, parsed);
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: format!("{section}.{key}"),
+                        reason: format!("environment variable {name} names no section"),
+                    });
+                }
+            }
+        }
+        let config: Config = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if !(100..=2000).contains(&self.hls.part_target_ms) {
+            return bad("hls.part_target_ms", "must be 100..=2000");
+        }
+        if self.hls.segment_target_ms < self.hls.part_target_ms
+            || self.hls.segment_target_ms > 20_000
+        {
+            return bad(
+                "hls.segment_target_ms",
+                "must be at least hls.part_target_ms and at most 20000",
+            );
+        }
+        if !(3..=100).contains(&self.hls.window_segments) {
+            return bad("hls.window_segments", "must be 3..=100");
+        }
+        if !(1000..=60_000).contains(&self.hls.block_timeout_ms) {
+            return bad("hls.block_timeout_ms", "must be 1000..=60000");
+        }
+        if self.rtmp.max_message_bytes < 64 * 1024 || self.rtmp.max_message_bytes > 16 * 1024 * 1024
+        {
+            return bad("rtmp.max_message_bytes", "must be 65536..=16777216");
+        }
+        if self.rtmp.max_connections == 0 {
+            return bad("rtmp.max_connections", "must be at least 1");
+        }
+        if self.rtmp.handshake_timeout_ms < 100 || self.rtmp.idle_timeout_ms < 100 {
+            return bad(
+                "rtmp.handshake_timeout_ms",
+                "timeouts must be at least 100 ms",
+            );
+        }
+        if !valid_language(&self.lectures.default_language) {
+            return bad(
+                "lectures.default_language",
+                "must be a BCP-47 tag such as cmn",
+            );
+        }
+        if self.lectures.max_live == 0 {
+            return bad("lectures.max_live", "must be at least 1");
+        }
+        for tag in self.dialects.keys() {
+            if !valid_language(tag) {
+                return bad(&format!("dialects.{tag}"), "key must be a BCP-47 tag");
+            }
+        }
+        for (i, l) in self.lecture.iter().enumerate() {
+            if !valid_name(&l.name) {
+                return bad(
+                    &format!("lecture[{i}].name"),
+                    "must be 1-128 of A-Z a-z 0-9 . _ - and not start with .",
+                );
+            }
+            if let Some(lang) = &l.language
+                && !valid_language(lang)
+            {
+                return bad(&format!("lecture[{i}].language"), "must be a BCP-47 tag");
+            }
+            if l.publish_key.as_deref().is_some_and(|k| k.len() < 8) {
+                return bad(
+                    &format!("lecture[{i}].publish_key"),
+                    "must be at least 8 characters",
+                );
+            }
+        }
+        if self.demo.enabled {
+            if !valid_name(&self.demo.name) {
+                return bad("demo.name", "must be a valid stream name");
+            }
+            if !(16..=3840).contains(&self.demo.width) || !(16..=2160).contains(&self.demo.height) {
+                return bad("demo.width", "picture must be 16x16..=3840x2160");
+            }
+            if !(1..=60).contains(&self.demo.fps) {
+                return bad("demo.fps", "must be 1..=60");
+            }
+            if self.demo.keyframe_interval == 0 {
+                return bad("demo.keyframe_interval", "must be at least 1");
+            }
+            if self.demo.tones.is_empty() {
+                return bad("demo.tones", "needs at least one dialect");
+            }
+            for (tag, hz) in &self.demo.tones {
+                if !valid_language(tag) {
+                    return bad(&format!("demo.tones.{tag}"), "key must be a BCP-47 tag");
+                }
+                if !(20..=20_000).contains(hz) {
+                    return bad(&format!("demo.tones.{tag}"), "must be 20..=20000 Hz");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured lecture of that name.
+    pub fn lecture(&self, name: &str) -> Option<&LectureConfig> {
+        self.lecture.iter().find(|l| l.name == name)
+    }
+
+    /// Position of a dialect in the configured order (unknown ones after all known).
+    pub fn dialect_rank(&self, tag: &str) -> usize {
+        self.dialects.get_index_of(tag).unwrap_or(usize::MAX)
+    }
+
+    /// Display name of a dialect: the configured one, else the tag itself.
+    pub fn dialect_name(&self, tag: &str) -> String {
+        self.dialects
+            .get(tag)
+            .cloned()
+            .unwrap_or_else(|| tag.to_string())
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn valid_language(tag: &str) -> bool {
+    let mut parts = tag.split('-');
+    let first = parts.next().unwrap_or("");
+    tag.len() <= 35
+        && (2..=3).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_alphabetic())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> std::iter::Empty<(String, String)> {
+        std::iter::empty()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_toml_str_with_env("", no_env()).unwrap();
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.dialect_name("yue"), "粤语");
+        assert_eq!(c.dialect_name("hak"), "客家话");
+        assert_eq!(c.dialect_name("cmn"), "普通话");
+        assert!(c.demo.enabled);
+        assert_eq!(c.demo.tones.len(), 3);
+        assert_eq!(
+            c.demo.tones.keys().collect::<Vec<_>>(),
+            ["cmn", "yue", "hak"]
+        );
+        assert_eq!(c.dialect_rank("yue"), 1);
+        assert_eq!(c.lectures.grace_period_s, 30);
+    }
+
+    #[test]
+    fn file_and_env_override() {
+        let c = Config::from_toml_str_with_env(
+            "[hls]\npart_target_ms = 300\n[[lecture]]\nname = \"xihe\"\ntitle = \"西和讲堂\"\npublish_key = \"s3cret-key\"\n",
+            vec![
+                ("JIANGTANG_HTTP_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+                ("JIANGTANG_DEMO_ENABLED".to_string(), "false".to_string()),
+                ("OTHER".to_string(), "x".to_string()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(c.hls.part_target_ms, 300);
+        assert_eq!(c.hls.segment_target_ms, 2000);
+        assert_eq!(c.http.listen.port(), 9999);
+        assert!(!c.demo.enabled);
+        assert_eq!(
+            c.lecture("xihe").unwrap().title.as_deref(),
+            Some("西和讲堂")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = Config::from_toml_str_with_env("[hls]\npart_target_ms = 5\n", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hls.part_target_ms"), "{err}");
+        let err = Config::from_toml_str_with_env("[hls]\nbogus = 1\n", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = Config::from_toml_str_with_env("[[lecture]]\nname = \"../x\"\n", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lecture[0].name"), "{err}");
+        let err = Config::from_toml_str_with_env("[dialects]\n\"x y\" = \"n\"\n", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dialects.x y"), "{err}");
+    }
+}

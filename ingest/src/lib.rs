@@ -1,1 +1,7 @@
-//! x
+//! jiangtang's inputs. Each protocol module holds a sans-IO state machine, its mapping to the
+//! media model (`to_media`) and one `driver` that owns the sockets.
+//!
+//! # Layout
+//! - [`rtmp`]: RTMP publishers (OBS, ffmpeg, hardware encoders).
+
+pub mod rtmp;

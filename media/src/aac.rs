@@ -101,6 +101,17 @@ impl AacParams {
     }
 }
 
+/// One AAC-LC frame of digital silence for 1 or 2 channels (any sampling rate): a raw data
+/// block with zero spectral data, as encoders emit for silent input. Used to fill a dialect
+/// track that has gone quiet so every rendition keeps the same timeline.
+pub fn silent_frame(channels: u8) -> Option<&'static [u8]> {
+    match channels {
+        1 => Some(&[0x01, 0x18, 0x20, 0x07]),
+        2 => Some(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+        _ => None,
+    }
+}
+
 struct BitReader<'a> {
     data: &'a [u8],
     pos: usize,

@@ -48,7 +48,7 @@ pub struct Variant {
 /// Renders a multivariant playlist.
 pub fn render_multivariant(audio: &[AudioRendition], variants: &[Variant]) -> String {
     let mut out = String::with_capacity(512);
-    out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
     for r in audio {
         let _ = write!(
             out,
@@ -93,6 +93,8 @@ pub struct PartLine {
     pub uri: String,
     /// Starts with a sync sample.
     pub independent: bool,
+    /// No media: `GAP=YES`.
+    pub gap: bool,
 }
 
 /// One segment of a media playlist, with the parts listed before it.
@@ -110,6 +112,8 @@ pub struct SegmentLine {
     pub program_date_time: Option<SystemTime>,
     /// Its parts, listed only near the live edge.
     pub parts: Vec<PartLine>,
+    /// No media: `EXT-X-GAP`.
+    pub gap: bool,
 }
 
 /// A rendition report of another rendition's live edge.
@@ -194,17 +198,20 @@ pub fn render_media(p: &MediaPlaylist) -> String {
     for s in &p.segments {
         write_head(&mut out, s.discontinuity, &s.map_uri, s.program_date_time);
         write_parts(&mut out, &s.parts);
+        if s.gap {
+            out.push_str("#EXT-X-GAP\n");
+        }
         let _ = writeln!(out, "#EXTINF:{:.5},\n{}", s.duration, s.uri);
     }
-    if let Some(map) = &p.open_map_uri {
-        if !p.open_parts.is_empty() || p.preload_hint.is_some() {
-            write_head(
-                &mut out,
-                p.open_discontinuity,
-                map,
-                p.open_program_date_time,
-            );
-        }
+    if let Some(map) = &p.open_map_uri
+        && (!p.open_parts.is_empty() || p.preload_hint.is_some())
+    {
+        write_head(
+            &mut out,
+            p.open_discontinuity,
+            map,
+            p.open_program_date_time,
+        );
     }
     write_parts(&mut out, &p.open_parts);
     if let Some(hint) = &p.preload_hint {
@@ -242,6 +249,9 @@ fn write_parts(out: &mut String, parts: &[PartLine]) {
         );
         if part.independent {
             out.push_str(",INDEPENDENT=YES");
+        }
+        if part.gap {
+            out.push_str(",GAP=YES");
         }
         out.push('\n');
     }
@@ -309,6 +319,7 @@ mod tests {
             duration: 0.4,
             uri: format!("p{m}.{i}.m4s"),
             independent: i == 0,
+            gap: false,
         };
         let p = MediaPlaylist {
             target_duration: 2,
@@ -322,6 +333,7 @@ mod tests {
                 map_uri: "init0.mp4".into(),
                 program_date_time: Some(t0),
                 parts: (0..5).map(|i| part(10, i)).collect(),
+                gap: false,
             }],
             open_parts: vec![part(11, 0)],
             open_discontinuity: true,

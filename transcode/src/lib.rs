@@ -1,1 +1,17 @@
-//! x
+//! jiangtang's GStreamer bridge.
+//!
+//! # Layout
+//! - [`demo`]: the built-in demo lecture: a moving test picture with a burnt-in clock and
+//!   one audio track per dialect, each a tone of its own pitch.
+
+pub mod demo;
+
+use std::sync::Once;
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), gstreamer::glib::Error> {
+    static INIT: Once = Once::new();
+    let mut result = Ok(());
+    INIT.call_once(|| result = gstreamer::init());
+    result
+}

@@ -1,0 +1,130 @@
+//! The multivariant playlist: one video variant referencing an audio group with one
+//! `EXT-X-MEDIA` rendition per dialect (`LANGUAGE`, `NAME`, `DEFAULT`, `AUTOSELECT`).
+
+use media::m3u8::{self, AudioRendition, Variant};
+use media::{CodecParams, TrackKind};
+
+use super::packager::Packager;
+
+/// Group id of the dialect renditions.
+pub const AUDIO_GROUP: &str = "dialects";
+
+/// Bitrates assumed before a segment has been measured.
+const GUESS_VIDEO_BPS: u64 = 2_500_000;
+const GUESS_AUDIO_BPS: u64 = 160_000;
+
+/// Renders the multivariant playlist, or `None` while the lecture has no rendition with
+/// media yet. `default_language` picks the `DEFAULT=YES` dialect; `rank` orders the
+/// dialects (the configured order: 普通话, 粤语, 客家话).
+pub fn render(
+    p: &Packager,
+    default_language: &str,
+    rank: impl Fn(&str) -> usize,
+) -> Option<String> {
+    let renditions = p.renditions();
+    let video = renditions.iter().position(|r| r.kind() == TrackKind::Video);
+    let mut audio: Vec<usize> = (0..renditions.len())
+        .filter(|&i| renditions[i].kind() == TrackKind::Audio)
+        .collect();
+    // Stable: dialects the configuration does not name keep their arrival order.
+    audio.sort_by_key(|&i| {
+        renditions[i]
+            .language
+            .as_ref()
+            .map_or(usize::MAX, |l| rank(l.as_str()))
+    });
+    if !(0..renditions.len()).any(|i| p.has_media(i)) {
+        return None;
+    }
+    let default = audio
+        .iter()
+        .position(|&i| {
+            renditions[i]
+                .language
+                .as_ref()
+                .is_some_and(|l| l.as_str() == default_language)
+        })
+        .unwrap_or(0);
+    let groups: Vec<AudioRendition> = audio
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let r = &renditions[i];
+            let channels = match &r.info.codec {
+                CodecParams::Aac(a) => Some(a.channel_count()),
+                _ => None,
+            };
+            AudioRendition {
+                group_id: AUDIO_GROUP.into(),
+                name: r.name.clone(),
+                language: r.language.as_ref().map_or("und".into(), |l| l.to_string()),
+                default: n == default,
+                autoselect: true,
+                channels,
+                uri: format!("{}/index.m3u8", r.id),
+            }
+        })
+        .collect();
+    let audio_peak = audio
+        .iter()
+        .map(|&i| renditions[i].peak_bitrate().unwrap_or(GUESS_AUDIO_BPS))
+        .max()
+        .unwrap_or(0);
+    let audio_avg = audio
+        .iter()
+        .filter_map(|&i| renditions[i].rates().map(|r| r.0))
+        .max();
+    let mut codecs: Vec<String> = Vec::new();
+    let mut push_codec = |c: String| {
+        if !codecs.contains(&c) {
+            codecs.push(c);
+        }
+    };
+    let variant = match video {
+        Some(v) => {
+            let r = &renditions[v];
+            push_codec(r.info.codec.codec_string());
+            for &i in &audio {
+                push_codec(renditions[i].info.codec.codec_string());
+            }
+            let (resolution, sps_fps) = match &r.info.codec {
+                CodecParams::H264(h) => (
+                    Some((h.width, h.height)),
+                    h.fps_milli.map(|f| f as f64 / 1000.0),
+                ),
+                _ => (None, None),
+            };
+            let rates = r.rates();
+            Variant {
+                bandwidth: r.peak_bitrate().unwrap_or(GUESS_VIDEO_BPS) + audio_peak,
+                average_bandwidth: rates.map(|(bps, _)| bps + audio_avg.unwrap_or(0)),
+                codecs: codecs.join(","),
+                resolution,
+                frame_rate: rates
+                    .map(|(_, fps)| fps)
+                    .or(sps_fps)
+                    .map(|f| (f * 1000.0).round() / 1000.0),
+                audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
+                uri: format!("{}/index.m3u8", r.id),
+            }
+        }
+        None => {
+            // Audio-only lecture: the variant plays the default dialect; the group offers
+            // the others.
+            let &main = audio.get(default)?;
+            for &i in &audio {
+                push_codec(renditions[i].info.codec.codec_string());
+            }
+            Variant {
+                bandwidth: audio_peak,
+                average_bandwidth: audio_avg,
+                codecs: codecs.join(","),
+                resolution: None,
+                frame_rate: None,
+                audio_group: Some(AUDIO_GROUP.to_string()),
+                uri: format!("{}/index.m3u8", renditions[main].id),
+            }
+        }
+    };
+    Some(m3u8::render_multivariant(&groups, &[variant]))
+}

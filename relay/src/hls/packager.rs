@@ -1,0 +1,1083 @@
+//! The LL-HLS packager of one lecture: frames in, CMAF parts, segments and playlists out.
+//!
+//! Pure state: no IO, no clock (callers pass `now`), no tasks. Under test it runs faster than
+//! real time on synthetic frames.
+//!
+//! # How renditions stay aligned
+//! One rendition *leads*: the video track if the session has one, else the first audio track.
+//! The leader decides every part boundary (and cuts segments on keyframes). Each boundary is
+//! recorded with its time, media sequence number and part index; every other rendition
+//! (*follower*, e.g. each dialect's audio) closes its own part at the same boundary as soon as
+//! it has received a frame at or past that time. So all renditions share segment numbers,
+//! part numbers, discontinuities and (to within one audio frame) timing.
+//!
+//! A follower that stops delivering (a dialect whose source went quiet) is closed anyway once
+//! the leader is [`Settings::follower_max_lag`] ahead, filled with AAC silence, so players
+//! never stall on it.
+//!
+//! # Sessions and discontinuities
+//! A lecture outlives its publisher: when the publisher drops and a new one comes back within
+//! the grace period, [`Packager::begin_session`] starts a new session in the same playlists.
+//! Its timestamps are shifted to continue after the last one, and its first segment carries
+//! `EXT-X-DISCONTINUITY` (and a new `EXT-X-MAP` when the codec configuration changed).
+//!
+//! All times inside are "lecture time" in 90 kHz ticks unless named otherwise.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use media::fmp4::{self, Sample};
+use media::m3u8::{self, MediaPlaylist, PartLine, RenditionReport, SegmentLine};
+use media::model::rescale;
+use media::{CodecParams, Frame, Language, TrackInfo, TrackKind, aac};
+
+/// Ticks per second of lecture time.
+pub const TICKS: i64 = 90_000;
+const HZ: u32 = TICKS as u32;
+
+/// Where the first session's first frame is placed on the lecture timeline; leaves room for
+/// frames whose decode time precedes it (B-frame reordering, audio slightly ahead).
+const FIRST_START: i64 = 10 * TICKS;
+/// Gap left between the end of one session and the start of the next.
+const SESSION_GAP: i64 = TICKS / 10;
+/// Frames a rendition may hold before the leader starts (bounded memory for a follower
+/// whose leader never sends a keyframe).
+const MAX_PENDING: usize = 2000;
+/// Completed segments whose parts are still kept (and listed) near the live edge.
+const PART_SEGMENTS: usize = 3;
+/// Extra completed segments kept beyond the playlist window, for clients a little behind.
+const EXTRA_SEGMENTS: usize = 2;
+
+/// Packaging parameters.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Part target duration in ticks.
+    pub part_target: i64,
+    /// Minimum segment duration in ticks (segments end at the next keyframe after it).
+    pub segment_target: i64,
+    /// Segments listed in each media playlist.
+    pub window: usize,
+    /// How far the leader may run ahead of a silent follower before the follower's parts
+    /// are closed without it (and filled with silence).
+    pub follower_max_lag: i64,
+    /// `EXT-X-TARGETDURATION` in seconds. It may never change, so segments that would round
+    /// above it are cut even without a keyframe.
+    pub target_duration: u64,
+}
+
+impl Settings {
+    /// Settings from milliseconds.
+    pub fn from_ms(part_ms: u64, segment_ms: u64, window: usize) -> Self {
+        let part_target = part_ms as i64 * TICKS / 1000;
+        Settings {
+            part_target,
+            segment_target: segment_ms as i64 * TICKS / 1000,
+            window,
+            follower_max_lag: (3 * part_target).max(TICKS),
+            target_duration: segment_ms.div_ceil(1000).max(1),
+        }
+    }
+
+    /// `PART-TARGET` as advertised: the cutting target plus 10 %. Audio renditions close
+    /// their parts at the video's boundaries on their own frame grid, so their parts can be
+    /// up to one audio frame longer than the video's; the advertised target must cover them
+    /// (RFC 8216bis 4.4.4.9: every part <= PART-TARGET, non-final parts >= 85 % of it).
+    pub fn advertised_part_target(&self) -> f64 {
+        self.part_target as f64 * 1.1 / TICKS as f64
+    }
+}
+
+/// A part boundary decided by the leader: part `part` of segment `msn` ends at `end`.
+#[derive(Debug, Clone, Copy)]
+struct Boundary {
+    start: i64,
+    end: i64,
+    msn: u64,
+    part: u32,
+    ends_segment: bool,
+    /// End of a publishing session: followers take every frame they hold.
+    flush: bool,
+}
+
+/// Facts about a segment shared by all renditions, decided by the leader when it starts it.
+#[derive(Debug, Clone, Copy)]
+struct SegmentMeta {
+    msn: u64,
+    discontinuity: bool,
+    /// Discontinuity sequence number of this segment.
+    dseq: u64,
+    pdt: SystemTime,
+}
+
+/// A partial segment.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Index within its segment.
+    pub index: u32,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Starts with a sync sample.
+    pub independent: bool,
+    /// `moof`+`mdat`; empty for a gap.
+    pub data: Bytes,
+    /// No media for this part (listed with `GAP=YES`).
+    pub gap: bool,
+}
+
+/// A completed segment.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Duration in seconds.
+    pub duration: f64,
+    /// Parts (data dropped once the segment is far from the live edge).
+    pub parts: Vec<Part>,
+    /// The whole segment.
+    pub data: Bytes,
+    /// Starts after a discontinuity.
+    pub discontinuity: bool,
+    /// Discontinuity sequence number.
+    pub dseq: u64,
+    /// Init segment version it needs.
+    pub init_version: u32,
+    /// Wall-clock time of its first sample.
+    pub pdt: SystemTime,
+    /// Frames in it.
+    pub frames: u32,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    msn: u64,
+    parts: Vec<Part>,
+    discontinuity: bool,
+    dseq: u64,
+    init_version: u32,
+    pdt: SystemTime,
+    frames: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Lecture time of the decode timestamp.
+    t: i64,
+    /// Decode/presentation time on the lecture timeline, in the rendition's timescale.
+    dts: i64,
+    pts: i64,
+    keyframe: bool,
+    data: Bytes,
+}
+
+/// Identifies a rendition within a lecture.
+pub type RenditionIdx = usize;
+
+/// One HLS rendition: the video, or one dialect's audio.
+#[derive(Debug)]
+pub struct Rendition {
+    /// Path segment in URLs: `video`, `audio-yue`.
+    pub id: String,
+    /// Track description (current codec configuration).
+    pub info: TrackInfo,
+    /// Dialect of an audio rendition.
+    pub language: Option<Language>,
+    /// Display name of an audio rendition (粤语).
+    pub name: String,
+    inits: VecDeque<(u32, Bytes)>,
+    init_dirty: bool,
+    pending: VecDeque<Pending>,
+    segments: VecDeque<Segment>,
+    open: Option<OpenSegment>,
+    /// Absolute index of the next boundary this rendition closes.
+    next_boundary: u64,
+    /// First segment this rendition takes part in (renditions added mid-segment wait).
+    first_msn: u64,
+    /// Expected decode time of the next audio frame received (rendition timescale).
+    next_dts: Option<i64>,
+    /// End of the last audio sample emitted in this session (rendition timescale).
+    emit_end: Option<i64>,
+    sequence: u32,
+    /// Whether the current session declared this track.
+    pub in_session: bool,
+}
+
+impl Rendition {
+    /// Kind of track.
+    pub fn kind(&self) -> TrackKind {
+        self.info.kind()
+    }
+
+    /// Completed segments held.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.iter()
+    }
+
+    /// Measured bits per second and frames per second over the held segments.
+    pub fn rates(&self) -> Option<(u64, f64)> {
+        let (mut bytes, mut secs, mut frames) = (0usize, 0.0f64, 0u32);
+        for s in &self.segments {
+            bytes += s.data.len();
+            secs += s.duration;
+            frames += s.frames;
+        }
+        (secs > 0.1).then(|| ((bytes as f64 * 8.0 / secs) as u64, frames as f64 / secs))
+    }
+
+    /// Highest bitrate of one held segment, for `BANDWIDTH`.
+    pub fn peak_bitrate(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .filter(|s| s.duration > 0.1)
+            .map(|s| (s.data.len() as f64 * 8.0 / s.duration) as u64)
+            .max()
+    }
+
+    fn current_init_version(&self) -> Option<u32> {
+        self.inits.back().map(|(v, _)| *v)
+    }
+
+    /// Last part present: `(msn, part index)`.
+    pub fn last_part(&self) -> Option<(u64, u32)> {
+        if let Some(open) = &self.open
+            && let Some(p) = open.parts.last()
+        {
+            return Some((open.msn, p.index));
+        }
+        self.segments
+            .back()
+            .and_then(|s| s.parts.last().map(|p| (s.msn, p.index)))
+    }
+
+    /// Where the next part will be: `(msn, part index)`.
+    pub fn next_part(&self) -> (u64, u32) {
+        match (&self.open, self.segments.back()) {
+            (Some(open), _) => (open.msn, open.parts.last().map_or(0, |p| p.index + 1)),
+            (None, Some(s)) => (s.msn + 1, 0),
+            (None, None) => (self.first_msn, 0),
+        }
+    }
+}
+
+/// Whether a request can be answered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Yes.
+    Ready,
+    /// Not yet: wait for a change.
+    Wait,
+    /// Too far ahead of the live edge (HTTP 400).
+    TooFarAhead,
+}
+
+/// The packager of one lecture.
+#[derive(Debug)]
+pub struct Packager {
+    s: Settings,
+    instance: String,
+    renditions: Vec<Rendition>,
+    boundaries: VecDeque<Boundary>,
+    boundary_base: u64,
+    meta: VecDeque<SegmentMeta>,
+    leader: Option<RenditionIdx>,
+    /// Absolute index of the first boundary of the leader's current segment.
+    seg_first_boundary: u64,
+    lead_part_start: Option<i64>,
+    lead_seg_start: i64,
+    lead_last: Option<i64>,
+    est_frame: i64,
+    next_msn: u64,
+    next_part: u32,
+    dseq: u64,
+    session: u64,
+    offset: Option<i64>,
+    session_start: Option<i64>,
+    pending_discontinuity: bool,
+    cut_requested: bool,
+    anchor: Option<(i64, SystemTime)>,
+    last_end: i64,
+    leader_latest: i64,
+    ended: bool,
+    version: u64,
+}
+
+impl Packager {
+    /// A packager; `instance` distinguishes this lecture's URLs from an earlier lecture of the
+    /// same name, so caches never confuse them.
+    pub fn new(settings: Settings, instance: String) -> Self {
+        Packager {
+            s: settings,
+            instance,
+            renditions: Vec::new(),
+            boundaries: VecDeque::new(),
+            boundary_base: 0,
+            meta: VecDeque::new(),
+            leader: None,
+            seg_first_boundary: 0,
+            lead_part_start: None,
+            lead_seg_start: 0,
+            lead_last: None,
+            est_frame: TICKS / 25,
+            next_msn: 0,
+            next_part: 0,
+            dseq: 0,
+            session: 0,
+            offset: None,
+            session_start: None,
+            pending_discontinuity: false,
+            cut_requested: false,
+            anchor: None,
+            last_end: 0,
+            leader_latest: 0,
+            ended: false,
+            version: 0,
+        }
+    }
+
+    /// Increases on every change a reader could wait for.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The lecture has ended (`EXT-X-ENDLIST`).
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// The URL instance tag.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// All renditions.
+    pub fn renditions(&self) -> &[Rendition] {
+        &self.renditions
+    }
+
+    /// The rendition with that URL id.
+    pub fn rendition_by_id(&self, id: &str) -> Option<RenditionIdx> {
+        self.renditions.iter().position(|r| r.id == id)
+    }
+
+    /// `EXT-X-TARGETDURATION` in seconds.
+    pub fn target_duration(&self) -> u64 {
+        self.s.target_duration
+    }
+
+    /// Adds a rendition, or updates the codec configuration of an existing one (same `id`).
+    /// A changed configuration takes effect at the next segment, after a discontinuity.
+    pub fn set_track(
+        &mut self,
+        id: &str,
+        info: TrackInfo,
+        language: Option<Language>,
+        name: String,
+    ) -> RenditionIdx {
+        if let Some(i) = self.rendition_by_id(id) {
+            let r = &mut self.renditions[i];
+            r.in_session = true;
+            if r.info != info {
+                r.info = info;
+                r.init_dirty = true;
+                if r.segments.is_empty() && r.open.is_none() {
+                    r.inits.clear();
+                } else {
+                    self.cut_requested = true;
+                    self.pending_discontinuity = true;
+                }
+            }
+            r.language = language;
+            r.name = name;
+            return i;
+        }
+        // A rendition added while a segment is open joins that segment; the parts it missed
+        // are filled (silence for audio) as soon as it has frames.
+        let next_boundary = if self.lead_part_start.is_some() {
+            self.seg_first_boundary.max(self.boundary_base)
+        } else {
+            self.boundary_base + self.boundaries.len() as u64
+        };
+        let first_msn = self.next_msn;
+        self.renditions.push(Rendition {
+            id: id.to_string(),
+            info,
+            language,
+            name,
+            inits: VecDeque::new(),
+            init_dirty: true,
+            pending: VecDeque::new(),
+            segments: VecDeque::new(),
+            open: None,
+            next_boundary,
+            first_msn,
+            next_dts: None,
+            emit_end: None,
+            sequence: 0,
+            in_session: true,
+        });
+        self.version += 1;
+        self.renditions.len() - 1
+    }
+
+    /// Starts a publishing session (the first, or a reconnect within the grace period).
+    pub fn begin_session(&mut self) {
+        if self.lead_part_start.is_some() {
+            self.end_session();
+        }
+        self.session += 1;
+        self.offset = None;
+        self.session_start = None;
+        self.leader = None;
+        self.lead_last = None;
+        if self.session > 1 {
+            self.pending_discontinuity = true;
+        }
+        for r in &mut self.renditions {
+            r.in_session = false;
+            r.next_dts = None;
+            r.emit_end = None;
+            r.pending.clear();
+        }
+    }
+
+    /// Ends the current publishing session: completes the open segment of every rendition.
+    pub fn end_session(&mut self) {
+        if let (Some(_), Some(last)) = (self.lead_part_start, self.lead_last) {
+            let end = last + self.est_frame;
+            self.close_leader_part(end, true, true, None);
+        }
+        self.lead_part_start = None;
+        self.leader = None;
+        self.offset = None;
+        self.session_start = None;
+        for r in &mut self.renditions {
+            r.pending.clear();
+            r.next_dts = None;
+            r.emit_end = None;
+        }
+        self.pending_discontinuity = true;
+        self.version += 1;
+    }
+
+    /// Ends the lecture: `EXT-X-ENDLIST`, no more parts.
+    pub fn finish(&mut self) {
+        if !self.ended {
+            self.end_session();
+            self.ended = true;
+            self.version += 1;
+        }
+    }
+
+    /// Takes one frame of rendition `r`, received at wall-clock time `now`.
+    pub fn push(&mut self, r: RenditionIdx, frame: Frame, now: SystemTime) {
+        if self.ended || r >= self.renditions.len() {
+            return;
+        }
+        let ts = self.renditions[r].info.timescale;
+        let t_in = rescale(frame.dts, ts, HZ);
+        let last_end = self.last_end;
+        let offset = *self.offset.get_or_insert_with(|| {
+            let target = if last_end == 0 {
+                FIRST_START
+            } else {
+                last_end + SESSION_GAP
+            };
+            target - t_in
+        });
+        let off_r = rescale(offset, HZ, ts);
+        let mut p = Pending {
+            t: 0,
+            dts: frame.dts + off_r,
+            pts: frame.pts + off_r,
+            keyframe: frame.keyframe,
+            data: frame.data,
+        };
+        p.t = rescale(p.dts, ts, HZ);
+        if p.t < 0 {
+            return;
+        }
+        if self.leader.is_none() {
+            let video = self
+                .renditions
+                .iter()
+                .position(|x| x.in_session && x.kind() == TrackKind::Video);
+            self.leader = Some(video.unwrap_or(r));
+        }
+        if self.leader == Some(r) {
+            self.push_leader(r, p, now);
+        } else {
+            self.push_follower(r, p);
+        }
+    }
+
+    fn push_leader(&mut self, r: RenditionIdx, p: Pending, now: SystemTime) {
+        let Some(part_start) = self.lead_part_start else {
+            if !p.keyframe {
+                return;
+            }
+            self.start_segment(p.t, Some(now));
+            self.lead_part_start = Some(p.t);
+            self.session_start = Some(p.t);
+            self.note_leader_frame(p.t);
+            let start = p.t;
+            self.renditions[r].pending.push_back(p);
+            for f in 0..self.renditions.len() {
+                if f != r {
+                    self.renditions[f].pending.retain(|x| x.t >= start);
+                }
+            }
+            return;
+        };
+        let last = self.lead_last.unwrap_or(part_start);
+        if p.t < last {
+            // Decode time went backwards: not decodable in order; drop the frame.
+            return;
+        }
+        let dur = p.t - last;
+        if dur > 0 && dur < TICKS {
+            self.est_frame = dur;
+        }
+        let seg_elapsed = p.t - self.lead_seg_start;
+        let tolerance = self.est_frame / 2;
+        // Longest segment whose duration still rounds to the target duration.
+        let hard_limit = self.s.target_duration as i64 * TICKS + TICKS / 2 - TICKS / 100;
+        let new_segment = (p.keyframe
+            && (seg_elapsed + tolerance >= self.s.segment_target || self.cut_requested))
+            || seg_elapsed + self.est_frame > hard_limit;
+        let part_elapsed = p.t - part_start;
+        let new_part =
+            new_segment || part_elapsed + self.est_frame > self.s.part_target + TICKS / 1000;
+        if new_part && p.t > part_start {
+            self.close_leader_part(p.t, new_segment, false, Some(now));
+        }
+        self.note_leader_frame(p.t);
+        self.renditions[r].pending.push_back(p);
+    }
+
+    fn note_leader_frame(&mut self, t: i64) {
+        self.lead_last = Some(t);
+        self.leader_latest = self.leader_latest.max(t);
+        self.last_end = self.last_end.max(t + self.est_frame);
+    }
+
+    fn push_follower(&mut self, r: RenditionIdx, mut p: Pending) {
+        let rend = &mut self.renditions[r];
+        if rend.kind() == TrackKind::Audio
+            && let CodecParams::Aac(_) = rend.info.codec
+        {
+            let frame = aac::SAMPLES_PER_FRAME as i64;
+            if let Some(expected) = rend.next_dts {
+                if (p.dts - expected).abs() <= frame / 2 {
+                    p.dts = expected;
+                    p.pts = expected;
+                    p.t = rescale(p.dts, rend.info.timescale, HZ);
+                } else if p.dts < expected {
+                    // A late or repeated frame: the timeline already covers it.
+                    return;
+                }
+            }
+            rend.next_dts = Some(p.dts + frame);
+        }
+        if let Some(start) = self.session_start
+            && p.t < start
+        {
+            return;
+        }
+        self.last_end = self.last_end.max(p.t);
+        if rend.pending.len() >= MAX_PENDING {
+            rend.pending.pop_front();
+        }
+        rend.pending.push_back(p);
+        self.drain_follower(r);
+        self.trim_boundaries();
+    }
+
+    fn start_segment(&mut self, start: i64, now: Option<SystemTime>) {
+        let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        self.cut_requested = false;
+        if discontinuity {
+            self.dseq += 1;
+        }
+        if (discontinuity || self.anchor.is_none())
+            && let Some(now) = now
+        {
+            self.anchor = Some((start, now));
+        }
+        let (anchor_t, anchor_wall) = self.anchor.unwrap_or((start, SystemTime::UNIX_EPOCH));
+        let pdt = offset_time(anchor_wall, start - anchor_t);
+        self.meta.push_back(SegmentMeta {
+            msn: self.next_msn,
+            discontinuity,
+            dseq: self.dseq,
+            pdt,
+        });
+        while self.meta.len() > self.s.window + EXTRA_SEGMENTS + 8 {
+            self.meta.pop_front();
+        }
+        self.lead_seg_start = start;
+        self.seg_first_boundary = self.boundary_base + self.boundaries.len() as u64;
+    }
+
+    fn close_leader_part(
+        &mut self,
+        end: i64,
+        ends_segment: bool,
+        flush: bool,
+        now: Option<SystemTime>,
+    ) {
+        let Some(leader) = self.leader else { return };
+        let b = Boundary {
+            start: self.lead_part_start.unwrap_or(end),
+            end,
+            msn: self.next_msn,
+            part: self.next_part,
+            ends_segment,
+            flush,
+        };
+        self.boundaries.push_back(b);
+        self.close_part(leader, b, false);
+        if ends_segment {
+            self.next_msn += 1;
+            self.next_part = 0;
+            if !flush {
+                self.start_segment(end, now);
+            }
+        } else {
+            self.next_part += 1;
+        }
+        self.lead_part_start = Some(end);
+        for f in 0..self.renditions.len() {
+            if f != leader {
+                self.drain_follower(f);
+            }
+        }
+        self.trim_boundaries();
+        self.version += 1;
+    }
+
+    fn boundary(&self, k: u64) -> Option<Boundary> {
+        k.checked_sub(self.boundary_base)
+            .and_then(|i| self.boundaries.get(i as usize))
+            .copied()
+    }
+
+    fn drain_follower(&mut self, r: RenditionIdx) {
+        while let Some(b) = self.boundary(self.renditions[r].next_boundary) {
+            let rend = &self.renditions[r];
+            if b.msn < rend.first_msn {
+                self.renditions[r].next_boundary += 1;
+                continue;
+            }
+            let has_beyond = rend.pending.back().is_some_and(|f| f.t >= b.end);
+            let lagging = self.leader_latest - b.end > self.s.follower_max_lag;
+            if !(b.flush || has_beyond || lagging) {
+                break;
+            }
+            // Fill to the boundary: a quiet track, or one that joined late, gets silence.
+            self.close_part(r, b, !b.flush);
+            self.version += 1;
+        }
+    }
+
+    fn trim_boundaries(&mut self) {
+        let end = self.boundary_base + self.boundaries.len() as u64;
+        // Keep the current segment's boundaries for renditions that join late.
+        let keep = if self.lead_part_start.is_some() {
+            self.seg_first_boundary
+        } else {
+            end
+        };
+        let min = self
+            .renditions
+            .iter()
+            .map(|r| r.next_boundary)
+            .min()
+            .unwrap_or(end)
+            .min(keep);
+        while self.boundary_base < min && !self.boundaries.is_empty() {
+            self.boundaries.pop_front();
+            self.boundary_base += 1;
+        }
+        // A rendition that never catches up (no frames, no silence possible) must not pin
+        // memory: keep at most a few segments of boundaries.
+        let cap = 64 * (self.s.window + EXTRA_SEGMENTS);
+        while self.boundaries.len() > cap {
+            self.boundaries.pop_front();
+            self.boundary_base += 1;
+            for r in &mut self.renditions {
+                r.next_boundary = r.next_boundary.max(self.boundary_base);
+            }
+        }
+    }
+
+    fn meta_for(&self, msn: u64) -> SegmentMeta {
+        self.meta
+            .iter()
+            .rev()
+            .find(|m| m.msn == msn)
+            .copied()
+            .unwrap_or(SegmentMeta {
+                msn,
+                discontinuity: false,
+                dseq: self.dseq,
+                pdt: SystemTime::UNIX_EPOCH,
+            })
+    }
+
+    /// Closes part `b` of rendition `r` with the frames it holds before `b.end`; with
+    /// `fill_to_end`, missing audio up to `b.end` is filled with silence.
+    fn close_part(&mut self, r: RenditionIdx, b: Boundary, fill_to_end: bool) {
+        let meta = self.meta_for(b.msn);
+        let instance_window = self.s.window;
+        let rend = &mut self.renditions[r];
+        rend.next_boundary += 1;
+
+        if rend.open.as_ref().is_some_and(|o| o.msn != b.msn) {
+            // Should not happen (boundaries come in order); finish what is open.
+            finish_segment(rend, instance_window);
+        }
+        if rend.open.is_none() {
+            if rend.init_dirty || rend.inits.is_empty() {
+                let version = rend.current_init_version().map_or(0, |v| v + 1);
+                match fmp4::init_segment(&rend.info, rend.language.as_ref()) {
+                    Ok(init) => {
+                        rend.inits.push_back((version, init));
+                        while rend.inits.len() > 3 {
+                            rend.inits.pop_front();
+                        }
+                    }
+                    Err(e) => tracing::error!(rendition = %rend.id, "init segment: {e}"),
+                }
+                rend.init_dirty = false;
+            }
+            rend.open = Some(OpenSegment {
+                msn: b.msn,
+                parts: Vec::new(),
+                discontinuity: meta.discontinuity,
+                dseq: meta.dseq,
+                init_version: rend.current_init_version().unwrap_or(0),
+                pdt: meta.pdt,
+                frames: 0,
+            });
+        }
+
+        let ts = rend.info.timescale;
+        let mut frames: Vec<Pending> = Vec::new();
+        while let Some(f) = rend.pending.front() {
+            if b.flush || f.t < b.end {
+                frames.push(rend.pending.pop_front().expect("front exists"));
+            } else {
+                break;
+            }
+        }
+        if matches!(rend.info.codec, CodecParams::Aac(_)) {
+            frames = audio_with_silence(rend, frames, b, fill_to_end);
+        }
+
+        let part = if frames.is_empty() {
+            Part {
+                index: b.part,
+                duration: (b.end - b.start) as f64 / TICKS as f64,
+                independent: false,
+                data: Bytes::new(),
+                gap: true,
+            }
+        } else {
+            let is_audio = rend.kind() == TrackKind::Audio;
+            let end_r = rescale(b.end, HZ, ts);
+            let mut samples = Vec::with_capacity(frames.len());
+            for (i, f) in frames.iter().enumerate() {
+                let duration = if is_audio {
+                    aac::SAMPLES_PER_FRAME as i64
+                } else {
+                    match frames.get(i + 1) {
+                        Some(next) => next.dts - f.dts,
+                        None => (end_r - f.dts).max(1),
+                    }
+                };
+                samples.push(Sample {
+                    duration: duration.clamp(0, u32::MAX as i64) as u32,
+                    composition_offset: (f.pts - f.dts).clamp(i32::MIN as i64, i32::MAX as i64)
+                        as i32,
+                    keyframe: f.keyframe,
+                    data: f.data.clone(),
+                });
+            }
+            let total: i64 = samples.iter().map(|s| s.duration as i64).sum();
+            rend.sequence = rend.sequence.wrapping_add(1);
+            let base = frames[0].dts.max(0) as u64;
+            match fmp4::fragment(rend.sequence, base, &samples) {
+                Ok(data) => Part {
+                    index: b.part,
+                    duration: total as f64 / ts as f64,
+                    independent: frames[0].keyframe,
+                    data,
+                    gap: false,
+                },
+                Err(e) => {
+                    tracing::error!(rendition = %rend.id, "fragment: {e}");
+                    Part {
+                        index: b.part,
+                        duration: (b.end - b.start) as f64 / TICKS as f64,
+                        independent: false,
+                        data: Bytes::new(),
+                        gap: true,
+                    }
+                }
+            }
+        };
+        let open = rend.open.as_mut().expect("opened above");
+        open.frames += frames.len() as u32;
+        open.parts.push(part);
+        if b.ends_segment {
+            finish_segment(rend, instance_window);
+        }
+    }
+
+    /// Initialization segment `version` of rendition `r`.
+    pub fn init(&self, r: RenditionIdx, version: u32) -> Option<Bytes> {
+        self.renditions
+            .get(r)?
+            .inits
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Whole segment `msn` of rendition `r`.
+    pub fn segment(&self, r: RenditionIdx, msn: u64) -> Option<Bytes> {
+        self.renditions
+            .get(r)?
+            .segments
+            .iter()
+            .find(|s| s.msn == msn)
+            .map(|s| s.data.clone())
+    }
+
+    /// Part `index` of segment `msn` of rendition `r`, if it exists and is not a gap.
+    pub fn part(&self, r: RenditionIdx, msn: u64, index: u32) -> Option<Bytes> {
+        let rend = self.renditions.get(r)?;
+        let parts = match &rend.open {
+            Some(o) if o.msn == msn => &o.parts,
+            _ => &rend.segments.iter().find(|s| s.msn == msn)?.parts,
+        };
+        parts
+            .iter()
+            .find(|p| p.index == index && !p.gap && !p.data.is_empty())
+            .map(|p| p.data.clone())
+    }
+
+    /// Whether part `(msn, index)` of `r` is worth waiting for: it is the next part or one
+    /// close after it, and the lecture is still going.
+    pub fn part_upcoming(&self, r: RenditionIdx, msn: u64, index: u32) -> bool {
+        let Some(rend) = self.renditions.get(r) else {
+            return false;
+        };
+        if self.ended {
+            return false;
+        }
+        let (nm, np) = rend.next_part();
+        (msn == nm && index >= np && index <= np + 2) || (msn == nm + 1 && index <= 2)
+    }
+
+    /// Readiness of a blocking playlist reload for `_HLS_msn=msn` and optional `_HLS_part`.
+    pub fn blocking_ready(&self, r: RenditionIdx, msn: u64, part: Option<u32>) -> Readiness {
+        let Some(rend) = self.renditions.get(r) else {
+            return Readiness::Ready;
+        };
+        if self.ended {
+            return Readiness::Ready;
+        }
+        let (next_msn, next_part) = rend.next_part();
+        // Present: an earlier segment, or an earlier part of the current one.
+        let present = match part {
+            None => msn < next_msn,
+            Some(p) => msn < next_msn || (msn == next_msn && p < next_part),
+        };
+        if present {
+            return Readiness::Ready;
+        }
+        let last_msn = next_msn.saturating_sub(1);
+        if msn > last_msn + 2 {
+            return Readiness::TooFarAhead;
+        }
+        Readiness::Wait
+    }
+
+    /// Whether rendition `r` has anything to list yet.
+    pub fn has_media(&self, r: RenditionIdx) -> bool {
+        self.renditions
+            .get(r)
+            .is_some_and(|x| x.last_part().is_some())
+    }
+
+    /// The media playlist of rendition `r`.
+    pub fn media_playlist(&self, r: RenditionIdx) -> Option<String> {
+        let rend = self.renditions.get(r)?;
+        let inst = &self.instance;
+        let init_uri = |v: u32| format!("init-{inst}-{v}.mp4");
+        let part_line = |msn: u64, p: &Part| PartLine {
+            duration: p.duration,
+            uri: format!("part-{inst}-{msn}-{}.m4s", p.index),
+            independent: p.independent,
+            gap: p.gap,
+        };
+        let listed: Vec<&Segment> = {
+            let skip = rend.segments.len().saturating_sub(self.s.window);
+            rend.segments.iter().skip(skip).collect()
+        };
+        let part_from = listed.len().saturating_sub(PART_SEGMENTS);
+        let segments = listed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentLine {
+                duration: s.duration,
+                uri: format!("seg-{inst}-{}.m4s", s.msn),
+                discontinuity: s.discontinuity,
+                map_uri: init_uri(s.init_version),
+                program_date_time: Some(s.pdt),
+                parts: if i >= part_from {
+                    s.parts.iter().map(|p| part_line(s.msn, p)).collect()
+                } else {
+                    Vec::new()
+                },
+                gap: !s.parts.is_empty() && s.parts.iter().all(|p| p.gap),
+            })
+            .collect::<Vec<_>>();
+        let first = listed.first();
+        let (next_msn, next_part) = rend.next_part();
+        let media_sequence = first.map_or(next_msn, |s| s.msn);
+        let discontinuity_sequence = match (first, &rend.open) {
+            (Some(s), _) => s.dseq - s.discontinuity as u64,
+            (None, Some(o)) => o.dseq - o.discontinuity as u64,
+            (None, None) => self.dseq,
+        };
+        let rendition_reports = self
+            .renditions
+            .iter()
+            .filter(|o| o.id != rend.id)
+            .filter_map(|o| {
+                let (msn, part) = o.last_part()?;
+                Some(RenditionReport {
+                    uri: format!("../{}/index.m3u8", o.id),
+                    last_msn: msn,
+                    last_part: Some(part as u64),
+                })
+            })
+            .collect();
+        let playlist = MediaPlaylist {
+            target_duration: self.s.target_duration,
+            part_target: Some(self.s.advertised_part_target()),
+            media_sequence,
+            discontinuity_sequence,
+            segments,
+            open_parts: rend
+                .open
+                .as_ref()
+                .map(|o| o.parts.iter().map(|p| part_line(o.msn, p)).collect())
+                .unwrap_or_default(),
+            open_discontinuity: rend.open.as_ref().is_some_and(|o| o.discontinuity),
+            open_map_uri: rend.open.as_ref().map(|o| init_uri(o.init_version)),
+            open_program_date_time: rend.open.as_ref().map(|o| o.pdt),
+            preload_hint: (!self.ended && rend.current_init_version().is_some())
+                .then(|| format!("part-{inst}-{next_msn}-{next_part}.m4s")),
+            rendition_reports,
+            ended: self.ended,
+        };
+        Some(m3u8::render_media(&playlist))
+    }
+}
+
+fn offset_time(anchor: SystemTime, ticks: i64) -> SystemTime {
+    let d =
+        Duration::from_nanos((ticks.unsigned_abs()).saturating_mul(1_000_000_000) / TICKS as u64);
+    if ticks >= 0 {
+        anchor + d
+    } else {
+        anchor.checked_sub(d).unwrap_or(anchor)
+    }
+}
+
+/// Most silent frames inserted for one gap (about 10 s); longer gaps stay gaps.
+const MAX_FILL: usize = 500;
+
+/// The audio frames of part `b`: `frames` with gaps before, between and (with `fill_to_end`)
+/// after them filled with AAC silence, and frames overlapping audio already emitted dropped.
+/// Keeps every dialect's timeline gapless so players never stall on a quiet track.
+fn audio_with_silence(
+    rend: &mut Rendition,
+    frames: Vec<Pending>,
+    b: Boundary,
+    fill_to_end: bool,
+) -> Vec<Pending> {
+    let CodecParams::Aac(params) = &rend.info.codec else {
+        return frames;
+    };
+    let silent = aac::silent_frame(params.channels).map(Bytes::from_static);
+    let ts = rend.info.timescale;
+    let frame = aac::SAMPLES_PER_FRAME as i64;
+    let mut cursor = rend.emit_end.unwrap_or_else(|| rescale(b.start, HZ, ts));
+    let mut out = Vec::with_capacity(frames.len());
+    let fill_until = |out: &mut Vec<Pending>, cursor: &mut i64, until: i64| {
+        let Some(data) = &silent else { return };
+        let mut n = 0;
+        while until - *cursor > frame / 2 && n < MAX_FILL {
+            out.push(Pending {
+                t: rescale(*cursor, ts, HZ),
+                dts: *cursor,
+                pts: *cursor,
+                keyframe: true,
+                data: data.clone(),
+            });
+            *cursor += frame;
+            n += 1;
+        }
+        if until - *cursor > frame / 2 {
+            *cursor = until;
+        }
+    };
+    for f in frames {
+        if f.dts < cursor - frame / 2 {
+            continue;
+        }
+        fill_until(&mut out, &mut cursor, f.dts);
+        cursor = f.dts + frame;
+        out.push(f);
+    }
+    if fill_to_end {
+        fill_until(&mut out, &mut cursor, rescale(b.end, HZ, ts));
+    }
+    rend.emit_end = Some(cursor);
+    out
+}
+
+fn finish_segment(rend: &mut Rendition, window: usize) {
+    let Some(open) = rend.open.take() else { return };
+    let duration: f64 = open.parts.iter().map(|p| p.duration).sum();
+    let len: usize = open.parts.iter().map(|p| p.data.len()).sum();
+    let mut data = BytesMut::with_capacity(len);
+    for p in &open.parts {
+        data.extend_from_slice(&p.data);
+    }
+    rend.segments.push_back(Segment {
+        msn: open.msn,
+        duration,
+        parts: open.parts,
+        data: data.freeze(),
+        discontinuity: open.discontinuity,
+        dseq: open.dseq,
+        init_version: open.init_version,
+        pdt: open.pdt,
+        frames: open.frames,
+    });
+    while rend.segments.len() > window + EXTRA_SEGMENTS {
+        rend.segments.pop_front();
+    }
+    // Parts are only needed near the live edge.
+    let keep_parts_from = rend.segments.len().saturating_sub(PART_SEGMENTS + 1);
+    for s in rend.segments.iter_mut().take(keep_parts_from) {
+        if !s.parts.is_empty() {
+            s.parts.clear();
+        }
+    }
+}

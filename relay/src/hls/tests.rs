@@ -1,0 +1,484 @@
+//! Packager behaviour on synthetic lectures, faster than real time.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use media::aac::AacParams;
+use media::h264::H264Params;
+use media::{CodecParams, Frame, Language, TrackInfo};
+use mp4_atom::Decode;
+
+use super::packager::{Packager, Readiness, RenditionIdx, Settings};
+
+const SPS: &[u8] = &[
+    0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+    0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x83, 0x19, 0x60,
+];
+const PPS: &[u8] = &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+
+fn video_info() -> TrackInfo {
+    TrackInfo::new(CodecParams::H264(
+        H264Params::from_sps_pps(SPS, PPS).unwrap(),
+    ))
+}
+
+fn audio_info(lang: &str) -> (TrackInfo, Language) {
+    let mut info = TrackInfo::new(CodecParams::Aac(AacParams::lc(48_000, 2).unwrap()));
+    let lang = Language::parse(lang).unwrap();
+    info.language = Some(lang.clone());
+    (info, lang)
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// A publisher: 25 fps video with a keyframe every `gop` frames, and 48 kHz AAC audio per
+/// dialect, interleaved in time order like an encoder sends them. Timestamps start at
+/// `start_ms` (publisher clock).
+struct Source {
+    video: Option<RenditionIdx>,
+    audio: Vec<RenditionIdx>,
+    gop: u32,
+    start_ms: i64,
+    vframe: u32,
+    aframe: u32,
+}
+
+impl Source {
+    fn new(p: &mut Packager, video: bool, langs: &[&str], gop: u32) -> Self {
+        p.begin_session();
+        let video = video.then(|| p.set_track("video", video_info(), None, String::new()));
+        let audio = langs
+            .iter()
+            .map(|l| {
+                let (info, lang) = audio_info(l);
+                p.set_track(&format!("audio-{l}"), info, Some(lang), l.to_string())
+            })
+            .collect();
+        Source {
+            video,
+            audio,
+            gop,
+            start_ms: 123_456,
+            vframe: 0,
+            aframe: 0,
+        }
+    }
+
+    /// Pushes frames up to `ms` of publisher time (relative to the start).
+    fn run_until(&mut self, p: &mut Packager, ms: i64) {
+        loop {
+            let vt = self.vframe as i64 * 40;
+            let at = self.aframe as i64 * 1024 * 1000 / 48_000;
+            let next_video = self.video.is_some() && vt <= at;
+            let t = if next_video { vt } else { at };
+            if t > ms {
+                return;
+            }
+            let now = t0() + Duration::from_millis(t as u64);
+            if next_video {
+                let key = self.vframe % self.gop == 0;
+                let dts = (self.start_ms + vt) * 90;
+                p.push(
+                    self.video.unwrap(),
+                    Frame {
+                        dts,
+                        pts: dts + 3600,
+                        keyframe: key,
+                        data: Bytes::from(vec![if key { 0x65 } else { 0x41 }; 500]),
+                    },
+                    now,
+                );
+                self.vframe += 1;
+            } else {
+                // RTMP-style millisecond timestamps: rounded, jittery.
+                let ms = self.start_ms + at;
+                let ts = ms * 48;
+                for &a in &self.audio {
+                    p.push(
+                        a,
+                        Frame {
+                            dts: ts,
+                            pts: ts,
+                            keyframe: true,
+                            data: Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+                        },
+                        now,
+                    );
+                }
+                self.aframe += 1;
+            }
+        }
+    }
+}
+
+fn packager() -> Packager {
+    Packager::new(Settings::from_ms(400, 2000, 6), "t".into())
+}
+
+/// Decodes every fragment of a segment: `(tfdt, total duration, sample count, first flags)`.
+fn fragments(data: &[u8]) -> Vec<(u64, u64, usize, u32)> {
+    let mut out = Vec::new();
+    let mut buf = data;
+    while !buf.is_empty() {
+        let moof = mp4_atom::Moof::decode(&mut buf).unwrap();
+        let mdat = mp4_atom::Mdat::decode(&mut buf).unwrap();
+        let traf = &moof.traf[0];
+        let trun = &traf.trun[0];
+        let total: u64 = trun
+            .samples
+            .iter()
+            .map(|e| e.duration.unwrap() as u64)
+            .sum();
+        let size: usize = trun.samples.iter().map(|e| e.size.unwrap() as usize).sum();
+        assert_eq!(size, mdat.data.len());
+        out.push((
+            traf.tfdt.as_ref().unwrap().base_media_decode_time,
+            total,
+            trun.samples.len(),
+            trun.samples.get(0).unwrap().flags.unwrap(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn segments_on_keyframes_parts_aligned_across_dialects() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn", "yue", "hak"], 50);
+    src.run_until(&mut p, 10_050);
+    let video = p.rendition_by_id("video").unwrap();
+    let renditions = p.renditions();
+    let vsegs: Vec<_> = renditions[video].segments().collect();
+    assert!(vsegs.len() >= 4, "{} segments", vsegs.len());
+    for s in &vsegs {
+        assert!(
+            (s.duration - 2.0).abs() < 1e-6,
+            "video segment {} lasts {}",
+            s.msn,
+            s.duration
+        );
+        assert_eq!(s.frames, 50);
+        let frags = fragments(&s.data);
+        assert_eq!(frags.len(), 5, "five 400 ms parts");
+        assert!(frags.iter().all(|f| f.1 == 36_000 && f.2 == 10));
+        assert_eq!(frags[0].3, media::fmp4::FLAGS_SYNC);
+        for w in frags.windows(2) {
+            assert_eq!(w[0].0 + w[0].1, w[1].0, "video parts are contiguous");
+        }
+    }
+    for lang in ["cmn", "yue", "hak"] {
+        let a = p.rendition_by_id(&format!("audio-{lang}")).unwrap();
+        let asegs: Vec<_> = renditions[a].segments().collect();
+        assert_eq!(
+            asegs.iter().map(|s| s.msn).collect::<Vec<_>>(),
+            vsegs.iter().map(|s| s.msn).collect::<Vec<_>>()
+        );
+        let mut prev_end: Option<u64> = None;
+        for (sa, sv) in asegs.iter().zip(&vsegs) {
+            assert!(
+                (sa.duration - sv.duration).abs() < 0.03,
+                "audio {} vs video {}",
+                sa.duration,
+                sv.duration
+            );
+            assert_eq!(sa.parts.len(), sv.parts.len());
+            for f in fragments(&sa.data) {
+                if let Some(end) = prev_end {
+                    assert_eq!(end, f.0, "audio is gapless across parts");
+                }
+                prev_end = Some(f.0 + f.1);
+                // Each part's length is within one AAC frame of 400 ms.
+                let secs = f.1 as f64 / 48_000.0;
+                assert!(
+                    (secs - 0.4).abs() <= 1024.0 / 48_000.0 + 1e-9,
+                    "audio part {secs}"
+                );
+            }
+        }
+        // Audio and video start together: first audio sample within a frame of the video's.
+        let v0 = fragments(&vsegs[0].data)[0].0 as f64 / 90_000.0;
+        let a0 = fragments(&asegs[0].data)[0].0 as f64 / 48_000.0;
+        assert!((v0 - a0).abs() < 0.025, "a/v start {a0} vs {v0}");
+    }
+}
+
+#[test]
+fn playlists_parse_and_report_renditions() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn", "yue"], 50);
+    src.run_until(&mut p, 7_000);
+    let v = p.rendition_by_id("video").unwrap();
+    let text = p.media_playlist(v).unwrap();
+    let pl = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(pl.target_duration, 2);
+    assert_eq!(pl.media_sequence, 0);
+    assert!(pl.segments.len() >= 3);
+    assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.320"));
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.440"));
+    assert!(text.contains("#EXT-X-MAP:URI=\"init-t-0.mp4\""));
+    assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:00.000Z"));
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio-cmn/index.m3u8\""));
+    assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-t-"));
+    // Every part listed is servable, every segment too.
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
+            let uri = rest
+                .split("URI=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let mut it = uri.trim_end_matches(".m4s").rsplit('-');
+            let idx: u32 = it.next().unwrap().parse().unwrap();
+            let msn: u64 = it.next().unwrap().parse().unwrap();
+            assert!(p.part(v, msn, idx).is_some(), "{uri}");
+        }
+    }
+    for s in &pl.segments {
+        let msn: u64 = s
+            .uri
+            .trim_end_matches(".m4s")
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(p.segment(v, msn).is_some());
+    }
+    assert!(p.init(v, 0).is_some());
+}
+
+#[test]
+fn window_slides() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 40_000);
+    let v = p.rendition_by_id("video").unwrap();
+    let pl = m3u8_rs::parse_media_playlist_res(p.media_playlist(v).unwrap().as_bytes()).unwrap();
+    assert_eq!(pl.segments.len(), 6);
+    assert!(pl.media_sequence >= 13);
+    // Old segments are gone, recent ones kept.
+    assert!(p.segment(v, 0).is_none());
+    assert!(p.segment(v, pl.media_sequence).is_some());
+}
+
+#[test]
+fn blocking_reload_readiness() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 2_100);
+    let v = p.rendition_by_id("video").unwrap();
+    // The keyframe at 2.0 s completed segment 0; segment 1's first part is still open.
+    assert_eq!(p.renditions()[v].last_part(), Some((0, 4)));
+    assert_eq!(p.renditions()[v].next_part(), (1, 0));
+    assert_eq!(p.blocking_ready(v, 0, Some(4)), Readiness::Ready);
+    assert_eq!(p.blocking_ready(v, 0, None), Readiness::Ready);
+    assert_eq!(p.blocking_ready(v, 1, None), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 1, Some(0)), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 2, None), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 3, None), Readiness::TooFarAhead);
+    assert!(p.part_upcoming(v, 1, 0));
+    assert!(!p.part_upcoming(v, 7, 0));
+    let before = p.version();
+    src.run_until(&mut p, 2_500);
+    assert!(p.version() > before);
+    assert_eq!(p.blocking_ready(v, 1, Some(0)), Readiness::Ready);
+    assert_eq!(p.blocking_ready(v, 1, Some(1)), Readiness::Wait);
+    // a part index past the end of a finished segment counts as the next segment's first
+    src.run_until(&mut p, 4_100);
+    assert_eq!(p.blocking_ready(v, 1, Some(9)), Readiness::Ready);
+}
+
+#[test]
+fn publisher_restart_continues_with_discontinuity() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn", "yue"], 50);
+    src.run_until(&mut p, 5_000);
+    p.end_session();
+    let v = p.rendition_by_id("video").unwrap();
+    let before: Vec<_> = p.renditions()[v].segments().map(|s| s.msn).collect();
+    let last_end = {
+        let s = p.renditions()[v].segments().last().unwrap();
+        let f = fragments(&s.data);
+        let l = f.last().unwrap();
+        l.0 + l.1
+    };
+    // Playlists stay up during the gap, listing what was there.
+    assert!(p.media_playlist(v).unwrap().contains("seg-t-2.m4s"));
+
+    // The new publisher's clock starts somewhere else entirely.
+    let mut src2 = Source::new(&mut p, true, &["cmn", "yue"], 50);
+    src2.start_ms = 5;
+    src2.run_until(&mut p, 4_500);
+    let rend = &p.renditions()[v];
+    let after: Vec<_> = rend
+        .segments()
+        .filter(|s| !before.contains(&s.msn))
+        .collect();
+    assert!(!after.is_empty());
+    assert!(after[0].discontinuity);
+    assert!(after[1..].iter().all(|s| !s.discontinuity));
+    assert_eq!(after[0].msn, before.last().unwrap() + 1);
+    assert_eq!(after[0].dseq, 1);
+    let first = fragments(&after[0].data)[0].0;
+    assert!(
+        first >= last_end,
+        "timeline continues: {first} >= {last_end}"
+    );
+    assert!(first - last_end < 90_000, "and does not leap");
+    let text = p.media_playlist(v).unwrap();
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    // The same discontinuity on the audio rendition, at the same segment.
+    let a = p.rendition_by_id("audio-yue").unwrap();
+    let aseg = p.renditions()[a]
+        .segments()
+        .find(|s| s.msn == after[0].msn)
+        .unwrap();
+    assert!(aseg.discontinuity);
+    let atext = p.media_playlist(a).unwrap();
+    let pl = m3u8_rs::parse_media_playlist_res(atext.as_bytes()).unwrap();
+    assert_eq!(pl.discontinuity_sequence, 0);
+    // PDT jumps by the wall-clock gap at the discontinuity.
+    assert!(aseg.pdt >= t0());
+}
+
+#[test]
+fn silent_dialect_is_filled_and_keeps_pace() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn", "yue"], 50);
+    src.run_until(&mut p, 3_000);
+    // yue's source goes quiet: only cmn keeps coming.
+    let yue = p.rendition_by_id("audio-yue").unwrap();
+    src.audio.retain(|&a| a != yue);
+    src.run_until(&mut p, 9_000);
+    let v = p.rendition_by_id("video").unwrap();
+    let vlast = p.renditions()[v].last_part().unwrap();
+    let ylast = p.renditions()[yue].last_part().unwrap();
+    // Behind by at most the lag allowance (1.2 s = 3 parts).
+    let index = |(m, i): (u64, u32)| m * 5 + i as u64;
+    assert!(index(vlast) - index(ylast) <= 4, "{vlast:?} vs {ylast:?}");
+    // The filled segments are real, gapless audio.
+    let segs: Vec<_> = p.renditions()[yue].segments().collect();
+    let mut prev: Option<u64> = None;
+    for s in &segs {
+        for f in fragments(&s.data) {
+            if let Some(e) = prev {
+                assert_eq!(e, f.0);
+            }
+            prev = Some(f.0 + f.1);
+        }
+    }
+}
+
+#[test]
+fn audio_only_lecture_leads_by_time() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, false, &["cmn"], 50);
+    src.run_until(&mut p, 8_000);
+    let a = p.rendition_by_id("audio-cmn").unwrap();
+    let segs: Vec<_> = p.renditions()[a].segments().collect();
+    assert!(segs.len() >= 3);
+    for s in &segs {
+        assert!((s.duration - 2.0).abs() < 0.03, "{}", s.duration);
+        let frags = fragments(&s.data);
+        for (i, f) in frags.iter().enumerate() {
+            let secs = f.1 as f64 / 48_000.0;
+            assert!(secs <= 0.44, "part {secs}");
+            // RFC 8216bis: all but a segment's final part last at least 85 % of PART-TARGET.
+            if i + 1 < frags.len() {
+                assert!(secs >= 0.374, "part {secs}");
+            }
+        }
+    }
+}
+
+#[test]
+fn long_gop_is_cut_within_target_duration() {
+    let mut p = packager();
+    // OBS's default: a keyframe every ~8 s.
+    let mut src = Source::new(&mut p, true, &["cmn"], 200);
+    src.run_until(&mut p, 20_000);
+    let v = p.rendition_by_id("video").unwrap();
+    for s in p.renditions()[v].segments() {
+        assert!(
+            s.duration.round() as u64 <= p.target_duration(),
+            "{}",
+            s.duration
+        );
+    }
+    let text = p.media_playlist(v).unwrap();
+    assert!(text.contains("#EXT-X-TARGETDURATION:2\n"));
+}
+
+#[test]
+fn frames_before_first_keyframe_and_backwards_dts_are_dropped() {
+    let mut p = packager();
+    p.begin_session();
+    let v = p.set_track("video", video_info(), None, String::new());
+    let f = |dts: i64, key: bool| Frame {
+        dts,
+        pts: dts,
+        keyframe: key,
+        data: Bytes::from_static(b"x"),
+    };
+    p.push(v, f(0, false), t0());
+    p.push(v, f(3600, false), t0());
+    assert!(p.renditions()[v].last_part().is_none());
+    for i in 0..30 {
+        p.push(v, f(7200 + i * 3600, i % 25 == 0), t0());
+    }
+    p.push(v, f(10, false), t0()); // far back in time
+    for i in 30..80 {
+        p.push(v, f(7200 + i * 3600, i % 25 == 0), t0());
+    }
+    let segs: Vec<_> = p.renditions()[v].segments().collect();
+    assert_eq!(segs[0].frames, 50);
+}
+
+#[test]
+fn finish_writes_endlist() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 3_000);
+    p.finish();
+    let v = p.rendition_by_id("video").unwrap();
+    let text = p.media_playlist(v).unwrap();
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"));
+    assert!(!text.contains("PRELOAD-HINT"));
+    assert_eq!(p.blocking_ready(v, 99, None), Readiness::Ready);
+    let pl = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+    let total: f32 = pl.segments.iter().map(|s| s.duration).sum();
+    assert!((total - 3.0).abs() < 0.1, "{total}");
+}
+
+#[test]
+fn dialect_declared_after_first_keyframe_joins_the_first_segment() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &[], 50);
+    src.run_until(&mut p, 700);
+    let (info, lang) = audio_info("yue");
+    let a = p.set_track("audio-yue", info, Some(lang), "粤语".into());
+    src.audio.push(a);
+    src.run_until(&mut p, 4_100);
+    let v = p.rendition_by_id("video").unwrap();
+    let vsegs: Vec<_> = p.renditions()[v]
+        .segments()
+        .map(|s| (s.msn, s.parts.len()))
+        .collect();
+    let asegs: Vec<_> = p.renditions()[a]
+        .segments()
+        .map(|s| (s.msn, s.parts.len()))
+        .collect();
+    assert_eq!(vsegs, asegs);
+    // The first 0.7 s are silence, then the real frames; one gapless timeline from the start.
+    let first = p.renditions()[a].segments().next().unwrap();
+    let frags = fragments(&first.data);
+    let v0 = fragments(&p.renditions()[v].segments().next().unwrap().data)[0].0;
+    assert!((frags[0].0 as f64 / 48_000.0 - v0 as f64 / 90_000.0).abs() < 0.001);
+    for w in frags.windows(2) {
+        assert_eq!(w[0].0 + w[0].1, w[1].0);
+    }
+}

@@ -1,0 +1,457 @@
+//! HTTP interface: HLS playlists and media from memory, the lecture API, health.
+//!
+//! Caching: media (init segments, segments, parts) have URLs that are never reused, so they
+//! are `immutable`; playlists are cached briefly, blocking-reload answers for a few target
+//! durations (RFC 8216bis Appendix B.1), and errors not at all, so a CDN can sit in front.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use media::TrackKind;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::hls::multivariant;
+use crate::hls::packager::Readiness;
+use crate::hub::{Hub, Lecture, Status};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Arc<Hub>,
+}
+
+/// The relay's routes: `/hls/...`, `/api/v1/...`, `/healthz`.
+pub fn router(hub: Arc<Hub>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+        .allow_headers(Any)
+        .max_age(Duration::from_secs(600));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/streams/{name}", get(get_stream))
+        .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
+        .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
+        .layer(cors)
+        .with_state(AppState { hub })
+}
+
+/// An error answered as JSON `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status and a message for the client.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, what)
+    }
+
+    fn bad_request(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let live = s
+        .hub
+        .list()
+        .iter()
+        .filter(|l| l.status() == Status::Live)
+        .count();
+    let mut r = axum::Json(json!({ "status": "ok", "live_lectures": live })).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn list_streams(State(s): State<AppState>) -> Response {
+    let streams: Vec<Value> = s.hub.list().iter().map(|l| describe(l)).collect();
+    let mut r = axum::Json(json!({ "streams": streams })).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+async fn get_stream(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let l = s
+        .hub
+        .lecture(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no lecture {name:?}")))?;
+    let mut r = axum::Json(describe(&l)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// The API view of a lecture.
+fn describe(l: &Lecture) -> Value {
+    let status = match l.status() {
+        Status::Live => "live",
+        Status::Reconnecting { .. } => "reconnecting",
+        Status::Ended { .. } => "ended",
+    };
+    let publisher = l.publisher().map(|p| {
+        json!({
+            "protocol": p.protocol,
+            "remote": p.remote.map(|a| a.to_string()),
+            "since": humantime::format_rfc3339_millis(p.since).to_string(),
+        })
+    });
+    let hls = l.hls();
+    let tracks: Vec<Value> = hls
+        .renditions()
+        .iter()
+        .map(|r| {
+            let rates = r.rates();
+            let mut t = json!({
+                "id": r.id,
+                "kind": match r.kind() { TrackKind::Video => "video", TrackKind::Audio => "audio" },
+                "codec": r.info.codec.name(),
+                "codec_string": r.info.codec.codec_string(),
+                "bitrate": rates.map(|x| x.0),
+                "playlist": format!("/hls/{}/{}/index.m3u8", l.name, r.id),
+            });
+            match &r.info.codec {
+                media::CodecParams::H264(h) => {
+                    t["width"] = json!(h.width);
+                    t["height"] = json!(h.height);
+                    t["fps"] = json!(
+                        rates
+                            .map(|x| (x.1 * 100.0).round() / 100.0)
+                            .or(h.fps_milli.map(|f| f as f64 / 1000.0))
+                    );
+                }
+                media::CodecParams::Aac(a) => {
+                    t["language"] = json!(r.language.as_ref().map(|x| x.to_string()));
+                    t["name"] = json!(r.name);
+                    t["default"] = json!(r.language.as_ref() == Some(&l.default_language));
+                    t["sample_rate"] = json!(a.sample_rate);
+                    t["channels"] = json!(a.channel_count());
+                }
+            }
+            t
+        })
+        .collect();
+    json!({
+        "name": l.name,
+        "title": l.title,
+        "status": status,
+        "started": humantime::format_rfc3339_millis(l.started).to_string(),
+        "sessions": l.sessions(),
+        "publisher": publisher,
+        "hls": format!("/hls/{}/index.m3u8", l.name),
+        "tracks": tracks,
+    })
+}
+
+fn block_timeout(s: &AppState) -> Duration {
+    Duration::from_millis(s.hub.config().hls.block_timeout_ms)
+}
+
+fn playlist_response(body: String, cache: &str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    if let Ok(v) = HeaderValue::from_str(cache) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+fn media_response(body: Bytes, kind: TrackKind) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(match kind {
+            TrackKind::Video => "video/mp4",
+            TrackKind::Audio => "audio/mp4",
+        }),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    r
+}
+
+fn lecture(s: &AppState, name: &str) -> Result<Arc<Lecture>, ApiError> {
+    s.hub
+        .lecture(name)
+        .ok_or_else(|| ApiError::not_found(format!("no lecture {name:?}")))
+}
+
+/// Waits until `check` gives an answer or the deadline passes; `check` runs with the
+/// packager locked and is re-run after every change.
+async fn wait_for<T>(
+    l: &Lecture,
+    deadline: Instant,
+    mut check: impl FnMut(&crate::hls::packager::Packager) -> Option<T>,
+) -> Option<T> {
+    let mut rx = l.subscribe();
+    loop {
+        rx.mark_unchanged();
+        if let Some(v) = check(&l.hls()) {
+            return Some(v);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return None },
+            _ = tokio::time::sleep_until(deadline) => return None,
+        }
+    }
+}
+
+async fn multivariant_playlist(
+    State(s): State<AppState>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
+    let l = lecture(&s, &stream)?;
+    let deadline = Instant::now() + block_timeout(&s);
+    let default = l.default_language.to_string();
+    let config = s.hub.config();
+    let text = wait_for(&l, deadline, |p| {
+        multivariant::render(p, &default, |tag| config.dialect_rank(tag))
+    })
+    .await
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("lecture {stream:?} has no media yet"),
+        )
+    })?;
+    Ok(playlist_response(text, "no-cache"))
+}
+
+/// Delivery directives of a blocking playlist reload.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Directives {
+    msn: Option<u64>,
+    part: Option<u32>,
+}
+
+fn parse_directives(query: Option<&str>) -> Result<Directives, ApiError> {
+    let mut d = Directives::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "_HLS_msn" => {
+                d.msn = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("bad _HLS_msn"))?,
+                )
+            }
+            "_HLS_part" => {
+                d.part = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::bad_request("bad _HLS_part"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    if d.part.is_some() && d.msn.is_none() {
+        return Err(ApiError::bad_request("_HLS_part without _HLS_msn"));
+    }
+    Ok(d)
+}
+
+/// What a file name in a rendition directory asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum FileRequest {
+    Playlist,
+    Init(u32),
+    Segment(u64),
+    Part(u64, u32),
+}
+
+fn parse_file(file: &str, instance: &str) -> Option<FileRequest> {
+    if file == "index.m3u8" {
+        return Some(FileRequest::Playlist);
+    }
+    let (stem, ext) = file.rsplit_once('.')?;
+    let mut it = stem.split('-');
+    let kind = it.next()?;
+    if it.next()? != instance {
+        return None;
+    }
+    let a = it.next()?;
+    let b = it.next();
+    if it.next().is_some() {
+        return None;
+    }
+    match (kind, ext, b) {
+        ("init", "mp4", None) => Some(FileRequest::Init(a.parse().ok()?)),
+        ("seg", "m4s", None) => Some(FileRequest::Segment(a.parse().ok()?)),
+        ("part", "m4s", Some(b)) => Some(FileRequest::Part(a.parse().ok()?, b.parse().ok()?)),
+        _ => None,
+    }
+}
+
+async fn rendition_file(
+    State(s): State<AppState>,
+    Path((stream, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let l = lecture(&s, &stream)?;
+    let (r, kind, instance, target) = {
+        let hls = l.hls();
+        let r = hls
+            .rendition_by_id(&rendition)
+            .ok_or_else(|| ApiError::not_found(format!("no rendition {rendition:?}")))?;
+        (
+            r,
+            hls.renditions()[r].kind(),
+            hls.instance().to_string(),
+            hls.target_duration(),
+        )
+    };
+    let request = parse_file(&file, &instance)
+        .ok_or_else(|| ApiError::not_found(format!("no file {file:?}")))?;
+    let deadline = Instant::now() + block_timeout(&s);
+    match request {
+        FileRequest::Playlist => {
+            let d = parse_directives(query.as_deref())?;
+            let Some(msn) = d.msn else {
+                let text = wait_for(&l, deadline, |p| {
+                    p.has_media(r).then(|| p.media_playlist(r)).flatten()
+                })
+                .await
+                .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no media yet"))?;
+                let cache = format!("public, max-age={}", (target / 2).max(1));
+                return Ok(playlist_response(text, &cache));
+            };
+            let answer = wait_for(&l, deadline, |p| match p.blocking_ready(r, msn, d.part) {
+                Readiness::Ready => Some(Ok(p.media_playlist(r))),
+                Readiness::TooFarAhead => Some(Err(())),
+                Readiness::Wait => None,
+            })
+            .await;
+            match answer {
+                Some(Ok(Some(text))) => {
+                    let cache = format!("public, max-age={}", 6 * target);
+                    Ok(playlist_response(text, &cache))
+                }
+                Some(Ok(None)) => Err(ApiError::not_found("rendition gone")),
+                Some(Err(())) => Err(ApiError::bad_request(
+                    "_HLS_msn/_HLS_part too far beyond the live edge",
+                )),
+                // Timed out: most likely the publisher is reconnecting. Answer with the
+                // playlist as it is (uncacheable) rather than 503, so players keep waiting
+                // through a publisher gap instead of giving up.
+                None => {
+                    let text = l
+                        .hls()
+                        .media_playlist(r)
+                        .ok_or_else(|| ApiError::not_found("rendition gone"))?;
+                    Ok(playlist_response(text, "no-cache"))
+                }
+            }
+        }
+        FileRequest::Init(v) => {
+            let data = l.hls().init(r, v);
+            data.map(|d| media_response(d, kind))
+                .ok_or_else(|| ApiError::not_found("no such init segment"))
+        }
+        FileRequest::Segment(msn) => {
+            let data = l.hls().segment(r, msn);
+            data.map(|d| media_response(d, kind))
+                .ok_or_else(|| ApiError::not_found("no such segment"))
+        }
+        FileRequest::Part(msn, idx) => {
+            // A preload-hinted part is held until it exists (RFC 8216bis 6.2.6).
+            let data = wait_for(&l, deadline, |p| {
+                if let Some(d) = p.part(r, msn, idx) {
+                    Some(Some(d))
+                } else if p.part_upcoming(r, msn, idx) {
+                    None
+                } else {
+                    Some(None)
+                }
+            })
+            .await
+            .flatten();
+            data.map(|d| media_response(d, kind))
+                .ok_or_else(|| ApiError::not_found("no such part"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(parse_file("index.m3u8", "k"), Some(FileRequest::Playlist));
+        assert_eq!(parse_file("init-k-2.mp4", "k"), Some(FileRequest::Init(2)));
+        assert_eq!(
+            parse_file("seg-k-17.m4s", "k"),
+            Some(FileRequest::Segment(17))
+        );
+        assert_eq!(
+            parse_file("part-k-17-3.m4s", "k"),
+            Some(FileRequest::Part(17, 3))
+        );
+        for bad in [
+            "seg-other-17.m4s",
+            "seg-k-17.mp4",
+            "part-k-17.m4s",
+            "part-k-1-2-3.m4s",
+            "seg-k--1.m4s",
+            "../../etc/passwd",
+            "seg-k-99999999999999999999999.m4s",
+        ] {
+            assert_eq!(parse_file(bad, "k"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn directives() {
+        assert_eq!(parse_directives(None).unwrap(), Directives::default());
+        assert_eq!(
+            parse_directives(Some("_HLS_msn=5&_HLS_part=2")).unwrap(),
+            Directives {
+                msn: Some(5),
+                part: Some(2)
+            }
+        );
+        assert!(parse_directives(Some("_HLS_part=2")).is_err());
+        assert!(parse_directives(Some("_HLS_msn=-1")).is_err());
+        assert!(parse_directives(Some("_HLS_msn=x")).is_err());
+    }
+}

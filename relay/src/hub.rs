@@ -1,0 +1,509 @@
+//! The hub: live lectures by name, who publishes them, and what happens when they stop.
+//!
+//! A lecture is created by its first publisher and lives on after the publisher leaves: for
+//! the grace period it is *reconnecting* (playlists stay, players wait); a publisher coming
+//! back in time continues it with a discontinuity. After the grace period it *ends*
+//! (`EXT-X-ENDLIST`) and is removed once the retention time has passed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use config::Config;
+use media::sink::{MediaSink, Publish, PublishError, PublishRequest, SinkError};
+use media::{Language, MediaEvent, TrackId, TrackKind};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::hls::packager::{Packager, RenditionIdx, Settings};
+
+/// Most renditions (video + dialects) one lecture may have.
+pub const MAX_RENDITIONS: usize = 17;
+
+/// Where a lecture is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// A publisher is sending.
+    Live,
+    /// The publisher left; waiting for it to come back.
+    Reconnecting {
+        /// When it left.
+        since: Instant,
+    },
+    /// Over; playlists carry `EXT-X-ENDLIST`.
+    Ended {
+        /// When it ended.
+        since: Instant,
+    },
+}
+
+/// The current publisher of a lecture.
+#[derive(Debug, Clone)]
+pub struct PublisherInfo {
+    /// Input protocol.
+    pub protocol: &'static str,
+    /// Remote address.
+    pub remote: Option<SocketAddr>,
+    /// When this session started.
+    pub since: SystemTime,
+}
+
+#[derive(Debug)]
+struct LectureState {
+    status: Status,
+    publisher: Option<PublisherInfo>,
+    session: u64,
+    sessions: u64,
+}
+
+/// One lecture.
+#[derive(Debug)]
+pub struct Lecture {
+    /// Stream name.
+    pub name: String,
+    /// Title from configuration.
+    pub title: Option<String>,
+    /// Dialect of audio that does not say its own.
+    pub default_language: Language,
+    /// When the lecture began.
+    pub started: SystemTime,
+    state: Mutex<LectureState>,
+    hls: Mutex<Packager>,
+    changed: watch::Sender<u64>,
+}
+
+impl Lecture {
+    /// Locks the packager. Held briefly: readers clone `Bytes` out.
+    pub fn hls(&self) -> MutexGuard<'_, Packager> {
+        self.hls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state(&self) -> MutexGuard<'_, LectureState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A receiver that wakes on every packager change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self, version: u64) {
+        self.changed.send_if_modified(|v| {
+            let changed = *v != version;
+            *v = version;
+            changed
+        });
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        self.state().status
+    }
+
+    /// Current publisher, if live.
+    pub fn publisher(&self) -> Option<PublisherInfo> {
+        self.state().publisher.clone()
+    }
+
+    /// How many publishing sessions this lecture has had.
+    pub fn sessions(&self) -> u64 {
+        self.state().sessions
+    }
+
+    fn end_session(&self, session: u64) {
+        let mut st = self.state();
+        if st.session != session || st.status != Status::Live {
+            return;
+        }
+        st.status = Status::Reconnecting {
+            since: Instant::now(),
+        };
+        st.publisher = None;
+        drop(st);
+        let mut hls = self.hls();
+        hls.end_session();
+        let v = hls.version();
+        drop(hls);
+        self.notify(v);
+    }
+
+    fn finish(&self) {
+        let mut st = self.state();
+        st.status = Status::Ended {
+            since: Instant::now(),
+        };
+        st.publisher = None;
+        st.session = 0;
+        drop(st);
+        let mut hls = self.hls();
+        hls.finish();
+        let v = hls.version();
+        drop(hls);
+        self.notify(v);
+    }
+}
+
+/// The registry of lectures.
+pub struct Hub {
+    config: Arc<Config>,
+    lectures: Mutex<HashMap<String, Arc<Lecture>>>,
+    sessions: AtomicU64,
+}
+
+impl Hub {
+    /// A hub for `config`.
+    pub fn new(config: Arc<Config>) -> Arc<Self> {
+        Arc::new(Hub {
+            config,
+            lectures: Mutex::new(HashMap::new()),
+            sessions: AtomicU64::new(1),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lectures(&self) -> MutexGuard<'_, HashMap<String, Arc<Lecture>>> {
+        self.lectures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lecture of that name, live, reconnecting or recently ended.
+    pub fn lecture(&self, name: &str) -> Option<Arc<Lecture>> {
+        self.lectures().get(name).cloned()
+    }
+
+    /// All lectures, by name.
+    pub fn list(&self) -> Vec<Arc<Lecture>> {
+        let mut v: Vec<_> = self.lectures().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Ends lectures whose publisher stayed away past the grace period and forgets ended
+    /// ones past the retention time. Call periodically; [`Hub::run_maintenance`] does.
+    pub fn maintain(&self, now: Instant) {
+        let grace = Duration::from_secs(self.config.lectures.grace_period_s);
+        let retention = Duration::from_secs(self.config.lectures.ended_retention_s);
+        let mut remove = Vec::new();
+        for lecture in self.list() {
+            match lecture.status() {
+                Status::Reconnecting { since } if now.duration_since(since) >= grace => {
+                    info!(lecture = %lecture.name, "publisher did not return within {grace:?}: lecture ended");
+                    lecture.finish();
+                }
+                Status::Ended { since } if now.duration_since(since) >= retention => {
+                    remove.push(lecture.name.clone());
+                }
+                _ => {}
+            }
+        }
+        if !remove.is_empty() {
+            let mut map = self.lectures();
+            for name in remove {
+                if map
+                    .get(&name)
+                    .is_some_and(|l| matches!(l.status(), Status::Ended { .. }))
+                {
+                    map.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Runs [`Hub::maintain`] twice a second until the hub is dropped elsewhere.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            self.maintain(Instant::now());
+        }
+    }
+
+    fn new_lecture(&self, name: &str) -> Arc<Lecture> {
+        let configured = self.config.lecture(name);
+        let default_language = configured
+            .and_then(|l| l.language.as_deref())
+            .unwrap_or(&self.config.lectures.default_language);
+        let hls = &self.config.hls;
+        let started = SystemTime::now();
+        let instance = started
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let packager = Packager::new(
+            Settings::from_ms(
+                hls.part_target_ms,
+                hls.segment_target_ms,
+                hls.window_segments,
+            ),
+            base36(instance),
+        );
+        Arc::new(Lecture {
+            name: name.to_string(),
+            title: configured.and_then(|l| l.title.clone()),
+            default_language: Language::parse(default_language)
+                .unwrap_or_else(|_| Language::parse("cmn").expect("valid tag")),
+            started,
+            state: Mutex::new(LectureState {
+                status: Status::Live,
+                publisher: None,
+                session: 0,
+                sessions: 0,
+            }),
+            hls: Mutex::new(packager),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
+        let configured = self.config.lecture(&request.stream);
+        if configured.is_none() && !self.config.lectures.allow_unconfigured {
+            return Err(PublishError::UnknownLecture(request.stream.clone()));
+        }
+        if let Some(expected) = configured.and_then(|l| l.publish_key.as_deref()) {
+            let given = request.key.as_deref().unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                return Err(PublishError::Unauthorized(request.stream.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn base36(mut v: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+impl Publish for Hub {
+    fn publish(&self, request: PublishRequest) -> Result<Box<dyn MediaSink>, PublishError> {
+        if let Err(e) = self.check_key(&request) {
+            warn!(stream = %request.stream, remote = ?request.remote, protocol = request.protocol, "publish refused: {e}");
+            return Err(e);
+        }
+        let mut map = self.lectures();
+        let lecture = match map.get(&request.stream) {
+            Some(l) => match l.status() {
+                Status::Live => return Err(PublishError::AlreadyPublishing(request.stream)),
+                Status::Reconnecting { .. } => l.clone(),
+                Status::Ended { .. } => {
+                    let l = self.new_lecture(&request.stream);
+                    map.insert(request.stream.clone(), l.clone());
+                    l
+                }
+            },
+            None => {
+                let live = map
+                    .values()
+                    .filter(|l| !matches!(l.status(), Status::Ended { .. }))
+                    .count();
+                if live >= self.config.lectures.max_live {
+                    return Err(PublishError::TooManyLectures);
+                }
+                let l = self.new_lecture(&request.stream);
+                map.insert(request.stream.clone(), l.clone());
+                l
+            }
+        };
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = lecture.state();
+            st.status = Status::Live;
+            st.session = session;
+            st.sessions += 1;
+            st.publisher = Some(PublisherInfo {
+                protocol: request.protocol,
+                remote: request.remote,
+                since: SystemTime::now(),
+            });
+        }
+        lecture.hls().begin_session();
+        drop(map);
+        info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
+        Ok(Box::new(PublisherSink {
+            lecture,
+            session,
+            tracks: HashMap::new(),
+            dialect_names: self.config.dialects.clone(),
+        }))
+    }
+}
+
+/// The sink of one publishing session.
+struct PublisherSink {
+    lecture: Arc<Lecture>,
+    session: u64,
+    tracks: HashMap<TrackId, RenditionIdx>,
+    dialect_names: indexmap::IndexMap<String, String>,
+}
+
+impl MediaSink for PublisherSink {
+    fn handle(&mut self, event: MediaEvent) -> Result<(), SinkError> {
+        match event {
+            MediaEvent::Track { id, info } => {
+                let (key, language, name) = match info.kind() {
+                    TrackKind::Video => ("video".to_string(), None, String::new()),
+                    TrackKind::Audio => {
+                        let lang = info
+                            .language
+                            .clone()
+                            .unwrap_or_else(|| self.lecture.default_language.clone());
+                        let name = self
+                            .dialect_names
+                            .get(lang.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| lang.to_string());
+                        (format!("audio-{lang}"), Some(lang), name)
+                    }
+                };
+                let mut hls = self.lecture.hls();
+                if let Some(existing) = hls.rendition_by_id(&key) {
+                    if self.tracks.iter().any(|(t, &r)| r == existing && *t != id) {
+                        return Err(SinkError::Rejected(format!(
+                            "two tracks of this session are both {key}"
+                        )));
+                    }
+                } else if hls.renditions().len() >= MAX_RENDITIONS {
+                    return Err(SinkError::Rejected(format!(
+                        "a lecture carries at most {MAX_RENDITIONS} tracks"
+                    )));
+                }
+                let idx = hls.set_track(&key, info, language, name);
+                let v = hls.version();
+                drop(hls);
+                self.tracks.insert(id, idx);
+                self.lecture.notify(v);
+                Ok(())
+            }
+            MediaEvent::Frame { track, frame } => {
+                let Some(&idx) = self.tracks.get(&track) else {
+                    return Err(SinkError::Rejected(format!(
+                        "frame for track {} before its description",
+                        track.0
+                    )));
+                };
+                if self.lecture.state().session != self.session {
+                    return Err(SinkError::Closed("lecture ended".into()));
+                }
+                let mut hls = self.lecture.hls();
+                let before = hls.version();
+                hls.push(idx, frame, SystemTime::now());
+                let v = hls.version();
+                drop(hls);
+                if v != before {
+                    self.lecture.notify(v);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for PublisherSink {
+    fn drop(&mut self) {
+        self.lecture.end_session(self.session);
+        info!(stream = %self.lecture.name, "publishing session {} ended", self.session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(extra: &str) -> Arc<Hub> {
+        hub_with("", extra)
+    }
+
+    fn hub_with(lectures: &str, extra: &str) -> Arc<Hub> {
+        let text = format!(
+            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 1\nmax_live = 2\n{lectures}\n{extra}"
+        );
+        Hub::new(Arc::new(
+            Config::from_toml_str_with_env(&text, std::iter::empty()).unwrap(),
+        ))
+    }
+
+    fn req(name: &str, key: Option<&str>) -> PublishRequest {
+        PublishRequest {
+            stream: name.into(),
+            key: key.map(str::to_string),
+            language: None,
+            protocol: "test",
+            remote: None,
+        }
+    }
+
+    #[test]
+    fn one_publisher_at_a_time_and_reconnect_within_grace() {
+        let hub = hub("");
+        let first = hub.publish(req("a", None)).unwrap();
+        assert!(matches!(
+            hub.publish(req("a", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        drop(first);
+        let l = hub.lecture("a").unwrap();
+        assert!(matches!(l.status(), Status::Reconnecting { .. }));
+        let _second = hub.publish(req("a", None)).unwrap();
+        assert!(Arc::ptr_eq(&l, &hub.lecture("a").unwrap()));
+        assert_eq!(l.sessions(), 2);
+        assert_eq!(l.status(), Status::Live);
+    }
+
+    #[test]
+    fn grace_then_end_then_forget() {
+        let hub = hub("");
+        drop(hub.publish(req("a", None)).unwrap());
+        let t = Instant::now();
+        hub.maintain(t);
+        assert!(matches!(
+            hub.lecture("a").unwrap().status(),
+            Status::Reconnecting { .. }
+        ));
+        hub.maintain(t + Duration::from_millis(1100));
+        assert!(matches!(
+            hub.lecture("a").unwrap().status(),
+            Status::Ended { .. }
+        ));
+        assert!(hub.lecture("a").unwrap().hls().is_ended());
+        hub.maintain(t + Duration::from_millis(2300));
+        assert!(hub.lecture("a").is_none());
+    }
+
+    #[test]
+    fn keys_and_limits() {
+        let hub = hub("[[lecture]]\nname = \"xihe\"\npublish_key = \"right-key-123\"\n");
+        assert!(matches!(
+            hub.publish(req("xihe", None)),
+            Err(PublishError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            hub.publish(req("xihe", Some("wrong-key-123"))),
+            Err(PublishError::Unauthorized(_))
+        ));
+        let _a = hub.publish(req("xihe", Some("right-key-123"))).unwrap();
+        let _b = hub.publish(req("b", None)).unwrap();
+        assert!(matches!(
+            hub.publish(req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        let closed = hub_with("allow_unconfigured = false", "");
+        assert!(matches!(
+            closed.publish(req("x", None)),
+            Err(PublishError::UnknownLecture(_))
+        ));
+    }
+}
