@@ -137,7 +137,7 @@ async fn connection(
             }
             Ok(Ok(n)) => n,
         };
-        let result = session.handle_bytes(&buf[..n]);
+        let mut result = session.handle_bytes(&buf[..n]);
         let mut closing: Option<String> = None;
         while let Some(event) = session.poll_event() {
             match event {
@@ -164,7 +164,9 @@ async fn connection(
                             info!(%addr, stream = %stream_name, "rtmp publisher started");
                             sink = Some(new_sink);
                             mapper = FlvToMedia::new(language);
-                            session.accept_publish();
+                            if let Err(e) = session.accept_publish() {
+                                result = Err(e);
+                            }
                         }
                         Err((code, reason)) => {
                             session.reject_publish(code, &reason);

@@ -12,3 +12,6 @@ pub mod session;
 pub mod to_media;
 
 pub use driver::serve;
+
+#[cfg(test)]
+mod tests;

@@ -148,11 +148,17 @@ impl ServerSession {
             }
             self.phase = Phase::WaitConnect;
         }
-        while let Some(msg) = self.decoder.decode(&mut self.pending_in)? {
-            self.handle_message(msg)?;
-            if self.phase == Phase::Closed {
+        self.process()
+    }
+
+    /// Decodes and handles buffered messages. Stops at a publish request: what follows it
+    /// waits in the buffer until the owner accepts or rejects.
+    fn process(&mut self) -> Result<(), RtmpError> {
+        while self.phase != Phase::PublishPending && self.phase != Phase::Closed {
+            let Some(msg) = self.decoder.decode(&mut self.pending_in)? else {
                 break;
-            }
+            };
+            self.handle_message(msg)?;
         }
         self.maybe_ack();
         Ok(())
@@ -172,10 +178,11 @@ impl ServerSession {
         }
     }
 
-    /// Accepts the pending publish request.
-    pub fn accept_publish(&mut self) {
+    /// Accepts the pending publish request and goes on with the input buffered behind it;
+    /// poll events again afterwards.
+    pub fn accept_publish(&mut self) -> Result<(), RtmpError> {
         if self.phase != Phase::PublishPending {
-            return;
+            return Ok(());
         }
         self.phase = Phase::Publishing;
         // User Control: Stream Begin.
@@ -188,6 +195,7 @@ impl ServerSession {
             "publishing started",
             self.publish_txn,
         );
+        self.process()
     }
 
     /// Refuses the pending publish request with a status code such as
