@@ -49,6 +49,8 @@ fn main() -> anyhow::Result<()> {
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info".into()),
                 )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::env::var_os("NO_COLOR").is_none())
                 .init();
             let config = match config {
                 Some(path) => config::Config::load(&path)?,

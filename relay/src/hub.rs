@@ -191,7 +191,17 @@ impl Hub {
         let retention = Duration::from_secs(self.config.lectures.ended_retention_s);
         let mut remove = Vec::new();
         for lecture in self.list() {
+            let had_media = {
+                let hls = lecture.hls();
+                (0..hls.renditions().len()).any(|r| hls.has_media(r))
+            };
             match lecture.status() {
+                // Nobody can be watching a lecture that never had media: no grace needed.
+                Status::Reconnecting { .. } if !had_media => {
+                    info!(lecture = %lecture.name, "publisher left before sending media: lecture dropped");
+                    lecture.finish();
+                    remove.push(lecture.name.clone());
+                }
                 Status::Reconnecting { since } if now.duration_since(since) >= grace => {
                     info!(lecture = %lecture.name, "publisher did not return within {grace:?}: lecture ended");
                     lecture.finish();
@@ -205,6 +215,7 @@ impl Hub {
         if !remove.is_empty() {
             let mut map = self.lectures();
             for name in remove {
+                // Only if nobody started publishing it again meanwhile.
                 if map
                     .get(&name)
                     .is_some_and(|l| matches!(l.status(), Status::Ended { .. }))
@@ -464,9 +475,43 @@ mod tests {
     }
 
     #[test]
-    fn grace_then_end_then_forget() {
+    fn lecture_without_media_is_dropped_at_once() {
         let hub = hub("");
         drop(hub.publish(req("a", None)).unwrap());
+        hub.maintain(Instant::now());
+        assert!(hub.lecture("a").is_none());
+    }
+
+    fn publish_some_media(sink: &mut Box<dyn MediaSink>) {
+        use media::aac::AacParams;
+        let info =
+            media::TrackInfo::new(media::CodecParams::Aac(AacParams::lc(48_000, 2).unwrap()));
+        sink.handle(MediaEvent::Track {
+            id: TrackId(1),
+            info,
+        })
+        .unwrap();
+        for i in 0..200 {
+            let frame = media::Frame {
+                dts: i * 1024,
+                pts: i * 1024,
+                keyframe: true,
+                data: bytes::Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+            };
+            sink.handle(MediaEvent::Frame {
+                track: TrackId(1),
+                frame,
+            })
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn grace_then_end_then_forget() {
+        let hub = hub("");
+        let mut sink = hub.publish(req("a", None)).unwrap();
+        publish_some_media(&mut sink);
+        drop(sink);
         let t = Instant::now();
         hub.maintain(t);
         assert!(matches!(

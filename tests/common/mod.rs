@@ -1,0 +1,390 @@
+//! Shared harness of the end-to-end tests: the real `jiangtang` binary on ports chosen by the
+//! OS, real publishers (ffmpeg, gst-launch-1.0) and real players (ffprobe, ffmpeg, Chromium).
+#![allow(dead_code)]
+
+pub mod rtmp;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running relay. Killed on drop.
+pub struct Server {
+    child: Child,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// RTMP address.
+    pub rtmp: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+
+    /// A directory removed on drop.
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "jiangtang-test-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Server {
+    /// Starts the relay with `extra` TOML on top of test defaults (loopback, OS ports, no
+    /// demo unless asked).
+    pub fn start(extra: &str) -> Server {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("jiangtang.toml");
+        std::fs::write(&path, extra).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jiangtang"));
+        // Loopback only, on ports the OS picks; the demo only where a test asks for it.
+        cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
+            .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0");
+        if !extra.contains("[demo]") {
+            cmd.env("JIANGTANG_DEMO_ENABLED", "false");
+        }
+        let mut child = cmd
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start jiangtang");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut http, mut rtmp) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.is_none() || rtmp.is_none() {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("relay did not start: {}", log.lock().unwrap()));
+            if let Some(a) = line.strip_prefix("jiangtang: http listening on ") {
+                http = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("jiangtang: rtmp listening on ") {
+                rtmp = Some(a.parse().unwrap());
+            }
+        }
+        Server {
+            child,
+            http: http.unwrap(),
+            rtmp: rtmp.unwrap(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/` + rest.
+    pub fn rtmp_url(&self, rest: &str) -> String {
+        format!("rtmp://{}/live/{}", self.rtmp, rest)
+    }
+
+    /// Everything the relay logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// Stops it now.
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for it to exit by itself (up to `timeout`), returning its success.
+    pub fn wait(&mut self, timeout: Duration) -> Option<bool> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// ffmpeg publishing a test lecture in real time over RTMP: `size` test pattern at `fps`
+/// with a keyframe every 2 s, and a sine tone of `tone_hz` as AAC.
+pub fn ffmpeg_publish(url: &str, size: &str, fps: u32, tone_hz: u32) -> Proc {
+    ffmpeg_publish_args(url, size, fps, tone_hz, &[])
+}
+
+/// Like [`ffmpeg_publish`] with extra output arguments.
+pub fn ffmpeg_publish_args(url: &str, size: &str, fps: u32, tone_hz: u32, extra: &[&str]) -> Proc {
+    let gop = (fps * 2).to_string();
+    let child = Command::new("ffmpeg")
+        .args(["-nostdin", "-loglevel", "error", "-re"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate={fps}"),
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={tone_hz}:sample_rate=48000"),
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g",
+            &gop,
+            "-keyint_min",
+            &gop,
+            "-pix_fmt",
+            "yuv420p",
+            "-b:v",
+            "600k",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+        .args(extra)
+        .args(["-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg (install with scripts/setup.sh)");
+    Proc(child)
+}
+
+/// GET `url`: status, headers, body.
+pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let r = client.get(url).send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        (status, headers, body)
+    })
+}
+
+/// GET `url` as text, asserting 200.
+pub fn get_text(url: &str) -> String {
+    let (status, _, body) = get(url);
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "GET {url}: {text}");
+    text
+}
+
+/// Polls `f` every 200 ms until it returns `Some` or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the lecture's media playlist `rendition` lists at least `n` segments.
+pub fn wait_for_segments(
+    s: &Server,
+    stream: &str,
+    rendition: &str,
+    n: usize,
+) -> m3u8_rs::MediaPlaylist {
+    let url = s.url(&format!("/hls/{stream}/{rendition}/index.m3u8"));
+    wait_until(
+        Duration::from_secs(40),
+        &format!("{n} segments of {rendition}"),
+        || {
+            let (status, _, body) = get(&url);
+            if status != 200 {
+                return None;
+            }
+            let pl = m3u8_rs::parse_media_playlist_res(&body).ok()?;
+            (pl.segments.len() >= n).then_some(pl)
+        },
+    )
+}
+
+/// The value of an attribute in a playlist tag line (`KEY=value` or `KEY="value"`).
+pub fn attr<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("{key}=");
+    let mut rest = line;
+    loop {
+        let i = rest.find(&pat)?;
+        let before = rest[..i].chars().last();
+        let after = &rest[i + pat.len()..];
+        if matches!(before, None | Some(':') | Some(',')) {
+            return Some(if let Some(q) = after.strip_prefix('"') {
+                &q[..q.find('"')?]
+            } else {
+                &after[..after.find(',').unwrap_or(after.len())]
+            });
+        }
+        rest = after;
+    }
+}
+
+/// Runs `ffprobe` on `input` (URL or file) with JSON output of streams and format.
+pub fn ffprobe(input: &str, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
+        .args(extra)
+        .arg(input)
+        .output()
+        .expect("ffprobe");
+    assert!(
+        out.status.success(),
+        "ffprobe {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Writes `parts` into one file in a temp directory and returns its path.
+pub fn write_temp(name: &str, parts: &[&[u8]]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("jt-{}-{name}", std::process::id()));
+    let mut all = Vec::new();
+    for part in parts {
+        all.extend_from_slice(part);
+    }
+    std::fs::write(&p, all).unwrap();
+    p
+}
+
+/// Decodes `seconds` of audio from `url` to mono 16-bit PCM at 16 kHz with ffmpeg.
+pub fn decode_pcm(url: &str, seconds: f64) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            url,
+            "-t",
+            &seconds.to_string(),
+        ])
+        .args(["-vn", "-ac", "1", "-ar", "16000", "-f", "s16le", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "decode {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+/// Dominant frequency of a tone in 16 kHz PCM, by counting zero crossings of the louder
+/// half of the signal (robust enough for the pure tones the tests send).
+pub fn tone_hz(pcm: &[i16]) -> f64 {
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    crossings as f64 / 2.0 / (pcm.len() as f64 / 16_000.0)
+}
+
+/// Reads whatever the peer sends until it closes (or `timeout`); returns true if it closed.
+pub fn closed_by_peer(stream: &mut std::net::TcpStream, timeout: Duration) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
