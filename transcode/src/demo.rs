@@ -184,8 +184,26 @@ fn connect(
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let dts = buffer.dts().unwrap_or(pts);
+                // Buffer timestamps are relative to the stream's segment (x264enc's starts at
+                // 1000 h to keep DTS positive); running time is what all branches share.
+                let segment = sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                let running = |t: gst::ClockTime| -> i64 {
+                    let ns = match &segment {
+                        Some(seg) => match seg.to_running_time_full(t) {
+                            Some(v) => v.positive().map_or_else(
+                                || -(v.negative().map_or(0, |n| n.nseconds() as i64)),
+                                |p| p.nseconds() as i64,
+                            ),
+                            None => t.nseconds() as i64,
+                        },
+                        None => t.nseconds() as i64,
+                    };
+                    ns
+                };
                 let to_ts = |t: gst::ClockTime| {
-                    (t.nseconds() as u128 * timescale as u128 / 1_000_000_000) as i64
+                    (running(t) as i128 * timescale as i128 / 1_000_000_000) as i64
                 };
                 let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                 let frame = Frame {

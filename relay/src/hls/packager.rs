@@ -44,6 +44,10 @@ const SESSION_GAP: i64 = TICKS / 10;
 /// Frames a rendition may hold before the leader starts (bounded memory for a follower
 /// whose leader never sends a keyframe).
 const MAX_PENDING: usize = 2000;
+/// A follower further than this from the leader is realigned to it.
+const MAX_SKEW: i64 = 10 * TICKS;
+/// How much audio arrives with no video declared before a session counts as audio-only.
+const AUDIO_ONLY_AFTER: i64 = 2 * TICKS;
 /// Completed segments whose parts are still kept (and listed) near the live edge.
 const PART_SEGMENTS: usize = 3;
 /// Extra completed segments kept beyond the playlist window, for clients a little behind.
@@ -198,6 +202,8 @@ pub struct Rendition {
     /// End of the last audio sample emitted in this session (rendition timescale).
     emit_end: Option<i64>,
     sequence: u32,
+    /// Correction (lecture ticks) for a track whose clock is far from the leader's.
+    skew: i64,
     /// Whether the current session declared this track.
     pub in_session: bool,
 }
@@ -413,6 +419,7 @@ impl Packager {
             next_dts: None,
             emit_end: None,
             sequence: 0,
+            skew: 0,
             in_session: true,
         });
         self.version += 1;
@@ -436,6 +443,7 @@ impl Packager {
             r.in_session = false;
             r.next_dts = None;
             r.emit_end = None;
+            r.skew = 0;
             r.pending.clear();
         }
     }
@@ -484,6 +492,26 @@ impl Packager {
             };
             target - t_in
         });
+        let mut offset = offset + self.renditions[r].skew;
+        if let Some(leader) = self.leader
+            && leader != r
+            && self.lead_part_start.is_some()
+        {
+            let t = t_in + offset;
+            if (t - self.leader_latest).abs() > MAX_SKEW {
+                // This track's clock is far from the leader's (a publisher whose audio and
+                // video timestamps disagree): line it up with the leader instead of treating
+                // all of it as late or early.
+                let skew = self.leader_latest - t;
+                tracing::warn!(
+                    rendition = %self.renditions[r].id,
+                    "track timestamps are {:.1} s away from the leader's; realigned",
+                    skew as f64 / TICKS as f64
+                );
+                self.renditions[r].skew += skew;
+                offset += skew;
+            }
+        }
         let off_r = rescale(offset, HZ, ts);
         let mut p = Pending {
             t: 0,
@@ -501,7 +529,25 @@ impl Packager {
                 .renditions
                 .iter()
                 .position(|x| x.in_session && x.kind() == TrackKind::Video);
-            self.leader = Some(video.unwrap_or(r));
+            match video {
+                Some(v) => self.leader = Some(v),
+                None if self.renditions[r].kind() == TrackKind::Video => self.leader = Some(r),
+                None => {
+                    // Audio before any video was declared: encoders announce video late
+                    // (it takes longer to encode), so wait a little before deciding that
+                    // this is an audio-only lecture and the audio must lead.
+                    let first = self.renditions[r].pending.front().map_or(p.t, |f| f.t);
+                    if p.t - first < AUDIO_ONLY_AFTER {
+                        self.push_follower(r, p);
+                        return;
+                    }
+                    self.leader = Some(r);
+                    let held = std::mem::take(&mut self.renditions[r].pending);
+                    for f in held {
+                        self.push_leader(r, f, now);
+                    }
+                }
+            }
         }
         if self.leader == Some(r) {
             self.push_leader(r, p, now);
@@ -889,10 +935,26 @@ impl Packager {
             return Readiness::Ready;
         }
         let (next_msn, next_part) = rend.next_part();
-        // Present: an earlier segment, or an earlier part of the current one.
         let present = match part {
+            // A Media Segment is in the playlist once it is complete.
             None => msn < next_msn,
-            Some(p) => msn < next_msn || (msn == next_msn && p < next_part),
+            Some(p) if msn < next_msn => {
+                let parts_of = |m: u64| {
+                    rend.segments
+                        .iter()
+                        .find(|s| s.msn == m)
+                        .map(|s| s.parts.len())
+                };
+                match parts_of(msn) {
+                    Some(n) if n > 0 && p as usize >= n => {
+                        // Past the end of a finished segment: part 0 of the next one
+                        // (RFC 8216bis 6.2.5.2).
+                        msn + 1 < next_msn || (msn + 1 == next_msn && next_part > 0)
+                    }
+                    _ => true,
+                }
+            }
+            Some(p) => msn == next_msn && p < next_part,
         };
         if present {
             return Readiness::Ready;

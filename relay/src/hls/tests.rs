@@ -287,9 +287,14 @@ fn blocking_reload_readiness() {
     assert!(p.version() > before);
     assert_eq!(p.blocking_ready(v, 1, Some(0)), Readiness::Ready);
     assert_eq!(p.blocking_ready(v, 1, Some(1)), Readiness::Wait);
-    // a part index past the end of a finished segment counts as the next segment's first
-    src.run_until(&mut p, 4_100);
-    assert_eq!(p.blocking_ready(v, 1, Some(9)), Readiness::Ready);
+    // A part index past the end of a finished segment means the next segment's first part.
+    src.run_until(&mut p, 4_050);
+    assert_eq!(p.renditions()[v].next_part(), (2, 0));
+    assert_eq!(p.blocking_ready(v, 1, Some(5)), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 1, Some(4)), Readiness::Ready);
+    src.run_until(&mut p, 4_500);
+    assert_eq!(p.blocking_ready(v, 1, Some(5)), Readiness::Ready);
+    assert_eq!(p.blocking_ready(v, 0, Some(9)), Readiness::Ready);
 }
 
 #[test]
@@ -481,4 +486,110 @@ fn dialect_declared_after_first_keyframe_joins_the_first_segment() {
     for w in frags.windows(2) {
         assert_eq!(w[0].0 + w[0].1, w[1].0);
     }
+}
+
+#[test]
+fn video_declared_after_audio_still_leads() {
+    // Like the GStreamer demo: audio is encoded faster, so its track and first frames arrive
+    // before the video track is even declared, and video keeps arriving a second late.
+    let mut p = packager();
+    p.begin_session();
+    let (info, lang) = audio_info("cmn");
+    let a = p.set_track("audio-cmn", info, Some(lang), "cmn".into());
+    let audio_frame = |i: i64| Frame {
+        dts: i * 1024,
+        pts: i * 1024,
+        keyframe: true,
+        data: Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+    };
+    // 1 s of audio first.
+    let mut ai = 0;
+    while ai * 1024 < 48_000 {
+        p.push(a, audio_frame(ai), t0());
+        ai += 1;
+    }
+    let v = p.set_track("video", video_info(), None, String::new());
+    for vi in 0..250i64 {
+        let t = vi * 3600;
+        p.push(
+            v,
+            Frame {
+                dts: t,
+                pts: t,
+                keyframe: vi % 50 == 0,
+                data: Bytes::from_static(b"v"),
+            },
+            t0(),
+        );
+        // audio runs a second ahead of video
+        while ai * 1024 * 90_000 / 48_000 < t + 90_000 {
+            p.push(a, audio_frame(ai), t0());
+            ai += 1;
+        }
+    }
+    let vsegs: Vec<_> = p.renditions()[v].segments().collect();
+    assert!(vsegs.len() >= 4);
+    assert!(
+        vsegs.iter().all(|s| s.parts.iter().all(|p| !p.gap)),
+        "video has gaps"
+    );
+    assert!(vsegs.iter().all(|s| (s.duration - 2.0).abs() < 1e-6));
+    let asegs: Vec<_> = p.renditions()[a].segments().map(|s| s.msn).collect();
+    assert_eq!(asegs, vsegs.iter().map(|s| s.msn).collect::<Vec<_>>());
+}
+
+#[test]
+fn audio_clock_hours_away_from_video_is_realigned() {
+    // A publisher whose video timestamps carry a 1000-hour offset that the audio lacks.
+    let mut p = packager();
+    p.begin_session();
+    let v = p.set_track("video", video_info(), None, String::new());
+    let (info, lang) = audio_info("cmn");
+    let a = p.set_track("audio-cmn", info, Some(lang), "cmn".into());
+    let hours = 1000 * 3600 * 90_000i64;
+    let mut ai = 0i64;
+    for vi in 0..150i64 {
+        let t = vi * 3600;
+        p.push(
+            v,
+            Frame {
+                dts: hours + t,
+                pts: hours + t,
+                keyframe: vi % 50 == 0,
+                data: Bytes::from_static(b"v"),
+            },
+            t0(),
+        );
+        while ai * 1024 * 90_000 / 48_000 <= t {
+            p.push(
+                a,
+                Frame {
+                    dts: ai * 1024,
+                    pts: ai * 1024,
+                    keyframe: true,
+                    data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7]),
+                },
+                t0(),
+            );
+            ai += 1;
+        }
+    }
+    let real = p.renditions()[a]
+        .segments()
+        .flat_map(|s| fragments(&s.data))
+        .count();
+    assert!(real >= 10);
+    // Nearly all samples are the real 7-byte frames, not 6-byte silence.
+    let seg = p.renditions()[a].segments().nth(1).unwrap();
+    let mut buf = &seg.data[..];
+    let moof = mp4_atom::Moof::decode(&mut buf).unwrap();
+    let sizes: Vec<u32> = moof.traf[0].trun[0]
+        .samples
+        .iter()
+        .map(|e| e.size.unwrap())
+        .collect();
+    assert!(
+        sizes.iter().filter(|&&s| s == 7).count() >= sizes.len() - 1,
+        "{sizes:?}"
+    );
 }
