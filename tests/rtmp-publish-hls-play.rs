@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use common::*;
 
+/// A part: duration, URI, INDEPENDENT.
+type PartEntry = (f64, String, bool);
+/// A segment: MSN, EXTINF, URI, its parts.
+type SegmentEntry = (u64, f64, String, Vec<PartEntry>);
+
 /// One media playlist, parsed by hand for the LL-HLS tags m3u8-rs does not model.
 #[derive(Debug)]
 struct Listed {
     part_target: f64,
-    segments: Vec<(u64, f64, String, Vec<(f64, String, bool)>)>,
-    text: String,
+    segments: Vec<SegmentEntry>,
 }
 
 fn listed(text: &str) -> Listed {
@@ -48,7 +52,6 @@ fn listed(text: &str) -> Listed {
     Listed {
         part_target,
         segments,
-        text: text.to_string(),
     }
 }
 

@@ -190,7 +190,7 @@ fn connect(
                     .segment()
                     .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
                 let running = |t: gst::ClockTime| -> i64 {
-                    let ns = match &segment {
+                    match &segment {
                         Some(seg) => match seg.to_running_time_full(t) {
                             Some(v) => v.positive().map_or_else(
                                 || -(v.negative().map_or(0, |n| n.nseconds() as i64)),
@@ -199,8 +199,7 @@ fn connect(
                             None => t.nseconds() as i64,
                         },
                         None => t.nseconds() as i64,
-                    };
-                    ns
+                    }
                 };
                 let to_ts = |t: gst::ClockTime| {
                     (running(t) as i128 * timescale as i128 / 1_000_000_000) as i64
