@@ -9,7 +9,7 @@ want_pkgs=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   # runtime: demo lecture (x264enc, voaacenc, clockoverlay), AAC decode
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core fonts-wqy-microhei
   # test peers
   ffmpeg chromium nodejs npm
 )

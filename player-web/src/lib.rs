@@ -20,6 +20,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/player.js", get(player_js))
         .route("/play/{stream}", get(play_page))
+        // Browsers ask for it on every page; answer without a logged 404.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
 fn etag() -> &'static str {

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (Debian packages, npm packages for the
+# player bundle and the browser tests), then format, lint, and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+bash scripts/build-web.sh
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+cargo fmt --all --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --workspace
