@@ -26,9 +26,16 @@ fn node(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
         Command::new("node").arg(dir.join(script)).args(args),
         timeout,
     );
-    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{script} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "{script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -45,15 +52,29 @@ fn hlsjs_plays_the_demo_and_switches_dialect() {
         Duration::from_secs(120),
     );
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
-    assert!(r["advanced"].as_f64().unwrap() > 1.0, "video does not advance: {r}");
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "video does not advance: {r}"
+    );
     assert_eq!(r["picker"], serde_json::json!(["普通话", "粤语", "客家话"]));
-    let langs: Vec<_> = r["tracks"].as_array().unwrap().iter().map(|t| t["lang"].as_str().unwrap()).collect();
+    let langs: Vec<_> = r["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["lang"].as_str().unwrap())
+        .collect();
     assert_eq!(langs, ["cmn", "yue", "hak"]);
     assert_eq!(r["lowLatency"], true);
     let before = r["hzBefore"].as_f64().unwrap();
     let after = r["hzAfter"].as_f64().unwrap();
-    assert!((before - 440.0).abs() < 10.0, "普通话 should sound at 440 Hz, heard {before}");
-    assert!((after - 660.0).abs() < 10.0, "粤语 should sound at 660 Hz, heard {after}");
+    assert!(
+        (before - 440.0).abs() < 10.0,
+        "普通话 should sound at 440 Hz, heard {before}"
+    );
+    assert!(
+        (after - 660.0).abs() < 10.0,
+        "粤语 should sound at 660 Hz, heard {after}"
+    );
     assert_eq!(r["status"], "直播中 live");
 }
 
@@ -67,7 +88,11 @@ fn hlsjs_resumes_by_itself_after_a_publisher_restart() {
     let page = s.url("/play/rejoin");
     let shots_arg = shots.to_str().unwrap().to_string();
     let watcher = std::thread::spawn(move || {
-        node("hls-watch.mjs", &[&page, "30", &shots_arg], Duration::from_secs(90))
+        node(
+            "hls-watch.mjs",
+            &[&page, "30", &shots_arg],
+            Duration::from_secs(90),
+        )
     });
     std::thread::sleep(Duration::from_secs(8));
     publisher.stop();
@@ -76,15 +101,25 @@ fn hlsjs_resumes_by_itself_after_a_publisher_restart() {
     let _again = ffmpeg_publish(&url, "320x180", 25, 440);
     let r = watcher.join().unwrap();
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
-    assert_eq!(r["fatal"], serde_json::json!([]), "hls.js hit a fatal error: {r}");
+    assert_eq!(
+        r["fatal"],
+        serde_json::json!([]),
+        "hls.js hit a fatal error: {r}"
+    );
     let samples = r["samples"].as_array().unwrap();
     let t = |s: &serde_json::Value| s["t"].as_f64().unwrap();
     let before = samples.iter().map(t).fold(0.0, f64::max);
     let last = t(samples.last().unwrap());
     // Played before the restart, and well beyond it afterwards, in the same page.
     assert!(before > 3.0, "{r}");
-    let played_after = samples.windows(2).filter(|w| t(&w[1]) > t(&w[0]) + 0.1).count();
+    let played_after = samples
+        .windows(2)
+        .filter(|w| t(&w[1]) > t(&w[0]) + 0.1)
+        .count();
     assert!(played_after > 20, "too few advancing samples: {r}");
-    assert!(last > 15.0, "playback did not resume: last currentTime {last}: {r}");
+    assert!(
+        last > 15.0,
+        "playback did not resume: last currentTime {last}: {r}"
+    );
     let _ = stopped;
 }

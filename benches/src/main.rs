@@ -1,2 +1,0 @@
-//! Benchmarks (see BENCHMARKS.md).
-fn main() {}

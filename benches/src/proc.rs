@@ -1,0 +1,90 @@
+//! The relay under test as a child process, and its CPU time and memory from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// A running relay, killed on drop.
+pub struct Relay {
+    child: Child,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// RTMP address.
+    pub rtmp: SocketAddr,
+}
+
+impl Relay {
+    /// Starts `binary serve` on loopback ports chosen by the OS, demo off.
+    pub fn start(binary: &str) -> anyhow::Result<Relay> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
+            .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
+            .env("JIANGTANG_DEMO_ENABLED", "false")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut http, mut rtmp) = (None, None);
+        while http.is_none() || rtmp.is_none() {
+            let Some(line) = lines.next() else {
+                bail!("relay exited before listening");
+            };
+            let line = line?;
+            if let Some(a) = line.strip_prefix("jiangtang: http listening on ") {
+                http = Some(a.parse()?);
+            } else if let Some(a) = line.strip_prefix("jiangtang: rtmp listening on ") {
+                rtmp = Some(a.parse()?);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Relay {
+            child,
+            http: http.context("http")?,
+            rtmp: rtmp.context("rtmp")?,
+        })
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) used so far by `pid`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident set size of `pid` in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
