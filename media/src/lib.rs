@@ -20,3 +20,22 @@ pub mod model;
 pub mod sink;
 
 pub use model::{CodecParams, Frame, Language, MediaEvent, TrackId, TrackInfo, TrackKind};
+
+/// Fuzzing entry point for the FLV tag and codec configuration parsers. Must never panic.
+#[doc(hidden)]
+pub fn fuzz_flv_tag(data: &[u8]) {
+    let b = bytes::Bytes::copy_from_slice(data);
+    if let Ok(flv::VideoTag::AvcConfig(record)) = flv::parse_video(b.clone())
+        && let Ok(p) = h264::H264Params::from_record(record)
+    {
+        let _ = fmp4::init_segment(&model::TrackInfo::new(CodecParams::H264(p.clone())), None);
+        let _ = p.is_idr(data);
+    }
+    if let Ok(flv::AudioTag::AacConfig(config)) = flv::parse_audio(b.clone())
+        && let Ok(p) = aac::AacParams::from_config(config)
+    {
+        let _ = fmp4::init_segment(&model::TrackInfo::new(CodecParams::Aac(p)), None);
+    }
+    let _ = h264::H264Params::from_record(b);
+    let _ = h264::annexb_to_avcc(data);
+}
