@@ -2,22 +2,10 @@
 //   node hls-play.mjs URL SCREENSHOT_DIR [SWITCH_TO_INDEX]
 // The dominant audio frequency is measured with a WebAudio AnalyserNode before and after
 // switching the dialect, so a test can tell which tone (dialect) is heard.
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [url, shots, switchTo] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 const result = { errors: [] };
 try {
   const page = await browser.newPage();

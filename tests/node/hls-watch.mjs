@@ -1,22 +1,10 @@
 // Watches a jiangtang /play page for SECONDS and reports a timeline of the video's
 // currentTime and the page's status line as JSON:
 //   node hls-watch.mjs URL SECONDS SCREENSHOT_DIR
-import { chromium } from "playwright-core";
+import { launch } from "./browser.mjs";
 
 const [url, seconds, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-  ],
-});
+const browser = await launch();
 const result = { errors: [], fatal: [], samples: [] };
 try {
   const page = await browser.newPage();

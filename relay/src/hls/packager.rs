@@ -129,6 +129,19 @@ pub struct Part {
     pub gap: bool,
 }
 
+impl Part {
+    /// A part with no media, listed with `GAP=YES`.
+    fn gap(b: Boundary) -> Part {
+        Part {
+            index: b.part,
+            duration: (b.end - b.start) as f64 / TICKS as f64,
+            independent: false,
+            data: Bytes::new(),
+            gap: true,
+        }
+    }
+}
+
 /// A completed segment.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -821,13 +834,7 @@ impl Packager {
         }
 
         let part = if frames.is_empty() {
-            Part {
-                index: b.part,
-                duration: (b.end - b.start) as f64 / TICKS as f64,
-                independent: false,
-                data: Bytes::new(),
-                gap: true,
-            }
+            Part::gap(b)
         } else {
             let is_audio = rend.kind() == TrackKind::Audio;
             let end_r = rescale(b.end, HZ, ts);
@@ -862,13 +869,7 @@ impl Packager {
                 },
                 Err(e) => {
                     tracing::error!(rendition = %rend.id, "fragment: {e}");
-                    Part {
-                        index: b.part,
-                        duration: (b.end - b.start) as f64 / TICKS as f64,
-                        independent: false,
-                        data: Bytes::new(),
-                        gap: true,
-                    }
+                    Part::gap(b)
                 }
             }
         };
