@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`model`]: tracks, frames, languages, events.
 //! - [`sink`]: the publish seam between inputs and the relay.
+//! - [`encode`]: the seam to audio transcoders (AAC to Opus).
 //! - [`h264`], [`aac`]: codec configuration records and the facts they give.
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them.
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`m3u8`]: HLS playlists with the Low-Latency tags.
 
 pub mod aac;
+pub mod encode;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;

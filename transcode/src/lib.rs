@@ -3,8 +3,10 @@
 //! # Layout
 //! - [`demo`]: the built-in demo lecture: a moving test picture with a burnt-in clock and
 //!   one audio track per dialect, each a tone of its own pitch.
+//! - [`opus`]: AAC to Opus for WebRTC viewers.
 
 pub mod demo;
+pub mod opus;
 
 use std::sync::Once;
 

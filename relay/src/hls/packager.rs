@@ -187,6 +187,17 @@ struct Pending {
     data: Bytes,
 }
 
+/// Where an accepted frame was placed: its times on the lecture timeline, in the track's
+/// timescale. Continuous across publishing sessions, so every output (HLS, WebRTC) can use
+/// them as its media clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Decode time.
+    pub dts: i64,
+    /// Presentation time.
+    pub pts: i64,
+}
+
 /// Identifies a rendition within a lecture.
 pub type RenditionIdx = usize;
 
@@ -490,9 +501,9 @@ impl Packager {
     }
 
     /// Takes one frame of rendition `r`, received at wall-clock time `now`.
-    pub fn push(&mut self, r: RenditionIdx, frame: Frame, now: SystemTime) {
+    pub fn push(&mut self, r: RenditionIdx, frame: Frame, now: SystemTime) -> Option<Placed> {
         if self.ended || r >= self.renditions.len() {
-            return;
+            return None;
         }
         let ts = self.renditions[r].info.timescale;
         let t_in = rescale(frame.dts, ts, HZ);
@@ -535,7 +546,7 @@ impl Packager {
         };
         p.t = rescale(p.dts, ts, HZ);
         if p.t < 0 {
-            return;
+            return None;
         }
         if self.leader.is_none() {
             let video = self
@@ -551,28 +562,31 @@ impl Packager {
                     // this is an audio-only lecture and the audio must lead.
                     let first = self.renditions[r].pending.front().map_or(p.t, |f| f.t);
                     if p.t - first < AUDIO_ONLY_AFTER {
-                        self.push_follower(r, p);
-                        return;
+                        return self.push_follower(r, p);
                     }
                     self.leader = Some(r);
                     let held = std::mem::take(&mut self.renditions[r].pending);
                     for f in held {
-                        self.push_leader(r, f, now);
+                        let _ = self.push_leader(r, f, now);
                     }
                 }
             }
         }
         if self.leader == Some(r) {
-            self.push_leader(r, p, now);
+            self.push_leader(r, p, now)
         } else {
-            self.push_follower(r, p);
+            self.push_follower(r, p)
         }
     }
 
-    fn push_leader(&mut self, r: RenditionIdx, p: Pending, now: SystemTime) {
+    fn push_leader(&mut self, r: RenditionIdx, p: Pending, now: SystemTime) -> Option<Placed> {
+        let placed = Placed {
+            dts: p.dts,
+            pts: p.pts,
+        };
         let Some(part_start) = self.lead_part_start else {
             if !p.keyframe {
-                return;
+                return None;
             }
             self.start_segment(p.t, Some(now));
             self.lead_part_start = Some(p.t);
@@ -585,12 +599,12 @@ impl Packager {
                     self.renditions[f].pending.retain(|x| x.t >= start);
                 }
             }
-            return;
+            return Some(placed);
         };
         let last = self.lead_last.unwrap_or(part_start);
         if p.t < last {
             // Decode time went backwards: not decodable in order; drop the frame.
-            return;
+            return None;
         }
         let dur = p.t - last;
         if dur > 0 && dur < TICKS {
@@ -611,6 +625,7 @@ impl Packager {
         }
         self.note_leader_frame(p.t);
         self.renditions[r].pending.push_back(p);
+        Some(placed)
     }
 
     fn note_leader_frame(&mut self, t: i64) {
@@ -619,7 +634,7 @@ impl Packager {
         self.last_end = self.last_end.max(t + self.est_frame);
     }
 
-    fn push_follower(&mut self, r: RenditionIdx, mut p: Pending) {
+    fn push_follower(&mut self, r: RenditionIdx, mut p: Pending) -> Option<Placed> {
         let rend = &mut self.renditions[r];
         if rend.kind() == TrackKind::Audio
             && let CodecParams::Aac(_) = rend.info.codec
@@ -632,7 +647,7 @@ impl Packager {
                     p.t = rescale(p.dts, rend.info.timescale, HZ);
                 } else if p.dts < expected {
                     // A late or repeated frame: the timeline already covers it.
-                    return;
+                    return None;
                 }
             }
             rend.next_dts = Some(p.dts + frame);
@@ -640,8 +655,12 @@ impl Packager {
         if let Some(start) = self.session_start
             && p.t < start
         {
-            return;
+            return None;
         }
+        let placed = Placed {
+            dts: p.dts,
+            pts: p.pts,
+        };
         self.last_end = self.last_end.max(p.t);
         if rend.pending.len() >= MAX_PENDING {
             rend.pending.pop_front();
@@ -649,6 +668,7 @@ impl Packager {
         rend.pending.push_back(p);
         self.drain_follower(r);
         self.trim_boundaries();
+        Some(placed)
     }
 
     fn start_segment(&mut self, start: i64, now: Option<SystemTime>) {

@@ -1,0 +1,202 @@
+//! AAC to Opus with GStreamer, one pipeline per dialect track:
+//! `appsrc ! aacparse ! avdec_aac ! audioconvert ! audioresample ! opusenc ! appsink`.
+//!
+//! Input buffers carry explicit timestamps (the lecture timeline); the pipeline is not live
+//! and not synchronised to a clock, so it runs as fast as frames arrive and Opus packets
+//! keep the input's timeline.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use media::aac::AacParams;
+use media::encode::{AudioEncoder, Packet, Transcoders};
+
+/// Opus bitrate of the WebRTC audio, bits per second.
+pub const OPUS_BITRATE: i32 = 64_000;
+
+/// The GStreamer implementation of [`Transcoders`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GstTranscoders;
+
+/// A running AAC to Opus pipeline; dropping it stops it.
+pub struct AacToOpus {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+}
+
+impl Drop for AacToOpus {
+    fn drop(&mut self) {
+        let _ = self.src.end_of_stream();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl AudioEncoder for AacToOpus {
+    fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
+        if pts < 0 || timescale == 0 {
+            return Err("negative timestamp".into());
+        }
+        let mut buffer = gst::Buffer::from_slice(data.to_vec());
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
+            b.set_pts(gst::ClockTime::from_nseconds(ns));
+        }
+        self.src
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| format!("opus encoder: {e:?}"))
+    }
+}
+
+impl AacToOpus {
+    /// Starts a pipeline for AAC with configuration `aac`; `on_packet` gets each Opus packet
+    /// with its presentation time at 48 kHz.
+    pub fn start(
+        aac: &AacParams,
+        on_packet: Box<dyn FnMut(Packet) + Send>,
+    ) -> Result<Self, String> {
+        crate::init().map_err(|e| e.to_string())?;
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time is-live=false do-timestamp=false \
+             ! aacparse ! avdec_aac ! audioconvert ! audioresample \
+             ! audio/x-raw,rate=48000,channels=2 \
+             ! opusenc frame-size=20 bitrate={OPUS_BITRATE} audio-type=voice \
+             ! appsink name=sink sync=false"
+        ))
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or("no appsrc")?;
+        let caps = gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(aac.config.to_vec()))
+            .field("rate", aac.sample_rate as i32)
+            .field("channels", aac.channel_count() as i32)
+            .build();
+        src.set_caps(Some(&caps));
+        // Bounded: a stalled pipeline drops input instead of growing without limit.
+        src.set_max_bytes(256 * 1024);
+        src.set_property_from_str("leaky-type", "downstream");
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or("no appsink")?;
+        let on_packet = Mutex::new(on_packet);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let Some(pts) = buffer.pts() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let packet = Packet {
+                        pts: (pts.nseconds() as u128 * 48_000 / 1_000_000_000) as i64,
+                        data: Bytes::copy_from_slice(&map),
+                    };
+                    (on_packet.lock().unwrap_or_else(|e| e.into_inner()))(packet);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("cannot start the opus encoder: {e}"))?;
+        Ok(AacToOpus { pipeline, src })
+    }
+}
+
+impl Transcoders for GstTranscoders {
+    fn aac_to_opus(
+        &self,
+        aac: &AacParams,
+        on_packet: Box<dyn FnMut(Packet) + Send>,
+    ) -> Result<Box<dyn AudioEncoder>, String> {
+        Ok(Box::new(AacToOpus::start(aac, on_packet)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Two seconds of a 440 Hz tone as raw AAC frames, encoded by GStreamer.
+    fn aac_tone() -> (AacParams, Vec<Vec<u8>>) {
+        crate::init().unwrap();
+        let pipeline = gst::parse::launch(
+            "audiotestsrc num-buffers=94 samplesperbuffer=1024 freq=440 \
+             ! audio/x-raw,rate=48000,channels=2 ! voaacenc ! aacparse \
+             ! audio/mpeg,stream-format=raw ! appsink name=sink sync=false",
+        )
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut frames = Vec::new();
+        let mut config = None;
+        while let Ok(sample) = sink.pull_sample() {
+            if config.is_none() {
+                let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                let cd = s.get::<gst::Buffer>("codec_data").unwrap();
+                config = Some(cd.map_readable().unwrap().to_vec());
+            }
+            frames.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        let params = AacParams::from_config(Bytes::from(config.unwrap())).unwrap();
+        (params, frames)
+    }
+
+    #[test]
+    fn aac_becomes_opus_on_the_same_timeline() {
+        let (params, frames) = aac_tone();
+        let packets: Arc<Mutex<Vec<Packet>>> = Arc::default();
+        let out = packets.clone();
+        let mut enc =
+            AacToOpus::start(&params, Box::new(move |p| out.lock().unwrap().push(p))).unwrap();
+        // Start far into a lecture timeline: 10 s at 48 kHz.
+        let base = 480_000i64;
+        for (i, f) in frames.iter().enumerate() {
+            enc.push(base + i as i64 * 1024, 48_000, f).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while packets.lock().unwrap().len() < 90 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(enc);
+        let packets = packets.lock().unwrap();
+        // ~2 s of 20 ms packets.
+        assert!(packets.len() >= 90, "{} packets", packets.len());
+        // On the input's timeline (within the codec's delay: the encoder's first packet
+        // covers its 312-sample lookahead) and evenly spaced after it.
+        assert!(
+            (packets[0].pts - base).abs() < 48 * 30,
+            "first pts {}",
+            packets[0].pts
+        );
+        for w in packets[1..].windows(2) {
+            assert_eq!(w[1].pts - w[0].pts, 960);
+        }
+        assert!(
+            packets
+                .iter()
+                .all(|p| !p.data.is_empty() && p.data.len() < 1500)
+        );
+    }
+}
