@@ -13,6 +13,38 @@ use media::sink::Publish;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+/// jemalloc returns freed pages to the system on a timer (glibc's malloc keeps them in its
+/// arenas), and reports the heap in use, which `/metrics` shows.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Heap figures for `/metrics`: bytes allocated by the program and resident in the allocator.
+fn heap_metrics(out: &mut String) {
+    use std::fmt::Write as _;
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return;
+    }
+    for (name, help, value) in [
+        (
+            "heap_allocated_bytes",
+            "bytes allocated by the relay",
+            stats::allocated::read(),
+        ),
+        (
+            "heap_resident_bytes",
+            "bytes resident in the allocator",
+            stats::resident::read(),
+        ),
+    ] {
+        if let Ok(v) = value {
+            let _ = writeln!(out, "# HELP jiangtang_{name} {help}");
+            let _ = writeln!(out, "# TYPE jiangtang_{name} gauge");
+            let _ = writeln!(out, "jiangtang_{name} {v}");
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "jiangtang",
@@ -65,6 +97,11 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(mut config: config::Config) -> anyhow::Result<()> {
+    // Let jemalloc hand freed pages back to the system in the background (after its decay
+    // time) instead of only when the program next allocates.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        warn!("jemalloc background purging unavailable: {e}");
+    }
     if config.demo.enabled && config.lecture(&config.demo.name).is_none() {
         // The demo is always allowed to publish, even when only configured lectures are.
         config.lecture.push(config::LectureConfig {
@@ -83,7 +120,37 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
-    let app = relay::http::router(hub.clone()).merge(player_web::router());
+    let mut app = relay::http::router(hub.clone()).merge(player_web::router());
+    if config.webrtc.enabled {
+        let sockets = relay::whep::bind(&config.webrtc)
+            .await
+            .with_context(|| format!("binding WebRTC UDP to {}", config.webrtc.udp_listen))?;
+        let transcoders: Arc<dyn media::encode::Transcoders> =
+            Arc::new(transcode::opus::GstTranscoders);
+        let whep = relay::whep::Whep::start(sockets, hub.clone(), transcoders);
+        for addr in whep.candidates() {
+            println!("jiangtang: webrtc listening on udp {addr}");
+        }
+        let stats = whep.stats.clone();
+        app = app.merge(whep.router()).route(
+            "/metrics",
+            axum::routing::get(move || {
+                let stats = stats.clone();
+                async move {
+                    let mut out = String::new();
+                    stats.render(&mut out);
+                    heap_metrics(&mut out);
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        out,
+                    )
+                }
+            }),
+        );
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {

@@ -47,6 +47,8 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// HLS / LL-HLS packaging.
     pub hls: HlsConfig,
+    /// WebRTC playback (WHEP).
+    pub webrtc: WebrtcConfig,
     /// Lecture-wide rules.
     pub lectures: LecturesConfig,
     /// Display names of dialects by language tag, in the order players list them.
@@ -96,6 +98,26 @@ pub struct HlsConfig {
     pub window_segments: usize,
     /// Longest a blocking playlist reload or preload-hinted part request waits.
     pub block_timeout_ms: u64,
+}
+
+/// `[webrtc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebrtcConfig {
+    /// Whether WHEP playback is offered.
+    pub enabled: bool,
+    /// The one UDP port all viewers' media use. An unspecified address (`0.0.0.0`) binds
+    /// that port on each of this machine's IPv4 addresses.
+    pub udp_listen: SocketAddr,
+    /// Addresses to announce to viewers instead of the bound ones (a 1:1 NAT's public IP).
+    #[serde(default)]
+    pub public_ips: Vec<std::net::IpAddr>,
+    /// Most WebRTC viewers at once; more get 503 and should use LL-HLS.
+    pub max_viewers: usize,
+    /// A viewer whose ICE and DTLS are not up within this time is dropped.
+    pub connect_timeout_ms: u64,
+    /// Largest SDP offer accepted, in bytes.
+    pub max_offer_bytes: usize,
 }
 
 /// `[lectures]`
@@ -241,6 +263,15 @@ impl Config {
         }
         if !(3..=100).contains(&self.hls.window_segments) {
             return bad("hls.window_segments", "must be 3..=100");
+        }
+        if self.webrtc.max_viewers == 0 {
+            return bad("webrtc.max_viewers", "must be at least 1");
+        }
+        if !(1000..=120_000).contains(&self.webrtc.connect_timeout_ms) {
+            return bad("webrtc.connect_timeout_ms", "must be 1000..=120000");
+        }
+        if !(1024..=1024 * 1024).contains(&self.webrtc.max_offer_bytes) {
+            return bad("webrtc.max_offer_bytes", "must be 1024..=1048576");
         }
         if !(1000..=60_000).contains(&self.hls.block_timeout_ms) {
             return bad("hls.block_timeout_ms", "must be 1000..=60000");

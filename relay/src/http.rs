@@ -172,6 +172,8 @@ fn describe(l: &Lecture) -> Value {
         "sessions": l.sessions(),
         "publisher": publisher,
         "hls": format!("/hls/{}/index.m3u8", l.name),
+        "whep": format!("/whep/{}", l.name),
+        "webrtc_viewers": l.webrtc_viewers(),
         "tracks": tracks,
     })
 }

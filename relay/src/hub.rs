@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::hls::packager::{Packager, RenditionIdx, Settings};
+use crate::taps::{TapFrame, TapTrack, Taps};
 
 /// Most renditions (video + dialects) one lecture may have.
 pub const MAX_RENDITIONS: usize = 17;
@@ -73,6 +74,10 @@ pub struct Lecture {
     state: Mutex<LectureState>,
     hls: Mutex<Packager>,
     changed: watch::Sender<u64>,
+    /// Frames for outputs other than HLS.
+    pub taps: Taps,
+    /// WebRTC viewers by dialect.
+    webrtc: Mutex<indexmap::IndexMap<String, usize>>,
 }
 
 impl Lecture {
@@ -111,6 +116,34 @@ impl Lecture {
     /// How many publishing sessions this lecture has had.
     pub fn sessions(&self) -> u64 {
         self.state().sessions
+    }
+
+    /// A WebRTC viewer started watching in dialect `lang`.
+    pub fn webrtc_join(&self, lang: &str) {
+        *self.webrtc_lock().entry(lang.to_string()).or_default() += 1;
+    }
+
+    /// A WebRTC viewer left.
+    pub fn webrtc_leave(&self, lang: &str) {
+        let mut m = self.webrtc_lock();
+        if let Some(n) = m.get_mut(lang) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// A WebRTC viewer switched dialect.
+    pub fn webrtc_switch(&self, from: &str, to: &str) {
+        self.webrtc_leave(from);
+        self.webrtc_join(to);
+    }
+
+    /// WebRTC viewers by dialect.
+    pub fn webrtc_viewers(&self) -> indexmap::IndexMap<String, usize> {
+        self.webrtc_lock().clone()
+    }
+
+    fn webrtc_lock(&self) -> MutexGuard<'_, indexmap::IndexMap<String, usize>> {
+        self.webrtc.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn end_session(&self, session: u64) {
@@ -267,6 +300,8 @@ impl Hub {
             }),
             hls: Mutex::new(packager),
             changed: watch::channel(0).0,
+            taps: Taps::default(),
+            webrtc: Mutex::default(),
         })
     }
 
@@ -342,6 +377,7 @@ impl Publish for Hub {
             });
         }
         lecture.hls().begin_session();
+        lecture.taps.new_session();
         drop(map);
         info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
         Ok(Box::new(PublisherSink {
@@ -357,8 +393,15 @@ impl Publish for Hub {
 struct PublisherSink {
     lecture: Arc<Lecture>,
     session: u64,
-    tracks: HashMap<TrackId, RenditionIdx>,
+    tracks: HashMap<TrackId, SinkTrack>,
     dialect_names: indexmap::IndexMap<String, String>,
+}
+
+struct SinkTrack {
+    rendition: RenditionIdx,
+    tap: TapTrack,
+    codec: Arc<media::CodecParams>,
+    timescale: u32,
 }
 
 impl MediaSink for PublisherSink {
@@ -380,9 +423,19 @@ impl MediaSink for PublisherSink {
                         (format!("audio-{lang}"), Some(lang), name)
                     }
                 };
+                let tap = match &language {
+                    Some(l) => TapTrack::Audio(l.to_string()),
+                    None => TapTrack::Video,
+                };
+                let codec = Arc::new(info.codec.clone());
+                let timescale = info.timescale;
                 let mut hls = self.lecture.hls();
                 if let Some(existing) = hls.rendition_by_id(&key) {
-                    if self.tracks.iter().any(|(t, &r)| r == existing && *t != id) {
+                    if self
+                        .tracks
+                        .iter()
+                        .any(|(t, x)| x.rendition == existing && *t != id)
+                    {
                         return Err(SinkError::Rejected(format!(
                             "two tracks of this session are both {key}"
                         )));
@@ -392,15 +445,23 @@ impl MediaSink for PublisherSink {
                         "a lecture carries at most {MAX_RENDITIONS} tracks"
                     )));
                 }
-                let idx = hls.set_track(&key, info, language, name);
+                let rendition = hls.set_track(&key, info, language, name);
                 let v = hls.version();
                 drop(hls);
-                self.tracks.insert(id, idx);
+                self.tracks.insert(
+                    id,
+                    SinkTrack {
+                        rendition,
+                        tap,
+                        codec,
+                        timescale,
+                    },
+                );
                 self.lecture.notify(v);
                 Ok(())
             }
             MediaEvent::Frame { track, frame } => {
-                let Some(&idx) = self.tracks.get(&track) else {
+                let Some(t) = self.tracks.get(&track) else {
                     return Err(SinkError::Rejected(format!(
                         "frame for track {} before its description",
                         track.0
@@ -409,13 +470,30 @@ impl MediaSink for PublisherSink {
                 if self.lecture.state().session != self.session {
                     return Err(SinkError::Closed("lecture ended".into()));
                 }
+                let (keyframe, data) = (frame.keyframe, frame.data.clone());
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
-                hls.push(idx, frame, SystemTime::now());
+                let placed = hls.push(t.rendition, frame, SystemTime::now());
                 let v = hls.version();
                 drop(hls);
                 if v != before {
                     self.lecture.notify(v);
+                }
+                if let Some(placed) = placed {
+                    let taps = &self.lecture.taps;
+                    taps.send(
+                        &t.tap,
+                        TapFrame {
+                            dts: placed.dts,
+                            pts: placed.pts,
+                            timescale: t.timescale,
+                            keyframe,
+                            data,
+                            codec: t.codec.clone(),
+                            wallclock: taps.wallclock(placed.pts, t.timescale, Instant::now()),
+                            session: self.session,
+                        },
+                    );
                 }
                 Ok(())
             }

@@ -4,9 +4,13 @@
 //! - [`hub`]: lectures, publishing sessions, grace periods; implements [`media::sink::Publish`].
 //! - [`hls`]: LL-HLS packaging.
 //! - [`http`]: the axum router: HLS, API, health.
+//! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
+//! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod taps;
+pub mod whep;
 
 pub use hub::Hub;

@@ -18,6 +18,8 @@ pub struct Server {
     pub http: SocketAddr,
     /// RTMP address.
     pub rtmp: SocketAddr,
+    /// WebRTC media addresses.
+    pub webrtc: Vec<SocketAddr>,
     log: Arc<Mutex<String>>,
     _dir: tempdir::Dir,
 }
@@ -60,7 +62,8 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_jiangtang"));
         // Loopback only, on ports the OS picks; the demo only where a test asks for it.
         cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
-            .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0");
+            .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
+            .env("JIANGTANG_WEBRTC_UDP_LISTEN", "127.0.0.1:0");
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
@@ -90,9 +93,10 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let (mut http, mut rtmp) = (None, None);
+        let (mut http, mut rtmp, mut webrtc) = (None, None, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http.is_none() || rtmp.is_none() {
+        let wants_webrtc = !extra.contains("[webrtc]\nenabled = false");
+        while http.is_none() || rtmp.is_none() || (wants_webrtc && webrtc.is_empty()) {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("relay did not start: {}", log.lock().unwrap()));
@@ -100,12 +104,15 @@ impl Server {
                 http = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("jiangtang: rtmp listening on ") {
                 rtmp = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("jiangtang: webrtc listening on udp ") {
+                webrtc.push(a.parse().unwrap());
             }
         }
         Server {
             child,
             http: http.unwrap(),
             rtmp: rtmp.unwrap(),
+            webrtc,
             log,
             _dir: dir,
         }
@@ -124,6 +131,24 @@ impl Server {
     /// Everything the relay logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// Process id of the relay.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the relay in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
     }
 
     /// True while the process runs.
@@ -218,6 +243,36 @@ pub fn ffmpeg_publish_args(url: &str, size: &str, fps: u32, tone_hz: u32, extra:
         .spawn()
         .expect("ffmpeg (install with scripts/setup.sh)");
     Proc(child)
+}
+
+/// A request with a body: status, headers, body.
+pub fn send(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let mut req = client
+            .request(method.parse().unwrap(), url)
+            .body(body.to_vec());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap().to_vec();
+        (status, headers, body)
+    })
 }
 
 /// GET `url`: status, headers, body.

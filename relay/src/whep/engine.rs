@@ -1,0 +1,877 @@
+//! The WebRTC engine: one task owning every viewer's `str0m::Rtc` and the shared UDP port.
+//!
+//! Inputs are network packets (from one reader task per bound socket), commands from the
+//! HTTP handlers, media from per-lecture feeder tasks, and timeouts. Every mutation of an
+//! `Rtc` is followed by a full drain of its output (str0m's contract). Nothing here waits on
+//! a viewer: packets are sent with `try_send_to` and dropped (and counted) if the kernel
+//! buffer is full, so one viewer's slow network never slows another.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::encode::{AudioEncoder, Transcoders};
+use media::{CodecParams, TrackKind};
+use str0m::format::Codec;
+use str0m::media::{MediaKind, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::stats::Stats;
+use crate::hub::{Hub, Lecture, Status};
+use crate::taps::{TapFrame, TapTrack};
+
+/// A datagram received on one of our sockets.
+pub struct Datagram {
+    /// Sender.
+    pub source: SocketAddr,
+    /// Our address as announced in the candidate it arrived for.
+    pub destination: SocketAddr,
+    /// Bytes.
+    pub data: Bytes,
+}
+
+/// What the HTTP side asks of the engine.
+pub enum Command {
+    /// A new viewer whose offer has been answered.
+    Add(Box<NewSession>),
+    /// DELETE of the session resource.
+    Remove {
+        /// Session id.
+        id: String,
+        /// Whether it existed.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Trickled remote candidates.
+    Candidates {
+        /// Session id.
+        id: String,
+        /// Parsed candidates.
+        candidates: Vec<str0m::Candidate>,
+        /// Whether the session exists.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Switch the dialect the viewer hears.
+    Dialect {
+        /// Session id.
+        id: String,
+        /// New language tag.
+        lang: String,
+        /// `Ok(false)` if the session does not exist.
+        reply: oneshot::Sender<bool>,
+    },
+    /// State of one session.
+    Info {
+        /// Session id.
+        id: String,
+        /// The answer.
+        reply: oneshot::Sender<Option<serde_json::Value>>,
+    },
+}
+
+/// A viewer handed over by the HTTP side.
+pub struct NewSession {
+    /// Session id (the last segment of its resource URL).
+    pub id: String,
+    /// The engine after `accept_offer`.
+    pub rtc: Rtc,
+    /// The lecture watched.
+    pub lecture: Arc<Lecture>,
+    /// Dialect heard.
+    pub lang: String,
+}
+
+/// Media from the feeders, ready to write.
+pub enum Media {
+    /// A video frame in Annex B with parameter sets before keyframes.
+    Video {
+        /// Lecture name.
+        lecture: Arc<str>,
+        /// The frame.
+        frame: Arc<VideoFrame>,
+    },
+    /// An Opus packet of one dialect.
+    Audio {
+        /// Lecture name.
+        lecture: Arc<str>,
+        /// Dialect.
+        lang: Arc<str>,
+        /// Presentation time, 48 kHz on the lecture timeline.
+        pts: i64,
+        /// Wall clock of `pts`.
+        wallclock: Instant,
+        /// Opus packet.
+        data: Arc<[u8]>,
+    },
+    /// The feeder fell behind: viewers of this lecture must wait for a keyframe.
+    Lagged {
+        /// Lecture name.
+        lecture: Arc<str>,
+    },
+}
+
+/// A video frame prepared once for every viewer.
+pub struct VideoFrame {
+    /// Decode time (90 kHz, lecture timeline), to deduplicate after a GOP burst.
+    pub dts: i64,
+    /// Presentation time: the RTP timestamp.
+    pub pts: i64,
+    /// IDR.
+    pub keyframe: bool,
+    /// Wall clock of `pts`.
+    pub wallclock: Instant,
+    /// Annex B bytes.
+    pub data: Arc<[u8]>,
+    /// `profile_idc` of the stream.
+    pub profile: u8,
+}
+
+/// Converts a tapped H.264 frame to Annex B, with SPS and PPS in front of keyframes.
+pub fn annexb(frame: &TapFrame) -> Option<VideoFrame> {
+    let CodecParams::H264(h) = frame.codec.as_ref() else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(frame.data.len() + h.sps.len() + h.pps.len() + 16);
+    if frame.keyframe {
+        for ps in [&h.sps, &h.pps] {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(ps);
+        }
+    }
+    for nal in h.nal_units(&frame.data) {
+        let nal = nal.ok()?;
+        // Parameter sets in-band are already in front; access unit delimiters carry nothing.
+        if nal.is_empty()
+            || (frame.keyframe && matches!(nal[0] & 0x1f, 7 | 8))
+            || nal[0] & 0x1f == 9
+        {
+            continue;
+        }
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    Some(VideoFrame {
+        dts: frame.dts,
+        pts: frame.pts,
+        keyframe: frame.keyframe,
+        wallclock: frame.wallclock,
+        data: out.into(),
+        profile: h.profile,
+    })
+}
+
+struct Session {
+    id: String,
+    rtc: Rtc,
+    lecture: Arc<Lecture>,
+    lecture_name: Arc<str>,
+    lang: Arc<str>,
+    created: Instant,
+    video: Option<(Mid, Option<Pt>)>,
+    audio: Option<(Mid, Option<Pt>)>,
+    connected: bool,
+    started: bool,
+    waiting_keyframe: bool,
+    last_video_dts: Option<i64>,
+    last_audio_pts: Option<i64>,
+    next_timeout: Instant,
+    dead: bool,
+    frames_sent: u64,
+    frames_skipped: u64,
+    connected_at: Option<Instant>,
+}
+
+struct Feed {
+    lecture: Arc<Lecture>,
+    video: JoinHandle<()>,
+    dialects: HashMap<String, JoinHandle<()>>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.video.abort();
+        for t in self.dialects.values() {
+            t.abort();
+        }
+    }
+}
+
+/// The engine's state.
+pub struct Engine {
+    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    sessions: Vec<Session>,
+    by_remote: HashMap<SocketAddr, String>,
+    feeds: HashMap<Arc<str>, Feed>,
+    media_tx: mpsc::Sender<Media>,
+    hub: Arc<Hub>,
+    transcoders: Arc<dyn Transcoders>,
+    stats: Arc<Stats>,
+    connect_timeout: Duration,
+}
+
+/// Channels into a running engine.
+pub struct Handles {
+    /// Commands.
+    pub commands: mpsc::Sender<Command>,
+}
+
+impl Engine {
+    /// Starts the engine and its socket readers. `sockets` maps each announced address to
+    /// the socket bound for it.
+    pub fn start(
+        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        hub: Arc<Hub>,
+        transcoders: Arc<dyn Transcoders>,
+        stats: Arc<Stats>,
+        connect_timeout: Duration,
+    ) -> Handles {
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (media_tx, media_rx) = mpsc::channel(4096);
+        let (net_tx, net_rx) = mpsc::channel(8192);
+        for (announced, socket) in &sockets {
+            tokio::spawn(read_socket(
+                socket.clone(),
+                *announced,
+                net_tx.clone(),
+                stats.clone(),
+            ));
+        }
+        let engine = Engine {
+            sockets,
+            sessions: Vec::new(),
+            by_remote: HashMap::new(),
+            feeds: HashMap::new(),
+            media_tx,
+            hub,
+            transcoders,
+            stats,
+            connect_timeout,
+        };
+        tokio::spawn(engine.run(cmd_rx, media_rx, net_rx));
+        Handles { commands: cmd_tx }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut media: mpsc::Receiver<Media>,
+        mut net: mpsc::Receiver<Datagram>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let next = self
+                .sessions
+                .iter()
+                .map(|s| s.next_timeout)
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                Some(d) = net.recv() => self.on_datagram(d),
+                Some(c) = commands.recv() => self.on_command(c),
+                Some(m) = media.recv() => self.on_media(m),
+                _ = tokio::time::sleep_until(next.into()) => self.on_timeout(Instant::now()),
+                _ = tick.tick() => self.maintain(Instant::now()),
+                else => break,
+            }
+            self.reap();
+        }
+    }
+
+    fn on_datagram(&mut self, d: Datagram) {
+        let Ok(contents) = d.data.as_ref().try_into() else {
+            self.stats.bad_datagrams.inc();
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source: d.source,
+                destination: d.destination,
+                contents,
+            },
+        );
+        let idx = match self.by_remote.get(&d.source) {
+            Some(id) => self
+                .sessions
+                .iter()
+                .position(|s| &s.id == id && s.rtc.accepts(&input)),
+            None => None,
+        }
+        .or_else(|| self.sessions.iter().position(|s| s.rtc.accepts(&input)));
+        let Some(i) = idx else {
+            self.stats.unmatched_datagrams.inc();
+            return;
+        };
+        let s = &mut self.sessions[i];
+        self.by_remote.insert(d.source, s.id.clone());
+        if let Err(e) = s.rtc.handle_input(input) {
+            debug!(session = %s.id, "input: {e}");
+        }
+        drive(s, &self.sockets, &self.stats);
+        self.after_drive(i);
+    }
+
+    /// Things a drain may have made due: the first media after connecting.
+    fn after_drive(&mut self, i: usize) {
+        let s = &mut self.sessions[i];
+        if s.connected && !s.started && s.video.is_some_and(|v| v.1.is_some()) {
+            start_video(s, &self.sockets, &self.stats);
+        }
+    }
+
+    fn on_command(&mut self, c: Command) {
+        match c {
+            Command::Add(new) => self.add(*new),
+            Command::Remove { id, reply } => {
+                let found = self.sessions.iter_mut().find(|s| s.id == id);
+                let existed = found.is_some();
+                if let Some(s) = found {
+                    s.rtc.disconnect();
+                    s.dead = true;
+                    info!(session = %s.id, lecture = %s.lecture_name, "viewer left (DELETE)");
+                }
+                let _ = reply.send(existed);
+            }
+            Command::Candidates {
+                id,
+                candidates,
+                reply,
+            } => {
+                let Some(i) = self.sessions.iter().position(|s| s.id == id) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                for c in candidates {
+                    let s = &mut self.sessions[i];
+                    s.rtc.add_remote_candidate(c);
+                    drive(s, &self.sockets, &self.stats);
+                }
+                let _ = reply.send(true);
+            }
+            Command::Dialect { id, lang, reply } => {
+                let Some(s) = self.sessions.iter_mut().find(|s| s.id == id) else {
+                    let _ = reply.send(false);
+                    return;
+                };
+                if *s.lang != *lang {
+                    info!(session = %s.id, from = %s.lang, to = %lang, "viewer switched dialect");
+                    s.lecture.webrtc_switch(&s.lang, &lang);
+                    s.lang = lang.as_str().into();
+                    self.stats.dialect_switches.inc();
+                }
+                let _ = reply.send(true);
+                self.ensure_feed(&id);
+            }
+            Command::Info { id, reply } => {
+                let info = self.sessions.iter().find(|s| s.id == id).map(|s| {
+                    serde_json::json!({
+                        "lecture": &*s.lecture_name,
+                        "lang": &*s.lang,
+                        "connected": s.connected,
+                        "frames_sent": s.frames_sent,
+                        "frames_skipped": s.frames_skipped,
+                        "age_ms": s.created.elapsed().as_millis() as u64,
+                    })
+                });
+                let _ = reply.send(info);
+            }
+        }
+    }
+
+    fn add(&mut self, new: NewSession) {
+        let name: Arc<str> = new.lecture.name.as_str().into();
+        new.lecture.webrtc_join(&new.lang);
+        self.stats.sessions_started.inc();
+        let mut s = Session {
+            id: new.id,
+            rtc: new.rtc,
+            lecture: new.lecture,
+            lecture_name: name,
+            lang: new.lang.as_str().into(),
+            created: Instant::now(),
+            video: None,
+            audio: None,
+            connected: false,
+            started: false,
+            waiting_keyframe: false,
+            last_video_dts: None,
+            last_audio_pts: None,
+            next_timeout: Instant::now(),
+            dead: false,
+            frames_sent: 0,
+            frames_skipped: 0,
+            connected_at: None,
+        };
+        drive(&mut s, &self.sockets, &self.stats);
+        let id = s.id.clone();
+        self.sessions.push(s);
+        self.ensure_feed(&id);
+    }
+
+    /// Makes sure the lecture of session `id` has a running feed with a pump for its dialect.
+    fn ensure_feed(&mut self, id: &str) {
+        let Some(s) = self.sessions.iter().find(|s| s.id == id) else {
+            return;
+        };
+        let (name, lecture, lang) = (
+            s.lecture_name.clone(),
+            s.lecture.clone(),
+            s.lang.to_string(),
+        );
+        let media_tx = self.media_tx.clone();
+        let stats = self.stats.clone();
+        let feed = self.feeds.entry(name.clone()).or_insert_with(|| Feed {
+            lecture: lecture.clone(),
+            video: tokio::spawn(feed_video(lecture.clone(), name.clone(), media_tx, stats)),
+            dialects: HashMap::new(),
+        });
+        // Every dialect of the lecture is transcoded while it has WebRTC viewers, so a switch
+        // is heard at once.
+        let mut dialects = feed.lecture.taps.dialects();
+        if !dialects.contains(&lang) {
+            dialects.push(lang);
+        }
+        for d in dialects {
+            if !feed.dialects.contains_key(&d) {
+                let task = tokio::spawn(feed_audio(
+                    feed.lecture.clone(),
+                    name.clone(),
+                    d.clone(),
+                    self.transcoders.clone(),
+                    self.media_tx.clone(),
+                    self.stats.clone(),
+                ));
+                feed.dialects.insert(d, task);
+            }
+        }
+    }
+
+    fn on_media(&mut self, m: Media) {
+        match m {
+            Media::Video { lecture, frame } => {
+                for i in 0..self.sessions.len() {
+                    let s = &mut self.sessions[i];
+                    if s.lecture_name != lecture || !s.started || s.dead {
+                        continue;
+                    }
+                    if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
+                        continue;
+                    }
+                    if s.waiting_keyframe {
+                        if !frame.keyframe {
+                            s.frames_skipped += 1;
+                            self.stats.frames_skipped.inc();
+                            continue;
+                        }
+                        s.waiting_keyframe = false;
+                    }
+                    write_video(
+                        s,
+                        &frame,
+                        frame.pts,
+                        frame.wallclock,
+                        &self.sockets,
+                        &self.stats,
+                    );
+                }
+            }
+            Media::Audio {
+                lecture,
+                lang,
+                pts,
+                wallclock,
+                data,
+            } => {
+                for s in self.sessions.iter_mut() {
+                    if s.lecture_name != lecture || s.lang != lang || !s.connected || s.dead {
+                        continue;
+                    }
+                    let Some((mid, Some(pt))) = s.audio else {
+                        continue;
+                    };
+                    // After a dialect switch the new dialect's packets may overlap what was
+                    // already sent: keep the RTP timeline moving forward.
+                    if s.last_audio_pts.is_some_and(|p| pts <= p) {
+                        continue;
+                    }
+                    s.last_audio_pts = Some(pts);
+                    if let Some(w) = s.rtc.writer(mid) {
+                        match w.write(
+                            pt,
+                            wallclock,
+                            MediaTime::new(pts as u64, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+                            data.clone(),
+                        ) {
+                            Ok(()) => self.stats.audio_packets.inc(),
+                            Err(e) => debug!(session = %s.id, "audio write: {e}"),
+                        }
+                    }
+                    drive(s, &self.sockets, &self.stats);
+                }
+            }
+            Media::Lagged { lecture } => {
+                for s in self
+                    .sessions
+                    .iter_mut()
+                    .filter(|s| s.lecture_name == lecture)
+                {
+                    s.waiting_keyframe = true;
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        for i in 0..self.sessions.len() {
+            let s = &mut self.sessions[i];
+            if s.next_timeout <= now {
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    debug!(session = %s.id, "timeout: {e}");
+                }
+                drive(s, &self.sockets, &self.stats);
+                self.after_drive(i);
+            }
+        }
+    }
+
+    fn maintain(&mut self, now: Instant) {
+        for s in self.sessions.iter_mut() {
+            if !s.connected && now.duration_since(s.created) > self.connect_timeout {
+                info!(session = %s.id, lecture = %s.lecture_name, "viewer did not connect within {:?}", self.connect_timeout);
+                self.stats.sessions_timed_out.inc();
+                s.dead = true;
+            }
+            let gone = match self.hub.lecture(&s.lecture_name) {
+                Some(l) => {
+                    !Arc::ptr_eq(&l, &s.lecture) || matches!(l.status(), Status::Ended { .. })
+                }
+                None => true,
+            };
+            if gone {
+                info!(session = %s.id, lecture = %s.lecture_name, "lecture ended: closing viewer");
+                s.rtc.disconnect();
+                s.dead = true;
+            }
+        }
+        // New dialects appearing in watched lectures get their pumps.
+        let ids: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|s| !s.dead)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in ids {
+            self.ensure_feed(&id);
+        }
+    }
+
+    fn reap(&mut self) {
+        if !self.sessions.iter().any(|s| s.dead || !s.rtc.is_alive()) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.sessions.len() {
+            let s = &self.sessions[i];
+            if s.dead || !s.rtc.is_alive() {
+                let s = self.sessions.swap_remove(i);
+                s.lecture.webrtc_leave(&s.lang);
+                self.by_remote.retain(|_, id| *id != s.id);
+                self.stats.sessions_ended.inc();
+                debug!(session = %s.id, "session removed");
+            } else {
+                i += 1;
+            }
+        }
+        self.feeds
+            .retain(|name, _| self.sessions.iter().any(|s| s.lecture_name == *name));
+        // A burst of viewers (or of offers that never connected) must not keep its memory:
+        // each slot holds a whole Rtc.
+        if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
+            self.sessions.shrink_to(self.sessions.len() * 2);
+            self.by_remote.shrink_to(self.sessions.len() * 2);
+        }
+    }
+}
+
+/// Drains a session's output: sends datagrams, handles events, records the next timeout.
+fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, stats: &Stats) {
+    loop {
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                s.next_timeout = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+                if let Some(socket) = socket {
+                    match socket.try_send_to(&t.contents, t.destination) {
+                        Ok(_) => stats.datagrams_sent.inc(),
+                        Err(_) => stats.datagrams_dropped.inc(),
+                    }
+                }
+            }
+            Ok(Output::Event(e)) => match e {
+                Event::Connected => {
+                    s.connected = true;
+                    s.connected_at = Some(Instant::now());
+                    info!(session = %s.id, lecture = %s.lecture_name, "viewer connected after {:?}", s.created.elapsed());
+                }
+                Event::MediaAdded(m) => {
+                    let profile =
+                        s.lecture
+                            .hls()
+                            .renditions()
+                            .iter()
+                            .find_map(|r| match &r.info.codec {
+                                CodecParams::H264(h) if r.kind() == TrackKind::Video => {
+                                    Some(h.profile)
+                                }
+                                _ => None,
+                            });
+                    let pt = s
+                        .rtc
+                        .writer(m.mid)
+                        .and_then(|w| choose_pt(w.payload_params(), m.kind, profile));
+                    match m.kind {
+                        MediaKind::Video => s.video = Some((m.mid, pt)),
+                        MediaKind::Audio => s.audio = Some((m.mid, pt)),
+                    }
+                }
+                // An RTMP source cannot make a keyframe on demand: skip the useless frames
+                // until the next one comes.
+                Event::KeyframeRequest(_) if !s.waiting_keyframe => {
+                    s.waiting_keyframe = true;
+                    stats.keyframe_requests.inc();
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    s.dead = true;
+                }
+                _ => {}
+            },
+            Err(e) => {
+                warn!(session = %s.id, "rtc failed: {e}");
+                s.dead = true;
+                return;
+            }
+        }
+    }
+}
+
+/// The payload type to send with: H.264 with packetization-mode 1, preferring the stream's
+/// own profile; Opus for audio.
+fn choose_pt<'a>(
+    params: impl Iterator<Item = &'a str0m::format::PayloadParams>,
+    kind: MediaKind,
+    profile: Option<u8>,
+) -> Option<Pt> {
+    params
+        .filter_map(|p| {
+            let spec = p.spec();
+            let score = match (kind, spec.codec) {
+                (MediaKind::Audio, Codec::Opus) => 1,
+                (MediaKind::Video, Codec::H264) if spec.format.packetization_mode == Some(1) => {
+                    let offered = spec.format.profile_level_id.map(|v| (v >> 16) as u8);
+                    if offered.is_some() && offered == profile {
+                        3
+                    } else {
+                        2
+                    }
+                }
+                _ => return None,
+            };
+            Some((score, p.pt()))
+        })
+        .max_by_key(|(score, _)| *score)
+        .map(|(_, pt)| pt)
+}
+
+fn write_video(
+    s: &mut Session,
+    frame: &VideoFrame,
+    rtp_pts: i64,
+    wallclock: Instant,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    stats: &Stats,
+) {
+    let Some((mid, Some(pt))) = s.video else {
+        return;
+    };
+    let Some(w) = s.rtc.writer(mid) else { return };
+    let time = MediaTime::new(rtp_pts.max(0) as u64, str0m::media::Frequency::NINETY_KHZ);
+    match w.write(pt, wallclock, time, frame.data.clone()) {
+        Ok(()) => {
+            s.frames_sent += 1;
+            s.last_video_dts = Some(frame.dts);
+            stats.video_frames.inc();
+            if frame.keyframe
+                && s.frames_sent <= 1
+                && let Some(at) = s.connected_at
+            {
+                stats
+                    .first_frame_ms
+                    .observe(at.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        Err(e) => debug!(session = %s.id, "video write: {e}"),
+    }
+    drive(s, sockets, stats);
+}
+
+/// Instant start: send the current GOP from its keyframe at once, with timestamps squeezed
+/// just before the live edge so the browser decodes it all and shows the newest picture
+/// immediately, then go on with live frames.
+fn start_video(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, stats: &Stats) {
+    s.started = true;
+    let (gop, _) = s.lecture.taps.subscribe_video_with_gop();
+    let frames: Vec<VideoFrame> = gop.iter().filter_map(|f| annexb(f)).collect();
+    let Some(last) = frames.last() else {
+        s.waiting_keyframe = true;
+        return;
+    };
+    let (last_pts, last_wall) = (last.pts, last.wallclock);
+    let n = frames.len() as i64;
+    for (i, f) in frames.iter().enumerate() {
+        let behind = n - 1 - i as i64;
+        let wall = last_wall
+            .checked_sub(Duration::from_micros(behind as u64 * 11))
+            .unwrap_or(last_wall);
+        write_video(s, f, last_pts - behind, wall, sockets, stats);
+    }
+    stats.gop_bursts.inc();
+}
+
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    announced: SocketAddr,
+    tx: mpsc::Sender<Datagram>,
+    stats: Arc<Stats>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, source)) => {
+                let d = Datagram {
+                    source,
+                    destination: announced,
+                    data: Bytes::copy_from_slice(&buf[..n]),
+                };
+                if tx.try_send(d).is_err() {
+                    stats.datagrams_dropped.inc();
+                }
+            }
+            Err(e) => {
+                // ICMP port unreachable from a vanished viewer surfaces here; keep going.
+                debug!("udp receive: {e}");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+async fn feed_video(
+    lecture: Arc<Lecture>,
+    name: Arc<str>,
+    tx: mpsc::Sender<Media>,
+    stats: Arc<Stats>,
+) {
+    let mut rx = lecture.taps.subscribe(&TapTrack::Video);
+    loop {
+        match rx.recv().await {
+            Ok(f) => {
+                let Some(frame) = annexb(&f) else { continue };
+                if tx
+                    .send(Media::Video {
+                        lecture: name.clone(),
+                        frame: Arc::new(frame),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                stats.feed_lagged.add(n);
+                if tx
+                    .send(Media::Lagged {
+                        lecture: name.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn feed_audio(
+    lecture: Arc<Lecture>,
+    name: Arc<str>,
+    lang: String,
+    transcoders: Arc<dyn Transcoders>,
+    tx: mpsc::Sender<Media>,
+    stats: Arc<Stats>,
+) {
+    let mut rx = lecture.taps.subscribe(&TapTrack::Audio(lang.clone()));
+    let lang_arc: Arc<str> = lang.as_str().into();
+    let mut encoder: Option<(Arc<CodecParams>, Box<dyn AudioEncoder>)> = None;
+    loop {
+        let frame = match rx.recv().await {
+            Ok(f) => f,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                stats.feed_lagged.add(n);
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let CodecParams::Aac(aac) = frame.codec.as_ref() else {
+            continue;
+        };
+        if encoder
+            .as_ref()
+            .is_none_or(|(c, _)| !Arc::ptr_eq(c, &frame.codec) && **c != *frame.codec)
+        {
+            let (out, lec, lec_name, dialect) =
+                (tx.clone(), lecture.clone(), name.clone(), lang_arc.clone());
+            let stats2 = stats.clone();
+            let on_packet = Box::new(move |p: media::encode::Packet| {
+                let wallclock = lec.taps.wallclock(p.pts, 48_000, Instant::now());
+                let m = Media::Audio {
+                    lecture: lec_name.clone(),
+                    lang: dialect.clone(),
+                    pts: p.pts,
+                    wallclock,
+                    data: Arc::from(&p.data[..]),
+                };
+                if out.try_send(m).is_err() {
+                    stats2.audio_dropped.inc();
+                }
+            });
+            match transcoders.aac_to_opus(aac, on_packet) {
+                Ok(e) => {
+                    info!(lecture = %name, dialect = %lang, "opus encoder started");
+                    encoder = Some((frame.codec.clone(), e));
+                }
+                Err(e) => {
+                    warn!(lecture = %name, dialect = %lang, "cannot transcode to opus: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some((_, e)) = encoder.as_mut()
+            && let Err(err) = e.push(frame.pts, frame.timescale, &frame.data)
+        {
+            debug!(lecture = %name, dialect = %lang, "opus encoder input: {err}");
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! WebRTC playback over WHEP: `POST /whep/STREAM[?lang=yue]` with an SDP offer.
+//!
+//! - [`engine`]: the single task that owns every viewer's `str0m::Rtc` and the UDP port.
+//! - [`stats`]: its counters.
+//!
+//! The session resource (`Location: /whep/STREAM/ID`) takes `DELETE` (end), `PATCH` with
+//! `application/trickle-ice-sdpfrag` (trickled candidates), `GET` (state as JSON) and
+//! `POST /whep/STREAM/ID/dialect` with `{"lang":"yue"}` (switch the dialect heard, no
+//! renegotiation). See `docs/protocols/whep.md`.
+
+pub mod engine;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use media::TrackKind;
+use serde::Deserialize;
+use str0m::change::SdpOffer;
+use str0m::{Candidate, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tower_http::cors::{Any, CorsLayer};
+use tracing::info;
+
+use crate::http::ApiError;
+use crate::hub::{Hub, Lecture, Status};
+use engine::{Command, Engine, NewSession};
+use stats::Stats;
+
+/// Most lines accepted in an SDP offer (Janus's cap after an OSS-Fuzz timeout).
+const MAX_SDP_LINES: usize = 10_000;
+/// Video packets each viewer keeps for retransmission (about 2 s at 2.5 Mbit/s).
+const SEND_BUFFER_VIDEO: usize = 500;
+
+/// The WHEP service.
+pub struct Whep {
+    commands: mpsc::Sender<Command>,
+    hub: Arc<Hub>,
+    candidates: Vec<SocketAddr>,
+    /// Counters for `/metrics`.
+    pub stats: Arc<Stats>,
+}
+
+/// Binds the WebRTC UDP port: on the given address, or, for an unspecified address, on each
+/// IPv4 address of this machine (all on the same port). Returns the sockets by the address
+/// announced to viewers.
+pub async fn bind(
+    config: &config::WebrtcConfig,
+) -> std::io::Result<HashMap<SocketAddr, Arc<UdpSocket>>> {
+    let listen = config.udp_listen;
+    let ips: Vec<IpAddr> = if listen.ip().is_unspecified() {
+        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !i.is_loopback() && i.ip().is_ipv4())
+            .map(|i| i.ip())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        if ips.is_empty() {
+            ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        ips
+    } else {
+        vec![listen.ip()]
+    };
+    let mut port = listen.port();
+    let mut out = HashMap::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let socket = UdpSocket::bind(SocketAddr::new(*ip, port)).await?;
+        let bound = socket.local_addr()?;
+        port = bound.port();
+        let announced = match config.public_ips.get(i).or(config.public_ips.last()) {
+            Some(public) => SocketAddr::new(*public, port),
+            None => bound,
+        };
+        out.insert(announced, Arc::new(socket));
+    }
+    Ok(out)
+}
+
+fn install_crypto() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+impl Whep {
+    /// Starts the engine on `sockets` (from [`bind`]).
+    pub fn start(
+        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        hub: Arc<Hub>,
+        transcoders: Arc<dyn media::encode::Transcoders>,
+    ) -> Arc<Whep> {
+        install_crypto();
+        let stats = Arc::new(Stats::default());
+        let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
+        candidates.sort();
+        let timeout = Duration::from_millis(hub.config().webrtc.connect_timeout_ms);
+        let handles = Engine::start(sockets, hub.clone(), transcoders, stats.clone(), timeout);
+        Arc::new(Whep {
+            commands: handles.commands,
+            hub,
+            candidates,
+            stats,
+        })
+    }
+
+    /// The announced media addresses.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// Viewers currently held by the engine.
+    pub fn viewers(&self) -> u64 {
+        self.stats
+            .sessions_started
+            .get()
+            .saturating_sub(self.stats.sessions_ended.get())
+    }
+
+    /// The WHEP routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let cors = CorsLayer::new()
+            .allow_origin(Any)
+            .allow_methods([
+                axum::http::Method::POST,
+                axum::http::Method::PATCH,
+                axum::http::Method::DELETE,
+                axum::http::Method::GET,
+                axum::http::Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::AUTHORIZATION,
+            ])
+            .expose_headers([
+                header::LOCATION,
+                header::ETAG,
+                header::LINK,
+                header::HeaderName::from_static("accept-patch"),
+                header::HeaderName::from_static("accept-post"),
+            ])
+            .max_age(Duration::from_secs(600));
+        let limit = self.hub.config().webrtc.max_offer_bytes;
+        Router::new()
+            .route("/whep/{stream}", post(offer).options(options))
+            .route(
+                "/whep/{stream}/{id}",
+                get(info).patch(patch).delete(delete).options(options),
+            )
+            .route(
+                "/whep/{stream}/{id}/dialect",
+                post(dialect).options(options),
+            )
+            .layer(DefaultBodyLimit::max(limit))
+            // Outermost: the CORS layer answers OPTIONS itself, and WHEP clients read these
+            // from that answer too.
+            .layer(cors)
+            .layer(axum::middleware::map_response(advertise))
+            .with_state(self.clone())
+    }
+}
+
+async fn options() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Adds what WHEP clients look for on every answer of the endpoint.
+async fn advertise(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.entry("accept-post")
+        .or_insert(HeaderValue::from_static("application/sdp"));
+    h.entry("accept-patch")
+        .or_insert(HeaderValue::from_static("application/trickle-ice-sdpfrag"));
+    r
+}
+
+#[derive(Deserialize)]
+struct OfferQuery {
+    lang: Option<String>,
+}
+
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+fn live_lecture(hub: &Hub, stream: &str) -> Result<Arc<Lecture>, ApiError> {
+    match hub.lecture(stream) {
+        Some(l) if !matches!(l.status(), Status::Ended { .. }) => Ok(l),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no live lecture {stream:?}"),
+        )),
+    }
+}
+
+/// Dialects a lecture offers, in rendition order.
+fn dialects(l: &Lecture) -> Vec<String> {
+    l.hls()
+        .renditions()
+        .iter()
+        .filter(|r| r.kind() == TrackKind::Audio)
+        .filter_map(|r| r.language.as_ref().map(|x| x.to_string()))
+        .collect()
+}
+
+/// Picks the dialect: the one asked for if the lecture has it, else the lecture's default
+/// (or its first dialect).
+fn pick_dialect(l: &Lecture, asked: Option<&str>) -> Result<String, ApiError> {
+    let available = dialects(l);
+    match asked {
+        Some(lang) => {
+            let lang = media::Language::parse(lang)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+            if available.is_empty() || available.iter().any(|d| d == lang.as_str()) {
+                Ok(lang.to_string())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "lecture has no dialect {lang}; it has {}",
+                        available.join(", ")
+                    ),
+                ))
+            }
+        }
+        None => {
+            let default = l.default_language.to_string();
+            if available.is_empty() || available.contains(&default) {
+                Ok(default)
+            } else {
+                Ok(available[0].clone())
+            }
+        }
+    }
+}
+
+async fn offer(
+    State(w): State<Arc<Whep>>,
+    Path(stream): Path<String>,
+    Query(q): Query<OfferQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be Content-Type: application/sdp",
+        ));
+    }
+    let lecture = live_lecture(&w.hub, &stream)?;
+    let lang = pick_dialect(&lecture, q.lang.as_deref())?;
+    if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("WebRTC is at capacity; watch /hls/{stream}/index.m3u8"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return Ok(r);
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
+    if text.lines().count() > MAX_SDP_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the offer has too many lines",
+        ));
+    }
+    let offer = SdpOffer::from_sdp_string(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
+    let mut rtc = Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_send_buffer_video(SEND_BUFFER_VIDEO)
+        .build(Instant::now());
+    for c in &w.candidates {
+        let candidate = Candidate::host(*c, "udp")
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+    }
+    let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("offer not acceptable: {e}"),
+        )
+    })?;
+    let answer = answer.to_sdp_string();
+    if !negotiated(&answer, "H264/90000") && !negotiated(&answer, "opus/48000") {
+        return Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to receive",
+        ));
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
+    w.commands
+        .send(Command::Add(Box::new(NewSession {
+            id: id.clone(),
+            rtc,
+            lecture,
+            lang,
+        })))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/whep/{stream}/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// Whether the answer has an active m-line with this codec.
+fn negotiated(answer: &str, rtpmap: &str) -> bool {
+    let mut active = false;
+    for line in answer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            active = m.split_whitespace().nth(1).is_some_and(|port| port != "0");
+        } else if active && line.starts_with("a=rtpmap:") && line.contains(rtpmap) {
+            return true;
+        }
+    }
+    false
+}
+
+async fn ask<T>(w: &Whep, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    w.commands
+        .send(make(tx))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
+    rx.await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))
+}
+
+fn no_session() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such WHEP session")
+}
+
+async fn delete(
+    State(w): State<Arc<Whep>>,
+    Path((_stream, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if ask(&w, |reply| Command::Remove { id, reply }).await? {
+        Ok(StatusCode::OK.into_response())
+    } else {
+        Err(no_session())
+    }
+}
+
+async fn info(
+    State(w): State<Arc<Whep>>,
+    Path((_stream, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    ask(&w, |reply| Command::Info { id, reply })
+        .await?
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(no_session)
+}
+
+async fn patch(
+    State(w): State<Arc<Whep>>,
+    Path((_stream, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes application/trickle-ice-sdpfrag",
+        ));
+    }
+    if let Some(tag) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && tag != "*"
+        && tag.trim_matches('"') != id
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "ETag does not match",
+        ));
+    }
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text"))?;
+    if text
+        .lines()
+        .any(|l| l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:"))
+        && !text.lines().any(|l| l.starts_with("a=candidate:"))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "ICE restarts are not supported; start a new session",
+        ));
+    }
+    let mut candidates = Vec::new();
+    for line in text.lines().take(MAX_SDP_LINES) {
+        if let Some(c) = line.strip_prefix("a=")
+            && c.starts_with("candidate:")
+        {
+            let c = Candidate::from_sdp_string(c).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}"))
+            })?;
+            candidates.push(c);
+        }
+    }
+    if ask(&w, |reply| Command::Candidates {
+        id,
+        candidates,
+        reply,
+    })
+    .await?
+    {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(no_session())
+    }
+}
+
+#[derive(Deserialize)]
+struct DialectBody {
+    lang: String,
+}
+
+async fn dialect(
+    State(w): State<Arc<Whep>>,
+    Path((stream, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: DialectBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"lang\":\"yue\"}}: {e}"),
+        )
+    })?;
+    let lecture = live_lecture(&w.hub, &stream)?;
+    let lang = pick_dialect(&lecture, Some(&b.lang))?;
+    if ask(&w, |reply| Command::Dialect { id, lang, reply }).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(no_session())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiated_codecs_in_active_lines_only() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\n";
+        assert!(negotiated(answer, "opus/48000"));
+        assert!(!negotiated(answer, "H264/90000"));
+    }
+}
