@@ -64,7 +64,9 @@ fn bad_offers_get_clear_errors() {
     );
     assert!(answer.contains("a=candidate:") && answer.contains(&s.webrtc[0].port().to_string()));
 
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (path, content type, body, expected status, text the error must contain)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/whep/w1",
             Some("text/plain"),
@@ -150,7 +152,6 @@ fn bad_offers_get_clear_errors() {
     assert_eq!(headers["accept-post"], "application/sdp");
 
     // Nothing bad happened to the relay or the lecture.
-    assert!(s.log().contains("malformed SDP") || true);
     assert_eq!(get(&s.url("/healthz")).0, 200);
 }
 
