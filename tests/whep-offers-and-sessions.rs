@@ -151,7 +151,14 @@ fn bad_offers_get_clear_errors() {
     assert_eq!(headers["access-control-allow-origin"], "*");
     assert_eq!(headers["accept-post"], "application/sdp");
 
-    // Nothing bad happened to the relay or the lecture.
+    // Each refusal left a log line with its reason; the relay and the lecture are fine.
+    for reason in [
+        "WHEP offer refused: malformed SDP",
+        "WHEP offer refused: the offer has neither H.264",
+        "WHEP offer refused: no live lecture",
+    ] {
+        assert!(s.log().contains(reason), "log lacks {reason:?}");
+    }
     assert_eq!(get(&s.url("/healthz")).0, 200);
 }
 

@@ -68,16 +68,22 @@ try {
       // Audio analysis.
       const ctx = new AudioContext();
       const src = ctx.createMediaStreamSource(new MediaStream(ms.getAudioTracks()));
-      const an = ctx.createAnalyser();
-      an.fftSize = 8192;
-      src.connect(an);
-      const peak = () => {
+      // A fine analyser for the pitch, and a short one (43 ms window at 48 kHz, 23 Hz bins:
+      // enough to tell 440 from 660 Hz) to notice a switch without adding much delay.
+      const fine = ctx.createAnalyser();
+      fine.fftSize = 8192;
+      const quick = ctx.createAnalyser();
+      quick.fftSize = 2048;
+      src.connect(fine);
+      src.connect(quick);
+      const peakOf = (an) => {
         const bins = new Float32Array(an.frequencyBinCount);
         an.getFloatFrequencyData(bins);
         let best = 1;
         for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
         return (best * ctx.sampleRate) / an.fftSize;
       };
+      const peak = () => peakOf(fine);
       await new Promise((r) => setTimeout(r, 1500));
       out.hzBefore = peak();
       if (switchTo) {
@@ -92,8 +98,8 @@ try {
         // Poll the analyser until the tone moves away from the old one and settles.
         let heardAt = null;
         for (let i = 0; i < 300; i++) {
-          const hz = peak();
-          if (Math.abs(hz - before) > 50) {
+          const hz = peakOf(quick);
+          if (Math.abs(hz - before) > 100) {
             heardAt = performance.now();
             break;
           }
@@ -102,6 +108,8 @@ try {
         out.switchHeardMs = heardAt === null ? null : heardAt - asked;
         await new Promise((r) => setTimeout(r, 1000));
         out.hzAfter = peak();
+        const api = await (await fetch(`${server}/api/v1/streams/${stream}`)).json();
+        out.viewers = api.webrtc_viewers;
       }
       const end = performance.now() + Number(seconds) * 1000;
       while (performance.now() < end) {

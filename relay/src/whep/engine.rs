@@ -185,6 +185,7 @@ struct Session {
     frames_sent: u64,
     frames_skipped: u64,
     connected_at: Option<Instant>,
+    switched_at: Option<Instant>,
 }
 
 struct Feed {
@@ -364,6 +365,7 @@ impl Engine {
                     info!(session = %s.id, from = %s.lang, to = %lang, "viewer switched dialect");
                     s.lecture.webrtc_switch(&s.lang, &lang);
                     s.lang = lang.as_str().into();
+                    s.switched_at = Some(Instant::now());
                     self.stats.dialect_switches.inc();
                 }
                 let _ = reply.send(true);
@@ -408,6 +410,7 @@ impl Engine {
             frames_sent: 0,
             frames_skipped: 0,
             connected_at: None,
+            switched_at: None,
         };
         drive(&mut s, &self.sockets, &self.stats);
         let id = s.id.clone();
@@ -502,6 +505,11 @@ impl Engine {
                         continue;
                     }
                     s.last_audio_pts = Some(pts);
+                    if let Some(at) = s.switched_at.take() {
+                        self.stats
+                            .switch_ms
+                            .observe(at.elapsed().as_secs_f64() * 1000.0);
+                    }
                     if let Some(w) = s.rtc.writer(mid) {
                         match w.write(
                             pt,

@@ -255,14 +255,30 @@ async fn offer(
     Query(q): Query<OfferQuery>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    match answer_offer(&w, &stream, q, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(lecture = %stream, status = e.status().as_u16(), "WHEP offer refused: {}", e.message());
+            e.into_response()
+        }
+    }
+}
+
+async fn answer_offer(
+    w: &Arc<Whep>,
+    stream: &str,
+    q: OfferQuery,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
-    if !content_type_is(&headers, "application/sdp") {
+    if !content_type_is(headers, "application/sdp") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the offer must be Content-Type: application/sdp",
         ));
     }
-    let lecture = live_lecture(&w.hub, &stream)?;
+    let lecture = live_lecture(&w.hub, stream)?;
     let lang = pick_dialect(&lecture, q.lang.as_deref())?;
     if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
         let mut r = ApiError::new(
@@ -274,7 +290,7 @@ async fn offer(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         return Ok(r);
     }
-    let text = std::str::from_utf8(&body)
+    let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
     if text.lines().count() > MAX_SDP_LINES {
         return Err(ApiError::new(

@@ -85,6 +85,8 @@ pub struct Stats {
     pub dialect_switches: Counter,
     /// Connected to first keyframe written, ms.
     pub first_frame_ms: Recent,
+    /// Dialect switch request to the first packet of the new dialect written, ms.
+    pub switch_ms: Recent,
 }
 
 impl Stats {
@@ -168,12 +170,17 @@ impl Stats {
             let _ = writeln!(out, "# TYPE jiangtang_webrtc_{name}_total counter");
             let _ = writeln!(out, "jiangtang_webrtc_{name}_total {}", c.get());
         }
-        for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
-            if let Some(v) = self.first_frame_ms.quantile(q) {
-                let _ = writeln!(
-                    out,
-                    "jiangtang_webrtc_first_frame_ms{{quantile=\"{label}\"}} {v:.1}"
-                );
+        for (name, recent) in [
+            ("first_frame_ms", &self.first_frame_ms),
+            ("switch_ms", &self.switch_ms),
+        ] {
+            for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
+                if let Some(v) = recent.quantile(q) {
+                    let _ = writeln!(
+                        out,
+                        "jiangtang_webrtc_{name}{{quantile=\"{label}\"}} {v:.1}"
+                    );
+                }
             }
         }
     }
