@@ -151,3 +151,72 @@ fn chromium_session_survives_a_publisher_restart() {
         "restart not seen by the relay"
     );
 }
+
+/// ffmpeg publishing a white frame and a 40 ms beep at the start of every second.
+fn flash_and_beep(url: &str) -> Proc {
+    Proc(
+        Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "color=c=black:s=320x180:r=25,drawbox=c=white:t=fill:enable='lt(mod(t\\,1)\\,0.04)'"])
+            .args(["-f", "lavfi", "-i", "aevalsrc='if(lt(mod(t\\,1)\\,0.04)\\,0.8*sin(2*PI*1000*t)\\,0)':s=48000"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "50", "-pix_fmt", "yuv420p"])
+            .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv", url])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    )
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+#[test]
+fn webrtc_lip_sync_matches_hls_within_50_ms() {
+    let s = Server::start("");
+    let _p = flash_and_beep(&s.rtmp_url("sync"));
+    wait_for_segments(&s, "sync", "video", 2);
+    let server = format!("http://{}", s.http);
+    // Reference: HLS playback, whose timestamps are exact; what it shows is the measuring
+    // method's own offset (audio output path, frame display estimate).
+    let hls = node(
+        "hls-lipsync.mjs",
+        &[&server, "sync", "12"],
+        Duration::from_secs(90),
+    );
+    let whep = node(
+        "whep-lipsync.mjs",
+        &[&server, "sync", "20"],
+        Duration::from_secs(90),
+    );
+    let offsets = |r: &serde_json::Value| -> Vec<f64> {
+        r["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (h, w) = (offsets(&hls), offsets(&whep));
+    eprintln!("lip sync (audio minus video, ms): HLS {h:?}; WebRTC {w:?}");
+    assert!(
+        h.len() >= 6 && w.len() >= 12,
+        "too few flashes/beeps: {hls} {whep}"
+    );
+    let reference = median(&h);
+    // After the browser's synchroniser has settled (it adjusts gradually), WebRTC plays audio
+    // and video within 50 ms of how HLS plays them.
+    let settled = median(&w[w.len() - 6..]);
+    assert!(
+        (settled - reference).abs() < 50.0,
+        "WebRTC A/V offset {settled:.0} ms vs HLS {reference:.0} ms"
+    );
+    let first = median(&w[..4]);
+    eprintln!(
+        "WebRTC offset at start {first:.0} ms, settled {settled:.0} ms; HLS {reference:.0} ms"
+    );
+}

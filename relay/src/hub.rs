@@ -470,6 +470,7 @@ impl MediaSink for PublisherSink {
                 if self.lecture.state().session != self.session {
                     return Err(SinkError::Closed("lecture ended".into()));
                 }
+                let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
@@ -490,8 +491,9 @@ impl MediaSink for PublisherSink {
                             keyframe,
                             data,
                             codec: t.codec.clone(),
-                            wallclock: taps.wallclock(placed.pts, t.timescale, Instant::now()),
+                            wallclock: taps.wallclock(placed.pts, t.timescale, arrived),
                             session: self.session,
+                            arrived,
                         },
                     );
                 }

@@ -39,6 +39,8 @@ pub struct TapFrame {
     pub wallclock: Instant,
     /// Publishing session it came from.
     pub session: u64,
+    /// When the relay received it.
+    pub arrived: Instant,
 }
 
 /// A track of a lecture, as taps name them.
@@ -77,6 +79,15 @@ impl Default for Taps {
     }
 }
 
+fn offset_instant(base: Instant, ticks90: i64) -> Instant {
+    let d = Duration::from_nanos(ticks90.unsigned_abs().saturating_mul(100_000) / 9);
+    if ticks90 >= 0 {
+        base + d
+    } else {
+        base.checked_sub(d).unwrap_or(base)
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -87,17 +98,28 @@ impl Taps {
         *lock(&self.clock) = None;
     }
 
-    /// The wall-clock instant of lecture time `t` (`timescale` units), anchoring the clock
-    /// at `now` if this is the session's first frame.
-    pub fn wallclock(&self, t: i64, timescale: u32, now: Instant) -> Instant {
+    /// The wall-clock instant of lecture time `t` (`timescale` units) for a frame that
+    /// arrived at `arrived`. The mapping is the earliest any frame arrived relative to its
+    /// media time, so no frame's wall clock is ever after its arrival: sender reports
+    /// extrapolate from it and must not be built on a time in the future.
+    pub fn wallclock(&self, t: i64, timescale: u32, arrived: Instant) -> Instant {
         let t90 = rescale(t, timescale, 90_000);
-        let (t0, i0) = *lock(&self.clock).get_or_insert((t90, now));
-        let d = Duration::from_nanos((t90 - t0).unsigned_abs().saturating_mul(100_000) / 9);
-        if t90 >= t0 {
-            i0 + d
-        } else {
-            i0.checked_sub(d).unwrap_or(i0)
+        let mut clock = lock(&self.clock);
+        let (t0, i0) = *clock.get_or_insert((t90, arrived));
+        let w = offset_instant(i0, t90 - t0);
+        if w > arrived {
+            *clock = Some((t90, arrived));
+            return arrived;
         }
+        w
+    }
+
+    /// The wall-clock instant of lecture time `t` with the current mapping (for media derived
+    /// from frames already mapped, such as transcoded audio).
+    pub fn wallclock_of(&self, t: i64, timescale: u32) -> Option<Instant> {
+        let t90 = rescale(t, timescale, 90_000);
+        let (t0, i0) = (*lock(&self.clock))?;
+        Some(offset_instant(i0, t90 - t0))
     }
 
     /// Sends a frame of `track` to its subscribers (and keeps video GOPs for new viewers).
@@ -178,6 +200,7 @@ mod tests {
             codec: Arc::new(CodecParams::Aac(AacParams::lc(48_000, 2).unwrap())),
             wallclock: Instant::now(),
             session: 1,
+            arrived: Instant::now(),
         }
     }
 

@@ -120,6 +120,12 @@ try {
           audioPackets: s.audio.packetsReceived ?? 0,
           currentTime: v.currentTime,
           state: pc.connectionState,
+          // Audio minus video playout position on the sender's clock (RTCP SR mapping):
+          // how far apart the two are played.
+          avSyncMs:
+            s.audio.estimatedPlayoutTimestamp && s.video.estimatedPlayoutTimestamp
+              ? s.audio.estimatedPlayoutTimestamp - s.video.estimatedPlayoutTimestamp
+              : null,
         });
         await new Promise((r) => setTimeout(r, 500));
       }

@@ -130,6 +130,8 @@ pub struct VideoFrame {
     pub data: Arc<[u8]>,
     /// `profile_idc` of the stream.
     pub profile: u8,
+    /// When the relay received it.
+    pub arrived: Instant,
 }
 
 /// Converts a tapped H.264 frame to Annex B, with SPS and PPS in front of keyframes.
@@ -163,6 +165,7 @@ pub fn annexb(frame: &TapFrame) -> Option<VideoFrame> {
         wallclock: frame.wallclock,
         data: out.into(),
         profile: h.profile,
+        arrived: frame.arrived,
     })
 }
 
@@ -192,6 +195,35 @@ struct Feed {
     lecture: Arc<Lecture>,
     video: JoinHandle<()>,
     dialects: HashMap<String, JoinHandle<()>>,
+    /// How late (ms, smoothed) Opus packets reach the engine relative to their wall clock:
+    /// the transcoding delay.
+    audio_lag: Option<f64>,
+    /// The same for video frames.
+    video_lag: Option<f64>,
+    /// Video held back by the audio's extra delay, so both reach viewers aligned.
+    held: std::collections::VecDeque<(Instant, Duration, Arc<VideoFrame>)>,
+}
+
+/// Longest video is held back to wait for its audio.
+const MAX_AV_HOLD: Duration = Duration::from_millis(300);
+
+fn smooth(v: &mut Option<f64>, x: f64) {
+    *v = Some(match *v {
+        Some(old) => old + (x - old) * 0.05,
+        None => x,
+    });
+}
+
+impl Feed {
+    /// How long video should wait so that it leaves with the audio of the same instant.
+    fn hold(&self) -> Duration {
+        match (self.audio_lag, self.video_lag) {
+            (Some(a), Some(v)) if a > v => {
+                Duration::from_secs_f64((a - v) / 1000.0).min(MAX_AV_HOLD)
+            }
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 impl Drop for Feed {
@@ -270,6 +302,11 @@ impl Engine {
                 .sessions
                 .iter()
                 .map(|s| s.next_timeout)
+                .chain(
+                    self.feeds
+                        .values()
+                        .filter_map(|f| f.held.front().map(|h| h.0)),
+                )
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
@@ -434,6 +471,9 @@ impl Engine {
             lecture: lecture.clone(),
             video: tokio::spawn(feed_video(lecture.clone(), name.clone(), media_tx, stats)),
             dialects: HashMap::new(),
+            audio_lag: None,
+            video_lag: None,
+            held: Default::default(),
         });
         // Every dialect of the lecture is transcoded while it has WebRTC viewers, so a switch
         // is heard at once.
@@ -459,30 +499,20 @@ impl Engine {
     fn on_media(&mut self, m: Media) {
         match m {
             Media::Video { lecture, frame } => {
-                for i in 0..self.sessions.len() {
-                    let s = &mut self.sessions[i];
-                    if s.lecture_name != lecture || !s.started || s.dead {
-                        continue;
-                    }
-                    if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
-                        continue;
-                    }
-                    if s.waiting_keyframe {
-                        if !frame.keyframe {
-                            s.frames_skipped += 1;
-                            self.stats.frames_skipped.inc();
-                            continue;
-                        }
-                        s.waiting_keyframe = false;
-                    }
-                    write_video(
-                        s,
-                        &frame,
-                        frame.pts,
-                        frame.wallclock,
-                        &self.sockets,
-                        &self.stats,
-                    );
+                let now = Instant::now();
+                let Some(feed) = self.feeds.get_mut(&lecture) else {
+                    return;
+                };
+                smooth(
+                    &mut feed.video_lag,
+                    now.saturating_duration_since(frame.wallclock).as_secs_f64() * 1000.0,
+                );
+                let hold = feed.hold();
+                self.stats.av_hold_ms.observe(hold.as_secs_f64() * 1000.0);
+                if hold.is_zero() && feed.held.is_empty() {
+                    self.deliver_video(&lecture, &frame, Duration::ZERO);
+                } else {
+                    feed.held.push_back((now + hold, hold, frame));
                 }
             }
             Media::Audio {
@@ -492,6 +522,10 @@ impl Engine {
                 wallclock,
                 data,
             } => {
+                if let Some(feed) = self.feeds.get_mut(&lecture) {
+                    let lag = Instant::now().saturating_duration_since(wallclock);
+                    smooth(&mut feed.audio_lag, lag.as_secs_f64() * 1000.0);
+                }
                 for s in self.sessions.iter_mut() {
                     if s.lecture_name != lecture || s.lang != lang || !s.connected || s.dead {
                         continue;
@@ -536,7 +570,57 @@ impl Engine {
         }
     }
 
+    /// Writes a video frame to every started viewer of `lecture`.
+    fn deliver_video(&mut self, lecture: &Arc<str>, frame: &Arc<VideoFrame>, held: Duration) {
+        for i in 0..self.sessions.len() {
+            let s = &mut self.sessions[i];
+            if s.lecture_name != *lecture || !s.started || s.dead {
+                continue;
+            }
+            if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
+                continue;
+            }
+            if s.waiting_keyframe {
+                if !frame.keyframe {
+                    s.frames_skipped += 1;
+                    self.stats.frames_skipped.inc();
+                    continue;
+                }
+                s.waiting_keyframe = false;
+            }
+            write_video(
+                s,
+                frame,
+                frame.pts,
+                frame.wallclock,
+                &self.sockets,
+                &self.stats,
+            );
+            // Frame in to its RTP packets out, for every viewer (the last ones include the
+            // fan-out before them), not counting the deliberate wait for the audio.
+            let took = frame.arrived.elapsed().saturating_sub(held);
+            self.stats
+                .frame_to_rtp_ms
+                .observe(took.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Sends video whose wait for the audio is over.
+    fn release_held(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        for (name, feed) in self.feeds.iter_mut() {
+            while feed.held.front().is_some_and(|h| h.0 <= now) {
+                let (_, hold, frame) = feed.held.pop_front().expect("checked");
+                due.push((name.clone(), hold, frame));
+            }
+        }
+        for (name, hold, frame) in due {
+            self.deliver_video(&name, &frame, hold);
+        }
+    }
+
     fn on_timeout(&mut self, now: Instant) {
+        self.release_held(now);
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
             if s.next_timeout <= now {
@@ -853,7 +937,8 @@ async fn feed_audio(
                 (tx.clone(), lecture.clone(), name.clone(), lang_arc.clone());
             let stats2 = stats.clone();
             let on_packet = Box::new(move |p: media::encode::Packet| {
-                let wallclock = lec.taps.wallclock(p.pts, 48_000, Instant::now());
+                let now = Instant::now();
+                let wallclock = lec.taps.wallclock_of(p.pts, 48_000).unwrap_or(now).min(now);
                 let m = Media::Audio {
                     lecture: lec_name.clone(),
                     lang: dialect.clone(),

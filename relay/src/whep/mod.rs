@@ -306,6 +306,8 @@ async fn answer_offer(
         .enable_h264(true)
         .enable_opus(true, false)
         .set_send_buffer_video(SEND_BUFFER_VIDEO)
+        // Sender reports are what browsers lip-sync on: send them often for audio too.
+        .set_rtcp_report_interval_audio(Duration::from_secs(1))
         .build(Instant::now());
     for c in &w.candidates {
         let candidate = Candidate::host(*c, "udp")
@@ -318,7 +320,7 @@ async fn answer_offer(
             format!("offer not acceptable: {e}"),
         )
     })?;
-    let answer = answer.to_sdp_string();
+    let answer = one_media_stream(&answer.to_sdp_string());
     if !negotiated(&answer, "H264/90000") && !negotiated(&answer, "opus/48000") {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -354,6 +356,35 @@ async fn answer_offer(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// Puts every track of the answer in one MediaStream: browsers only lip-sync audio and video
+/// that share a stream id (`a=msid:<stream> <track>`), and str0m gives each m-line its own.
+fn one_media_stream(answer: &str) -> String {
+    let Some(first) = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=msid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_string)
+    else {
+        return answer.to_string();
+    };
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("a=msid:") {
+            let track = rest.split_whitespace().nth(1).unwrap_or("-");
+            out.push_str(&format!("a=msid:{first} {track}\r\n"));
+        } else if line.starts_with("a=ssrc:") && line.contains(" msid:") {
+            let (head, tail) = line.split_once(" msid:").expect("checked");
+            let track = tail.split_whitespace().nth(1).unwrap_or("-");
+            out.push_str(&format!("{head} msid:{first} {track}\r\n"));
+        } else if line.starts_with("a=msid-semantic:") {
+            out.push_str(&format!("a=msid-semantic: WMS {first}\r\n"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Whether the answer has an active m-line with this codec.
@@ -489,6 +520,17 @@ async fn dialect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_tracks_share_one_stream() {
+        let answer = "v=0\r\na=msid-semantic: WMS aaa bbb\r\nm=video 9 X 96\r\na=msid:aaa t1\r\na=ssrc:1 msid:aaa t1\r\nm=audio 9 X 111\r\na=msid:bbb t2\r\na=ssrc:2 msid:bbb t2\r\na=ssrc:2 cname:x\r\n";
+        let out = one_media_stream(answer);
+        assert!(out.contains("a=msid-semantic: WMS aaa\r\n"));
+        assert!(out.contains("a=msid:aaa t2\r\n"));
+        assert!(out.contains("a=ssrc:2 msid:aaa t2\r\n"));
+        assert!(out.contains("a=ssrc:2 cname:x\r\n"));
+        assert!(!out.contains("bbb"));
+    }
 
     #[test]
     fn negotiated_codecs_in_active_lines_only() {

@@ -87,6 +87,11 @@ pub struct Stats {
     pub first_frame_ms: Recent,
     /// Dialect switch request to the first packet of the new dialect written, ms.
     pub switch_ms: Recent,
+    /// A video frame's arrival at the relay to its RTP packets sent to a viewer, ms, not
+    /// counting the hold that aligns it with the transcoded audio.
+    pub frame_to_rtp_ms: Recent,
+    /// Video held back to leave with its (transcoded) audio, ms.
+    pub av_hold_ms: Recent,
 }
 
 impl Stats {
@@ -173,6 +178,8 @@ impl Stats {
         for (name, recent) in [
             ("first_frame_ms", &self.first_frame_ms),
             ("switch_ms", &self.switch_ms),
+            ("frame_to_rtp_ms", &self.frame_to_rtp_ms),
+            ("av_hold_ms", &self.av_hold_ms),
         ] {
             for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
                 if let Some(v) = recent.quantile(q) {

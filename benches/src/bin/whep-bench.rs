@@ -1,0 +1,336 @@
+//! WebRTC (WHEP) fan-out of one lecture to N viewers on loopback.
+//!
+//! Starts `target/release/jiangtang`, publishes a 720p25 H.264 2.5 Mbit/s + AAC lecture over
+//! RTMP in real time, then for each viewer count N connects N non-decoding viewers — str0m
+//! clients that do real ICE, DTLS and SRTP on their own UDP sockets, reassemble frames and
+//! count them — and reports the relay's CPU and memory per viewer, frame loss and gaps, the
+//! time from connecting to the first video frame, and the latency from the publisher sending
+//! a frame to a viewer having it. Bounded in viewers and time.
+//!
+//!     cargo build --release && cargo run --release -p benches --bin whep-bench -- --viewers 25,100,200 --seconds 15
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use benches::proc::{Relay, cpu_seconds, rss_mib};
+use benches::publisher::{SendLog, publish};
+use clap::Parser;
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+#[derive(Parser)]
+struct Args {
+    /// The relay binary.
+    #[arg(long, default_value = "target/release/jiangtang")]
+    relay: String,
+    /// Viewer counts to measure, comma separated.
+    #[arg(long, default_value = "25,100,200", value_delimiter = ',')]
+    viewers: Vec<usize>,
+    /// Seconds of steady state measured per count.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Video bitrate of the lecture in kbit/s.
+    #[arg(long, default_value_t = 2500)]
+    kbps: u32,
+}
+
+#[derive(Default)]
+struct ViewerStats {
+    video_frames: AtomicU64,
+    audio_frames: AtomicU64,
+    gaps: AtomicU64,
+    connected: AtomicU64,
+    first_frame_ms: Mutex<Vec<f64>>,
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
+    let path = std::env::temp_dir().join(format!("jiangtang-bench-{kbps}.flv"));
+    if !path.exists() {
+        let ok = std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1280x720:rate=25",
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                "30",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "50",
+            ])
+            .args([
+                "-b:v",
+                &format!("{kbps}k"),
+                "-maxrate",
+                &format!("{kbps}k"),
+                "-bufsize",
+                &format!("{}k", kbps * 2),
+            ])
+            .args([
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
+            ])
+            .arg(&path)
+            .status()?
+            .success();
+        if !ok {
+            bail!("ffmpeg failed");
+        }
+    }
+    Ok(std::fs::read(path)?)
+}
+
+/// One viewer: offer, answer, then receive until `until`.
+async fn viewer(
+    http: SocketAddr,
+    stats: Arc<ViewerStats>,
+    until: Instant,
+    measure_from: Instant,
+) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let local = socket.local_addr()?;
+    let mut rtc = Rtc::builder().build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(local, "udp")?);
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = api.apply().context("offer")?;
+    let started = Instant::now();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{http}/whep/bench"))
+        .header("content-type", "application/sdp")
+        .body(offer.to_sdp_string())
+        .send()
+        .await?;
+    if resp.status() != 201 {
+        bail!("WHEP answered {}", resp.status());
+    }
+    let answer = SdpAnswer::from_sdp_string(&resp.text().await?)?;
+    rtc.sdp_api().accept_answer(pending, answer)?;
+    let mut buf = vec![0u8; 2048];
+    let mut connected_at: Option<Instant> = None;
+    let mut got_video = false;
+    loop {
+        let timeout = loop {
+            match rtc.poll_output()? {
+                Output::Timeout(t) => break t,
+                Output::Transmit(t) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => {
+                        connected_at = Some(Instant::now());
+                        stats.connected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::MediaData(m) => {
+                        let now = Instant::now();
+                        let video = m.params.spec().codec == str0m::format::Codec::H264;
+                        if video {
+                            if !got_video {
+                                got_video = true;
+                                if let Some(c) = connected_at {
+                                    stats
+                                        .first_frame_ms
+                                        .lock()
+                                        .expect("lock")
+                                        .push((now - c).as_secs_f64() * 1000.0);
+                                }
+                            }
+                            if now >= measure_from {
+                                stats.video_frames.fetch_add(1, Ordering::Relaxed);
+                                if !m.contiguous {
+                                    stats.gaps.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        } else if now >= measure_from {
+                            stats.audio_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        };
+        if Instant::now() > until {
+            return Ok(());
+        }
+        if connected_at.is_none() && started.elapsed() > Duration::from_secs(20) {
+            bail!("never connected");
+        }
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        let input = tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, source) = r?;
+                Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: local,
+                    contents: buf[..n].try_into()?,
+                })
+            }
+            _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
+        };
+        rtc.handle_input(input)?;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    str0m::crypto::from_feature_flags().install_process_default();
+    let tags = Arc::new(benches::flv::read(&encode_lecture(args.kbps)?)?);
+    let relay = Relay::start(&args.relay)?;
+    let pid = relay.pid();
+    let log: SendLog = Arc::default();
+    let end =
+        Instant::now() + Duration::from_secs(30 + args.viewers.len() as u64 * (args.seconds + 30));
+    let publisher = tokio::spawn(publish(relay.rtmp, "bench", tags, log.clone(), end));
+
+    // Wait until the lecture is live.
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the lecture never went live");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(r) = c
+            .get(format!("http://{}/hls/bench/video/index.m3u8", relay.http))
+            .send()
+            .await
+        {
+            if r.status().is_success() && r.text().await?.contains("seg-") {
+                break;
+            }
+        }
+    }
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", relay.http))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+
+    println!("## WebRTC (WHEP) fan-out\n");
+    println!(
+        "Lecture: 1280x720 25 fps H.264 {} kbit/s (GOP 2 s, no B-frames) + AAC 128 kbit/s → Opus 64 kbit/s.",
+        args.kbps
+    );
+    println!(
+        "Viewers: str0m clients on loopback (ICE, DTLS, SRTP, frame reassembly; no decoding), {} s measured per count after all connected.\n",
+        args.seconds
+    );
+    println!(
+        "| viewers | connected | relay CPU % | CPU per viewer % | relay RSS MiB | heap MiB | heap per viewer KiB | video fps per viewer | audio pkts/s per viewer | gaps | first frame p50 / p99 ms | frame in → RTP out p50 / p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let cpu0 = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_cpu = (cpu_seconds(pid) - cpu0) / 5.0 * 100.0;
+    let m0 = metrics().await.unwrap_or_default();
+    let heap_idle = metric(&m0, "jiangtang_heap_allocated_bytes") / 1048576.0;
+    println!(
+        "| 0 | – | {idle_cpu:.1} | – | {:.1} | {heap_idle:.1} | – | – | – | – | – | – |",
+        rss_mib(pid)
+    );
+
+    for &n in &args.viewers {
+        let stats = Arc::new(ViewerStats::default());
+        let ramp = Duration::from_secs(5 + n as u64 / 20);
+        let measure_from = Instant::now() + ramp;
+        let until = measure_from + Duration::from_secs(args.seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            tasks.push(tokio::spawn(viewer(
+                relay.http,
+                stats.clone(),
+                until,
+                measure_from,
+            )));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep_until(measure_from.into()).await;
+        let cpu_a = cpu_seconds(pid);
+        let t_a = Instant::now();
+        let rss = rss_mib(pid);
+        let heap = metric(
+            &metrics().await.unwrap_or_default(),
+            "jiangtang_heap_allocated_bytes",
+        ) / 1048576.0;
+        tokio::time::sleep_until(until.into()).await;
+        let cpu = (cpu_seconds(pid) - cpu_a) / t_a.elapsed().as_secs_f64() * 100.0;
+        let m = metrics().await.unwrap_or_default();
+        let lat50 = metric(&m, "jiangtang_webrtc_frame_to_rtp_ms{quantile=\"0.5\"}");
+        let lat99 = metric(&m, "jiangtang_webrtc_frame_to_rtp_ms{quantile=\"0.99\"}");
+        let mut failed = 0;
+        for t in tasks {
+            if !matches!(t.await, Ok(Ok(()))) {
+                failed += 1;
+            }
+        }
+        let secs = args.seconds as f64;
+        let connected = stats.connected.load(Ordering::Relaxed);
+        let per = |v: u64| v as f64 / secs / connected.max(1) as f64;
+        let mut first = stats.first_frame_ms.lock().expect("lock").clone();
+        println!(
+            "| {n} | {connected}{} | {cpu:.0} | {:.2} | {rss:.1} | {heap:.1} | {:.0} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {lat50:.2} / {lat99:.2} |",
+            if failed > 0 {
+                format!(" ({failed} failed)")
+            } else {
+                String::new()
+            },
+            (cpu - idle_cpu) / n as f64,
+            (heap - heap_idle) * 1024.0 / n as f64,
+            per(stats.video_frames.load(Ordering::Relaxed)),
+            per(stats.audio_frames.load(Ordering::Relaxed)),
+            stats.gaps.load(Ordering::Relaxed),
+            percentile(&mut first, 0.5),
+            percentile(&mut first, 0.99),
+        );
+        // Let the relay reap the sessions before the next count.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+    }
+    publisher.abort();
+    drop(relay);
+    Ok(())
+}
