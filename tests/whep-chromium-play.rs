@@ -17,6 +17,7 @@ fn node(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
         dir.join("node_modules/playwright-core").exists(),
         "tests/node has no node_modules: run scripts/test.sh, which installs them"
     );
+    let _browser = browser_lock();
     let out = output_within(
         Command::new("node").arg(dir.join(script)).args(args),
         timeout,

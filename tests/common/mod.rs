@@ -164,6 +164,13 @@ impl Drop for Server {
     }
 }
 
+/// Held while a test drives Chromium: browser timing (A/V sync, frame pacing) is what some
+/// tests measure, so two browsers must not compete for the two cores.
+pub fn browser_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
