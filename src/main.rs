@@ -109,6 +109,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             title: Some("演示讲堂 · Demo lecture".into()),
             publish_key: None,
             language: config.demo.tones.keys().next().cloned(),
+            starts_at: None,
         });
     }
     let config = Arc::new(config);

@@ -151,6 +151,10 @@ pub struct LectureConfig {
     /// Dialect of this lecture's main audio.
     #[serde(default)]
     pub language: Option<String>,
+    /// When the lecture is scheduled to start (RFC 3339, e.g. `2026-12-01T19:30:00+08:00`);
+    /// players show a countdown until it goes live.
+    #[serde(default)]
+    pub starts_at: Option<jiff::Timestamp>,
 }
 
 /// `[demo]`
@@ -427,7 +431,7 @@ mod tests {
     #[test]
     fn file_and_env_override() {
         let c = Config::from_toml_str_with_env(
-            "[hls]\npart_target_ms = 300\n[[lecture]]\nname = \"xihe\"\ntitle = \"西和讲堂\"\npublish_key = \"s3cret-key\"\n",
+            "[hls]\npart_target_ms = 300\n[[lecture]]\nname = \"xihe\"\ntitle = \"西和讲堂\"\npublish_key = \"s3cret-key\"\nstarts_at = \"2026-12-01T19:30:00+08:00\"\n",
             vec![
                 ("JIANGTANG_HTTP_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
                 ("JIANGTANG_DEMO_ENABLED".to_string(), "false".to_string()),

@@ -40,6 +40,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/v1/streams", get(list_streams))
         .route("/api/v1/streams/{name}", get(get_stream))
+        .route(
+            "/api/v1/streams/{name}/questions",
+            get(crate::channel::questions),
+        )
+        .route("/ws/{name}", get(crate::channel::upgrade))
         .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
         .layer(cors)
@@ -104,7 +109,15 @@ async fn healthz(State(s): State<AppState>) -> Response {
 }
 
 async fn list_streams(State(s): State<AppState>) -> Response {
-    let streams: Vec<Value> = s.hub.list().iter().map(|l| describe(l)).collect();
+    let mut streams: Vec<Value> = s.hub.list().iter().map(|l| describe(&s.hub, l)).collect();
+    // Lectures known in advance that are not live: scheduled or idle.
+    for c in &s.hub.config().lecture {
+        if s.hub.lecture(&c.name).is_none()
+            && let Some(st) = crate::channel::state(&s.hub, &c.name)
+        {
+            streams.push(schedule_view(&st));
+        }
+    }
     let mut r = axum::Json(json!({ "streams": streams })).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -115,18 +128,37 @@ async fn get_stream(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let l = s
-        .hub
-        .lecture(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no lecture {name:?}")))?;
-    let mut r = axum::Json(describe(&l)).into_response();
+    let body = match s.hub.lecture(&name) {
+        Some(l) => describe(&s.hub, &l),
+        None => match (
+            s.hub.config().lecture(&name),
+            crate::channel::state(&s.hub, &name),
+        ) {
+            (Some(_), Some(st)) => schedule_view(&st),
+            _ => return Err(ApiError::not_found(format!("no lecture {name:?}"))),
+        },
+    };
+    let mut r = axum::Json(body).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
 }
 
+/// The API view of a lecture that is not live.
+fn schedule_view(st: &Value) -> Value {
+    json!({
+        "name": st["lecture"],
+        "title": st["title"],
+        "status": st["status"],
+        "starts_at": st["starts_at"],
+        "hls": st["hls"],
+        "whep": st["whep"],
+        "tracks": [],
+    })
+}
+
 /// The API view of a lecture.
-fn describe(l: &Lecture) -> Value {
+fn describe(hub: &Hub, l: &Lecture) -> Value {
     let status = match l.status() {
         Status::Live => "live",
         Status::Reconnecting { .. } => "reconnecting",
@@ -177,6 +209,8 @@ fn describe(l: &Lecture) -> Value {
     json!({
         "name": l.name,
         "title": l.title,
+        "starts_at": hub.config().lecture(&l.name).and_then(|c| c.starts_at).map(|t| t.to_string()),
+        "live_channel": hub.questions.connections(&l.name),
         "status": status,
         "started": humantime::format_rfc3339_millis(l.started).to_string(),
         "sessions": l.sessions(),

@@ -15,7 +15,7 @@ use config::Config;
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, SinkError};
 use media::{Language, MediaEvent, TrackId, TrackKind};
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use crate::hls::packager::{Packager, RenditionIdx, Settings};
@@ -78,6 +78,7 @@ pub struct Lecture {
     pub taps: Taps,
     /// WebRTC viewers by dialect.
     webrtc: Mutex<indexmap::IndexMap<String, usize>>,
+    events: broadcast::Sender<HubEvent>,
 }
 
 impl Lecture {
@@ -161,6 +162,32 @@ impl Lecture {
         let v = hls.version();
         drop(hls);
         self.notify(v);
+        self.announce();
+    }
+
+    /// Tells live-channel listeners that this lecture's state changed.
+    pub fn announce(&self) {
+        let _ = self.events.send(HubEvent {
+            lecture: self.name.as_str().into(),
+        });
+    }
+
+    /// Whether the lecture carries video.
+    pub fn has_video(&self) -> bool {
+        self.hls()
+            .renditions()
+            .iter()
+            .any(|r| r.kind() == TrackKind::Video)
+    }
+
+    /// The lecture's dialects in rendition order: `(tag, display name)`.
+    pub fn dialects(&self) -> Vec<(String, String)> {
+        self.hls()
+            .renditions()
+            .iter()
+            .filter(|r| r.kind() == TrackKind::Audio)
+            .filter_map(|r| r.language.as_ref().map(|l| (l.to_string(), r.name.clone())))
+            .collect()
     }
 
     fn finish(&self) {
@@ -176,6 +203,7 @@ impl Lecture {
         let v = hls.version();
         drop(hls);
         self.notify(v);
+        self.announce();
     }
 }
 
@@ -184,6 +212,16 @@ pub struct Hub {
     config: Arc<Config>,
     lectures: Mutex<HashMap<String, Arc<Lecture>>>,
     sessions: AtomicU64,
+    events: broadcast::Sender<HubEvent>,
+    /// Questions and raised hands from live channels, by lecture name.
+    pub questions: crate::channel::Questions,
+}
+
+/// Something about a lecture changed (status, dialects): live channels re-send its state.
+#[derive(Debug, Clone)]
+pub struct HubEvent {
+    /// Lecture name.
+    pub lecture: Arc<str>,
 }
 
 impl Hub {
@@ -193,7 +231,14 @@ impl Hub {
             config,
             lectures: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(1),
+            events: broadcast::channel(1024).0,
+            questions: Default::default(),
         })
+    }
+
+    /// Listens to lecture changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+        self.events.subscribe()
     }
 
     /// The configuration.
@@ -254,6 +299,9 @@ impl Hub {
                     .is_some_and(|l| matches!(l.status(), Status::Ended { .. }))
                 {
                     map.remove(&name);
+                    let _ = self.events.send(HubEvent {
+                        lecture: name.as_str().into(),
+                    });
                 }
             }
         }
@@ -302,6 +350,7 @@ impl Hub {
             changed: watch::channel(0).0,
             taps: Taps::default(),
             webrtc: Mutex::default(),
+            events: self.events.clone(),
         })
     }
 
@@ -378,6 +427,7 @@ impl Publish for Hub {
         }
         lecture.hls().begin_session();
         lecture.taps.new_session();
+        lecture.announce();
         drop(map);
         info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
         Ok(Box::new(PublisherSink {
@@ -445,9 +495,13 @@ impl MediaSink for PublisherSink {
                         "a lecture carries at most {MAX_RENDITIONS} tracks"
                     )));
                 }
+                let known = hls.rendition_by_id(&key).is_some();
                 let rendition = hls.set_track(&key, info, language, name);
                 let v = hls.version();
                 drop(hls);
+                if !known {
+                    self.lecture.announce();
+                }
                 self.tracks.insert(
                     id,
                     SinkTrack {

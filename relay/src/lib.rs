@@ -4,9 +4,11 @@
 //! - [`hub`]: lectures, publishing sessions, grace periods; implements [`media::sink::Publish`].
 //! - [`hls`]: LL-HLS packaging.
 //! - [`http`]: the axum router: HLS, API, health.
+//! - [`channel`]: the live channel (WebSocket): lecture state pushes, questions, raised hands.
 //! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
 //! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
+pub mod channel;
 pub mod hls;
 pub mod http;
 pub mod hub;

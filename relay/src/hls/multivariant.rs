@@ -126,5 +126,31 @@ pub fn render(
             }
         }
     };
-    Some(m3u8::render_multivariant(&groups, &[variant]))
+    let mut variants = vec![variant];
+    if video.is_some()
+        && let Some(&main) = audio.get(default)
+    {
+        // Audio only, for classrooms on a poor link: the same dialect group, no video. Native
+        // players (Safari, iOS) can step down to it; the web player offers it as a mode.
+        let audio_codecs: Vec<String> = {
+            let mut c: Vec<String> = Vec::new();
+            for &i in &audio {
+                let s = renditions[i].info.codec.codec_string();
+                if !c.contains(&s) {
+                    c.push(s);
+                }
+            }
+            c
+        };
+        variants.push(Variant {
+            bandwidth: audio_peak,
+            average_bandwidth: audio_avg,
+            codecs: audio_codecs.join(","),
+            resolution: None,
+            frame_rate: None,
+            audio_group: Some(AUDIO_GROUP.to_string()),
+            uri: format!("{}/index.m3u8", renditions[main].id),
+        });
+    }
+    Some(m3u8::render_multivariant(&groups, &variants))
 }

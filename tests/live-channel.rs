@@ -1,0 +1,129 @@
+//! The live channel (`/ws/NAME`): state pushed as the lecture goes from scheduled to live to
+//! reconnecting, questions and raised hands delivered to the operator's API, and every limit
+//! (size, rate, length, garbage) enforced without harming the lecture.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn aget(url: String) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+async fn next_of(ws: &mut Ws, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} message in time"))
+            .expect("socket open")
+            .expect("message");
+        if let Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == kind && pred(&v) {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn live_channel_pushes_state_and_takes_questions() {
+    let s = Server::start(
+        "[[lecture]]\nname = \"xihe\"\ntitle = \"西和讲堂 <script>alert(1)</script>\"\nstarts_at = \"2099-01-01T19:30:00+08:00\"\nlanguage = \"yue\"\n",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/xihe", s.http)).await.unwrap();
+        let st = next_of(&mut ws, "state", |_| true).await;
+        assert_eq!(st["status"], "scheduled");
+        assert_eq!(st["title"], "西和讲堂 <script>alert(1)</script>");
+        assert_eq!(st["starts_at"], "2099-01-01T11:30:00Z");
+        let api: Value = serde_json::from_str(&aget(s.url("/api/v1/streams/xihe")).await).unwrap();
+        assert_eq!(api["status"], "scheduled");
+
+        // The lecture goes live: the state is pushed, with its dialect.
+        let mut publisher = ffmpeg_publish(&s.rtmp_url("xihe"), "320x180", 25, 440);
+        let st = next_of(&mut ws, "state", |v| v["status"] == "live" && !v["dialects"].as_array().unwrap().is_empty()).await;
+        assert_eq!(st["dialects"][0]["lang"], "yue");
+        assert_eq!(st["dialects"][0]["name"], "粤语");
+        assert_eq!(st["has_video"], true);
+        let viewers = next_of(&mut ws, "viewers", |_| true).await;
+        assert_eq!(viewers["live_channel"], 1);
+
+        // A question and a raised hand reach the operator's API, as plain text.
+        ws.send(Message::Text(json!({"type": "question", "text": "老师，<b>第二题</b>怎么写？", "from": "西和小学 三年级"}).to_string().into())).await.unwrap();
+        let ack = next_of(&mut ws, "ack", |_| true).await;
+        ws.send(Message::Text(json!({"type": "hand", "from": "良口中学"}).to_string().into())).await.unwrap();
+        next_of(&mut ws, "ack", |_| true).await;
+        let q: Value = serde_json::from_str(&aget(s.url("/api/v1/streams/xihe/questions")).await).unwrap();
+        let list = q["questions"].as_array().unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0]["id"], ack["id"]);
+        assert_eq!(list[0]["text"], "老师，<b>第二题</b>怎么写？");
+        assert_eq!(list[0]["from"], "西和小学 三年级");
+        assert_eq!(list[1]["kind"], "hand");
+
+        // Limits: too long, garbage, too fast. Each gets an error, the channel stays up.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        ws.send(Message::Text(json!({"type": "question", "text": "长".repeat(501)}).to_string().into())).await.unwrap();
+        let e = next_of(&mut ws, "error", |_| true).await;
+        assert!(e["error"].as_str().unwrap().contains("at most 500"));
+        ws.send(Message::Text("{not json".into())).await.unwrap();
+        next_of(&mut ws, "error", |_| true).await;
+        for _ in 0..4 {
+            ws.send(Message::Text(json!({"type": "hand"}).to_string().into())).await.unwrap();
+        }
+        next_of(&mut ws, "error", |e| e["error"].as_str().unwrap().contains("too many")).await;
+
+        // The publisher drops: "reconnecting" is pushed.
+        publisher.stop();
+        next_of(&mut ws, "state", |v| v["status"] == "reconnecting").await;
+
+        // A message over 4 KiB closes that connection only.
+        let (mut big, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/xihe", s.http)).await.unwrap();
+        next_of(&mut big, "state", |_| true).await;
+        let _ = big.send(Message::Text("x".repeat(10_000).into())).await;
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match big.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        assert!(closed, "oversized message did not close the connection");
+        // The first channel is still fine.
+        ws.send(Message::Ping(vec![1].into())).await.unwrap();
+
+        // No channel for a name that cannot be a lecture.
+        match tokio_tungstenite::connect_async(format!("ws://{}/ws/..%2Fetc", s.http)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+            other => panic!("expected 404, got {:?}", other.map(|_| ())),
+        }
+    });
+    // Stored: the question, the hand, and the one rapid hand the bucket still had a token for
+    // (the too-long question and the garbage used up the other two); nothing rejected.
+    let q: Value =
+        serde_json::from_str(&get_text(&s.url("/api/v1/streams/xihe/questions"))).unwrap();
+    let kinds: Vec<_> = q["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["question", "hand", "hand"]);
+}
