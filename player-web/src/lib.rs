@@ -5,7 +5,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,7 +18,10 @@ pub const HAS_BUNDLE: bool = cfg!(player_bundle);
 /// Routes of the player.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/player.js", get(player_js))
+        .route(
+            "/player.js",
+            get(player_js).layer(tower_http::compression::CompressionLayer::new().gzip(true)),
+        )
         .route("/play/{stream}", get(play_page))
         // Browsers ask for it on every page; answer without a logged 404.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -60,12 +63,62 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-async fn play_page(Path(stream): Path<String>) -> Response {
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=`
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PlayQuery {
+    lang: Option<String>,
+    mode: Option<String>,
+    autoplay: Option<String>,
+    muted: Option<String>,
+    ui: Option<String>,
+}
+
+fn flag(v: &Option<String>, default: bool) -> bool {
+    match v.as_deref() {
+        None => default,
+        Some(v) => !matches!(v, "0" | "false" | "no" | "off"),
+    }
+}
+
+/// The attributes of the page's player, from the query. Every value is checked against what
+/// it may be, so nothing from the URL reaches the HTML unvalidated.
+fn player_attributes(stream: &str, q: &PlayQuery) -> String {
+    let mut attrs = format!("stream=\"{stream}\"");
+    if let Some(lang) = q
+        .lang
+        .as_deref()
+        .and_then(|l| media::Language::parse(l).ok())
+    {
+        attrs.push_str(&format!(" lang=\"{lang}\""));
+    }
+    if let Some(mode) = q
+        .mode
+        .as_deref()
+        .filter(|m| matches!(*m, "auto" | "webrtc" | "hls" | "audio"))
+    {
+        attrs.push_str(&format!(" mode=\"{mode}\""));
+    }
+    if let Some(ui) = q.ui.as_deref().filter(|u| matches!(*u, "zh" | "en")) {
+        attrs.push_str(&format!(" ui=\"{ui}\""));
+    }
+    // Autoplay works in browsers when muted; the viewer unmutes with one tap.
+    if flag(&q.autoplay, true) {
+        attrs.push_str(" autoplay");
+    }
+    if flag(&q.muted, true) {
+        attrs.push_str(" muted");
+    }
+    attrs
+}
+
+async fn play_page(Path(stream): Path<String>, Query(q): Query<PlayQuery>) -> Response {
     if !media::sink::valid_stream_name(&stream) {
         return (StatusCode::NOT_FOUND, "no such lecture").into_response();
     }
     // The name is validated to [A-Za-z0-9._-], so it is safe in HTML and URLs as is.
-    let page = PAGE.replace("{stream}", &stream);
+    let page = PAGE
+        .replace("{attributes}", &player_attributes(&stream, &q))
+        .replace("{stream}", &stream);
     let mut r = (StatusCode::OK, page).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -76,7 +129,7 @@ async fn play_page(Path(stream): Path<String>) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; media-src 'self' blob:; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'",
+            "default-src 'self'; media-src 'self' blob:; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
         ),
     );
     r
@@ -89,25 +142,41 @@ const PAGE: &str = r#"<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>讲堂 · {stream}</title>
 <style>
-  body { margin: 0; background: #111; color: #eee; font: 16px/1.4 system-ui, sans-serif; }
-  main { max-width: 960px; margin: 0 auto; padding: 8px; }
-  video { width: 100%; background: #000; aspect-ratio: 16 / 9; }
-  .bar { display: flex; gap: 12px; align-items: center; padding: 8px 0; flex-wrap: wrap; }
-  select { font-size: 16px; }
+  html, body { margin: 0; background: #000; }
+  jiangtang-player { max-width: 1280px; margin: 0 auto; }
 </style>
 </head>
 <body>
-<main>
-  <video id="video" controls autoplay muted playsinline
-         data-jiangtang-hls="/hls/{stream}/index.m3u8"
-         data-jiangtang-picker="dialect" data-jiangtang-status="status"></video>
-  <div class="bar">
-    <label for="dialect">方言 Dialect</label>
-    <select id="dialect" aria-label="dialect"></select>
-    <span id="status" role="status">连接中… connecting…</span>
-  </div>
-</main>
+<jiangtang-player {attributes}></jiangtang-player>
 <script src="/player.js"></script>
 </body>
 </html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_checked_before_reaching_html() {
+        let q = PlayQuery {
+            lang: Some("yue\"><script>".into()),
+            mode: Some("hls".into()),
+            autoplay: Some("0".into()),
+            muted: None,
+            ui: Some("fr".into()),
+        };
+        assert_eq!(
+            player_attributes("xihe", &q),
+            "stream=\"xihe\" mode=\"hls\" muted"
+        );
+        let q = PlayQuery {
+            lang: Some("YUE".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            player_attributes("a", &q),
+            "stream=\"a\" lang=\"yue\" autoplay muted"
+        );
+    }
+}

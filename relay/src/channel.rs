@@ -159,10 +159,10 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         .map(|l| l.default_language.to_string())
         .or_else(|| configured.and_then(|c| c.language.clone()))
         .unwrap_or_else(|| hub.config().lectures.default_language.clone());
-    let dialects: Vec<Value> = live
-        .as_ref()
-        .map(|l| l.dialects())
-        .unwrap_or_default()
+    let mut dialects = live.as_ref().map(|l| l.dialects()).unwrap_or_default();
+    // The configured order (普通话, 粤语, 客家话), as in the multivariant playlist.
+    dialects.sort_by_key(|(lang, _)| hub.config().dialect_rank(lang));
+    let dialects: Vec<Value> = dialects
         .into_iter()
         .map(|(lang, dname)| json!({ "lang": lang, "name": dname, "default": lang == default }))
         .collect();

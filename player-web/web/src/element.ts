@@ -1,0 +1,621 @@
+// <jiangtang-player server="https://relay.example" stream="xihe" lang="yue" mode="auto"
+//                   autoplay muted ui="zh"></jiangtang-player>
+//
+// WebRTC (WHEP) first for low latency, LL-HLS when WebRTC is missing, refused or blocked,
+// audio only on request. Lecture state comes from the live channel (WebSocket): a countdown
+// before the start, "reconnecting" while the lecture hall's stream is away, "ended" at the end.
+// Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
+import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, WhepEngine, webrtcAvailable } from "./engines";
+import { Locale, Texts, texts } from "./i18n";
+
+export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported";
+type ModePref = Mode | "auto";
+
+interface Dialect {
+  lang: string;
+  name: string;
+  default: boolean;
+}
+
+interface LectureState {
+  status: "live" | "reconnecting" | "ended" | "scheduled" | "idle";
+  title: string | null;
+  starts_at: string | null;
+  dialects: Dialect[];
+  has_video: boolean;
+}
+
+const STORAGE_KEY = "jiangtang.dialect";
+
+// Icons as SVG paths (24x24): emoji fonts are missing on many classroom PCs.
+const ICONS: Record<string, string> = {
+  play: "M8 5v14l11-7z",
+  pause: "M6 5h4v14H6zm8 0h4v14h-4z",
+  muted: "M16.5 12A4.5 4.5 0 0 0 14 8v2.2l2.4 2.4c.1-.2.1-.4.1-.6zM19 12c0 .9-.2 1.8-.5 2.6l1.5 1.5A8.8 8.8 0 0 0 21 12c0-4.3-3-7.9-7-8.8v2.1c2.9.9 5 3.5 5 6.7zM4.3 3 3 4.3 7.7 9H3v6h4l5 5v-6.7l4.3 4.3c-.7.5-1.4.9-2.3 1.2v2.1a8.9 8.9 0 0 0 3.7-1.8l2 2 1.3-1.3-9-9zM12 4 9.9 6.1 12 8.2z",
+  sound: "M3 9v6h4l5 5V4L7 9zm13.5 3A4.5 4.5 0 0 0 14 8v8a4.5 4.5 0 0 0 2.5-4zM14 3.2v2.1c2.9.9 5 3.5 5 6.7s-2.1 5.8-5 6.7v2.1c4-.9 7-4.5 7-8.8s-3-7.9-7-8.8z",
+  hand: "M21 7a2 2 0 0 0-2 2v4h-1V4a2 2 0 0 0-4 0v7h-1V2a2 2 0 0 0-4 0v9H8V5a2 2 0 0 0-4 0v10c0 4.4 3.6 8 8 8s8-3.6 8-8V9a2 2 0 0 0 1-2z",
+  info: "M11 7h2v2h-2zm0 4h2v6h-2zm1-9a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16z",
+};
+
+function icon(name: string): SVGSVGElement {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "20");
+  svg.setAttribute("height", "20");
+  svg.setAttribute("aria-hidden", "true");
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", ICONS[name]);
+  path.setAttribute("fill", "currentColor");
+  svg.appendChild(path);
+  return svg;
+}
+
+const STYLE = `
+:host { display: block; position: relative; font: 15px/1.4 system-ui, -apple-system, "PingFang SC", "Microsoft YaHei", sans-serif; color: #eee; background: #000; }
+.frame { position: relative; width: 100%; }
+video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
+.title { position: absolute; top: 0; left: 0; right: 0; padding: 8px 12px; background: linear-gradient(#000a, #0000); pointer-events: none; font-weight: 600; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.overlay { position: absolute; inset: 0; display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 8px; background: #000b; text-align: center; padding: 16px; }
+.overlay[hidden] { display: none; }
+.overlay .msg { font-size: 1.2em; font-weight: 600; }
+.overlay .sub { opacity: .85; font-variant-numeric: tabular-nums; }
+.overlay button { font-size: 1.1em; padding: 10px 22px; border-radius: 24px; border: 0; background: #e33; color: #fff; cursor: pointer; }
+.spinner { width: 28px; height: 28px; border: 3px solid #fff4; border-top-color: #fff; border-radius: 50%; animation: spin 1s linear infinite; }
+.spinner[hidden] { display: none; }
+@keyframes spin { to { transform: rotate(360deg); } }
+.bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; padding: 8px; background: #111; }
+.bar button { display: inline-flex; align-items: center; gap: 4px; }
+.bar button, .bar select, .bar input { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #444; background: #222; color: #eee; padding: 0 10px; }
+.bar button:focus-visible, .bar select:focus-visible, .bar input:focus-visible, .overlay button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
+.bar label { display: inline-flex; align-items: center; gap: 6px; }
+.bar .grow { flex: 1 1 auto; }
+.bar form { display: inline-flex; gap: 6px; flex: 1 1 220px; }
+.bar form input { flex: 1 1 auto; min-width: 0; }
+.badge { font-size: .85em; padding: 2px 8px; border-radius: 10px; background: #e33; }
+.badge.off { background: #555; }
+.info { padding: 8px 12px; background: #181818; font-size: .9em; display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; }
+.info[hidden] { display: none; }
+.sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+@media (max-width: 480px) { .bar .lbl { display: none; } }
+`;
+
+export class JiangtangPlayer extends HTMLElement {
+  static get observedAttributes(): string[] {
+    return ["stream", "server", "lang", "mode", "muted", "ui"];
+  }
+
+  private root: ShadowRoot;
+  private t: Texts = texts("zh");
+  private video!: HTMLVideoElement;
+  private el: Record<string, HTMLElement> = {};
+  private engine: Engine | null = null;
+  private engineStarting = false;
+  private lecture: LectureState | null = null;
+  private ws: WebSocket | null = null;
+  private wsRetry = 0;
+  private wsTimer = 0;
+  private tickTimer = 0;
+  private failures = 0;
+  private restartTimer = 0;
+  private forcedHls = false;
+  private viewers: { webrtc: number; live_channel: number } | null = null;
+  private _state: PlayerState = "loading";
+  private _dialect: string | null = null;
+  private connected = false;
+
+  constructor() {
+    super();
+    this.root = this.attachShadow({ mode: "open" });
+  }
+
+  // ---- public API -------------------------------------------------------------------------
+
+  /** Current state: loading, scheduled, idle, connecting, playing, reconnecting, ended. */
+  get state(): PlayerState {
+    return this._state;
+  }
+  /** The engine in use: webrtc, hls or audio (null before playing). */
+  get mode(): Mode | null {
+    return this.engine?.mode ?? null;
+  }
+  /** The dialect heard. */
+  get dialect(): string | null {
+    return this._dialect;
+  }
+  /** The lecture's dialects. */
+  get dialects(): Dialect[] {
+    return this.lecture?.dialects ?? [];
+  }
+  /** The lecture's title. */
+  get lectureTitle(): string | null {
+    return this.lecture?.title ?? null;
+  }
+  /** The video element (for measurements). */
+  get media(): HTMLVideoElement {
+    return this.video;
+  }
+
+  play(): Promise<void> {
+    return this.video.play();
+  }
+
+  pause(): void {
+    this.video.pause();
+  }
+
+  /** Switches the dialect heard (remembered on this device). */
+  async setDialect(lang: string): Promise<void> {
+    if (!this.dialects.some((d) => d.lang === lang)) throw new Error(`no dialect ${lang}`);
+    this._dialect = lang;
+    try {
+      localStorage.setItem(STORAGE_KEY, lang);
+    } catch {
+      /* storage may be blocked in embedded webviews */
+    }
+    (this.el.dialect as HTMLSelectElement).value = lang;
+    await this.engine?.setDialect(lang);
+    this.emit("dialectchange", { lang });
+  }
+
+  /** Chooses the playback mode: auto, webrtc, hls or audio. */
+  setMode(mode: ModePref): void {
+    this.setAttribute("mode", mode);
+  }
+
+  /** Sends a text question to the lecture's operator. */
+  ask(text: string): boolean {
+    return this.sendChannel({ type: "question", text, from: this.getAttribute("from") ?? undefined });
+  }
+
+  /** Raises the hand of this classroom. */
+  raiseHand(): boolean {
+    return this.sendChannel({ type: "hand", from: this.getAttribute("from") ?? undefined });
+  }
+
+  /** Seconds behind live, as the engine estimates it. */
+  latency(): Promise<number | null> {
+    return this.engine ? this.engine.latency() : Promise.resolve(null);
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------
+
+  connectedCallback(): void {
+    this.connected = true;
+    this.t = texts((this.getAttribute("ui") as Locale) ?? "zh");
+    this.render();
+    this.connectChannel();
+    this.tickTimer = window.setInterval(() => this.tick(), 1000);
+  }
+
+  disconnectedCallback(): void {
+    this.connected = false;
+    window.clearInterval(this.tickTimer);
+    window.clearTimeout(this.wsTimer);
+    window.clearTimeout(this.restartTimer);
+    this.ws?.close();
+    this.ws = null;
+    this.stopEngine();
+  }
+
+  attributeChangedCallback(name: string, old: string | null, value: string | null): void {
+    if (!this.connected || old === value) return;
+    if (name === "mode") {
+      (this.el.mode as HTMLSelectElement).value = value ?? "auto";
+      this.forcedHls = false;
+      this.failures = 0;
+      this.restartEngine();
+    } else if (name === "lang" && value) {
+      this.setDialect(value).catch(() => undefined);
+    } else if (name === "muted") {
+      this.video.muted = value !== null;
+      this.updateButtons();
+    } else if (name === "ui") {
+      this.t = texts((value as Locale) ?? "zh");
+      this.render();
+      this.applyLecture();
+    } else {
+      // A different lecture or relay: start over.
+      this.disconnectedCallback();
+      this.connectedCallback();
+    }
+  }
+
+  // ---- DOM --------------------------------------------------------------------------------
+
+  private render(): void {
+    const t = this.t;
+    this.root.innerHTML = "";
+    const style = document.createElement("style");
+    style.textContent = STYLE;
+    this.root.appendChild(style);
+    const frame = this.make("div", "frame");
+    this.video = document.createElement("video");
+    this.video.playsInline = true;
+    this.video.muted = this.hasAttribute("muted");
+    this.video.setAttribute("aria-label", t.live);
+    frame.appendChild(this.video);
+    const title = this.make("div", "title", frame);
+    title.setAttribute("part", "title");
+    const overlay = this.make("div", "overlay", frame);
+    overlay.setAttribute("role", "status");
+    overlay.setAttribute("aria-live", "polite");
+    this.make("div", "spinner", overlay);
+    this.make("div", "msg", overlay);
+    this.make("div", "sub", overlay);
+    const bigPlay = this.make("button", "big-play", overlay) as HTMLButtonElement;
+    bigPlay.append(icon("play"), ` ${t.clickToPlay}`);
+    bigPlay.hidden = true;
+    bigPlay.addEventListener("click", () => {
+      bigPlay.hidden = true;
+      this.video.play().catch(() => undefined);
+    });
+    this.root.appendChild(frame);
+
+    const bar = this.make("div", "bar");
+    const play = this.make("button", "play", bar);
+    play.addEventListener("click", () => (this.video.paused ? this.video.play().catch(() => undefined) : this.video.pause()));
+    const mute = this.make("button", "mute", bar);
+    mute.addEventListener("click", () => {
+      this.video.muted = !this.video.muted;
+      this.updateButtons();
+    });
+    const badge = this.make("span", "badge off", bar);
+    badge.textContent = t.live;
+    const dl = this.make("label", "", bar);
+    const dlt = this.make("span", "lbl", dl);
+    dlt.textContent = t.dialect;
+    const dialect = this.make("select", "dialect", dl) as HTMLSelectElement;
+    dialect.setAttribute("aria-label", t.dialect);
+    dialect.addEventListener("change", () => this.setDialect(dialect.value).catch(() => undefined));
+    const ml = this.make("label", "", bar);
+    const mlt = this.make("span", "lbl", ml);
+    mlt.textContent = t.mode;
+    const mode = this.make("select", "mode", ml) as HTMLSelectElement;
+    mode.setAttribute("aria-label", t.mode);
+    for (const [v, label] of [
+      ["auto", t.modeAuto],
+      ["webrtc", t.modeWebrtc],
+      ["hls", t.modeHls],
+      ["audio", t.modeAudio],
+    ]) {
+      const o = document.createElement("option");
+      o.value = v;
+      o.textContent = label;
+      mode.appendChild(o);
+    }
+    mode.value = this.getAttribute("mode") ?? "auto";
+    mode.addEventListener("change", () => this.setMode(mode.value as ModePref));
+    const hand = this.make("button", "hand", bar);
+    hand.append(icon("hand"), ` ${t.hand}`);
+    hand.addEventListener("click", () => {
+      if (this.raiseHand()) this.flash(t.sent);
+    });
+    const form = this.make("form", "ask", bar) as HTMLFormElement;
+    const input = this.make("input", "question", form) as HTMLInputElement;
+    input.maxLength = 500;
+    input.placeholder = t.askPlaceholder;
+    input.setAttribute("aria-label", t.ask);
+    const send = this.make("button", "send", form) as HTMLButtonElement;
+    send.type = "submit";
+    send.textContent = t.ask;
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      const text = input.value.trim();
+      if (text && this.ask(text)) {
+        input.value = "";
+        this.flash(t.sent);
+      }
+    });
+    const infoBtn = this.make("button", "info-btn", bar);
+    infoBtn.append(icon("info"));
+    infoBtn.setAttribute("aria-label", t.info);
+    infoBtn.setAttribute("aria-expanded", "false");
+    const info = this.make("div", "info");
+    info.hidden = true;
+    infoBtn.addEventListener("click", () => {
+      info.hidden = !info.hidden;
+      infoBtn.setAttribute("aria-expanded", String(!info.hidden));
+      this.tick();
+    });
+    this.root.appendChild(bar);
+    this.root.appendChild(info);
+    this.video.addEventListener("play", () => this.updateButtons());
+    this.video.addEventListener("pause", () => this.updateButtons());
+    this.video.addEventListener("volumechange", () => this.updateButtons());
+    this.updateButtons();
+  }
+
+  private make(tag: string, cls: string, parent?: HTMLElement): HTMLElement {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    const key = cls.split(" ")[0];
+    if (key) this.el[key] = e;
+    (parent ?? this.root).appendChild(e);
+    return e;
+  }
+
+  private updateButtons(): void {
+    const t = this.t;
+    const play = this.el.play;
+    if (play) {
+      play.replaceChildren(icon(this.video.paused ? "play" : "pause"));
+      play.setAttribute("aria-label", this.video.paused ? t.play : t.pause);
+    }
+    const mute = this.el.mute;
+    if (mute) {
+      mute.replaceChildren(icon(this.video.muted ? "muted" : "sound"));
+      mute.setAttribute("aria-label", this.video.muted ? t.unmute : t.mute);
+    }
+  }
+
+  private flash(text: string): void {
+    const b = this.el.badge;
+    const old = b.textContent;
+    b.textContent = text;
+    window.setTimeout(() => (b.textContent = old), 1500);
+  }
+
+  private setState(state: PlayerState): void {
+    if (state === this._state) return;
+    const previous = this._state;
+    this._state = state;
+    this.applyOverlay();
+    this.emit("statechange", { state, previous, mode: this.mode });
+  }
+
+  private emit(name: string, detail: unknown): void {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  private applyOverlay(): void {
+    const t = this.t;
+    const overlay = this.el.overlay;
+    const msg = this.el.msg;
+    const sub = this.el.sub;
+    const spinner = this.el.spinner;
+    const s = this._state;
+    overlay.hidden = s === "playing";
+    spinner.hidden = !(s === "loading" || s === "connecting" || s === "reconnecting");
+    sub.textContent = "";
+    msg.textContent =
+      {
+        loading: t.loading,
+        connecting: t.loading,
+        scheduled: t.scheduled,
+        idle: t.idle,
+        reconnecting: t.reconnecting,
+        ended: t.ended,
+        unsupported: t.noPlayback,
+        playing: "",
+      }[s] ?? "";
+    this.el.badge.className = s === "playing" ? "badge" : "badge off";
+    this.tick();
+  }
+
+  /** Once a second: the countdown, and the info panel. */
+  private tick(): void {
+    const t = this.t;
+    if (this._state === "scheduled" && this.lecture?.starts_at) {
+      const start = new Date(this.lecture.starts_at);
+      const left = Math.max(0, Math.round((start.getTime() - Date.now()) / 1000));
+      const hh = Math.floor(left / 3600);
+      const mm = Math.floor((left % 3600) / 60);
+      const ss = left % 60;
+      const two = (n: number) => String(n).padStart(2, "0");
+      const when = start.toLocaleString(this.getAttribute("ui") === "en" ? "en" : "zh-CN", { dateStyle: "medium", timeStyle: "short" });
+      this.el.sub.textContent = `${t.startsAt} ${when} · ${t.startsIn} ${hh > 0 ? `${hh}:` : ""}${two(mm)}:${two(ss)}`;
+    }
+    const info = this.el.info;
+    if (info && !info.hidden) {
+      this.latency().then((l) => {
+        const rows: [string, string][] = [
+          [t.using, this.mode ?? "–"],
+          [t.latency, l === null ? "–" : `${l.toFixed(1)} s`],
+          [t.dialect, this.dialects.find((d) => d.lang === this._dialect)?.name ?? "–"],
+          [t.viewers, this.viewers ? String(this.viewers.webrtc + this.viewers.live_channel) : "–"],
+        ];
+        info.replaceChildren();
+        for (const [k, v] of rows) {
+          const a = document.createElement("span");
+          a.textContent = k;
+          const b = document.createElement("span");
+          b.textContent = v;
+          b.className = `info-${k}`;
+          info.append(a, b);
+        }
+      });
+    }
+  }
+
+  // ---- live channel -----------------------------------------------------------------------
+
+  private server(): string {
+    return (this.getAttribute("server") ?? "").replace(/\/$/, "");
+  }
+
+  private stream(): string {
+    return this.getAttribute("stream") ?? "";
+  }
+
+  private connectChannel(): void {
+    const base = this.server() || window.location.origin;
+    const url = `${base.replace(/^http/, "ws")}/ws/${encodeURIComponent(this.stream())}`;
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      this.scheduleChannel();
+      return;
+    }
+    this.ws = ws;
+    ws.onmessage = (e) => {
+      let m: any;
+      try {
+        m = JSON.parse(String(e.data));
+      } catch {
+        return;
+      }
+      if (m.type === "state") {
+        this.wsRetry = 0;
+        this.lecture = m as LectureState;
+        this.applyLecture();
+      } else if (m.type === "viewers") {
+        this.viewers = { webrtc: m.webrtc, live_channel: m.live_channel };
+      } else if (m.type === "error") {
+        this.emit("channelerror", { message: m.error });
+      }
+    };
+    ws.onclose = () => {
+      if (this.ws === ws) this.scheduleChannel();
+    };
+  }
+
+  private scheduleChannel(): void {
+    if (!this.connected) return;
+    this.wsRetry++;
+    window.clearTimeout(this.wsTimer);
+    this.wsTimer = window.setTimeout(() => this.connectChannel(), Math.min(1000 * this.wsRetry, 10000));
+  }
+
+  private sendChannel(m: unknown): boolean {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(m));
+    return true;
+  }
+
+  /** Applies a lecture state pushed by the relay. */
+  private applyLecture(): void {
+    const l = this.lecture;
+    if (!l) return;
+    this.el.title.textContent = l.title ?? "";
+    // Dialects: the attribute, else what this device chose before, else the lecture's default.
+    const select = this.el.dialect as HTMLSelectElement;
+    select.replaceChildren();
+    for (const d of l.dialects) {
+      const o = document.createElement("option");
+      o.value = d.lang;
+      o.textContent = d.name;
+      select.appendChild(o);
+    }
+    select.disabled = l.dialects.length < 2;
+    let remembered: string | null = null;
+    try {
+      remembered = localStorage.getItem(STORAGE_KEY);
+    } catch {
+      /* blocked */
+    }
+    const want = [this._dialect, this.getAttribute("lang"), remembered, l.dialects.find((d) => d.default)?.lang, l.dialects[0]?.lang].find(
+      (x) => x && l.dialects.some((d) => d.lang === x),
+    );
+    if (want && want !== this._dialect) {
+      this._dialect = want;
+      this.engine?.setDialect(want).catch(() => undefined);
+    }
+    if (this._dialect) select.value = this._dialect;
+    switch (l.status) {
+      case "scheduled":
+      case "idle":
+        this.stopEngine();
+        this.setState(l.status);
+        break;
+      case "ended":
+        this.stopEngine();
+        this.setState("ended");
+        break;
+      case "reconnecting":
+        // The playlists and the WebRTC session stay: show why the picture stopped.
+        if (this.engine) this.setState("reconnecting");
+        else this.startEngine();
+        break;
+      case "live":
+        if (!this.engine && !this.engineStarting) this.startEngine();
+        else if (this._state === "reconnecting" && !this.video.paused) this.setState("playing");
+        break;
+    }
+  }
+
+  // ---- engines ----------------------------------------------------------------------------
+
+  private modes(): Mode[] {
+    const pref = (this.getAttribute("mode") ?? "auto") as ModePref;
+    if (pref === "webrtc") return ["webrtc"];
+    if (pref === "hls") return ["hls"];
+    if (pref === "audio") return ["audio"];
+    if (this.lecture && !this.lecture.has_video) return ["audio"];
+    return webrtcAvailable() && !this.forcedHls ? ["webrtc", "hls"] : ["hls"];
+  }
+
+  private options(): EngineOptions {
+    return {
+      server: this.server(),
+      stream: this.stream(),
+      lang: this._dialect,
+      video: this.video,
+      onFailure: (reason, fatal) => this.onFailure(reason, fatal),
+      onPlaying: () => {
+        this.failures = 0;
+        if (this.lecture?.status === "reconnecting") this.setState("reconnecting");
+        else this.setState("playing");
+      },
+    };
+  }
+
+  private async startEngine(): Promise<void> {
+    if (this.engineStarting) return;
+    this.engineStarting = true;
+    this.setState(this._state === "reconnecting" ? "reconnecting" : "connecting");
+    for (const mode of this.modes()) {
+      const engine = mode === "webrtc" ? new WhepEngine(this.options()) : mode === "hls" ? new HlsEngine(this.options()) : new AudioEngine(this.options());
+      try {
+        await engine.start();
+        this.engine = engine;
+        this.emit("modechange", { mode });
+        break;
+      } catch (e) {
+        engine.stop();
+        this.emit("fallback", { from: mode, reason: String(e) });
+      }
+    }
+    this.engineStarting = false;
+    if (!this.engine) {
+      this.setState("unsupported");
+      return;
+    }
+    if (this.hasAttribute("autoplay")) {
+      this.video.play().catch(() => {
+        // Autoplay with sound blocked: ask for a click.
+        (this.el["big-play"] as HTMLButtonElement).hidden = false;
+        this.el.overlay.hidden = false;
+      });
+    }
+  }
+
+  private stopEngine(): void {
+    this.engine?.stop();
+    this.engine = null;
+  }
+
+  private restartEngine(): void {
+    this.stopEngine();
+    if (this.lecture && (this.lecture.status === "live" || this.lecture.status === "reconnecting")) this.startEngine();
+  }
+
+  private onFailure(reason: string, fatal: boolean): void {
+    this.emit("playbackerror", { reason, mode: this.mode });
+    if (this.lecture?.status === "ended") return;
+    this.setState("reconnecting");
+    this.failures++;
+    const auto = (this.getAttribute("mode") ?? "auto") === "auto";
+    if (this.engine?.mode === "webrtc" && auto && (fatal || this.failures >= 3)) {
+      // WebRTC does not work from here (UDP blocked, webview): LL-HLS from now on.
+      this.forcedHls = true;
+    }
+    if (this.engine?.mode === "hls" || this.engine?.mode === "audio") {
+      // hls.js restarts itself; the state returns to "playing" when frames flow again.
+      return;
+    }
+    window.clearTimeout(this.restartTimer);
+    this.restartTimer = window.setTimeout(() => this.restartEngine(), fatal ? 0 : Math.min(1000 * this.failures, 5000));
+  }
+}

@@ -1,0 +1,258 @@
+// Playback engines: WebRTC over WHEP, LL-HLS (hls.js, or the browser's own HLS on
+// Safari/iOS), and audio-only HLS of one dialect. Each attaches to a <video> element and
+// reports failure through `onFailure`; the player decides what to do next.
+import Hls, { ErrorTypes, Events } from "hls.js";
+
+export type Mode = "webrtc" | "hls" | "audio";
+
+export interface Engine {
+  readonly mode: Mode;
+  start(): Promise<void>;
+  stop(): void;
+  setDialect(lang: string): Promise<void>;
+  /** Seconds behind the live edge, when the engine can tell. */
+  latency(): Promise<number | null>;
+}
+
+export interface EngineOptions {
+  server: string;
+  stream: string;
+  lang: string | null;
+  video: HTMLVideoElement;
+  onFailure: (reason: string, fatal: boolean) => void;
+  onPlaying: () => void;
+}
+
+export function webrtcAvailable(): boolean {
+  return typeof RTCPeerConnection === "function";
+}
+
+export function nativeHls(video: HTMLVideoElement): boolean {
+  return video.canPlayType("application/vnd.apple.mpegurl") !== "";
+}
+
+/** WebRTC playback: one POST of an SDP offer, one DELETE at the end. */
+export class WhepEngine implements Engine {
+  readonly mode: Mode = "webrtc";
+  private pc: RTCPeerConnection | null = null;
+  private session: string | null = null;
+  private connectTimer = 0;
+
+  constructor(private o: EngineOptions) {}
+
+  async start(): Promise<void> {
+    const pc = new RTCPeerConnection();
+    this.pc = pc;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    const stream = new MediaStream();
+    pc.ontrack = (e) => {
+      stream.addTrack(e.track);
+      this.o.video.srcObject = stream;
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      if (pc.connectionState === "connected") {
+        window.clearTimeout(this.connectTimer);
+      } else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        this.o.onFailure(`WebRTC ${pc.connectionState}`, false);
+      } else if (pc.connectionState === "disconnected") {
+        this.o.onFailure("WebRTC disconnected", false);
+      }
+    };
+    this.o.video.addEventListener("playing", this.o.onPlaying);
+    await pc.setLocalDescription(await pc.createOffer());
+    const lang = this.o.lang ? `?lang=${encodeURIComponent(this.o.lang)}` : "";
+    const resp = await fetch(`${this.o.server}/whep/${encodeURIComponent(this.o.stream)}${lang}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/sdp" },
+      body: pc.localDescription?.sdp ?? "",
+    });
+    if (resp.status !== 201) {
+      // 404: not live, 503: WebRTC full: both mean "use HLS", not "retry WebRTC".
+      throw new Error(`WHEP answered ${resp.status}`);
+    }
+    this.session = resp.headers.get("Location");
+    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+    // UDP blocked or unreachable: ICE never completes. Give up quickly so the player can
+    // fall back to HLS over the HTTP port.
+    this.connectTimer = window.setTimeout(() => {
+      if (pc === this.pc && pc.connectionState !== "connected") {
+        this.o.onFailure("WebRTC did not connect (UDP blocked?)", true);
+      }
+    }, 6000);
+  }
+
+  stop(): void {
+    window.clearTimeout(this.connectTimer);
+    this.o.video.removeEventListener("playing", this.o.onPlaying);
+    if (this.session) {
+      const url = `${this.o.server}${this.session}`;
+      this.session = null;
+      fetch(url, { method: "DELETE", keepalive: true }).catch(() => undefined);
+    }
+    this.pc?.close();
+    this.pc = null;
+    this.o.video.srcObject = null;
+  }
+
+  async setDialect(lang: string): Promise<void> {
+    if (!this.session) return;
+    const r = await fetch(`${this.o.server}${this.session}/dialect`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ lang }),
+    });
+    if (r.status !== 204) throw new Error(`dialect switch answered ${r.status}`);
+  }
+
+  async latency(): Promise<number | null> {
+    if (!this.pc) return null;
+    let jitter: number | null = null;
+    let rtt: number | null = null;
+    (await this.pc.getStats()).forEach((s: any) => {
+      if (s.type === "inbound-rtp" && s.kind === "video" && s.jitterBufferEmittedCount) {
+        jitter = s.jitterBufferDelay / s.jitterBufferEmittedCount;
+      }
+      if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
+        rtt = s.currentRoundTripTime;
+      }
+    });
+    if (jitter === null) return null;
+    return (jitter as number) + ((rtt as number | null) ?? 0) / 2;
+  }
+}
+
+/** LL-HLS: hls.js where Media Source Extensions exist, the browser's own HLS elsewhere. */
+export class HlsEngine implements Engine {
+  readonly mode: Mode = "hls";
+  hls: Hls | null = null;
+  private retries = 0;
+  private retryTimer = 0;
+
+  constructor(private o: EngineOptions, private url = `${o.server}/hls/${encodeURIComponent(o.stream)}/index.m3u8`) {}
+
+  async start(): Promise<void> {
+    const v = this.o.video;
+    v.addEventListener("playing", this.o.onPlaying);
+    if (Hls.isSupported()) {
+      this.attach();
+    } else if (nativeHls(v)) {
+      v.src = this.url;
+      v.addEventListener("loadedmetadata", this.pickNativeTrack);
+      v.addEventListener("error", this.nativeError);
+    } else {
+      throw new Error("this browser plays neither WebRTC nor HLS");
+    }
+  }
+
+  private attach(): void {
+    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveDurationInfinity: true });
+    this.hls = hls;
+    (window as any).jiangtangHls = hls;
+    hls.on(Events.MANIFEST_PARSED, () => {
+      this.retries = 0;
+      this.pickTrack();
+    });
+    hls.on(Events.AUDIO_TRACKS_UPDATED, () => this.pickTrack());
+    hls.on(Events.ERROR, (_e, data) => {
+      if (!data.fatal) return;
+      if (data.type === ErrorTypes.MEDIA_ERROR && this.retries < 3) {
+        this.retries++;
+        hls.recoverMediaError();
+        return;
+      }
+      // Network trouble or a publisher gap that outlasted hls.js's own retries: start
+      // again shortly, with a growing pause.
+      this.o.onFailure(`HLS ${data.details}`, false);
+      this.retries++;
+      const delay = Math.min(1000 * this.retries, 8000);
+      window.clearTimeout(this.retryTimer);
+      this.retryTimer = window.setTimeout(() => {
+        if (this.hls !== hls) return;
+        hls.destroy();
+        this.attach();
+      }, delay);
+    });
+    hls.loadSource(this.url);
+    hls.attachMedia(this.o.video);
+  }
+
+  private pickTrack(): void {
+    const hls = this.hls;
+    if (!hls || !this.o.lang) return;
+    const i = hls.audioTracks.findIndex((t) => t.lang === this.o.lang);
+    if (i >= 0 && hls.audioTrack !== i) hls.audioTrack = i;
+  }
+
+  private pickNativeTrack = (): void => {
+    const tracks = (this.o.video as any).audioTracks;
+    if (!tracks || !this.o.lang) return;
+    for (let i = 0; i < tracks.length; i++) tracks[i].enabled = tracks[i].language === this.o.lang;
+  };
+
+  private nativeError = (): void => {
+    this.o.onFailure("HLS playback error", false);
+    window.setTimeout(() => {
+      this.o.video.src = this.url;
+      this.o.video.play().catch(() => undefined);
+    }, 2000);
+  };
+
+  stop(): void {
+    window.clearTimeout(this.retryTimer);
+    const v = this.o.video;
+    v.removeEventListener("playing", this.o.onPlaying);
+    v.removeEventListener("loadedmetadata", this.pickNativeTrack);
+    v.removeEventListener("error", this.nativeError);
+    this.hls?.destroy();
+    this.hls = null;
+    v.removeAttribute("src");
+    v.load();
+  }
+
+  async setDialect(lang: string): Promise<void> {
+    this.o.lang = lang;
+    if (this.hls) this.pickTrack();
+    else this.pickNativeTrack();
+  }
+
+  async latency(): Promise<number | null> {
+    const l = this.hls?.latency;
+    return typeof l === "number" && isFinite(l) ? l : null;
+  }
+}
+
+/** Audio only: one dialect's media playlist, for a classroom on a poor link. */
+export class AudioEngine implements Engine {
+  readonly mode: Mode = "audio";
+  private inner: HlsEngine;
+
+  constructor(private o: EngineOptions) {
+    this.inner = new HlsEngine(o, this.url(o.lang));
+  }
+
+  private url(lang: string | null): string {
+    return `${this.o.server}/hls/${encodeURIComponent(this.o.stream)}/audio-${encodeURIComponent(lang ?? "cmn")}/index.m3u8`;
+  }
+
+  start(): Promise<void> {
+    return this.inner.start();
+  }
+
+  stop(): void {
+    this.inner.stop();
+  }
+
+  async setDialect(lang: string): Promise<void> {
+    this.o.lang = lang;
+    this.inner.stop();
+    this.inner = new HlsEngine(this.o, this.url(lang));
+    await this.inner.start();
+    this.o.video.play().catch(() => undefined);
+  }
+
+  latency(): Promise<number | null> {
+    return this.inner.latency();
+  }
+}
