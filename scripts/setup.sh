@@ -12,6 +12,8 @@ want_pkgs=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core fonts-wqy-microhei
   # test peers
   ffmpeg chromium nodejs npm
+  # network namespaces with firewall rules (a viewer behind a firewall that drops UDP)
+  iproute2 nftables
 )
 
 missing=()

@@ -8,5 +8,5 @@ bash scripts/setup.sh
 bash scripts/build-web.sh
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 cargo fmt --all --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

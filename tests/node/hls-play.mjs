@@ -1,12 +1,15 @@
-// Plays a jiangtang /play page in headless Chromium and reports what happened as JSON:
-//   node hls-play.mjs URL SCREENSHOT_DIR [SWITCH_TO_INDEX]
-// The dominant audio frequency is measured with a WebAudio AnalyserNode before and after
-// switching the dialect, so a test can tell which tone (dialect) is heard.
+// Plays a lecture's /play page with the player forced to LL-HLS (hls.js) in headless
+// Chromium and reports, as JSON, what hls.js itself saw: the audio renditions with their
+// names and languages, low-latency mode, its latency estimate, and the dominant audio
+// frequency before and after switching dialect from the player's picker.
+//   node hls-play.mjs PLAY_URL SCREENSHOT_DIR SWITCH_TO_LANG
 import { launch } from "./browser.mjs";
+import { ANALYSE } from "./audio.mjs";
 
 const [url, shots, switchTo] = process.argv.slice(2);
 const browser = await launch();
 const result = { errors: [] };
+const hlsOf = () => document.querySelector("jiangtang-player").engine?.hls;
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => result.errors.push(String(e)));
@@ -17,48 +20,37 @@ try {
     if (r.status() >= 400) result.errors.push(`${r.status()} ${r.url()}`);
   });
   await page.goto(url);
-  await page.waitForFunction(() => document.querySelector("video")?.currentTime > 2, null, { timeout: 40000 });
-  const t1 = await page.evaluate(() => document.querySelector("video").currentTime);
+  await page.waitForFunction(() => {
+    const e = document.querySelector("jiangtang-player");
+    return e?.state === "playing" && e.media.currentTime > 2;
+  }, null, { timeout: 40000 });
+  const t = () => page.evaluate(() => document.querySelector("jiangtang-player").media.currentTime);
+  const t1 = await t();
   await page.waitForTimeout(2000);
-  const t2 = await page.evaluate(() => document.querySelector("video").currentTime);
-  result.advanced = t2 - t1;
-  result.tracks = await page.evaluate(() =>
-    window.jiangtangHls.audioTracks.map((t) => ({ name: t.name, lang: t.lang, default: t.default })),
+  result.advanced = (await t()) - t1;
+  result.mode = await page.evaluate(() => document.querySelector("jiangtang-player").mode);
+  result.tracks = await page.evaluate(`(${hlsOf})().audioTracks.map((t) => ({ name: t.name, lang: t.lang, default: t.default }))`);
+  result.picker = await page.evaluate(() =>
+    [...document.querySelector("jiangtang-player").shadowRoot.querySelectorAll("select.dialect option")].map((o) => o.textContent),
   );
-  result.picker = await page.evaluate(() => [...document.querySelectorAll("#dialect option")].map((o) => o.textContent));
-  result.latency = await page.evaluate(() => window.jiangtangHls.latency);
-  result.lowLatency = await page.evaluate(() => window.jiangtangHls.lowLatencyMode);
-  // Route the element's sound into an analyser.
-  await page.evaluate(() => {
-    const v = document.querySelector("video");
-    v.muted = false;
-    const ctx = new AudioContext();
-    const src = ctx.createMediaElementSource(v);
-    const an = ctx.createAnalyser();
-    an.fftSize = 8192;
-    src.connect(an);
-    an.connect(ctx.destination);
-    window.__peak = () => {
-      const bins = new Float32Array(an.frequencyBinCount);
-      an.getFloatFrequencyData(bins);
-      let best = 0;
-      for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
-      return (best * ctx.sampleRate) / an.fftSize;
-    };
-  });
+  result.latency = await page.evaluate(`(${hlsOf})().latency`);
+  result.lowLatency = await page.evaluate(`(${hlsOf})().lowLatencyMode`);
+  await page.evaluate(ANALYSE);
+  await page.evaluate(() => window.__analyse());
   await page.waitForTimeout(1500);
   result.hzBefore = await page.evaluate(() => window.__peak());
   await page.screenshot({ path: `${shots}/hls-playing.png` });
-  if (switchTo !== undefined) {
-    await page.selectOption("#dialect", String(switchTo));
-    await page.waitForFunction((i) => window.jiangtangHls.audioTrack === i, Number(switchTo), { timeout: 10000 });
-    // Let the new rendition's audio reach the speakers.
-    await page.waitForTimeout(5000);
-    result.hzAfter = await page.evaluate(() => window.__peak());
-    result.currentAfter = await page.evaluate(() => document.querySelector("video").currentTime);
-    await page.screenshot({ path: `${shots}/hls-switched.png` });
-  }
-  result.status = await page.evaluate(() => document.querySelector("#status").textContent);
+  await page.selectOption("jiangtang-player >> select.dialect", switchTo);
+  await page.waitForFunction(
+    `(() => { const h = (${hlsOf})(); return h.audioTracks[h.audioTrack]?.lang === ${JSON.stringify(switchTo)}; })()`,
+    null,
+    { timeout: 10000 },
+  );
+  // Let the new rendition's audio reach the speakers.
+  await page.waitForTimeout(5000);
+  result.hzAfter = await page.evaluate(() => window.__peak());
+  result.state = await page.evaluate(() => document.querySelector("jiangtang-player").state);
+  await page.screenshot({ path: `${shots}/hls-switched.png` });
 } catch (e) {
   result.errors.push(String(e));
 } finally {

@@ -1,14 +1,44 @@
-// Measures lip sync of a WHEP session in headless Chromium: the publisher sends a white video
-// frame and a 40 ms 1 kHz beep at the start of every second; we time when each flash is
-// displayed (requestVideoFrameCallback) and when each beep reaches the audio graph (an
-// AudioWorklet), both on the performance.now() clock, and report beep minus flash in ms:
-//   node whep-lipsync.mjs SERVER STREAM SECONDS
+// Measures lip sync in headless Chromium, first of LL-HLS playback in the web player (the
+// reference: HLS timestamps are exact, so it shows the measuring method's own offset), then
+// of a WHEP session, in the same browser so both share its audio output path. The publisher
+// sends a white video frame and a 40 ms 1 kHz beep at the start of every second; we time when
+// each flash is displayed (requestVideoFrameCallback) and when each beep reaches the audio
+// graph (an AudioWorklet), both on the performance.now() clock, and report beep minus flash
+// in ms for each:
+//   node lipsync.mjs SERVER STREAM HLS_SECONDS WEBRTC_SECONDS
 import { launch } from "./browser.mjs";
 
-const [server, stream, seconds] = process.argv.slice(2);
+const [server, stream, hlsSeconds, seconds] = process.argv.slice(2);
 const browser = await launch();
-const result = { errors: [] };
-try {
+const result = { errors: [], hls: {}, webrtc: {} };
+
+async function measureHls() {
+  const page = await browser.newPage({ bypassCSP: true });
+  await page.goto(`${server}/play/${stream}?mode=hls&muted=1`);
+  await page.waitForFunction(() => document.querySelector("jiangtang-player")?.media.currentTime > 1, null, { timeout: 30000 });
+  const r = await page.evaluate(async (seconds) => {
+    const v = document.querySelector("jiangtang-player").media;
+    v.muted = false;
+    const ctx = new AudioContext();
+    const worklet = `class Onset extends AudioWorkletProcessor { constructor(){super();this.loud=false} process(inputs){const ch=inputs[0][0]; if(ch){let e=0; for(const x of ch) e+=x*x; const loud=e/ch.length>0.01; if(loud&&!this.loud) this.port.postMessage(currentTime); this.loud=loud;} return true;} } registerProcessor("onset", Onset);`;
+    await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([worklet], { type: "text/javascript" })));
+    const beeps = [];
+    const onset = new AudioWorkletNode(ctx, "onset");
+    onset.port.onmessage = (e) => { const ts = ctx.getOutputTimestamp(); beeps.push(ts.performanceTime + (e.data - ts.contextTime) * 1000); };
+    const src = ctx.createMediaElementSource(v); src.connect(onset); src.connect(ctx.destination);
+    const flashes = []; const canvas = document.createElement("canvas"); canvas.width=16; canvas.height=9; const c2d = canvas.getContext("2d",{willReadFrequently:true}); let bright=false;
+    const onFrame = (now, meta) => { c2d.drawImage(v,0,0,16,9); const d=c2d.getImageData(0,0,16,9).data; let s=0; for(let i=0;i<d.length;i+=4) s+=d[i]; const b=s/(d.length/4)>128; if(b&&!bright) flashes.push(meta.expectedDisplayTime ?? now); bright=b; v.requestVideoFrameCallback(onFrame); };
+    v.requestVideoFrameCallback(onFrame);
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    const offsets = []; for (const f of flashes.slice(2)) { let best=null; for (const b of beeps) if (best===null||Math.abs(b-f)<Math.abs(best-f)) best=b; if (best!==null && Math.abs(best-f)<500) offsets.push(Math.round(best-f)); }
+    return { offsets, baseLatency: ctx.baseLatency, outputLatency: ctx.outputLatency };
+  }, Number(hlsSeconds));
+  await page.close();
+  return r;
+}
+
+async function measureWhep() {
+  const out = {};
   const page = await browser.newPage();
   page.on("pageerror", (e) => result.errors.push(String(e)));
   // AudioWorklet needs a secure context: a page of the relay's own (loopback) origin is one.
@@ -17,7 +47,7 @@ try {
     document.body.innerHTML = `<video id="v" autoplay playsinline muted></video>`;
   });
   Object.assign(
-    result,
+    out,
     await page.evaluate(
       async ({ server, stream, seconds }) => {
         const pc = new RTCPeerConnection();
@@ -102,6 +132,13 @@ try {
       { server, stream, seconds },
     ),
   );
+  await page.close();
+  return out;
+}
+
+try {
+  result.hls = await measureHls();
+  result.webrtc = await measureWhep();
 } catch (e) {
   result.errors.push(String(e));
 } finally {

@@ -1,0 +1,389 @@
+//! The embeddable web player in Debian's headless Chromium against the real relay: WebRTC
+//! first, LL-HLS when WebRTC is missing or refused, audio only, dialect switching heard in
+//! every mode, reconnecting by itself after a publisher restart, embedding from another
+//! origin (iframe and custom element), lecture states with screenshots, titles rendered as
+//! text, the remembered dialect, and the live channel's hand and question.
+//! Screenshots go to `target/test-screenshots/`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const DEMO: &str = "[demo]\nenabled = true\nwidth = 320\nheight = 180\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 400\n";
+
+fn player(scenario: &str, s: &Server, stream: &str, seconds: u32) -> Value {
+    player_in(None, scenario, s, stream, seconds)
+}
+
+fn player_in(
+    netns: Option<&Netns>,
+    scenario: &str,
+    s: &Server,
+    stream: &str,
+    seconds: u32,
+) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "tests/node has no node_modules: run scripts/test.sh, which installs them"
+    );
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let _browser = browser_lock();
+    let mut node = match netns {
+        Some(ns) => ns.command("node"),
+        None => Command::new("node"),
+    };
+    let out = output_within(
+        node.arg(dir.join("player.mjs")).args([
+            scenario,
+            &format!("http://{}", s.http),
+            stream,
+            shots.to_str().unwrap(),
+            &seconds.to_string(),
+        ]),
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.status.success(),
+        "player.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["errors"], serde_json::json!([]), "{scenario}: {r}");
+    r
+}
+
+fn hz(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// When the player first reported "playing", ms after navigation started.
+fn time_to_playing(r: &Value) -> Option<f64> {
+    r["events"].as_array()?.iter().find_map(|e| {
+        (e["name"] == "statechange" && e["detail"]["state"] == "playing")
+            .then(|| e["at"].as_f64())
+            .flatten()
+    })
+}
+
+fn check_dialect_switch(r: &Value, to_hz: f64) {
+    assert!(
+        (hz(&r["before"]) - 440.0).abs() < 10.0,
+        "普通话 first: {}",
+        r["before"]
+    );
+    assert!(
+        (hz(&r["after"]) - to_hz).abs() < 10.0,
+        "switched tone: {}",
+        r["after"]
+    );
+}
+
+#[test]
+fn plays_over_webrtc_first_and_switches_dialect() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("play", &s, "demo", 0);
+    eprintln!(
+        "WebRTC: playing {:?} ms after navigation",
+        time_to_playing(&r)
+    );
+    assert_eq!(r["player"]["mode"], "webrtc");
+    assert_eq!(
+        r["player"]["dialects"],
+        serde_json::json!(["普通话", "粤语", "客家话"])
+    );
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "video did not advance: {r}"
+    );
+    check_dialect_switch(&r, 660.0);
+    assert_eq!(r["afterSwitch"]["dialect"], "yue");
+    assert_eq!(
+        r["afterSwitch"]["mode"], "webrtc",
+        "a dialect switch needs no new session"
+    );
+    assert_eq!(r["info"]["mode"], "Real-time (WebRTC)");
+    assert!(
+        r["info"]["latency"].as_str().unwrap().ends_with(" s"),
+        "latency shown: {}",
+        r["info"]
+    );
+}
+
+#[test]
+fn plays_over_ll_hls_where_webrtc_is_missing() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("no-webrtc", &s, "demo", 0);
+    eprintln!(
+        "LL-HLS: playing {:?} ms after navigation",
+        time_to_playing(&r)
+    );
+    assert_eq!(r["player"]["mode"], "hls");
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "video did not advance: {r}"
+    );
+    check_dialect_switch(&r, 660.0);
+    assert_eq!(r["info"]["mode"], "Smooth (HLS)");
+    assert!(
+        r["info"]["latency"].as_str().unwrap().ends_with(" s"),
+        "latency shown: {}",
+        r["info"]
+    );
+}
+
+#[test]
+fn falls_back_to_ll_hls_when_a_firewall_drops_udp() {
+    // Relay and browser in a namespace of our own whose firewall drops every UDP packet, as
+    // on a school network that lets only web traffic through.
+    let Some(ns) = Netns::new("udp") else {
+        eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
+        return;
+    };
+    ns.nft("table inet jt {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto udp drop\n }\n}\n");
+    let s = Server::start_in(Some(&ns), DEMO);
+    // No wait for segments from out here: the namespace is closed; the player itself waits.
+    let r = player_in(Some(&ns), "play", &s, "demo", 0);
+    assert_eq!(r["player"]["mode"], "hls");
+    let events = r["events"].as_array().unwrap();
+    let modes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"] == "modechange")
+        .map(|e| e["detail"]["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        modes,
+        ["webrtc", "hls"],
+        "tried WebRTC, then LL-HLS: {}",
+        r["events"]
+    );
+    let why = events
+        .iter()
+        .find(|e| e["name"] == "playbackerror")
+        .expect("no playbackerror");
+    assert!(
+        why["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not connect"),
+        "{why}"
+    );
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "video did not advance: {r}"
+    );
+    check_dialect_switch(&r, 660.0);
+    assert_eq!(r["info"]["mode"], "Smooth (HLS)");
+}
+
+#[test]
+fn falls_back_to_ll_hls_when_the_relay_refuses_webrtc() {
+    let s = Server::start(&format!("{DEMO}[webrtc]\nenabled = false\n"));
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("play", &s, "demo", 0);
+    assert_eq!(r["player"]["mode"], "hls");
+    let fell_back = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "fallback" && e["detail"]["from"] == "webrtc");
+    assert!(
+        fell_back,
+        "no fallback from WebRTC recorded: {}",
+        r["events"]
+    );
+    check_dialect_switch(&r, 660.0);
+}
+
+#[test]
+fn audio_only_mode_for_weak_networks() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "audio-hak", 1);
+    let r = player("audio", &s, "demo", 0);
+    assert_eq!(r["player"]["mode"], "audio");
+    assert_eq!(r["player"]["videoWidth"], 0, "audio only fetches no video");
+    check_dialect_switch(&r, 880.0);
+    assert_eq!(
+        r["audioCard"], "仅音频 · 客家话",
+        "the picture area says what is playing"
+    );
+    // The relay offers audio-only variants for native players as well.
+    let master = get_text(&s.url("/hls/demo/index.m3u8"));
+    assert!(
+        master.contains("CODECS=\"mp4a.40.2\",AUDIO=\"dialects\"\naudio-cmn/index.m3u8"),
+        "{master}"
+    );
+}
+
+#[test]
+fn shows_reconnecting_and_resumes_by_itself_after_a_publisher_restart() {
+    let s = Server::start("[lectures]\ngrace_period_s = 30\n");
+    let url = s.rtmp_url("hall");
+    let mut first = ffmpeg_publish(&url, "320x180", 25, 440);
+    wait_for_segments(&s, "hall", "video", 1);
+    // Hold the browser for the watcher from here, so the restart below happens while it
+    // watches rather than while it waits for another test's browser.
+    let _browser = browser_lock();
+    let watcher = {
+        let http = s.http;
+        std::thread::spawn(move || {
+            // The player is driven by its own process; `s` stays here.
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+            let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+            std::fs::create_dir_all(&shots).unwrap();
+            let out = output_within(
+                Command::new("node").arg(dir.join("player.mjs")).args([
+                    "watch",
+                    &format!("http://{http}"),
+                    "hall",
+                    shots.to_str().unwrap(),
+                    "26",
+                ]),
+                Duration::from_secs(120),
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_secs(9));
+    first.stop();
+    std::thread::sleep(Duration::from_secs(5));
+    let _again = ffmpeg_publish(&url, "320x180", 25, 440);
+    let r = watcher.join().unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let samples = r["samples"].as_array().unwrap();
+    let states: Vec<&str> = samples
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    let first_reconnecting = states
+        .iter()
+        .position(|s| *s == "reconnecting")
+        .expect("never showed reconnecting");
+    assert!(states[..first_reconnecting].contains(&"playing"));
+    assert!(
+        states[first_reconnecting..].contains(&"playing"),
+        "never resumed: {states:?}"
+    );
+    assert_eq!(*states.last().unwrap(), "playing", "{states:?}");
+    let t: Vec<f64> = samples.iter().map(|x| x["t"].as_f64().unwrap()).collect();
+    let tail = &t[t.len() - 5..];
+    assert!(
+        tail.windows(2).all(|w| w[1] > w[0]),
+        "video not advancing at the end: {t:?}"
+    );
+    // The same engine all along: no reload of the page, no fallback.
+    assert!(
+        samples
+            .iter()
+            .all(|x| x["mode"] == "webrtc" || x["mode"].is_null()),
+        "{r}"
+    );
+}
+
+#[test]
+fn embeds_from_another_origin_as_iframe_and_as_element() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("embed", &s, "demo", 0);
+    assert_eq!(r["element"]["state"], "playing");
+    assert_eq!(r["element"]["mode"], "hls");
+    assert_eq!(r["iframe"]["state"], "playing");
+    assert!(r["iframe"]["t"].as_f64().unwrap() > 0.2);
+}
+
+#[test]
+fn lecture_states_and_titles_are_text() {
+    let hostile = "<script>window.pwned=1</script><img src=x onerror=\\\"window.pwned=2\\\">讲座";
+    let s = Server::start(&format!(
+        "[lectures]\ngrace_period_s = 1\n[[lecture]]\nname = \"soon\"\ntitle = \"{hostile}\"\nstarts_at = \"2099-06-01T19:30:00+08:00\"\n[[lecture]]\nname = \"over\"\ntitle = \"已结束的讲座\"\n"
+    ));
+    // Not yet started: title as text and a countdown.
+    let r = player("state", &s, "soon", 0);
+    assert_eq!(r["player"]["state"], "scheduled");
+    assert_eq!(
+        r["overlay"]["title"],
+        "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">讲座"
+    );
+    assert!(
+        r["overlay"]["titleHtml"]
+            .as_str()
+            .unwrap()
+            .starts_with("&lt;script&gt;")
+    );
+    assert_eq!(r["pwned"], Value::Null, "the title ran as HTML");
+    let sub = r["overlay"]["sub"].as_str().unwrap();
+    assert!(sub.contains("距开始还有") && sub.contains("2099"), "{sub}");
+    // Ended: publish a little, stop, let the grace period pass.
+    let mut p = ffmpeg_publish(&s.rtmp_url("over"), "320x180", 25, 440);
+    wait_for_segments(&s, "over", "video", 1);
+    p.stop();
+    wait_until(Duration::from_secs(10), "the lecture to end", || {
+        let v: Value = serde_json::from_str(&get_text(&s.url("/api/v1/streams/over"))).ok()?;
+        (v["status"] == "ended").then_some(())
+    });
+    let r = player("state", &s, "over", 0);
+    assert_eq!(r["player"]["state"], "ended");
+    assert_eq!(r["overlay"]["msg"], "讲座已结束");
+    assert_eq!(r["player"]["title"], "已结束的讲座");
+}
+
+#[test]
+fn fits_a_phone_screen() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("mobile", &s, "demo", 0);
+    let l = &r["layout"];
+    assert!(
+        l["scrollWidth"].as_f64().unwrap() <= 360.0,
+        "scrolls sideways: {l}"
+    );
+    assert!(
+        l["scrollHeight"].as_f64().unwrap() <= 640.0,
+        "taller than the screen: {l}"
+    );
+    assert_eq!(l["controlsInside"], true, "a control is off screen: {l}");
+    assert!(
+        l["smallestControl"].as_f64().unwrap() >= 36.0,
+        "too small to tap: {l}"
+    );
+    assert!(
+        l["videoHeight"].as_f64().unwrap() >= 150.0,
+        "no room left for the picture: {l}"
+    );
+    assert_eq!(r["player"]["state"], "playing");
+}
+
+#[test]
+fn remembers_the_dialect_on_this_device() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("remember", &s, "demo", 0);
+    assert_eq!(r["player"]["dialect"], "hak");
+}
+
+#[test]
+fn classroom_raises_hand_and_asks_from_the_player() {
+    let s = Server::start(DEMO);
+    wait_for_segments(&s, "demo", "video", 1);
+    let r = player("interact", &s, "demo", 0);
+    assert_eq!(
+        r["pausedByKeyboard"], true,
+        "Space on the focused play button pauses"
+    );
+    let q: Value =
+        serde_json::from_str(&get_text(&s.url("/api/v1/streams/demo/questions"))).unwrap();
+    let list = q["questions"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{q}");
+    assert_eq!(list[0]["kind"], "hand");
+    assert_eq!(list[0]["from"], "西和小学");
+    assert_eq!(list[1]["text"], "第三题<b>怎么</b>做？");
+}
