@@ -17,8 +17,8 @@ pub struct Tag {
 impl Tag {
     /// An AVC or AAC sequence header.
     pub fn is_config(&self) -> bool {
-        self.body.len() > 1
-            && ((self.kind == 9 && self.body[1] == 0) || (self.kind == 8 && self.body[1] == 0))
+        // Both AVC and AAC mark their sequence header with packet type 0 in byte 1.
+        self.body.len() > 1 && (self.kind == 9 || self.kind == 8) && self.body[1] == 0
     }
 
     /// A video keyframe.

@@ -18,6 +18,11 @@ pub struct Relay {
 impl Relay {
     /// Starts `binary serve` on loopback ports chosen by the OS, demo off.
     pub fn start(binary: &str) -> anyhow::Result<Relay> {
+        Relay::start_with(binary, &[])
+    }
+
+    /// Like [`Relay::start`], with extra environment (configuration overrides) on top.
+    pub fn start_with(binary: &str, env: &[(&str, &str)]) -> anyhow::Result<Relay> {
         let mut child = Command::new(binary)
             .arg("serve")
             .env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
@@ -26,6 +31,7 @@ impl Relay {
             .env("JIANGTANG_WEBRTC_MAX_VIEWERS", "2000")
             .env("JIANGTANG_DEMO_ENABLED", "false")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -50,6 +56,25 @@ impl Relay {
             http: http.context("http")?,
             rtmp: rtmp.context("rtmp")?,
         })
+    }
+
+    /// Waits (up to 30 s) until `stream` has a complete video segment.
+    pub async fn wait_live(&self, stream: &str) -> anyhow::Result<()> {
+        let c = reqwest::Client::new();
+        let url = format!("http://{}/hls/{stream}/video/index.m3u8", self.http);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if std::time::Instant::now() > deadline {
+                bail!("{stream} never went live");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Ok(r) = c.get(&url).send().await
+                && r.status().is_success()
+                && r.text().await?.contains("seg-")
+            {
+                return Ok(());
+            }
+        }
     }
 
     /// Process id.

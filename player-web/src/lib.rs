@@ -142,12 +142,12 @@ const PAGE: &str = r#"<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>讲堂 · {stream}</title>
 <style>
-  html, body { margin: 0; background: #000; }
+  html, body { margin: 0; height: 100%; background: #000; }
   jiangtang-player { max-width: 1280px; margin: 0 auto; }
 </style>
 </head>
 <body>
-<jiangtang-player {attributes}></jiangtang-player>
+<jiangtang-player fill {attributes}></jiangtang-player>
 <script src="/player.js"></script>
 </body>
 </html>

@@ -278,10 +278,10 @@ async fn load(
                     // An LL-HLS player: follow the video and one dialect part by part.
                     let mut hints: Vec<(String, String)> = Vec::new();
                     for b in [&base, &audio] {
-                        if let Some(t) = fetch(format!("{b}index.m3u8")).await {
-                            if let Some((_, h)) = edge(&String::from_utf8_lossy(&t)) {
-                                hints.push((b.clone(), h));
-                            }
+                        if let Some(t) = fetch(format!("{b}index.m3u8")).await
+                            && let Some((_, h)) = edge(&String::from_utf8_lossy(&t))
+                        {
+                            hints.push((b.clone(), h));
                         }
                     }
                     while Instant::now() < until && !hints.is_empty() {
@@ -357,21 +357,21 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let c = client();
             loop {
-                if let Ok(r) = c.get(format!("{base}index.m3u8")).send().await {
-                    if let Ok(t) = r.text().await {
-                        let parts: Vec<String> = t
-                            .lines()
-                            .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
-                            .filter_map(|l| {
-                                l.split("URI=\"")
-                                    .nth(1)?
-                                    .split('"')
-                                    .next()
-                                    .map(str::to_string)
-                            })
-                            .collect();
-                        *recent.lock().expect("lock") = parts;
-                    }
+                if let Ok(r) = c.get(format!("{base}index.m3u8")).send().await
+                    && let Ok(t) = r.text().await
+                {
+                    let parts: Vec<String> = t
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+                        .filter_map(|l| {
+                            l.split("URI=\"")
+                                .nth(1)?
+                                .split('"')
+                                .next()
+                                .map(str::to_string)
+                        })
+                        .collect();
+                    *recent.lock().expect("lock") = parts;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

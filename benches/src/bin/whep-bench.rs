@@ -218,23 +218,7 @@ async fn main() -> anyhow::Result<()> {
     let publisher = tokio::spawn(publish(relay.rtmp, "bench", tags, log.clone(), end));
 
     // Wait until the lecture is live.
-    let c = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if Instant::now() > deadline {
-            bail!("the lecture never went live");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if let Ok(r) = c
-            .get(format!("http://{}/hls/bench/video/index.m3u8", relay.http))
-            .send()
-            .await
-        {
-            if r.status().is_success() && r.text().await?.contains("seg-") {
-                break;
-            }
-        }
-    }
+    relay.wait_live("bench").await?;
     let metric = |text: &str, name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))

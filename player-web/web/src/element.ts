@@ -77,6 +77,13 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .info { padding: 8px 12px; background: #181818; font-size: .9em; display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; }
 .info[hidden] { display: none; }
 .sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+.frame.audio video, :host([fill]) .frame.audio video { position: absolute; width: 1px; height: 1px; opacity: 0; }
+.audio-card { display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 10px; min-height: 160px; height: 100%; background: radial-gradient(#1d2a3a, #000); font-size: 1.1em; }
+.audio-card svg { width: 56px; height: 56px; opacity: .8; }
+.audio-card[hidden] { display: none; }
+:host([fill]) { display: flex; flex-direction: column; height: 100%; }
+:host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
+:host([fill]) video { height: 100%; aspect-ratio: auto; object-fit: contain; }
 @media (max-width: 480px) { .bar .lbl { display: none; } }
 `;
 
@@ -156,6 +163,7 @@ export class JiangtangPlayer extends HTMLElement {
     (this.el.dialect as HTMLSelectElement).value = lang;
     await this.engine?.setDialect(lang);
     this.emit("dialectchange", { lang });
+    this.updateAudioCard();
   }
 
   /** Chooses the playback mode: auto, webrtc, hls or audio. */
@@ -235,6 +243,11 @@ export class JiangtangPlayer extends HTMLElement {
     this.video.muted = this.hasAttribute("muted");
     this.video.setAttribute("aria-label", t.live);
     frame.appendChild(this.video);
+    // Audio only: no picture, so say what is playing instead of a black box.
+    const card = this.make("div", "audio-card", frame);
+    card.hidden = true;
+    card.append(icon("sound"));
+    this.make("div", "audio-text", card);
     const title = this.make("div", "title", frame);
     title.setAttribute("part", "title");
     const overlay = this.make("div", "overlay", frame);
@@ -335,6 +348,14 @@ export class JiangtangPlayer extends HTMLElement {
     return e;
   }
 
+  private updateAudioCard(): void {
+    const audio = this.engine?.mode === "audio";
+    this.el.frame.classList.toggle("audio", audio);
+    this.el["audio-card"].hidden = !audio;
+    const name = this.dialects.find((d) => d.lang === this._dialect)?.name ?? "";
+    this.el["audio-text"].textContent = name ? `${this.t.modeAudio} · ${name}` : this.t.modeAudio;
+  }
+
   private updateButtons(): void {
     const t = this.t;
     const play = this.el.play;
@@ -409,19 +430,20 @@ export class JiangtangPlayer extends HTMLElement {
     const info = this.el.info;
     if (info && !info.hidden) {
       this.latency().then((l) => {
-        const rows: [string, string][] = [
-          [t.using, this.mode ?? "–"],
-          [t.latency, l === null ? "–" : `${l.toFixed(1)} s`],
-          [t.dialect, this.dialects.find((d) => d.lang === this._dialect)?.name ?? "–"],
-          [t.viewers, this.viewers ? String(this.viewers.webrtc + this.viewers.live_channel) : "–"],
+        const modeName = { webrtc: t.modeWebrtc, hls: t.modeHls, audio: t.modeAudio };
+        const rows: [string, string, string][] = [
+          ["mode", t.using, this.mode ? modeName[this.mode] : "–"],
+          ["latency", t.latency, l === null ? "–" : `${l.toFixed(1)} s`],
+          ["dialect", t.dialect, this.dialects.find((d) => d.lang === this._dialect)?.name ?? "–"],
+          ["viewers", t.viewers, this.viewers ? String(this.viewers.webrtc + this.viewers.live_channel) : "–"],
         ];
         info.replaceChildren();
-        for (const [k, v] of rows) {
+        for (const [key, k, v] of rows) {
           const a = document.createElement("span");
           a.textContent = k;
           const b = document.createElement("span");
           b.textContent = v;
-          b.className = `info-${k}`;
+          b.className = `info-${key}`;
           info.append(a, b);
         }
       });
@@ -513,6 +535,7 @@ export class JiangtangPlayer extends HTMLElement {
       this.engine?.setDialect(want).catch(() => undefined);
     }
     if (this._dialect) select.value = this._dialect;
+    this.updateAudioCard();
     switch (l.status) {
       case "scheduled":
       case "idle":
@@ -571,6 +594,7 @@ export class JiangtangPlayer extends HTMLElement {
         await engine.start();
         this.engine = engine;
         this.emit("modechange", { mode });
+        this.updateAudioCard();
         break;
       } catch (e) {
         engine.stop();
@@ -594,6 +618,7 @@ export class JiangtangPlayer extends HTMLElement {
   private stopEngine(): void {
     this.engine?.stop();
     this.engine = null;
+    this.updateAudioCard();
   }
 
   private restartEngine(): void {

@@ -149,7 +149,6 @@ export class HlsEngine implements Engine {
   private attach(): void {
     const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveDurationInfinity: true });
     this.hls = hls;
-    (window as any).jiangtangHls = hls;
     hls.on(Events.MANIFEST_PARSED, () => {
       this.retries = 0;
       this.pickTrack();

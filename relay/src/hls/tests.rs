@@ -78,7 +78,7 @@ impl Source {
             }
             let now = t0() + Duration::from_millis(t as u64);
             if next_video {
-                let key = self.vframe % self.gop == 0;
+                let key = self.vframe.is_multiple_of(self.gop);
                 let dts = (self.start_ms + vt) * 90;
                 p.push(
                     self.video.unwrap(),
