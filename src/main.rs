@@ -177,6 +177,8 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     }
     let stop_http = stopped();
     tasks.spawn(async move {
+        // Client addresses reach handlers that need them (the operator API's loopback rule).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(http, app)
             .with_graceful_shutdown(stop_http)
             .await

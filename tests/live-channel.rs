@@ -127,3 +127,72 @@ fn live_channel_pushes_state_and_takes_questions() {
         .collect();
     assert_eq!(kinds, ["question", "hand", "hand"]);
 }
+
+#[test]
+fn questions_are_for_the_operator_only() {
+    let s = Server::start(
+        "[http]\noperator_token = \"district-operator-0123\"\n[[lecture]]\nname = \"keyed\"\npublish_key = \"hall-key-123\"\n",
+    );
+    let _p = ffmpeg_publish(&s.rtmp_url("free"), "160x90", 10, 440);
+    wait_for_segments(&s, "free", "video", 1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = s.url("/api/v1/streams/keyed/questions");
+        let c = reqwest::Client::new();
+        let status = |r: reqwest::Response| r.status().as_u16();
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("operator token"),
+            "{body}"
+        );
+        assert_eq!(
+            status(
+                c.get(&url)
+                    .bearer_auth("wrong-key-123")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            401
+        );
+        assert_eq!(
+            status(
+                c.get(&url)
+                    .bearer_auth("hall-key-123")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            200
+        );
+        assert_eq!(
+            status(
+                c.get(&url)
+                    .bearer_auth("district-operator-0123")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            200
+        );
+        // With an operator token set, being on this machine is not enough for any lecture.
+        let free = s.url("/api/v1/streams/free/questions");
+        assert_eq!(status(c.get(&free).send().await.unwrap()), 401);
+        assert_eq!(
+            status(
+                c.get(&free)
+                    .bearer_auth("district-operator-0123")
+                    .send()
+                    .await
+                    .unwrap()
+            ),
+            200
+        );
+    });
+}

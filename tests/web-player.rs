@@ -233,26 +233,7 @@ fn shows_reconnecting_and_resumes_by_itself_after_a_publisher_restart() {
     // Hold the browser for the watcher from here, so the restart below happens while it
     // watches rather than while it waits for another test's browser.
     let _browser = browser_lock();
-    let watcher = {
-        let http = s.http;
-        std::thread::spawn(move || {
-            // The player is driven by its own process; `s` stays here.
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-            let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
-            std::fs::create_dir_all(&shots).unwrap();
-            let out = output_within(
-                Command::new("node").arg(dir.join("player.mjs")).args([
-                    "watch",
-                    &format!("http://{http}"),
-                    "hall",
-                    shots.to_str().unwrap(),
-                    "26",
-                ]),
-                Duration::from_secs(120),
-            );
-            serde_json::from_slice::<Value>(&out.stdout).unwrap()
-        })
-    };
+    let watcher = watch_in_background(&s, "hall", 26);
     std::thread::sleep(Duration::from_secs(9));
     first.stop();
     std::thread::sleep(Duration::from_secs(5));
@@ -287,6 +268,61 @@ fn shows_reconnecting_and_resumes_by_itself_after_a_publisher_restart() {
             .all(|x| x["mode"] == "webrtc" || x["mode"].is_null()),
         "{r}"
     );
+}
+
+/// Runs the `watch` scenario for `seconds` on another thread while the caller drives the
+/// publisher. The caller holds [`browser_lock`] so the browser starts at once.
+fn watch_in_background(s: &Server, stream: &str, seconds: u32) -> std::thread::JoinHandle<Value> {
+    let http = s.http;
+    let stream = stream.to_string();
+    std::thread::spawn(move || {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        let out = output_within(
+            Command::new("node").arg(dir.join("player.mjs")).args([
+                "watch",
+                &format!("http://{http}"),
+                &stream,
+                shots.to_str().unwrap(),
+                &seconds.to_string(),
+            ]),
+            Duration::from_secs(seconds as u64 + 90),
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    })
+}
+
+#[test]
+fn opened_before_the_start_it_plays_video_when_live_and_shows_the_end() {
+    // A classroom opens the page early: countdown, then the lecture starts (the page is
+    // told, nobody reloads), then it ends.
+    let s = Server::start(
+        "[lectures]\ngrace_period_s = 2\n[[lecture]]\nname = \"later\"\ntitle = \"烹饪培训\"\nstarts_at = \"2099-06-01T19:30:00+08:00\"\n",
+    );
+    let _browser = browser_lock();
+    let watcher = watch_in_background(&s, "later", 34);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut publisher = ffmpeg_publish(&s.rtmp_url("later"), "320x180", 25, 440);
+    std::thread::sleep(Duration::from_secs(16));
+    publisher.stop();
+    let r = watcher.join().unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let samples = r["samples"].as_array().unwrap();
+    let states: Vec<&str> = samples
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"scheduled"), "{states:?}");
+    let playing: Vec<&Value> = samples.iter().filter(|x| x["state"] == "playing").collect();
+    assert!(playing.len() > 5, "never played: {states:?}");
+    assert!(
+        playing
+            .iter()
+            .all(|x| x["mode"] == "webrtc" && x["videoWidth"] == 320),
+        "played, but not the picture over WebRTC: {r}"
+    );
+    assert_eq!(states.last(), Some(&"ended"), "{states:?}");
 }
 
 #[test]

@@ -66,6 +66,9 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Bearer token for the operator API (questions of any lecture); empty for none. A
+    /// lecture's own `publish_key` also opens its questions.
+    pub operator_token: String,
 }
 
 /// `[rtmp]`
@@ -254,6 +257,12 @@ impl Config {
                 reason: reason.into(),
             })
         };
+        if !self.http.operator_token.is_empty() && self.http.operator_token.len() < 16 {
+            return bad(
+                "http.operator_token",
+                "must be empty or at least 16 characters",
+            );
+        }
         if !(100..=2000).contains(&self.hls.part_target_ms) {
             return bad("hls.part_target_ms", "must be 100..=2000");
         }

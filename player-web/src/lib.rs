@@ -32,7 +32,18 @@ fn etag() -> &'static str {
     TAG.get_or_init(|| {
         let mut h = DefaultHasher::new();
         BUNDLE.hash(&mut h);
-        format!("\"{:016x}\"", h.finish())
+        // Weak: the same tag stands for the gzip and the identity encoding of one bundle.
+        format!("W/\"{:016x}\"", h.finish())
+    })
+}
+
+/// Whether an `If-None-Match` value names `tag` (weak comparison, lists and `*`).
+fn none_match(header: &[u8], tag: &str) -> bool {
+    let bare = tag.trim_start_matches("W/");
+    std::str::from_utf8(header).is_ok_and(|h| {
+        h.split(',')
+            .map(|t| t.trim())
+            .any(|t| t == "*" || t.trim_start_matches("W/") == bare)
     })
 }
 
@@ -48,9 +59,13 @@ async fn player_js(headers: HeaderMap) -> Response {
     let tag = etag();
     if headers
         .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == tag.as_bytes())
+        .is_some_and(|v| none_match(v.as_bytes(), tag))
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, tag), (header::CACHE_CONTROL, "no-cache")],
+        )
+            .into_response();
     }
     let mut r = (StatusCode::OK, BUNDLE).into_response();
     let h = r.headers_mut();
@@ -156,6 +171,17 @@ const PAGE: &str = r#"<!doctype html>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        let tag = "W/\"00ab\"";
+        assert!(none_match(b"W/\"00ab\"", tag));
+        assert!(none_match(b"\"00ab\"", tag));
+        assert!(none_match(b"\"x\", W/\"00ab\"", tag));
+        assert!(none_match(b"*", tag));
+        assert!(!none_match(b"\"00ac\"", tag));
+        assert!(!none_match(b"\xff", tag));
+    }
 
     #[test]
     fn query_values_are_checked_before_reaching_html() {

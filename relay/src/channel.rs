@@ -141,6 +141,8 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         .or_else(|| configured.and_then(|c| c.title.clone()));
     let starts_at = configured.and_then(|c| c.starts_at).map(|t| t.to_string());
     let status = match live.as_ref().map(|l| l.status()) {
+        // Published, but nothing playable yet: players wait instead of guessing the tracks.
+        Some(Status::Live) if !live.as_ref().is_some_and(|l| l.has_media()) => "starting",
         Some(Status::Live) => "live",
         Some(Status::Reconnecting { .. }) => "reconnecting",
         Some(Status::Ended { .. }) => "ended",
@@ -346,16 +348,60 @@ async fn run(hub: Arc<Hub>, name: &str, mut socket: WebSocket) {
     }
 }
 
+/// Whether a request may read a lecture's questions: it carries the operator token or the
+/// lecture's publish key as a bearer token, or, when neither is configured, comes from this
+/// machine.
+fn operator_allowed(
+    config: &config::Config,
+    lecture: &str,
+    bearer: Option<&str>,
+    peer: Option<std::net::IpAddr>,
+) -> bool {
+    use subtle::ConstantTimeEq;
+    let matches = |secret: &str| {
+        !secret.is_empty()
+            && bearer.is_some_and(|b| bool::from(b.as_bytes().ct_eq(secret.as_bytes())))
+    };
+    let key = config
+        .lecture(lecture)
+        .and_then(|l| l.publish_key.as_deref())
+        .unwrap_or("");
+    let token = config.http.operator_token.as_str();
+    if matches(token) || matches(key) {
+        return true;
+    }
+    token.is_empty() && key.is_empty() && peer.is_some_and(|ip| ip.is_loopback())
+}
+
 /// `GET /api/v1/streams/NAME/questions`
 pub async fn questions(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     if state(&s.hub, &name).is_none() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no lecture {name:?}"),
         ));
+    }
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !operator_allowed(s.hub.config(), &name, bearer, peer.map(|p| p.0.0.ip())) {
+        info!(lecture = %name, "questions refused: no valid operator token");
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "reading questions needs the operator token or the lecture's publish key as a bearer token",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(r);
     }
     Ok(axum::Json(json!({ "questions": s.hub.questions.list(&name) })).into_response())
 }
@@ -385,6 +431,41 @@ mod tests {
         assert!(!b.take(t));
         assert!(b.take(t + Duration::from_secs(2)));
         assert!(!b.take(t + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn operator_needs_a_token_unless_open_and_local() {
+        let cfg = |extra: &str| {
+            config::Config::from_toml_str_with_env(
+                &format!("{extra}\n[[lecture]]\nname = \"k\"\npublish_key = \"hall-key-123\"\n"),
+                std::iter::empty(),
+            )
+            .unwrap()
+        };
+        let lo = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        let far = Some(std::net::IpAddr::from([192, 0, 2, 7]));
+        let open = cfg("");
+        assert!(operator_allowed(&open, "free", None, lo));
+        assert!(!operator_allowed(&open, "free", None, far));
+        assert!(!operator_allowed(&open, "free", None, None));
+        assert!(!operator_allowed(&open, "k", None, lo), "keyed lecture");
+        assert!(operator_allowed(&open, "k", Some("hall-key-123"), far));
+        assert!(!operator_allowed(&open, "k", Some("hall-key-12"), far));
+        let tok = cfg("[http]\noperator_token = \"operator-token-0123\"");
+        assert!(!operator_allowed(&tok, "free", None, lo));
+        assert!(operator_allowed(
+            &tok,
+            "free",
+            Some("operator-token-0123"),
+            far
+        ));
+        assert!(operator_allowed(
+            &tok,
+            "k",
+            Some("operator-token-0123"),
+            far
+        ));
+        assert!(!operator_allowed(&tok, "free", Some(""), far));
     }
 
     #[test]

@@ -172,6 +172,12 @@ impl Lecture {
         });
     }
 
+    /// Whether any rendition has something playable (a part) yet.
+    pub fn has_media(&self) -> bool {
+        let hls = self.hls();
+        (0..hls.renditions().len()).any(|r| hls.has_media(r))
+    }
+
     /// Whether the lecture carries video.
     pub fn has_video(&self) -> bool {
         self.hls()
@@ -269,10 +275,7 @@ impl Hub {
         let retention = Duration::from_secs(self.config.lectures.ended_retention_s);
         let mut remove = Vec::new();
         for lecture in self.list() {
-            let had_media = {
-                let hls = lecture.hls();
-                (0..hls.renditions().len()).any(|r| hls.has_media(r))
-            };
+            let had_media = lecture.has_media();
             match lecture.status() {
                 // Nobody can be watching a lecture that never had media: no grace needed.
                 Status::Reconnecting { .. } if !had_media => {
@@ -435,6 +438,7 @@ impl Publish for Hub {
             session,
             tracks: HashMap::new(),
             dialect_names: self.config.dialects.clone(),
+            had_media: false,
         }))
     }
 }
@@ -445,6 +449,8 @@ struct PublisherSink {
     session: u64,
     tracks: HashMap<TrackId, SinkTrack>,
     dialect_names: indexmap::IndexMap<String, String>,
+    /// This session has put something playable in the playlists.
+    had_media: bool,
 }
 
 struct SinkTrack {
@@ -530,9 +536,15 @@ impl MediaSink for PublisherSink {
                 let before = hls.version();
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
                 let v = hls.version();
+                let first_media = !self.had_media && hls.has_media(t.rendition);
                 drop(hls);
                 if v != before {
                     self.lecture.notify(v);
+                }
+                if first_media {
+                    // Players waiting for a "starting" lecture can begin now.
+                    self.had_media = true;
+                    self.lecture.announce();
                 }
                 if let Some(placed) = placed {
                     let taps = &self.lecture.taps;

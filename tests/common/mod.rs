@@ -354,6 +354,11 @@ pub fn send(
 
 /// GET `url`: status, headers, body.
 pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    get_with(url, &[])
+}
+
+/// GET `url` with extra request headers: status, headers, body (as sent: no decompression).
+pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -363,7 +368,11 @@ pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap();
-        let r = client.get(url).send().await.expect("request");
+        let mut req = client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let body = r.bytes().await.unwrap().to_vec();

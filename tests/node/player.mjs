@@ -4,7 +4,8 @@
 //   play          /play/STREAM: mode auto (WebRTC first), switch dialect, check the tone
 //   no-webrtc     like play, but with RTCPeerConnection removed (as in some in-app webviews)
 //   audio         /play/STREAM?mode=audio: audio only, switch dialect
-//   watch         /play/STREAM for SECONDS, sampling state and currentTime (restart tests)
+//   watch         /play/STREAM for SECONDS, sampling state and currentTime (restart tests);
+//                 a screenshot of each state the first time it is seen
 //   embed         a page on another origin with an iframe of /play/STREAM and a
 //                 <jiangtang-player> loaded from /player.js
 //   state         /play/STREAM, wait for a settled state, screenshot (scheduled, ended, ...)
@@ -144,18 +145,18 @@ try {
     await page.goto(`${server}/play/${stream}`);
     const samples = [];
     const end = Date.now() + Number(seconds) * 1000;
-    let shotReconnecting = false;
+    const shotStates = new Set();
     while (Date.now() < end) {
       const p = await player(page);
-      samples.push({ at: Date.now(), state: p.state, t: p.t, mode: p.mode });
-      if (p.state === "reconnecting" && !shotReconnecting) {
-        shotReconnecting = true;
-        await page.screenshot({ path: `${shots}/player-reconnecting.png` });
+      samples.push({ at: Date.now(), state: p.state, t: p.t, mode: p.mode, videoWidth: p.videoWidth });
+      if (!shotStates.has(p.state)) {
+        shotStates.add(p.state);
+        await page.screenshot({ path: `${shots}/player-watch-${stream}-${p.state}.png` });
       }
       await page.waitForTimeout(400);
     }
     result.samples = samples;
-    await page.screenshot({ path: `${shots}/player-after-reconnect.png` });
+    await page.screenshot({ path: `${shots}/player-watch-${stream}-last.png` });
   } else if (scenario === "embed") {
     // A page of another origin (another port on loopback, so a real cross-origin HTTP
     // server) embedding the lecture both ways.

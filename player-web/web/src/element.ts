@@ -18,7 +18,7 @@ interface Dialect {
 }
 
 interface LectureState {
-  status: "live" | "reconnecting" | "ended" | "scheduled" | "idle";
+  status: "starting" | "live" | "reconnecting" | "ended" | "scheduled" | "idle";
   title: string | null;
   starts_at: string | null;
   dialects: Dialect[];
@@ -551,8 +551,15 @@ export class JiangtangPlayer extends HTMLElement {
         if (this.engine) this.setState("reconnecting");
         else this.startEngine();
         break;
+      case "starting":
+        // Published, but no media yet: which tracks it has is not known until there is.
+        if (!this.engine) this.setState("connecting");
+        break;
       case "live":
-        if (!this.engine && !this.engineStarting) this.startEngine();
+        if (this.engine?.mode === "audio" && l.has_video && (this.getAttribute("mode") ?? "auto") === "auto") {
+          // Chosen when only sound was known; the picture has arrived since.
+          this.restartEngine();
+        } else if (!this.engine && !this.engineStarting) this.startEngine();
         else if (this._state === "reconnecting" && !this.video.paused) this.setState("playing");
         break;
     }
