@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -55,23 +54,39 @@ fn listed(text: &str) -> Listed {
     }
 }
 
+/// Packaging settings a test configured.
+struct Expect {
+    part_ms: u64,
+    target_duration: u64,
+}
+
+const DEFAULTS: Expect = Expect {
+    part_ms: 400,
+    target_duration: 2,
+};
+
 fn check_rendition(
     s: &Server,
     stream: &str,
     rendition: &str,
     kind: &str,
     fps: Option<f64>,
+    expect: &Expect,
 ) -> Vec<u64> {
     let base = format!("/hls/{stream}/{rendition}/");
     let (status, headers, body) = get(&s.url(&format!("{base}index.m3u8")));
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/vnd.apple.mpegurl");
     let cache = headers["cache-control"].to_str().unwrap();
-    assert!(cache.contains("max-age=1"), "{cache}");
+    assert!(
+        cache.contains(&format!("max-age={}", (expect.target_duration / 2).max(1))),
+        "{cache}"
+    );
     let text = String::from_utf8(body).unwrap();
+    let target = format!("#EXT-X-TARGETDURATION:{}", expect.target_duration);
     for tag in [
         "#EXT-X-VERSION:6",
-        "#EXT-X-TARGETDURATION:2",
+        &target,
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=",
         "#EXT-X-PART-INF:PART-TARGET=",
         "#EXT-X-MAP:URI=",
@@ -85,10 +100,13 @@ fn check_rendition(
         );
     }
     let l = listed(&text);
+    // Advertised 10 % above the cutting target (see the packager's `advertised_part_target`).
+    let advertised = expect.part_ms as f64 * 1.1 / 1000.0;
     assert!(
-        l.part_target >= 0.2 && l.part_target <= 0.5,
-        "{}",
-        l.part_target
+        (l.part_target - advertised).abs() < 0.001,
+        "PART-TARGET {} for a {} ms target",
+        l.part_target,
+        expect.part_ms
     );
     let map = text
         .lines()
@@ -98,11 +116,15 @@ fn check_rendition(
     let (status, headers, init) = get(&s.url(&format!("{base}{map}")));
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], format!("{kind}/mp4"));
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     let mut msns = Vec::new();
     for (msn, extinf, uri, parts) in &l.segments {
         msns.push(*msn);
         assert!(
-            *extinf <= 2.5,
+            *extinf < expect.target_duration as f64 + 0.5,
             "EXTINF {extinf} rounds above the target duration"
         );
         let (status, headers, seg) = get(&s.url(&format!("{base}{uri}")));
@@ -180,6 +202,8 @@ fn ffmpeg_rtmp_publish_plays_as_ll_hls_with_its_dialect() {
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/vnd.apple.mpegurl");
     assert_eq!(headers["access-control-allow-origin"], "*");
+    // Tracks can be added at any time (a dialect joins), so the list is always revalidated.
+    assert_eq!(headers["cache-control"], "no-cache");
     let master = m3u8_rs::parse_master_playlist_res(&body).unwrap();
     assert_eq!(master.alternatives.len(), 1);
     let yue = &master.alternatives[0];
@@ -199,8 +223,8 @@ fn ffmpeg_rtmp_publish_plays_as_ll_hls_with_its_dialect() {
     assert_eq!((res.width, res.height), (640, 360));
     assert!(variant.bandwidth > 300_000);
 
-    let video = check_rendition(&s, "lecture1", "video", "video", Some(30.0));
-    let audio = check_rendition(&s, "lecture1", "audio-yue", "audio", None);
+    let video = check_rendition(&s, "lecture1", "video", "video", Some(30.0), &DEFAULTS);
+    let audio = check_rendition(&s, "lecture1", "audio-yue", "audio", None, &DEFAULTS);
     // Same segments in both renditions: players switch dialects without losing place.
     let common_msns: Vec<_> = video.iter().filter(|m| audio.contains(m)).collect();
     assert!(common_msns.len() >= 3, "{video:?} vs {audio:?}");
@@ -267,5 +291,54 @@ fn gstreamer_rtmp2sink_publishes_at_small_and_large_chunk_sizes() {
             "{master}"
         );
     }
-    let _ = Duration::from_secs(0);
+}
+
+#[test]
+fn configured_part_target_segment_length_and_dialect_names_with_b_frames() {
+    // 200 ms parts, 1 s segments, the hall's own name for its dialect, and a publisher that
+    // sends B-frames (composition offsets, decode order differs from display order).
+    let s = Server::start(
+        "[hls]\npart_target_ms = 200\nsegment_target_ms = 1000\n[dialects]\nyue = \"广州话\"\n",
+    );
+    let _publisher = ffmpeg_publish_args(
+        &s.rtmp_url("short?lang=yue"),
+        "320x180",
+        30,
+        660,
+        &["-bf", "2", "-g", "30", "-keyint_min", "30"],
+    );
+    wait_for_segments(&s, "short", "video", 5);
+    wait_for_segments(&s, "short", "audio-yue", 5);
+    let expect = Expect {
+        part_ms: 200,
+        target_duration: 1,
+    };
+    check_rendition(&s, "short", "video", "video", Some(30.0), &expect);
+    check_rendition(&s, "short", "audio-yue", "audio", None, &expect);
+    let master = get_text(&s.url("/hls/short/index.m3u8"));
+    assert!(
+        master.contains("NAME=\"广州话\",LANGUAGE=\"yue\""),
+        "{master}"
+    );
+    let api: serde_json::Value =
+        serde_json::from_str(&get_text(&s.url("/api/v1/streams/short"))).unwrap();
+    let names: Vec<&str> = api["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"广州话"), "{api}");
+    // The B-frames made it through: some frame is presented later than it is decoded.
+    let probe = ffprobe(
+        &s.url("/hls/short/video/index.m3u8"),
+        &["-show_frames", "-read_intervals", "%+2"],
+    );
+    let b = probe["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["pict_type"] == "B")
+        .count();
+    assert!(b > 0, "no B-frames reached the playlist");
 }

@@ -76,9 +76,21 @@ impl Server {
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
+        cmd.args(["serve", "--config"]).arg(&path);
+        Server::run(cmd, dir, !extra.contains("[webrtc]\nenabled = false"))
+    }
+
+    /// `jiangtang serve` exactly as the README's first command runs it: no config file, no
+    /// overrides, the default ports and the demo. Inside `netns`, so the default ports are
+    /// free whatever else runs on this machine.
+    pub fn start_as_shipped_in(netns: &Netns) -> Server {
+        let mut cmd = netns.command(env!("CARGO_BIN_EXE_jiangtang"));
+        cmd.arg("serve");
+        Server::run(cmd, tempdir::Dir::new(), true)
+    }
+
+    fn run(mut cmd: Command, dir: tempdir::Dir, wants_webrtc: bool) -> Server {
         let mut child = cmd
-            .args(["serve", "--config"])
-            .arg(&path)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -104,7 +116,6 @@ impl Server {
         });
         let (mut http, mut rtmp, mut webrtc) = (None, None, Vec::new());
         let deadline = Instant::now() + Duration::from_secs(20);
-        let wants_webrtc = !extra.contains("[webrtc]\nenabled = false");
         while http.is_none() || rtmp.is_none() || (wants_webrtc && webrtc.is_empty()) {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))

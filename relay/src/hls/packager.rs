@@ -324,6 +324,8 @@ pub struct Packager {
     session_start: Option<i64>,
     pending_discontinuity: bool,
     cut_requested: bool,
+    /// This session already logged that its keyframes are too far apart.
+    warned_long_gop: bool,
     anchor: Option<(i64, SystemTime)>,
     last_end: i64,
     leader_latest: i64,
@@ -356,6 +358,7 @@ impl Packager {
             session_start: None,
             pending_discontinuity: false,
             cut_requested: false,
+            warned_long_gop: false,
             anchor: None,
             last_end: 0,
             leader_latest: 0,
@@ -456,6 +459,7 @@ impl Packager {
             self.end_session();
         }
         self.session += 1;
+        self.warned_long_gop = false;
         self.offset = None;
         self.session_start = None;
         self.leader = None;
@@ -614,9 +618,20 @@ impl Packager {
         let tolerance = self.est_frame / 2;
         // Longest segment whose duration still rounds to the target duration.
         let hard_limit = self.s.target_duration as i64 * TICKS + TICKS / 2 - TICKS / 100;
-        let new_segment = (p.keyframe
-            && (seg_elapsed + tolerance >= self.s.segment_target || self.cut_requested))
-            || seg_elapsed + self.est_frame > hard_limit;
+        let on_keyframe =
+            p.keyframe && (seg_elapsed + tolerance >= self.s.segment_target || self.cut_requested);
+        let forced = !on_keyframe && seg_elapsed + self.est_frame > hard_limit;
+        if forced && !self.warned_long_gop {
+            self.warned_long_gop = true;
+            tracing::warn!(
+                "keyframes are more than {} s apart: segments are cut between keyframes, so \
+                 players joining there wait for the next one; set the encoder's keyframe \
+                 interval to {} s",
+                self.s.target_duration,
+                self.s.segment_target as f64 / TICKS as f64
+            );
+        }
+        let new_segment = on_keyframe || forced;
         let part_elapsed = p.t - part_start;
         let new_part =
             new_segment || part_elapsed + self.est_frame > self.s.part_target + TICKS / 1000;

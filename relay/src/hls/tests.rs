@@ -41,6 +41,8 @@ struct Source {
     audio: Vec<RenditionIdx>,
     gop: u32,
     start_ms: i64,
+    /// Wall-clock time (after [`t0`]) at which this source starts.
+    wall_ms: u64,
     vframe: u32,
     aframe: u32,
 }
@@ -61,6 +63,7 @@ impl Source {
             audio,
             gop,
             start_ms: 123_456,
+            wall_ms: 0,
             vframe: 0,
             aframe: 0,
         }
@@ -76,7 +79,7 @@ impl Source {
             if t > ms {
                 return;
             }
-            let now = t0() + Duration::from_millis(t as u64);
+            let now = t0() + Duration::from_millis(self.wall_ms + t as u64);
             if next_video {
                 let key = self.vframe.is_multiple_of(self.gop);
                 let dts = (self.start_ms + vt) * 90;
@@ -317,6 +320,8 @@ fn publisher_restart_continues_with_discontinuity() {
     // The new publisher's clock starts somewhere else entirely.
     let mut src2 = Source::new(&mut p, true, &["cmn", "yue"], 50);
     src2.start_ms = 5;
+    // It comes back 3 s after the first one left, 5 s in.
+    src2.wall_ms = 8_000;
     src2.run_until(&mut p, 4_500);
     let rend = &p.renditions()[v];
     let after: Vec<_> = rend
@@ -346,8 +351,12 @@ fn publisher_restart_continues_with_discontinuity() {
     let atext = p.media_playlist(a).unwrap();
     let pl = m3u8_rs::parse_media_playlist_res(atext.as_bytes()).unwrap();
     assert_eq!(pl.discontinuity_sequence, 0);
-    // PDT jumps by the wall-clock gap at the discontinuity.
-    assert!(aseg.pdt >= t0());
+    // PDT jumps by the wall-clock gap at the discontinuity: re-anchored to when the new
+    // session's first frame arrived.
+    let pdt = aseg.pdt.duration_since(t0()).unwrap().as_millis();
+    assert!((7_900..=8_100).contains(&pdt), "PDT {pdt} ms after t0");
+    let vseg = &after[0];
+    assert_eq!(vseg.pdt, aseg.pdt, "renditions share the segment's PDT");
 }
 
 #[test]

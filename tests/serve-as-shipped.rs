@@ -1,0 +1,68 @@
+//! The README's first command runs `jiangtang serve` with no config file: this starts it
+//! exactly so, on the default ports (inside a network namespace of the test's own, so they
+//! are free), and checks what the README promises there: the demo lecture live with its three
+//! dialects at :8080, the player page, and RTMP publishing on :1935.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn curl(ns: &Netns, url: &str) -> Option<String> {
+    let out = ns
+        .command("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .expect("curl (installed by scripts/setup.sh)");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn serve_without_a_config_file_runs_the_demo_on_the_default_ports() {
+    let Some(ns) = Netns::new("shipped") else {
+        eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
+        return;
+    };
+    let s = Server::start_as_shipped_in(&ns);
+    assert_eq!(s.http.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.rtmp.to_string(), "0.0.0.0:1935");
+    assert!(s.webrtc.iter().all(|a| a.port() == 8189), "{:?}", s.webrtc);
+    let master = wait_until(Duration::from_secs(30), "the demo's playlist", || {
+        curl(&ns, "http://127.0.0.1:8080/hls/demo/index.m3u8")
+    });
+    for (lang, name) in [("cmn", "普通话"), ("yue", "粤语"), ("hak", "客家话")] {
+        assert!(
+            master.contains(&format!("NAME=\"{name}\",LANGUAGE=\"{lang}\"")),
+            "{master}"
+        );
+    }
+    assert!(master.contains("RESOLUTION=1280x720"), "{master}");
+    let page = curl(&ns, "http://127.0.0.1:8080/play/demo").expect("the player page");
+    assert!(page.contains("<jiangtang-player"), "{page}");
+    assert!(curl(&ns, "http://127.0.0.1:8080/healthz").is_some());
+
+    // OBS's and ffmpeg's default RTMP port.
+    let mut publisher = Proc(
+        ns.command("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args(["-f", "flv", "rtmp://127.0.0.1/live/hall"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ffmpeg"),
+    );
+    let listed = wait_until(Duration::from_secs(30), "the published lecture", || {
+        curl(&ns, "http://127.0.0.1:8080/hls/hall/video/index.m3u8")
+            .filter(|t| t.contains("#EXTINF"))
+    });
+    assert!(listed.contains("#EXT-X-PART:"), "{listed}");
+    publisher.stop();
+}
