@@ -30,6 +30,7 @@ fn rtmp_session_regressions_and_captures() {
     for capture in [
         &include_bytes!("../src/rtmp/testdata/ffmpeg-5.1-publish.bin")[..],
         &include_bytes!("../src/rtmp/testdata/gst-1.22-rtmp2sink-publish.bin")[..],
+        &include_bytes!("../src/rtmp/testdata/obs-29.0.2-publish.bin")[..],
     ] {
         // The harness supplies its own handshake: skip the capture's.
         for piece in [0u8, 7, 63] {

@@ -11,6 +11,7 @@ use super::to_media::{AUDIO, FlvToMedia, VIDEO};
 
 const FFMPEG: &[u8] = include_bytes!("testdata/ffmpeg-5.1-publish.bin");
 const GST: &[u8] = include_bytes!("testdata/gst-1.22-rtmp2sink-publish.bin");
+const OBS: &[u8] = include_bytes!("testdata/obs-29.0.2-publish.bin");
 
 struct Replay {
     events: Vec<SessionEvent>,
@@ -164,6 +165,77 @@ fn gstreamer_rtmp2sink_publish_with_128_byte_chunks() {
         assert!(m.audio.len() >= 40, "{}", m.audio.len());
         // Plain handshake: S2 echoes C1.
         assert_eq!(&r.sent[1 + PACKET..1 + 2 * PACKET], &GST[1..1 + PACKET]);
+    }
+}
+
+#[test]
+fn obs_publish_with_one_chunk_stream_for_everything() {
+    // OBS sends metadata, audio and video on one chunk stream with type-1 headers, so every
+    // message's length and type change while the timestamp deltas of two tracks interleave.
+    for piece in [1, 3, 1460, 4096, 4097, OBS.len()] {
+        let r = replay(OBS, piece);
+        assert!(r.error.is_none(), "piece {piece}: {:?}", r.error);
+        let publish = r
+            .events
+            .iter()
+            .find_map(|e| match e {
+                SessionEvent::PublishRequested { app, name, .. } => {
+                    Some((app.clone(), name.clone()))
+                }
+                _ => None,
+            })
+            .expect("publish");
+        assert_eq!(
+            publish,
+            ("live".to_string(), "obsfixture?lang=yue".to_string())
+        );
+        let meta = r
+            .events
+            .iter()
+            .find_map(|e| match e {
+                SessionEvent::Metadata(m) => Some(m.clone()),
+                _ => None,
+            })
+            .expect("metadata");
+        assert_eq!(meta.get("width").and_then(|v| v.as_number()), Some(320.0));
+        assert_eq!(meta.get("framerate").and_then(|v| v.as_number()), Some(25.0));
+        let m = to_media(&r.events);
+        assert_eq!(m.video.len(), 64, "piece {piece}");
+        assert_eq!(m.audio.len(), 116, "piece {piece}");
+        let h = m
+            .tracks
+            .iter()
+            .find_map(|t| match &t.codec {
+                CodecParams::H264(h) => Some(h.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!((h.width, h.height), (320, 180));
+        let a = m
+            .tracks
+            .iter()
+            .find_map(|t| match &t.codec {
+                CodecParams::Aac(a) => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!((a.sample_rate, a.channels), (48_000, 2));
+        // Keyframes every second; B-frames; both tracks in order on the shared chunk stream.
+        assert_eq!(m.video.iter().filter(|f| f.keyframe).count(), 3);
+        assert!(m.video.iter().any(|f| f.pts > f.dts));
+        assert!(m.video.windows(2).all(|w| w[1].dts > w[0].dts));
+        assert!(m.audio.windows(2).all(|w| w[1].dts > w[0].dts));
+        for f in &m.video {
+            assert_eq!(h.is_idr(&f.data).unwrap(), f.keyframe);
+        }
+        // It unpublishes cleanly at the end.
+        assert!(
+            r.events
+                .iter()
+                .any(|e| matches!(e, SessionEvent::Unpublished)),
+            "{:?}",
+            r.events.last()
+        );
     }
 }
 
