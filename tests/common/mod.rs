@@ -69,10 +69,13 @@ impl Server {
             Some(ns) => ns.command(env!("CARGO_BIN_EXE_jiangtang")),
             None => Command::new(env!("CARGO_BIN_EXE_jiangtang")),
         };
-        // Loopback only, on ports the OS picks; the demo only where a test asks for it.
+        // Loopback only, on ports the OS picks; the demo only where a test asks for it. In a
+        // namespace of the test's own, WebRTC takes its non-loopback address (browsers
+        // gather no loopback candidates).
+        let udp = if netns.is_some() { "0.0.0.0:0" } else { "127.0.0.1:0" };
         cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
-            .env("JIANGTANG_WEBRTC_UDP_LISTEN", "127.0.0.1:0");
+            .env("JIANGTANG_WEBRTC_UDP_LISTEN", udp);
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
@@ -184,7 +187,9 @@ impl Drop for Server {
     }
 }
 
-/// A network namespace of the test's own (loopback only), deleted on drop. Needs root.
+/// A network namespace of the test's own, deleted on drop: loopback, plus an interface
+/// with [`Netns::ADDRESS`] (browsers gather ICE candidates only on non-loopback interfaces).
+/// Nothing in it reaches outside. Needs root.
 pub struct Netns {
     /// Its name, for `ip netns exec`.
     pub name: String,
@@ -200,9 +205,20 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
-        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        let ip = |args: &[&str]| {
+            run_ok(Command::new("ip").args(["-n", &ns.name]).args(args));
+        };
+        ip(&["link", "set", "lo", "up"]);
+        // A veth pair with both ends inside (this kernel has no dummy interfaces).
+        ip(&["link", "add", "jt0", "type", "veth", "peer", "name", "jt1"]);
+        ip(&["addr", "add", &format!("{}/24", Netns::ADDRESS), "dev", "jt0"]);
+        ip(&["link", "set", "jt0", "up"]);
+        ip(&["link", "set", "jt1", "up"]);
         Some(ns)
     }
+
+    /// The namespace's own non-loopback address.
+    pub const ADDRESS: &'static str = "10.99.0.1";
 
     /// Loads an nftables ruleset inside the namespace.
     pub fn nft(&self, rules: &str) {

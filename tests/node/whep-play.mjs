@@ -135,6 +135,10 @@ try {
         packetsLost: s.video.packetsLost,
         nackCount: s.video.nackCount,
         pliCount: s.video.pliCount,
+        retransmittedPacketsReceived: s.video.retransmittedPacketsReceived,
+        keyFramesDecoded: s.video.keyFramesDecoded,
+        freezeCount: s.video.freezeCount,
+        totalFreezesDuration: s.video.totalFreezesDuration,
         frameWidth: s.video.frameWidth,
         jitterBufferDelay: s.video.jitterBufferEmittedCount ? s.video.jitterBufferDelay / s.video.jitterBufferEmittedCount : null,
       };

@@ -277,15 +277,14 @@ async fn main() -> anyhow::Result<()> {
         let cpu_a = cpu_seconds(pid);
         let t_a = Instant::now();
         let rss = rss_mib(pid);
-        let heap = metric(
-            &metrics().await.unwrap_or_default(),
-            "jiangtang_heap_allocated_bytes",
-        ) / 1048576.0;
+        let m_a = metrics().await.unwrap_or_default();
+        let heap = metric(&m_a, "jiangtang_heap_allocated_bytes") / 1048576.0;
         tokio::time::sleep_until(until.into()).await;
         let cpu = (cpu_seconds(pid) - cpu_a) / t_a.elapsed().as_secs_f64() * 100.0;
         let m = metrics().await.unwrap_or_default();
-        let lat50 = metric(&m, "jiangtang_webrtc_frame_to_rtp_ms{quantile=\"0.5\"}");
-        let lat99 = metric(&m, "jiangtang_webrtc_frame_to_rtp_ms{quantile=\"0.99\"}");
+        // Quantiles of this window alone: the difference of the histogram's two scrapes.
+        let lat = |q| window_quantile(&m_a, &m, "jiangtang_webrtc_frame_to_rtp_ms", q);
+        let (lat50, lat99) = (lat(0.5), lat(0.99));
         let mut failed = 0;
         for t in tasks {
             if !matches!(t.await, Ok(Ok(()))) {
@@ -317,4 +316,43 @@ async fn main() -> anyhow::Result<()> {
     publisher.abort();
     drop(relay);
     Ok(())
+}
+
+/// Cumulative bucket counts `(le, count)` of a Prometheus histogram in `text`.
+fn buckets(text: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The `q` quantile (a bucket's upper bound) of what histogram `name` recorded between the
+/// scrapes `before` and `after`.
+fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> f64 {
+    let (a, b) = (buckets(before, name), buckets(after, name));
+    let counts: Vec<(f64, u64)> = b
+        .iter()
+        .map(|&(le, n)| {
+            let was = a.iter().find(|x| x.0 == le).map_or(0, |x| x.1);
+            (le, n.saturating_sub(was))
+        })
+        .collect();
+    let total = counts.last().map_or(0, |x| x.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    let rank = ((total as f64 * q).ceil() as u64).max(1);
+    counts
+        .iter()
+        .find(|x| x.1 >= rank)
+        .map_or(f64::NAN, |x| x.0)
 }

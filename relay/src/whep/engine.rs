@@ -349,18 +349,22 @@ impl Engine {
         };
         let s = &mut self.sessions[i];
         self.by_remote.insert(d.source, s.id.clone());
-        if let Err(e) = s.rtc.handle_input(input) {
-            debug!(session = %s.id, "input: {e}");
-        }
-        drive(s, &self.sockets, &self.stats);
+        contained(s, &self.stats, |s| {
+            if let Err(e) = s.rtc.handle_input(input) {
+                debug!(session = %s.id, "input: {e}");
+            }
+            drive(s, &self.sockets, &self.stats);
+        });
         self.after_drive(i);
     }
 
     /// Things a drain may have made due: the first media after connecting.
     fn after_drive(&mut self, i: usize) {
         let s = &mut self.sessions[i];
-        if s.connected && !s.started && s.video.is_some_and(|v| v.1.is_some()) {
-            start_video(s, &self.sockets, &self.stats);
+        if s.connected && !s.started && !s.dead && s.video.is_some_and(|v| v.1.is_some()) {
+            contained(s, &self.stats, |s| {
+                start_video(s, &self.sockets, &self.stats)
+            });
         }
     }
 
@@ -386,11 +390,13 @@ impl Engine {
                     let _ = reply.send(false);
                     return;
                 };
-                for c in candidates {
-                    let s = &mut self.sessions[i];
-                    s.rtc.add_remote_candidate(c);
-                    drive(s, &self.sockets, &self.stats);
-                }
+                let s = &mut self.sessions[i];
+                contained(s, &self.stats, |s| {
+                    for c in candidates {
+                        s.rtc.add_remote_candidate(c);
+                        drive(s, &self.sockets, &self.stats);
+                    }
+                });
                 let _ = reply.send(true);
             }
             Command::Dialect { id, lang, reply } => {
@@ -449,7 +455,9 @@ impl Engine {
             connected_at: None,
             switched_at: None,
         };
-        drive(&mut s, &self.sockets, &self.stats);
+        contained(&mut s, &self.stats, |s| {
+            drive(s, &self.sockets, &self.stats)
+        });
         let id = s.id.clone();
         self.sessions.push(s);
         self.ensure_feed(&id);
@@ -544,18 +552,19 @@ impl Engine {
                             .switch_ms
                             .observe(at.elapsed().as_secs_f64() * 1000.0);
                     }
-                    if let Some(w) = s.rtc.writer(mid) {
-                        match w.write(
-                            pt,
-                            wallclock,
-                            MediaTime::new(pts as u64, str0m::media::Frequency::FORTY_EIGHT_KHZ),
-                            data.clone(),
-                        ) {
-                            Ok(()) => self.stats.audio_packets.inc(),
-                            Err(e) => debug!(session = %s.id, "audio write: {e}"),
+                    contained(s, &self.stats, |s| {
+                        if let Some(w) = s.rtc.writer(mid) {
+                            let time = MediaTime::new(
+                                pts as u64,
+                                str0m::media::Frequency::FORTY_EIGHT_KHZ,
+                            );
+                            match w.write(pt, wallclock, time, data.clone()) {
+                                Ok(()) => self.stats.audio_packets.inc(),
+                                Err(e) => debug!(session = %s.id, "audio write: {e}"),
+                            }
                         }
-                    }
-                    drive(s, &self.sockets, &self.stats);
+                        drive(s, &self.sockets, &self.stats);
+                    });
                 }
             }
             Media::Lagged { lecture } => {
@@ -588,14 +597,16 @@ impl Engine {
                 }
                 s.waiting_keyframe = false;
             }
-            write_video(
-                s,
-                frame,
-                frame.pts,
-                frame.wallclock,
-                &self.sockets,
-                &self.stats,
-            );
+            contained(s, &self.stats, |s| {
+                write_video(
+                    s,
+                    frame,
+                    frame.pts,
+                    frame.wallclock,
+                    &self.sockets,
+                    &self.stats,
+                )
+            });
             // Frame in to its RTP packets out, for every viewer (the last ones include the
             // fan-out before them), not counting the deliberate wait for the audio.
             let took = frame.arrived.elapsed().saturating_sub(held);
@@ -623,11 +634,13 @@ impl Engine {
         self.release_held(now);
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
-            if s.next_timeout <= now {
-                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                    debug!(session = %s.id, "timeout: {e}");
-                }
-                drive(s, &self.sockets, &self.stats);
+            if s.next_timeout <= now && !s.dead {
+                contained(s, &self.stats, |s| {
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(session = %s.id, "timeout: {e}");
+                    }
+                    drive(s, &self.sockets, &self.stats);
+                });
                 self.after_drive(i);
             }
         }
@@ -689,6 +702,19 @@ impl Engine {
             self.sessions.shrink_to(self.sessions.len() * 2);
             self.by_remote.shrink_to(self.sessions.len() * 2);
         }
+    }
+}
+
+/// Runs `f` on one viewer's session and contains a panic inside it (str0m panics on its own
+/// invariant bugs): a bug there must cost that viewer, not every viewer on the engine. The
+/// session is closed and counted.
+fn contained(s: &mut Session, stats: &Stats, f: impl FnOnce(&mut Session)) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(s))).is_err() {
+        warn!(session = %s.id, lecture = %s.lecture_name, "WebRTC session failed inside the engine (a bug); closed");
+        stats.sessions_failed.inc();
+        s.dead = true;
+        // Far in the future: nothing more is asked of it before it is reaped.
+        s.next_timeout = Instant::now() + Duration::from_secs(3600);
     }
 }
 
@@ -966,5 +992,56 @@ async fn feed_audio(
         {
             debug!(lecture = %name, dialect = %lang, "opus encoder input: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::sink::{Publish, PublishRequest};
+
+    #[test]
+    fn a_panic_inside_one_session_closes_only_that_session() {
+        let config =
+            config::Config::from_toml_str_with_env("[demo]\nenabled = false\n", std::iter::empty())
+                .unwrap();
+        let hub = Hub::new(Arc::new(config));
+        let _sink = hub
+            .publish(PublishRequest {
+                stream: "l".into(),
+                key: None,
+                language: None,
+                protocol: "test",
+                remote: None,
+            })
+            .unwrap();
+        let session = |id: &str| Session {
+            id: id.into(),
+            rtc: Rtc::new(Instant::now()),
+            lecture: hub.lecture("l").unwrap(),
+            lecture_name: "l".into(),
+            lang: "cmn".into(),
+            created: Instant::now(),
+            video: None,
+            audio: None,
+            connected: true,
+            started: true,
+            waiting_keyframe: false,
+            last_video_dts: None,
+            last_audio_pts: None,
+            next_timeout: Instant::now(),
+            dead: false,
+            frames_sent: 0,
+            frames_skipped: 0,
+            connected_at: None,
+            switched_at: None,
+        };
+        let stats = Stats::default();
+        let (mut a, mut b) = (session("a"), session("b"));
+        contained(&mut a, &stats, |_| panic!("an invariant inside str0m"));
+        contained(&mut b, &stats, |s| s.frames_sent += 1);
+        assert!(a.dead && a.next_timeout > Instant::now() + Duration::from_secs(60));
+        assert!(!b.dead && b.frames_sent == 1);
+        assert_eq!(stats.sessions_failed.get(), 1);
     }
 }

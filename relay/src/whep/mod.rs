@@ -321,7 +321,7 @@ async fn answer_offer(
         )
     })?;
     let answer = one_media_stream(&answer.to_sdp_string());
-    if !negotiated(&answer, "H264/90000") && !negotiated(&answer, "opus/48000") {
+    if !h264_mode1_negotiated(&answer) && !negotiated(&answer, "opus/48000") {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to receive",
@@ -398,6 +398,39 @@ fn negotiated(answer: &str, rtpmap: &str) -> bool {
         }
     }
     false
+}
+
+/// Whether an active m-line of the answer carries H.264 with packetization-mode 1 (FU-A
+/// fragmentation; mode 0 cannot carry frames larger than one packet, which is every
+/// keyframe).
+fn h264_mode1_negotiated(answer: &str) -> bool {
+    let mut active = false;
+    let mut h264 = Vec::new();
+    let mut mode1 = Vec::new();
+    for line in answer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            if active && h264.iter().any(|pt| mode1.contains(pt)) {
+                return true;
+            }
+            active = m.split_whitespace().nth(1).is_some_and(|port| port != "0");
+            h264.clear();
+            mode1.clear();
+        } else if let Some(rest) = line.strip_prefix("a=rtpmap:") {
+            if let Some((pt, codec)) = rest.split_once(' ')
+                && codec.starts_with("H264/90000")
+            {
+                h264.push(pt.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("a=fmtp:")
+            && let Some((pt, params)) = rest.split_once(' ')
+            && params
+                .split(';')
+                .any(|p| p.trim() == "packetization-mode=1")
+        {
+            mode1.push(pt.to_string());
+        }
+    }
+    active && h264.iter().any(|pt| mode1.contains(pt))
 }
 
 async fn ask<T>(w: &Whep, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
@@ -530,6 +563,26 @@ mod tests {
         assert!(out.contains("a=ssrc:2 msid:aaa t2\r\n"));
         assert!(out.contains("a=ssrc:2 cname:x\r\n"));
         assert!(!out.contains("bbb"));
+    }
+
+    #[test]
+    fn h264_needs_packetization_mode_1() {
+        let m = |fmtp: &str| {
+            format!(
+                "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 {fmtp}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+            )
+        };
+        assert!(h264_mode1_negotiated(&m(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+        )));
+        assert!(!h264_mode1_negotiated(&m(
+            "packetization-mode=0;profile-level-id=42e01f"
+        )));
+        assert!(!h264_mode1_negotiated(&m("profile-level-id=42e01f")));
+        let inactive = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
+        assert!(!h264_mode1_negotiated(inactive));
+        let last = "v=0\r\nm=audio 9 X 111\r\nm=video 9 X 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
+        assert!(h264_mode1_negotiated(last));
     }
 
     #[test]

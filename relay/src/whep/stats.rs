@@ -1,7 +1,6 @@
 //! Counters of the WebRTC engine, shown at `/metrics`.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A monotonically increasing counter.
@@ -25,29 +24,81 @@ impl Counter {
     }
 }
 
-/// Recent observations (last 1024) for percentiles.
-#[derive(Debug, Default)]
-pub struct Recent(Mutex<Vec<f64>>);
+/// A histogram of milliseconds in fixed log-spaced buckets: recording is one atomic add, so
+/// it can sit on per-viewer, per-frame paths. Exposed as a Prometheus histogram; a reader
+/// that wants a window (a benchmark) takes the difference of two scrapes.
+#[derive(Debug)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS],
+    /// Sum of observations in microseconds.
+    sum_us: AtomicU64,
+}
 
-impl Recent {
-    /// Records a value.
-    pub fn observe(&self, v: f64) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if g.len() >= 1024 {
-            g.remove(0);
+const BUCKETS: usize = 64;
+/// Upper bound of the first bucket, ms; each next one is [`GROWTH`] times larger
+/// (0.05 ms … about 60 s, then +Inf).
+const FIRST: f64 = 0.05;
+const GROWTH: f64 = 1.25;
+
+/// Upper bound (ms) of bucket `i`; the last is unbounded.
+pub fn bucket_bound(i: usize) -> f64 {
+    if i + 1 >= BUCKETS {
+        f64::INFINITY
+    } else {
+        FIRST * GROWTH.powi(i as i32)
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
         }
-        g.push(v);
+    }
+}
+
+impl Histogram {
+    /// Records a value in ms.
+    pub fn observe(&self, ms: f64) {
+        let ms = if ms.is_finite() { ms.max(0.0) } else { 0.0 };
+        let i = if ms <= FIRST {
+            0
+        } else {
+            ((ms / FIRST).ln() / GROWTH.ln()).ceil() as usize
+        };
+        self.counts[i.min(BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
     }
 
-    /// The `q` quantile of recent values.
+    /// Observations per bucket so far.
+    pub fn snapshot(&self) -> [u64; BUCKETS] {
+        std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    /// The `q` quantile of everything recorded (the upper bound of its bucket).
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        Some(v[((v.len() - 1) as f64 * q).round() as usize])
+        quantile_of(&self.snapshot(), q)
     }
+}
+
+/// The `q` quantile of bucket counts (as from [`Histogram::snapshot`], or the difference of
+/// two), as the upper bound of the bucket it falls in.
+pub fn quantile_of(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(bucket_bound(i));
+        }
+    }
+    None
 }
 
 /// Everything the engine counts.
@@ -59,6 +110,8 @@ pub struct Stats {
     pub sessions_ended: Counter,
     /// Sessions that never connected.
     pub sessions_timed_out: Counter,
+    /// Sessions closed because the engine failed (panicked) while handling them.
+    pub sessions_failed: Counter,
     /// Datagrams sent.
     pub datagrams_sent: Counter,
     /// Datagrams dropped (socket buffer full, engine inbox full).
@@ -84,20 +137,20 @@ pub struct Stats {
     /// Dialect switches.
     pub dialect_switches: Counter,
     /// Connected to first keyframe written, ms.
-    pub first_frame_ms: Recent,
+    pub first_frame_ms: Histogram,
     /// Dialect switch request to the first packet of the new dialect written, ms.
-    pub switch_ms: Recent,
+    pub switch_ms: Histogram,
     /// A video frame's arrival at the relay to its RTP packets sent to a viewer, ms, not
     /// counting the hold that aligns it with the transcoded audio.
-    pub frame_to_rtp_ms: Recent,
+    pub frame_to_rtp_ms: Histogram,
     /// Video held back to leave with its (transcoded) audio, ms.
-    pub av_hold_ms: Recent,
+    pub av_hold_ms: Histogram,
 }
 
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 15] = [
+        let counters: [(&str, &Counter, &str); 16] = [
             (
                 "sessions_started",
                 &self.sessions_started,
@@ -112,6 +165,11 @@ impl Stats {
                 "sessions_timed_out",
                 &self.sessions_timed_out,
                 "WHEP sessions that never connected",
+            ),
+            (
+                "sessions_failed",
+                &self.sessions_failed,
+                "WHEP sessions closed after a failure inside the engine",
             ),
             ("datagrams_sent", &self.datagrams_sent, "UDP datagrams sent"),
             (
@@ -175,20 +233,77 @@ impl Stats {
             let _ = writeln!(out, "# TYPE jiangtang_webrtc_{name}_total counter");
             let _ = writeln!(out, "jiangtang_webrtc_{name}_total {}", c.get());
         }
-        for (name, recent) in [
-            ("first_frame_ms", &self.first_frame_ms),
-            ("switch_ms", &self.switch_ms),
-            ("frame_to_rtp_ms", &self.frame_to_rtp_ms),
-            ("av_hold_ms", &self.av_hold_ms),
+        for (name, h, help) in [
+            (
+                "first_frame_ms",
+                &self.first_frame_ms,
+                "connected to first keyframe written, ms",
+            ),
+            (
+                "switch_ms",
+                &self.switch_ms,
+                "dialect switch request to the new dialect's first packet, ms",
+            ),
+            (
+                "frame_to_rtp_ms",
+                &self.frame_to_rtp_ms,
+                "video frame arrival to its RTP packets sent, per viewer, ms",
+            ),
+            (
+                "av_hold_ms",
+                &self.av_hold_ms,
+                "video held back to leave with its audio, ms",
+            ),
         ] {
-            for (q, label) in [(0.5, "0.5"), (0.99, "0.99")] {
-                if let Some(v) = recent.quantile(q) {
+            let counts = h.snapshot();
+            let _ = writeln!(out, "# HELP jiangtang_webrtc_{name} {help}");
+            let _ = writeln!(out, "# TYPE jiangtang_webrtc_{name} histogram");
+            let mut cumulative = 0;
+            for (i, c) in counts.iter().enumerate() {
+                cumulative += c;
+                let le = bucket_bound(i);
+                if le.is_finite() {
                     let _ = writeln!(
                         out,
-                        "jiangtang_webrtc_{name}{{quantile=\"{label}\"}} {v:.1}"
+                        "jiangtang_webrtc_{name}_bucket{{le=\"{le:.3}\"}} {cumulative}"
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "jiangtang_webrtc_{name}_bucket{{le=\"+Inf\"}} {cumulative}"
                     );
                 }
             }
+            let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            let _ = writeln!(out, "jiangtang_webrtc_{name}_sum {sum:.3}");
+            let _ = writeln!(out, "jiangtang_webrtc_{name}_count {cumulative}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_within_a_bucket() {
+        let h = Histogram::default();
+        for i in 1..=1000 {
+            h.observe(i as f64 / 10.0); // 0.1 .. 100 ms
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((50.0..=50.0 * GROWTH).contains(&p50), "{p50}");
+        assert!((99.0..=99.0 * GROWTH).contains(&p99), "{p99}");
+        h.observe(1e9);
+        h.observe(f64::NAN);
+        assert_eq!(h.snapshot().iter().sum::<u64>(), 1002);
+        assert_eq!(quantile_of(&[0; BUCKETS], 0.5), None);
+        let mut out = String::new();
+        let stats = Stats::default();
+        stats.switch_ms.observe(3.0);
+        stats.render(&mut out);
+        assert!(out.contains("jiangtang_webrtc_switch_ms_count 1"), "{out}");
+        assert!(out.contains("jiangtang_webrtc_switch_ms_bucket{le=\"+Inf\"} 1"));
     }
 }
