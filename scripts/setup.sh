@@ -7,11 +7,13 @@ want_pkgs=(
   # build
   pkg-config build-essential curl ca-certificates
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  # SRT ingest links the reference libsrt (OpenSSL flavour; ffmpeg's GnuTLS one coexists)
+  libsrt-openssl-dev
   # runtime: demo lecture (x264enc, voaacenc, clockoverlay), AAC decode
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core fonts-wqy-microhei
   # test peers
-  ffmpeg chromium nodejs npm
+  ffmpeg chromium nodejs npm srt-tools
   # network namespaces with firewall rules (a viewer behind a firewall that drops UDP)
   iproute2 nftables
 )

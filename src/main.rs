@@ -79,7 +79,9 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
+                        // mpeg2ts-reader logs every damaged packet; the SRT input reports
+                        // damage itself, rate-limited.
+                        .unwrap_or_else(|_| "info,mpeg2ts_reader=off".into()),
                 )
                 .with_writer(std::io::stderr)
                 .with_ansi(std::env::var_os("NO_COLOR").is_none())
@@ -109,6 +111,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             title: Some("演示讲堂 · Demo lecture".into()),
             publish_key: None,
             language: config.demo.tones.keys().next().cloned(),
+            srt_passphrase: None,
             starts_at: None,
         });
     }
@@ -175,6 +178,15 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             stopped(),
         ));
     }
+    let _srt = if config.srt.enabled {
+        let publish: Arc<dyn Publish> = hub.clone();
+        let srt = ingest::srt::start(config.clone(), publish)
+            .with_context(|| format!("binding SRT to {}", config.srt.listen))?;
+        println!("jiangtang: srt listening on udp {}", srt.local_addr());
+        Some(srt)
+    } else {
+        None
+    };
     let stop_http = stopped();
     tasks.spawn(async move {
         // Client addresses reach handlers that need them (the operator API's loopback rule).
@@ -210,6 +222,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     info!("shutting down");
     let _ = stop_tx.send(true);
     drop(_demo);
+    drop(_srt);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -28,6 +28,7 @@ impl Relay {
             .env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_WEBRTC_UDP_LISTEN", "127.0.0.1:0")
+            .env("JIANGTANG_SRT_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_WEBRTC_MAX_VIEWERS", "2000")
             .env("JIANGTANG_DEMO_ENABLED", "false")
             .env("RUST_LOG", "warn")

@@ -45,6 +45,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// RTMP listener.
     pub rtmp: RtmpConfig,
+    /// SRT listener.
+    pub srt: SrtConfig,
     /// HLS / LL-HLS packaging.
     pub hls: HlsConfig,
     /// WebRTC playback (WHEP).
@@ -87,6 +89,26 @@ pub struct RtmpConfig {
     pub idle_timeout_ms: u64,
     /// Largest audio/video message accepted, in bytes.
     pub max_message_bytes: usize,
+}
+
+/// `[srt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrtConfig {
+    /// Whether to listen at all.
+    pub enabled: bool,
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Receiver latency in ms (how long lost packets may take to be resent); the larger of
+    /// this and the publisher's wins.
+    pub latency_ms: u32,
+    /// Encryption passphrase every publisher must use (10–79 characters); empty for none.
+    /// A lecture's `srt_passphrase` overrides it.
+    pub passphrase: String,
+    /// Most simultaneous SRT publishers.
+    pub max_connections: usize,
+    /// A publisher silent for this long is disconnected.
+    pub idle_timeout_ms: u32,
 }
 
 /// `[hls]`
@@ -154,6 +176,10 @@ pub struct LectureConfig {
     /// Dialect of this lecture's main audio.
     #[serde(default)]
     pub language: Option<String>,
+    /// SRT encryption passphrase for this lecture (10–79 characters), instead of
+    /// `srt.passphrase`; `""` for none.
+    #[serde(default)]
+    pub srt_passphrase: Option<String>,
     /// When the lecture is scheduled to start (RFC 3339, e.g. `2026-12-01T19:30:00+08:00`);
     /// players show a countdown until it goes live.
     #[serde(default)]
@@ -293,6 +319,18 @@ impl Config {
         {
             return bad("rtmp.max_message_bytes", "must be 65536..=16777216");
         }
+        if !self.srt.passphrase.is_empty() && !(10..=79).contains(&self.srt.passphrase.len()) {
+            return bad("srt.passphrase", "must be empty or 10..=79 characters");
+        }
+        if !(20..=10_000).contains(&self.srt.latency_ms) {
+            return bad("srt.latency_ms", "must be 20..=10000");
+        }
+        if self.srt.max_connections == 0 {
+            return bad("srt.max_connections", "must be at least 1");
+        }
+        if !(1000..=60_000).contains(&self.srt.idle_timeout_ms) {
+            return bad("srt.idle_timeout_ms", "must be 1000..=60000");
+        }
         if self.rtmp.max_connections == 0 {
             return bad("rtmp.max_connections", "must be at least 1");
         }
@@ -328,6 +366,15 @@ impl Config {
             {
                 return bad(&format!("lecture[{i}].language"), "must be a BCP-47 tag");
             }
+            if let Some(p) = l.srt_passphrase.as_deref()
+                && !p.is_empty()
+                && !(10..=79).contains(&p.len())
+            {
+                return bad(
+                    &format!("lecture[{i}].srt_passphrase"),
+                    "must be empty or 10..=79 characters",
+                );
+            }
             if l.publish_key.as_deref().is_some_and(|k| k.len() < 8) {
                 return bad(
                     &format!("lecture[{i}].publish_key"),
@@ -361,6 +408,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The SRT passphrase publishers of `lecture` must use, if any.
+    pub fn srt_passphrase(&self, lecture: &str) -> Option<&str> {
+        let p = self
+            .lecture(lecture)
+            .and_then(|l| l.srt_passphrase.as_deref())
+            .unwrap_or(&self.srt.passphrase);
+        (!p.is_empty()).then_some(p)
     }
 
     /// The configured lecture of that name.

@@ -3,5 +3,8 @@
 //!
 //! # Layout
 //! - [`rtmp`]: RTMP publishers (OBS, ffmpeg, hardware encoders).
+//! - [`srt`]: SRT publishers (hardware encoders, OBS, ffmpeg): MPEG-TS, a dialect per
+//!   audio track.
 
 pub mod rtmp;
+pub mod srt;

@@ -48,3 +48,17 @@ fn amf0_regressions() {
         let _ = ingest::rtmp::amf0::decode_all(&data);
     }
 }
+
+#[test]
+fn srt_ts_regressions_and_fixture() {
+    for (name, data) in inputs("srt_ts") {
+        eprintln!("replaying {name}");
+        ingest::srt::fuzz_ts(&data);
+    }
+    let ts = include_bytes!("../../media/testdata/three-dialects.ts");
+    for piece in [0u8, 1, 187, 255] {
+        let mut data = vec![piece];
+        data.extend_from_slice(ts);
+        ingest::srt::fuzz_ts(&data);
+    }
+}

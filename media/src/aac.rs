@@ -101,6 +101,80 @@ impl AacParams {
     }
 }
 
+/// Errors splitting ADTS frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdtsError {
+    /// No sync word where a frame should start.
+    #[error("no ADTS sync word ({0} bytes left)")]
+    NoSync(usize),
+    /// A header whose frame length does not fit.
+    #[error("ADTS frame length {declared} with {left} bytes left")]
+    BadLength {
+        /// What the header says.
+        declared: usize,
+        /// What is there.
+        left: usize,
+    },
+    /// Several raw data blocks in one frame (not produced by live encoders; unsupported).
+    #[error("ADTS frame with {0} raw data blocks")]
+    MultipleBlocks(u8),
+    /// The header's profile, rate or channels cannot be an AudioSpecificConfig.
+    #[error(transparent)]
+    Config(#[from] AacError),
+}
+
+/// One ADTS frame: the decoder configuration its header implies and the raw access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdtsFrame<'a> {
+    /// Object type (profile + 1), sampling index and channel configuration of the header.
+    pub header: [u8; 3],
+    /// The raw AAC access unit (header removed).
+    pub data: &'a [u8],
+}
+
+impl AdtsFrame<'_> {
+    /// The AudioSpecificConfig this frame's header stands for.
+    pub fn params(&self) -> Result<AacParams, AacError> {
+        let [object_type, index, channels] = self.header;
+        let v: u16 =
+            ((object_type as u16) << 11) | ((index as u16) << 7) | ((channels as u16 & 0xf) << 3);
+        AacParams::from_config(Bytes::copy_from_slice(&v.to_be_bytes()))
+    }
+}
+
+/// Splits a run of ADTS frames (as MPEG-TS carries AAC) into raw access units.
+pub fn split_adts(mut data: &[u8]) -> Result<Vec<AdtsFrame<'_>>, AdtsError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 7 || data[0] != 0xff || data[1] & 0xf6 != 0xf0 {
+            return Err(AdtsError::NoSync(data.len()));
+        }
+        let protection_absent = data[1] & 1 == 1;
+        let header_len = if protection_absent { 7 } else { 9 };
+        let frame_len =
+            ((data[3] as usize & 3) << 11) | ((data[4] as usize) << 3) | (data[5] as usize >> 5);
+        let blocks = (data[6] & 3) + 1;
+        if blocks != 1 {
+            return Err(AdtsError::MultipleBlocks(blocks));
+        }
+        if frame_len <= header_len || frame_len > data.len() {
+            return Err(AdtsError::BadLength {
+                declared: frame_len,
+                left: data.len(),
+            });
+        }
+        let object_type = (data[2] >> 6) + 1;
+        let index = (data[2] >> 2) & 0xf;
+        let channels = ((data[2] & 1) << 2) | (data[3] >> 6);
+        out.push(AdtsFrame {
+            header: [object_type, index, channels],
+            data: &data[header_len..frame_len],
+        });
+        data = &data[frame_len..];
+    }
+    Ok(out)
+}
+
 /// One AAC-LC frame of digital silence for 1 or 2 channels (any sampling rate): a raw data
 /// block with zero spectral data, as encoders emit for silent input. Used to fill a dialect
 /// track that has gone quiet so every rendition keeps the same timeline.

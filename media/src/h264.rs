@@ -198,6 +198,18 @@ pub fn annexb_to_avcc(data: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Converts an Annex B access unit into a frame of 4-byte length-prefixed NAL units
+/// without the parameter sets (SPS, PPS: they live in the track's configuration) and access
+/// unit delimiters (they carry nothing an fMP4 sample needs).
+pub fn annexb_to_avcc_without_parameter_sets(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    for nal in split_annexb(data).filter(|n| !matches!(n[0] & 0x1f, 7..=9)) {
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+    Bytes::from(out)
+}
+
 /// Splits an Annex B byte stream into NAL units (without start codes).
 pub fn split_annexb(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut starts = Vec::new();

@@ -9,6 +9,7 @@
 //! - [`encode`]: the seam to audio transcoders (AAC to Opus).
 //! - [`h264`], [`aac`]: codec configuration records and the facts they give.
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them.
+//! - [`mpegts`]: MPEG-TS demultiplexing (SRT's payload).
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`m3u8`]: HLS playlists with the Low-Latency tags.
 
@@ -19,6 +20,7 @@ pub mod fmp4;
 pub mod h264;
 pub mod m3u8;
 pub mod model;
+pub mod mpegts;
 pub mod sink;
 
 pub use model::{CodecParams, Frame, Language, MediaEvent, TrackId, TrackInfo, TrackKind};

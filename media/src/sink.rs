@@ -49,16 +49,48 @@ pub enum SinkError {
     Closed(String),
 }
 
+/// How the transport of a publishing session is doing, as its protocol measures it (SRT's
+/// and WebRTC's retransmission machinery), for the lecture's health in the API.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransportStats {
+    /// Packets received, retransmissions included.
+    pub packets_received: u64,
+    /// Packets found missing (and asked for again).
+    pub packets_lost: u64,
+    /// Retransmitted packets received.
+    pub packets_retransmitted: u64,
+    /// Packets given up for good: a gap in the media.
+    pub packets_dropped: u64,
+    /// Round-trip time to the publisher.
+    pub rtt_ms: Option<f64>,
+    /// Receive buffer latency agreed with the publisher.
+    pub latency_ms: Option<u64>,
+}
+
 /// Receives the events of one publishing session.
 pub trait MediaSink: Send {
     /// Handles one event.
     fn handle(&mut self, event: MediaEvent) -> Result<(), SinkError>;
+
+    /// Latest transport figures of the session (inputs that have them call this about once
+    /// a second).
+    fn transport(&mut self, _stats: TransportStats) {}
+
+    /// Something went wrong with the input that did not end the session (damaged data,
+    /// an unsupported track): shown as the lecture's last error.
+    fn input_error(&mut self, _message: String) {}
 }
 
 /// Grants publishing sessions.
 pub trait Publish: Send + Sync {
     /// Starts a publishing session or says why not.
     fn publish(&self, request: PublishRequest) -> Result<Box<dyn MediaSink>, PublishError>;
+
+    /// Whether [`Publish::publish`] would grant this request now, without starting a
+    /// session: for protocols that must answer before their handshake completes (SRT).
+    fn check(&self, _request: &PublishRequest) -> Result<(), PublishError> {
+        Ok(())
+    }
 }
 
 /// Longest lecture name.

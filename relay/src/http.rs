@@ -171,6 +171,23 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
             "since": humantime::format_rfc3339_millis(p.since).to_string(),
         })
     });
+    let health = l.health();
+    let input = json!({
+        "keyframe_interval_s": health.keyframe_interval_s,
+        "errors": health.errors,
+        "last_error": health.last_error.as_ref().map(|(at, m)| json!({
+            "at": humantime::format_rfc3339_millis(*at).to_string(),
+            "message": m,
+        })),
+        "transport": health.transport.as_ref().map(|t| json!({
+            "packets_received": t.packets_received,
+            "packets_lost": t.packets_lost,
+            "packets_retransmitted": t.packets_retransmitted,
+            "packets_dropped": t.packets_dropped,
+            "rtt_ms": t.rtt_ms,
+            "latency_ms": t.latency_ms,
+        })),
+    });
     let hls = l.hls();
     let tracks: Vec<Value> = hls
         .renditions()
@@ -215,6 +232,7 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
         "started": humantime::format_rfc3339_millis(l.started).to_string(),
         "sessions": l.sessions(),
         "publisher": publisher,
+        "input": input,
         "hls": format!("/hls/{}/index.m3u8", l.name),
         "whep": format!("/whep/{}", l.name),
         "webrtc_viewers": l.webrtc_viewers(),

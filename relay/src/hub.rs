@@ -52,6 +52,19 @@ pub struct PublisherInfo {
     pub since: SystemTime,
 }
 
+/// How the lecture's input is doing, for the API.
+#[derive(Debug, Clone, Default)]
+pub struct InputHealth {
+    /// The transport's own figures (SRT, WebRTC), latest.
+    pub transport: Option<media::sink::TransportStats>,
+    /// The last problem with the input that did not end it, and when.
+    pub last_error: Option<(SystemTime, String)>,
+    /// How many such problems this lecture has had.
+    pub errors: u64,
+    /// Seconds between the last two keyframes of the video.
+    pub keyframe_interval_s: Option<f64>,
+}
+
 #[derive(Debug)]
 struct LectureState {
     status: Status,
@@ -79,6 +92,7 @@ pub struct Lecture {
     /// WebRTC viewers by dialect.
     webrtc: Mutex<indexmap::IndexMap<String, usize>>,
     events: broadcast::Sender<HubEvent>,
+    health: Mutex<InputHealth>,
 }
 
 impl Lecture {
@@ -102,6 +116,15 @@ impl Lecture {
             *v = version;
             changed
         });
+    }
+
+    /// How the input is doing.
+    pub fn health(&self) -> InputHealth {
+        self.health_lock().clone()
+    }
+
+    fn health_lock(&self) -> MutexGuard<'_, InputHealth> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Current status.
@@ -354,6 +377,7 @@ impl Hub {
             taps: Taps::default(),
             webrtc: Mutex::default(),
             events: self.events.clone(),
+            health: Mutex::default(),
         })
     }
 
@@ -387,6 +411,26 @@ fn base36(mut v: u64) -> String {
 }
 
 impl Publish for Hub {
+    fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
+        self.check_key(request)?;
+        let map = self.lectures();
+        match map.get(&request.stream).map(|l| l.status()) {
+            Some(Status::Live) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
+            Some(_) => Ok(()),
+            None => {
+                let live = map
+                    .values()
+                    .filter(|l| !matches!(l.status(), Status::Ended { .. }))
+                    .count();
+                if live >= self.config.lectures.max_live {
+                    Err(PublishError::TooManyLectures)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     fn publish(&self, request: PublishRequest) -> Result<Box<dyn MediaSink>, PublishError> {
         if let Err(e) = self.check_key(&request) {
             warn!(stream = %request.stream, remote = ?request.remote, protocol = request.protocol, "publish refused: {e}");
@@ -439,6 +483,7 @@ impl Publish for Hub {
             tracks: HashMap::new(),
             dialect_names: self.config.dialects.clone(),
             had_media: false,
+            last_keyframe: None,
         }))
     }
 }
@@ -451,6 +496,8 @@ struct PublisherSink {
     dialect_names: indexmap::IndexMap<String, String>,
     /// This session has put something playable in the playlists.
     had_media: bool,
+    /// Decode time (s) of the last video keyframe.
+    last_keyframe: Option<f64>,
 }
 
 struct SinkTrack {
@@ -532,6 +579,15 @@ impl MediaSink for PublisherSink {
                 }
                 let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
+                if keyframe && matches!(t.tap, TapTrack::Video) {
+                    let at = frame.dts as f64 / t.timescale as f64;
+                    if let Some(prev) = self.last_keyframe.replace(at)
+                        && at > prev
+                    {
+                        self.lecture.health_lock().keyframe_interval_s =
+                            Some(((at - prev) * 1000.0).round() / 1000.0);
+                    }
+                }
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
@@ -566,6 +622,16 @@ impl MediaSink for PublisherSink {
                 Ok(())
             }
         }
+    }
+
+    fn transport(&mut self, stats: media::sink::TransportStats) {
+        self.lecture.health_lock().transport = Some(stats);
+    }
+
+    fn input_error(&mut self, message: String) {
+        let mut h = self.lecture.health_lock();
+        h.errors += 1;
+        h.last_error = Some((SystemTime::now(), message));
     }
 }
 
@@ -691,7 +757,21 @@ mod tests {
             hub.publish(req("c", None)),
             Err(PublishError::TooManyLectures)
         ));
+        // `check` answers the same without starting anything.
+        assert!(matches!(
+            hub.check(&req("xihe", Some("right-key-123"))),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        assert!(matches!(
+            hub.check(&req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        assert!(hub.lecture("c").is_none());
         let closed = hub_with("allow_unconfigured = false", "");
+        assert!(matches!(
+            closed.check(&req("x", None)),
+            Err(PublishError::UnknownLecture(_))
+        ));
         assert!(matches!(
             closed.publish(req("x", None)),
             Err(PublishError::UnknownLecture(_))

@@ -20,6 +20,8 @@ pub struct Server {
     pub rtmp: SocketAddr,
     /// WebRTC media addresses.
     pub webrtc: Vec<SocketAddr>,
+    /// SRT address (UDP), when SRT is on.
+    pub srt: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
     _dir: tempdir::Dir,
 }
@@ -72,15 +74,25 @@ impl Server {
         // Loopback only, on ports the OS picks; the demo only where a test asks for it. In a
         // namespace of the test's own, WebRTC takes its non-loopback address (browsers
         // gather no loopback candidates).
-        let udp = if netns.is_some() { "0.0.0.0:0" } else { "127.0.0.1:0" };
+        let udp = if netns.is_some() {
+            "0.0.0.0:0"
+        } else {
+            "127.0.0.1:0"
+        };
         cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
-            .env("JIANGTANG_WEBRTC_UDP_LISTEN", udp);
+            .env("JIANGTANG_WEBRTC_UDP_LISTEN", udp)
+            .env("JIANGTANG_SRT_LISTEN", "127.0.0.1:0");
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
         cmd.args(["serve", "--config"]).arg(&path);
-        Server::run(cmd, dir, !extra.contains("[webrtc]\nenabled = false"))
+        Server::run(
+            cmd,
+            dir,
+            !extra.contains("[webrtc]\nenabled = false"),
+            !extra.contains("[srt]\nenabled = false"),
+        )
     }
 
     /// `jiangtang serve` exactly as the README's first command runs it: no config file, no
@@ -89,10 +101,10 @@ impl Server {
     pub fn start_as_shipped_in(netns: &Netns) -> Server {
         let mut cmd = netns.command(env!("CARGO_BIN_EXE_jiangtang"));
         cmd.arg("serve");
-        Server::run(cmd, tempdir::Dir::new(), true)
+        Server::run(cmd, tempdir::Dir::new(), true, true)
     }
 
-    fn run(mut cmd: Command, dir: tempdir::Dir, wants_webrtc: bool) -> Server {
+    fn run(mut cmd: Command, dir: tempdir::Dir, wants_webrtc: bool, wants_srt: bool) -> Server {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -117,9 +129,13 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let (mut http, mut rtmp, mut webrtc) = (None, None, Vec::new());
+        let (mut http, mut rtmp, mut webrtc, mut srt) = (None, None, Vec::new(), None);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http.is_none() || rtmp.is_none() || (wants_webrtc && webrtc.is_empty()) {
+        while http.is_none()
+            || rtmp.is_none()
+            || (wants_webrtc && webrtc.is_empty())
+            || (wants_srt && srt.is_none())
+        {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("relay did not start: {}", log.lock().unwrap()));
@@ -129,6 +145,8 @@ impl Server {
                 rtmp = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("jiangtang: webrtc listening on udp ") {
                 webrtc.push(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("jiangtang: srt listening on udp ") {
+                srt = Some(a.parse().unwrap());
             }
         }
         Server {
@@ -136,6 +154,7 @@ impl Server {
             http: http.unwrap(),
             rtmp: rtmp.unwrap(),
             webrtc,
+            srt,
             log,
             _dir: dir,
         }
@@ -211,7 +230,13 @@ impl Netns {
         ip(&["link", "set", "lo", "up"]);
         // A veth pair with both ends inside (this kernel has no dummy interfaces).
         ip(&["link", "add", "jt0", "type", "veth", "peer", "name", "jt1"]);
-        ip(&["addr", "add", &format!("{}/24", Netns::ADDRESS), "dev", "jt0"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Netns::ADDRESS),
+            "dev",
+            "jt0",
+        ]);
         ip(&["link", "set", "jt0", "up"]);
         ip(&["link", "set", "jt1", "up"]);
         Some(ns)

@@ -198,7 +198,10 @@ fn obs_publish_with_one_chunk_stream_for_everything() {
             })
             .expect("metadata");
         assert_eq!(meta.get("width").and_then(|v| v.as_number()), Some(320.0));
-        assert_eq!(meta.get("framerate").and_then(|v| v.as_number()), Some(25.0));
+        assert_eq!(
+            meta.get("framerate").and_then(|v| v.as_number()),
+            Some(25.0)
+        );
         let m = to_media(&r.events);
         assert_eq!(m.video.len(), 64, "piece {piece}");
         assert_eq!(m.audio.len(), 116, "piece {piece}");

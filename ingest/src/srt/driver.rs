@@ -1,0 +1,381 @@
+//! The SRT listener: one thread waits on libsrt's epoll for the listener and every
+//! publisher, and feeds what arrives through [`TsToMedia`] into the relay.
+//!
+//! Callers are admitted or refused inside libsrt's handshake (stream id, key, passphrase,
+//! limits), so a refused encoder gets an SRT reject code, not a connection that opens and
+//! drops. A thread, not a tokio task: libsrt's calls are synchronous, and this one thread
+//! never blocks on anything but libsrt's epoll.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use config::Config;
+use libsrt::{
+    Admission, CallerRequest, Listener, ListenerOptions, Poller, Ready, Recv, RejectCode, Socket,
+    SocketId, SrtError,
+};
+use media::sink::{MediaSink, Publish, PublishError, PublishRequest, TransportStats};
+use tracing::{info, warn};
+
+use super::streamid::{self, StreamIdError};
+use super::to_media::{Notice, TsToMedia};
+
+/// A publisher that sends no MPEG-TS program (PAT/PMT with H.264 or AAC) within this time
+/// is disconnected.
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often transport statistics are read and reported.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+/// After the first notice of a kind, at most one log line per kind this often.
+const NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+/// A running SRT listener; dropping it stops the thread and closes every connection.
+pub struct SrtServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SrtServer {
+    /// The UDP address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for SrtServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reject_code(e: &PublishError) -> RejectCode {
+    match e {
+        PublishError::Unauthorized(_) => RejectCode::UNAUTHORIZED,
+        PublishError::AlreadyPublishing(_) => RejectCode::CONFLICT,
+        PublishError::UnknownLecture(_) => RejectCode::NOT_FOUND,
+        PublishError::TooManyLectures => RejectCode::OVERLOAD,
+    }
+}
+
+fn request(id: &streamid::StreamId, peer: Option<SocketAddr>) -> PublishRequest {
+    PublishRequest {
+        stream: id.stream.clone(),
+        key: id.key.clone(),
+        language: None,
+        protocol: "srt",
+        remote: peer,
+    }
+}
+
+/// Decides about one caller during its handshake.
+fn admit(
+    caller: CallerRequest<'_>,
+    publish: &dyn Publish,
+    config: &Config,
+    connections: &AtomicUsize,
+) -> Admission {
+    let peer = caller.peer;
+    let id = match streamid::parse(caller.stream_id) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(remote = ?peer, stream_id = %caller.stream_id.chars().take(80).collect::<String>(), "srt caller refused: {e}");
+            let code = match e {
+                StreamIdError::NotPublish(_) => RejectCode::BAD_MODE,
+                _ => RejectCode::BAD_REQUEST,
+            };
+            return Admission::Reject(code);
+        }
+    };
+    if connections.load(Ordering::Relaxed) >= config.srt.max_connections {
+        warn!(remote = ?peer, stream = %id.stream, "srt caller refused: {} publishers already", config.srt.max_connections);
+        return Admission::Reject(RejectCode::OVERLOAD);
+    }
+    if let Err(e) = publish.check(&request(&id, peer)) {
+        warn!(remote = ?peer, stream = %id.stream, "srt caller refused: {e}");
+        return Admission::Reject(reject_code(&e));
+    }
+    Admission::Accept {
+        passphrase: config.srt_passphrase(&id.stream).map(str::to_string),
+    }
+}
+
+/// Binds the listener (`config.srt.listen`) and starts its thread.
+pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<SrtServer, SrtError> {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let opts = ListenerOptions {
+        latency_ms: config.srt.latency_ms,
+        peer_idle_timeout_ms: config.srt.idle_timeout_ms,
+        backlog: 64,
+    };
+    let (p, c, n) = (publish.clone(), config.clone(), connections.clone());
+    let listener = Listener::bind(
+        config.srt.listen,
+        &opts,
+        Box::new(move |caller| admit(caller, p.as_ref(), &c, &n)),
+    )?;
+    let addr = listener.local_addr()?;
+    let poller = Poller::new()?;
+    poller.add(listener.id())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("srt".into())
+        .spawn(move || {
+            Driver {
+                listener,
+                poller,
+                publish,
+                conns: HashMap::new(),
+                connections,
+            }
+            .run(&stop2)
+        })
+        .map_err(|e| SrtError {
+            code: -1,
+            message: format!("cannot start the SRT thread: {e}"),
+        })?;
+    Ok(SrtServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+struct Conn {
+    socket: Socket,
+    peer: Option<SocketAddr>,
+    stream: String,
+    sink: Box<dyn MediaSink>,
+    ts: TsToMedia,
+    opened: Instant,
+    bytes: u64,
+    notices: NoticeLog,
+    closing: Option<String>,
+}
+
+/// Rate-limited logging of notices, per kind.
+#[derive(Default)]
+struct NoticeLog {
+    kinds: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl NoticeLog {
+    fn note(&mut self, stream: &str, n: &Notice, now: Instant) {
+        match self.kinds.get_mut(n.kind) {
+            None => {
+                warn!(stream, "srt input: {}", n.message);
+                self.kinds.insert(n.kind, (now, 0));
+            }
+            Some((last, suppressed)) => {
+                if now.duration_since(*last) >= NOTICE_EVERY {
+                    let more = if *suppressed > 0 {
+                        format!(" ({suppressed} more like it since the last report)")
+                    } else {
+                        String::new()
+                    };
+                    warn!(stream, "srt input: {}{more}", n.message);
+                    *last = now;
+                    *suppressed = 0;
+                } else {
+                    *suppressed += 1;
+                }
+            }
+        }
+    }
+}
+
+struct Driver {
+    listener: Listener,
+    poller: Poller,
+    publish: Arc<dyn Publish>,
+    conns: HashMap<SocketId, Conn>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Driver {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut ready = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        let mut last_stats = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            ready.clear();
+            if let Err(e) = self.poller.wait(Duration::from_millis(200), &mut ready) {
+                warn!("srt: waiting failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            for r in &ready {
+                self.on_ready(r, &mut buf);
+            }
+            let now = Instant::now();
+            if now.duration_since(last_stats) >= STATS_EVERY {
+                last_stats = now;
+                self.tick(now);
+            }
+            self.reap();
+        }
+        for c in self.conns.values_mut() {
+            c.closing
+                .get_or_insert_with(|| "relay shutting down".into());
+        }
+        self.reap();
+    }
+
+    fn on_ready(&mut self, r: &Ready, buf: &mut [u8]) {
+        if r.id == self.listener.id() {
+            self.accept_all();
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&r.id) else {
+            // Closed already; libsrt may still report it once.
+            self.poller.remove(r.id);
+            return;
+        };
+        loop {
+            match c.socket.recv(buf) {
+                Ok(Recv::Data(n)) => {
+                    c.bytes += n as u64;
+                    c.ts.push(&buf[..n]);
+                    forward(c);
+                    if c.closing.is_some() {
+                        break;
+                    }
+                }
+                Ok(Recv::WouldBlock) => break,
+                Ok(Recv::Closed) => {
+                    c.closing
+                        .get_or_insert_with(|| "publisher disconnected".into());
+                    break;
+                }
+                Err(e) => {
+                    c.closing
+                        .get_or_insert_with(|| format!("receive failed: {e}"));
+                    break;
+                }
+            }
+        }
+        if r.error && c.closing.is_none() {
+            c.closing = Some("connection broken".into());
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let (socket, peer) = match self.listener.accept() {
+                Ok(Some(x)) => x,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("srt accept failed: {e}");
+                    return;
+                }
+            };
+            let sid = socket.stream_id();
+            let Ok(id) = streamid::parse(&sid) else {
+                // Admission refused it already; a caller cannot get here without one.
+                continue;
+            };
+            match self.publish.publish(request(&id, peer)) {
+                Ok(sink) => {
+                    if let Err(e) = self.poller.add(socket.id()) {
+                        warn!(stream = %id.stream, "srt: cannot watch the connection: {e}");
+                        continue;
+                    }
+                    let latency = socket.stats().map(|s| s.latency_ms).unwrap_or(0);
+                    info!(stream = %id.stream, remote = ?peer, latency_ms = latency, "srt publisher connected");
+                    self.connections.fetch_add(1, Ordering::Relaxed);
+                    self.conns.insert(
+                        socket.id(),
+                        Conn {
+                            socket,
+                            peer,
+                            stream: id.stream,
+                            sink,
+                            ts: TsToMedia::new(),
+                            opened: Instant::now(),
+                            bytes: 0,
+                            notices: NoticeLog::default(),
+                            closing: None,
+                        },
+                    );
+                }
+                // Between admission and now somebody else started publishing it.
+                Err(e) => {
+                    warn!(stream = %id.stream, remote = ?peer, "srt publisher dropped after the handshake: {e}")
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        for c in self.conns.values_mut() {
+            if c.closing.is_some() {
+                continue;
+            }
+            if !c.ts.has_program() && now.duration_since(c.opened) >= PROGRAM_TIMEOUT {
+                c.closing = Some(format!(
+                    "no MPEG-TS program with H.264 or AAC in {} s ({} bytes received): send MPEG-TS (ffmpeg: -f mpegts)",
+                    PROGRAM_TIMEOUT.as_secs(),
+                    c.bytes
+                ));
+                continue;
+            }
+            if let Ok(s) = c.socket.stats() {
+                c.sink.transport(TransportStats {
+                    packets_received: s.packets_received.max(0) as u64,
+                    packets_lost: s.packets_lost.max(0) as u64,
+                    packets_retransmitted: s.packets_retransmitted.max(0) as u64,
+                    packets_dropped: s.packets_dropped.max(0) as u64,
+                    rtt_ms: Some(s.rtt_ms),
+                    latency_ms: Some(s.latency_ms.max(0) as u64),
+                });
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let done: Vec<SocketId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let Some(mut c) = self.conns.remove(&id) else {
+                continue;
+            };
+            self.poller.remove(id);
+            c.ts.finish();
+            forward(&mut c);
+            let why = c.closing.take().unwrap_or_default();
+            info!(stream = %c.stream, remote = ?c.peer, bytes = c.bytes, "srt publisher gone: {why}");
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            // Dropping the sink ends the publishing session; dropping the socket closes it.
+        }
+    }
+}
+
+/// Hands everything the mapper produced to the relay.
+fn forward(c: &mut Conn) {
+    let now = Instant::now();
+    while let Some(x) = c.ts.poll() {
+        match x {
+            Ok(event) => {
+                if let Err(e) = c.sink.handle(event) {
+                    c.closing = Some(e.to_string());
+                    return;
+                }
+            }
+            Err(n) => {
+                c.notices.note(&c.stream, &n, now);
+                c.sink.input_error(n.message);
+            }
+        }
+    }
+}

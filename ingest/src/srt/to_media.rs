@@ -1,0 +1,654 @@
+//! MPEG-TS → media model: the elementary streams of a transport stream become tracks.
+//!
+//! - The H.264 PID is the video track (Annex B access units become length-prefixed NAL
+//!   units; SPS and PPS become its configuration). After lost data it waits for the next
+//!   keyframe, so no undecodable frame reaches a player.
+//! - Every AAC PID is an audio track — one dialect — with the language of its ISO 639
+//!   descriptor. An audio PID without one (or repeating another's) still becomes a track,
+//!   tagged `und-x-aN`, and a notice says how to label it.
+//! - Timestamps: 33-bit PTS/DTS are unwrapped; a jump (encoder restart, a splice, a
+//!   `discontinuity_indicator`) starts a new *epoch* whose offset makes the timeline
+//!   continue where it was, for every PID, so tracks stay in sync across it.
+//!
+//! Damaged input never ends the session: it yields [`Notice`]s the driver logs.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use media::aac;
+use media::h264::{self, H264Params};
+use media::model::rescale;
+use media::mpegts::{EsKind, TsDemux, TsEvent, Unwrapper};
+use media::{CodecParams, Frame, Language, MediaEvent, TrackId, TrackInfo};
+
+/// A forward jump larger than this (90 kHz ticks) is a discontinuity: 5 s.
+const JUMP_FORWARD: i64 = 5 * 90_000;
+/// A backward step larger than this is a discontinuity: 1 s.
+const JUMP_BACK: i64 = 90_000;
+/// Epochs remembered (tracks that have not yet crossed a jump still map through theirs).
+const MAX_EPOCHS: usize = 8;
+/// Audio PIDs mapped at most (a lecture carries at most this many dialects per input).
+pub const MAX_AUDIO: usize = 16;
+
+/// Something about the input worth telling the operator; the session goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// A stable kind, for rate limiting and counting: `loss`, `dropped`, `jump`,
+    /// `unsupported`, `language`, `bad-frame`.
+    pub kind: &'static str,
+    /// What happened, for the log and the API's last error.
+    pub message: String,
+}
+
+struct Es {
+    kind: EsKind,
+    language: Option<Language>,
+    track: TrackId,
+    announced: Option<CodecParams>,
+    unwrap: Unwrapper,
+    epoch: usize,
+    /// Last unwrapped DTS (90 kHz) and what it mapped to.
+    last: Option<(i64, i64)>,
+    waiting_keyframe: bool,
+}
+
+/// Maps one transport stream.
+pub struct TsToMedia {
+    demux: TsDemux,
+    es: BTreeMap<u16, Es>,
+    next_track: u32,
+    audio_tracks: usize,
+    /// Offsets (90 kHz) of each epoch, oldest first; `epoch_base` is the index of the first.
+    epochs: Vec<i64>,
+    epoch_base: usize,
+    out: std::collections::VecDeque<Result<MediaEvent, Notice>>,
+}
+
+impl Default for TsToMedia {
+    fn default() -> Self {
+        TsToMedia::new()
+    }
+}
+
+impl TsToMedia {
+    /// A mapper for a new connection.
+    pub fn new() -> Self {
+        TsToMedia {
+            demux: TsDemux::new(),
+            es: BTreeMap::new(),
+            next_track: 0,
+            audio_tracks: 0,
+            epochs: vec![0],
+            epoch_base: 0,
+            out: Default::default(),
+        }
+    }
+
+    /// Whether a PMT has declared a stream this maps (video or audio).
+    pub fn has_program(&self) -> bool {
+        self.es
+            .values()
+            .any(|e| matches!(e.kind, EsKind::H264 | EsKind::Aac))
+    }
+
+    /// Takes received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.demux.push(data);
+        self.drain_demux();
+    }
+
+    /// The stream ended: what is still being assembled comes out.
+    pub fn finish(&mut self) {
+        self.demux.flush();
+        self.drain_demux();
+    }
+
+    /// The next media event, or a notice.
+    pub fn poll(&mut self) -> Option<Result<MediaEvent, Notice>> {
+        self.out.pop_front()
+    }
+
+    fn notice(&mut self, kind: &'static str, message: String) {
+        self.out.push_back(Err(Notice { kind, message }));
+    }
+
+    fn drain_demux(&mut self) {
+        while let Some(ev) = self.demux.poll() {
+            match ev {
+                TsEvent::Stream(s) => self.on_stream(s),
+                TsEvent::Pes {
+                    pid,
+                    pts,
+                    dts,
+                    data,
+                } => self.on_pes(pid, pts, dts, data),
+                TsEvent::Loss { pid } => {
+                    if let Some(es) = self.es.get_mut(&pid)
+                        && es.kind == EsKind::H264
+                    {
+                        es.waiting_keyframe = true;
+                    }
+                    self.notice("loss", format!("data lost on PID {pid} (continuity error)"));
+                }
+                TsEvent::Dropped { pid, reason } => {
+                    let on = pid.map(|p| format!(" on PID {p}")).unwrap_or_default();
+                    self.notice("dropped", format!("damaged data{on}: {reason}"));
+                }
+            }
+        }
+    }
+
+    fn on_stream(&mut self, s: media::mpegts::TsStream) {
+        if let Some(es) = self.es.get(&s.pid)
+            && es.kind == s.kind
+        {
+            // The same stream in a new PMT version: keep its track.
+            return;
+        }
+        match s.kind {
+            EsKind::H264 => {
+                if self.es.values().any(|e| e.kind == EsKind::H264) {
+                    self.notice(
+                        "unsupported",
+                        format!("a second H.264 PID ({}) is ignored", s.pid),
+                    );
+                    return;
+                }
+            }
+            EsKind::Aac => {
+                if self.audio_tracks >= MAX_AUDIO {
+                    self.notice(
+                        "unsupported",
+                        format!("audio PID {} ignored: at most {MAX_AUDIO} dialects", s.pid),
+                    );
+                    return;
+                }
+                self.audio_tracks += 1;
+            }
+            EsKind::H265 | EsKind::Opus | EsKind::Other(_) => {
+                let what = match s.kind {
+                    EsKind::H265 => "H.265 video".to_string(),
+                    EsKind::Opus => "Opus audio".to_string(),
+                    EsKind::Other(t) => format!("stream type 0x{t:02x}"),
+                    _ => unreachable!(),
+                };
+                self.notice(
+                    "unsupported",
+                    format!(
+                        "PID {} carries {what}, which is not relayed yet (send H.264 and AAC): ignored",
+                        s.pid
+                    ),
+                );
+                return;
+            }
+        }
+        let language = if s.kind == EsKind::Aac {
+            self.language_for(s.pid, s.language.as_deref())
+        } else {
+            None
+        };
+        let track = TrackId(self.next_track);
+        self.next_track += 1;
+        self.es.insert(
+            s.pid,
+            Es {
+                kind: s.kind,
+                language,
+                track,
+                announced: None,
+                unwrap: Unwrapper::default(),
+                epoch: self.epoch_base + self.epochs.len() - 1,
+                last: None,
+                waiting_keyframe: true,
+            },
+        );
+    }
+
+    /// The dialect of an audio PID: its descriptor's language, unless missing, invalid or
+    /// already taken by another PID of this stream.
+    fn language_for(&mut self, pid: u16, declared: Option<&str>) -> Option<Language> {
+        let taken = |l: &Language, es: &BTreeMap<u16, Es>| {
+            es.values().any(|e| e.language.as_ref() == Some(l))
+        };
+        let parsed = declared
+            .map(|d| d.trim_matches(char::from(0)).trim().to_ascii_lowercase())
+            .filter(|d| !d.is_empty() && d != "und")
+            .and_then(|d| Language::parse(&d).ok());
+        let first_unlabelled = !self
+            .es
+            .values()
+            .any(|e| e.kind == EsKind::Aac && e.language.is_none());
+        match parsed {
+            Some(l) if !taken(&l, &self.es) => Some(l),
+            None if first_unlabelled => {
+                // One unlabelled track takes the lecture's default dialect.
+                None
+            }
+            other => {
+                let n = self.audio_tracks;
+                let tag = match &other {
+                    Some(l) => format!("{}-x-a{n}", l.as_str().split('-').next().unwrap_or("und")),
+                    None => format!("und-x-a{n}"),
+                };
+                let why = match &other {
+                    Some(l) => format!("repeats the language {l} of another track"),
+                    None => "has no ISO 639 language descriptor".to_string(),
+                };
+                self.notice(
+                    "language",
+                    format!(
+                        "audio PID {pid} {why}; published as dialect {tag}. Tag each audio track with its own language (ffmpeg: -metadata:s:a:N language=yue)"
+                    ),
+                );
+                Language::parse(&tag).ok()
+            }
+        }
+    }
+
+    fn on_pes(&mut self, pid: u16, pts: Option<u64>, dts: Option<u64>, data: Bytes) {
+        let Some(pts) = pts else {
+            self.notice("bad-frame", format!("PES without a timestamp on PID {pid}"));
+            return;
+        };
+        let Some(kind) = self.es.get(&pid).map(|e| e.kind) else {
+            return;
+        };
+        let Some((dts, pts)) = self.place(pid, dts.unwrap_or(pts), pts) else {
+            return;
+        };
+        match kind {
+            EsKind::H264 => self.on_video(pid, dts, pts, &data),
+            EsKind::Aac => self.on_audio(pid, pts, &data),
+            _ => {}
+        }
+    }
+
+    /// Unwraps and maps a PID's timestamps onto the continuous timeline: `(dts, pts)` in
+    /// 90 kHz ticks.
+    fn place(&mut self, pid: u16, dts_raw: u64, pts_raw: u64) -> Option<(i64, i64)> {
+        let current = self.epoch_base + self.epochs.len() - 1;
+        let es = self.es.get_mut(&pid)?;
+        let dts = es.unwrap.unwrap(dts_raw);
+        // PTS as the nearest value to the DTS (they may straddle a wrap).
+        let mut pts = dts - (dts.rem_euclid(1 << 33)) + (pts_raw & ((1 << 33) - 1)) as i64;
+        if pts - dts > 1 << 32 {
+            pts -= 1 << 33;
+        } else if dts - pts > 1 << 32 {
+            pts += 1 << 33;
+        }
+        let mut jumped = None;
+        if let Some((last_raw, last_out)) = es.last {
+            let step = dts - last_raw;
+            if !(-JUMP_BACK..=JUMP_FORWARD).contains(&step) {
+                if es.epoch < current {
+                    // Another track already crossed this jump.
+                    es.epoch = current;
+                } else {
+                    // First to cross: continue one frame after where this track was.
+                    let offset = last_out + 3600 - dts;
+                    jumped = Some((step, offset));
+                }
+            }
+        }
+        if let Some((step, offset)) = jumped {
+            self.epochs.push(offset);
+            if self.epochs.len() > MAX_EPOCHS {
+                self.epochs.remove(0);
+                self.epoch_base += 1;
+            }
+            let new = self.epoch_base + self.epochs.len() - 1;
+            if let Some(es) = self.es.get_mut(&pid) {
+                es.epoch = new;
+            }
+            self.notice(
+                "jump",
+                format!(
+                    "timestamps jumped by {:+.1} s on PID {pid}: the timeline continues across it",
+                    step as f64 / 90_000.0
+                ),
+            );
+        }
+        let es = self.es.get_mut(&pid)?;
+        let idx = es
+            .epoch
+            .saturating_sub(self.epoch_base)
+            .min(self.epochs.len() - 1);
+        let offset = self.epochs[idx];
+        let out = dts + offset;
+        es.last = Some((dts, out));
+        Some((out, pts + offset))
+    }
+
+    fn on_video(&mut self, pid: u16, dts: i64, pts: i64, data: &[u8]) {
+        let mut sps = None;
+        let mut pps = None;
+        let mut idr = false;
+        for nal in h264::split_annexb(data) {
+            match nal.first().map(|b| b & 0x1f) {
+                Some(7) => sps = Some(nal),
+                Some(8) => pps = Some(nal),
+                Some(5) => idr = true,
+                _ => {}
+            }
+        }
+        if let (Some(sps), Some(pps)) = (sps, pps) {
+            let changed = match &self.es[&pid].announced {
+                Some(CodecParams::H264(h)) => h.sps != sps || h.pps != pps,
+                _ => true,
+            };
+            if changed {
+                match H264Params::from_sps_pps(sps, pps) {
+                    Ok(p) => {
+                        let es = self.es.get_mut(&pid).expect("known pid");
+                        es.announced = Some(CodecParams::H264(p.clone()));
+                        self.out.push_back(Ok(MediaEvent::Track {
+                            id: es.track,
+                            info: TrackInfo::new(CodecParams::H264(p)),
+                        }));
+                    }
+                    Err(e) => {
+                        self.notice("bad-frame", format!("bad H.264 parameter sets: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        let es = self.es.get_mut(&pid).expect("known pid");
+        if es.announced.is_none() {
+            // Nothing decodable before the first SPS/PPS.
+            return;
+        }
+        if es.waiting_keyframe {
+            if !idr {
+                return;
+            }
+            es.waiting_keyframe = false;
+        }
+        let avcc = h264::annexb_to_avcc_without_parameter_sets(data);
+        if avcc.is_empty() {
+            return;
+        }
+        let track = es.track;
+        self.out.push_back(Ok(MediaEvent::Frame {
+            track,
+            frame: Frame {
+                dts,
+                pts,
+                keyframe: idr,
+                data: avcc,
+            },
+        }));
+    }
+
+    fn on_audio(&mut self, pid: u16, pts: i64, data: &[u8]) {
+        let frames = match aac::split_adts(data) {
+            Ok(f) => f,
+            Err(e) => {
+                self.notice("bad-frame", format!("bad AAC on PID {pid}: {e}"));
+                return;
+            }
+        };
+        let Some(first) = frames.first() else { return };
+        let params = match first.params() {
+            Ok(p) => p,
+            Err(e) => {
+                self.notice("bad-frame", format!("bad AAC header on PID {pid}: {e}"));
+                return;
+            }
+        };
+        let es = self.es.get_mut(&pid).expect("known pid");
+        let changed = match &es.announced {
+            Some(CodecParams::Aac(a)) => a.config != params.config,
+            _ => true,
+        };
+        let rate = params.sample_rate;
+        if changed {
+            es.announced = Some(CodecParams::Aac(params.clone()));
+            let mut info = TrackInfo::new(CodecParams::Aac(params));
+            info.language = es.language.clone();
+            let id = es.track;
+            self.out.push_back(Ok(MediaEvent::Track { id, info }));
+        }
+        let es = &self.es[&pid];
+        let track = es.track;
+        let base = rescale(pts, 90_000, rate);
+        for (i, f) in frames.iter().enumerate() {
+            let t = base + i as i64 * aac::SAMPLES_PER_FRAME as i64;
+            self.out.push_back(Ok(MediaEvent::Frame {
+                track,
+                frame: Frame {
+                    dts: t,
+                    pts: t,
+                    keyframe: true,
+                    data: Bytes::copy_from_slice(f.data),
+                },
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const THREE: &[u8] = include_bytes!("../../../media/testdata/three-dialects.ts");
+
+    fn map(data: &[u8], chunk: usize) -> (Vec<MediaEvent>, Vec<Notice>) {
+        let mut m = TsToMedia::new();
+        let (mut events, mut notices) = (vec![], vec![]);
+        for c in data.chunks(chunk) {
+            m.push(c);
+            while let Some(x) = m.poll() {
+                match x {
+                    Ok(e) => events.push(e),
+                    Err(n) => notices.push(n),
+                }
+            }
+        }
+        m.finish();
+        while let Some(x) = m.poll() {
+            match x {
+                Ok(e) => events.push(e),
+                Err(n) => notices.push(n),
+            }
+        }
+        (events, notices)
+    }
+
+    fn tracks(events: &[MediaEvent]) -> Vec<(TrackId, TrackInfo)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Track { id, info } => Some((*id, info.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn frames(events: &[MediaEvent], track: TrackId) -> Vec<Frame> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Frame { track: t, frame } if *t == track => Some(frame.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_dialects_become_one_video_and_three_audio_tracks() {
+        let (events, notices) = map(THREE, 1316);
+        assert!(notices.is_empty(), "{notices:?}");
+        let t = tracks(&events);
+        assert_eq!(t.len(), 4);
+        let video = t
+            .iter()
+            .find(|(_, i)| matches!(i.codec, CodecParams::H264(_)))
+            .unwrap();
+        let CodecParams::H264(h) = &video.1.codec else {
+            unreachable!()
+        };
+        assert_eq!((h.width, h.height), (160, 120));
+        let langs: Vec<String> = t
+            .iter()
+            .filter_map(|(_, i)| i.language.as_ref().map(|l| l.to_string()))
+            .collect();
+        assert_eq!(langs, ["cmn", "yue", "hak"]);
+        let v = frames(&events, video.0);
+        assert_eq!(v.len(), 50);
+        assert!(v[0].keyframe);
+        assert!(v.iter().any(|f| f.pts > f.dts), "B-frames");
+        for f in &v {
+            assert_eq!(h.is_idr(&f.data).unwrap(), f.keyframe);
+        }
+        for (id, info) in t.iter().filter(|(_, i)| i.language.is_some()) {
+            let a = frames(&events, *id);
+            assert_eq!(a.len(), 95, "{:?}", info.language);
+            assert!(a.windows(2).all(|w| w[1].dts - w[0].dts == 1024));
+            // Audio and video start together (within 100 ms) on the same clock.
+            let lead = (rescale(a[0].pts, 48_000, 90_000) - v[0].pts).abs();
+            assert!(lead < 9000, "{lead}");
+        }
+    }
+
+    #[test]
+    fn video_after_a_loss_waits_for_the_next_keyframe() {
+        // Drop a packet in the middle of the first GOP.
+        let cut = 60 * 188;
+        let mut lossy = THREE[..cut].to_vec();
+        lossy.extend_from_slice(&THREE[cut + 188..]);
+        let (events, notices) = map(&lossy, 1316);
+        assert!(notices.iter().any(|n| n.kind == "loss"), "{notices:?}");
+        let t = tracks(&events);
+        let video = t
+            .iter()
+            .find(|(_, i)| matches!(i.codec, CodecParams::H264(_)))
+            .unwrap();
+        let v = frames(&events, video.0);
+        // Only the frames before the loss and from the second keyframe on.
+        let keyframes = v.iter().filter(|f| f.keyframe).count();
+        assert_eq!(keyframes, 2);
+        let second = v.iter().rposition(|f| f.keyframe).unwrap();
+        assert_eq!(v.len() - second, 25, "the whole second GOP");
+        assert!(second < 25, "the first GOP is cut short at the loss");
+    }
+
+    #[test]
+    fn a_timestamp_jump_keeps_the_timeline_continuous_for_every_track() {
+        // The same two seconds twice, the second copy with every PTS/DTS moved by +1 hour
+        // (an encoder restart), as one stream.
+        let mut shifted = THREE.to_vec();
+        shift_timestamps(&mut shifted, 3600 * 90_000);
+        let mut both = THREE.to_vec();
+        both.extend_from_slice(&shifted);
+        let (events, notices) = map(&both, 1316);
+        assert!(notices.iter().any(|n| n.kind == "jump"), "{notices:?}");
+        // Only continuity notices about the splice itself are expected besides the jump.
+        let t = tracks(&events);
+        for (id, info) in &t {
+            let f = frames(&events, *id);
+            let ts: Vec<i64> = f
+                .iter()
+                .map(|x| rescale(x.dts, info.timescale, 90_000))
+                .collect();
+            let biggest = ts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+            assert!(
+                biggest < 90_000 / 2,
+                "{:?}: a gap of {biggest} ticks",
+                info.language
+            );
+        }
+    }
+
+    #[test]
+    fn unlabelled_and_repeated_languages_still_become_tracks() {
+        let mut m = TsToMedia::new();
+        assert_eq!(m.language_for(256, Some("yue")).unwrap().as_str(), "yue");
+        m.es.insert(256, dummy_audio(Some("yue")));
+        m.audio_tracks = 1;
+        assert_eq!(m.language_for(257, None), None, "first unlabelled: default");
+        m.es.insert(257, dummy_audio(None));
+        m.audio_tracks = 2;
+        assert_eq!(m.language_for(258, None).unwrap().as_str(), "und-x-a2");
+        assert_eq!(
+            m.language_for(259, Some("yue")).unwrap().as_str(),
+            "yue-x-a2"
+        );
+        let n: Vec<_> = std::iter::from_fn(|| m.poll()).collect();
+        assert_eq!(n.len(), 2);
+    }
+
+    fn dummy_audio(lang: Option<&str>) -> Es {
+        Es {
+            kind: EsKind::Aac,
+            language: lang.map(|l| Language::parse(l).unwrap()),
+            track: TrackId(9),
+            announced: None,
+            unwrap: Unwrapper::default(),
+            epoch: 0,
+            last: None,
+            waiting_keyframe: false,
+        }
+    }
+
+    /// Adds `by` to every PTS and DTS of every PES header in a TS (and to PCRs).
+    fn shift_timestamps(ts: &mut [u8], by: u64) {
+        for pkt in ts.chunks_mut(188) {
+            if pkt.len() < 188 || pkt[0] != 0x47 {
+                continue;
+            }
+            let pusi = pkt[1] & 0x40 != 0;
+            let afc = (pkt[3] >> 4) & 3;
+            let mut off = 4;
+            if afc & 2 != 0 {
+                let len = pkt[4] as usize;
+                if len > 0 && pkt[5] & 0x10 != 0 {
+                    // PCR base: 33 bits in bytes 6..10.
+                    let b = &pkt[6..11];
+                    let base = ((b[0] as u64) << 25)
+                        | ((b[1] as u64) << 17)
+                        | ((b[2] as u64) << 9)
+                        | ((b[3] as u64) << 1)
+                        | ((b[4] as u64) >> 7);
+                    let nb = (base + by) & ((1 << 33) - 1);
+                    pkt[6] = (nb >> 25) as u8;
+                    pkt[7] = (nb >> 17) as u8;
+                    pkt[8] = (nb >> 9) as u8;
+                    pkt[9] = (nb >> 1) as u8;
+                    pkt[10] = (pkt[10] & 0x7f) | (((nb & 1) as u8) << 7);
+                }
+                off += 1 + len;
+            }
+            if !pusi || afc & 1 == 0 || off + 14 > 188 {
+                continue;
+            }
+            let p = &mut pkt[off..];
+            if p[0..3] != [0, 0, 1] || p[3] < 0xbc {
+                continue;
+            }
+            let flags = p[7] >> 6;
+            let mut at = 9;
+            for _ in 0..(if flags == 3 {
+                2
+            } else if flags == 2 {
+                1
+            } else {
+                0
+            }) {
+                let b = &p[at..at + 5];
+                let v = (((b[0] as u64 >> 1) & 7) << 30)
+                    | ((b[1] as u64) << 22)
+                    | (((b[2] as u64) >> 1) << 15)
+                    | ((b[3] as u64) << 7)
+                    | ((b[4] as u64) >> 1);
+                let nv = (v + by) & ((1 << 33) - 1);
+                p[at] = (p[at] & 0xf1) | ((((nv >> 30) & 7) as u8) << 1);
+                p[at + 1] = (nv >> 22) as u8;
+                p[at + 2] = ((((nv >> 15) & 0x7f) as u8) << 1) | 1;
+                p[at + 3] = (nv >> 7) as u8;
+                p[at + 4] = (((nv & 0x7f) as u8) << 1) | 1;
+                at += 5;
+            }
+        }
+    }
+}

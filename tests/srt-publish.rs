@@ -1,0 +1,439 @@
+//! SRT in: an encoder sending MPEG-TS with one AAC track per dialect (ffmpeg, and
+//! srt-live-transmit from Debian's srt-tools) becomes a lecture with one HLS rendition per
+//! dialect, languages taken from the TS; passphrases, keys and unknown lectures are refused
+//! in the SRT handshake with a reject code; 5 % packet loss is repaired; garbage and
+//! damaged TS are reported without disturbing another lecture.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// ffmpeg sending testsrc2 and one sine tone per `(language, Hz)` as MPEG-TS over SRT.
+fn ffmpeg_srt(url: &str, tones: &[(&str, u32)], extra_in: &[&str]) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-loglevel", "error", "-re"])
+        .args(extra_in)
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]);
+    for (_, hz) in tones {
+        c.args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={hz}:sample_rate=48000"),
+        ]);
+    }
+    c.args(["-map", "0:v"]);
+    for i in 0..tones.len() {
+        c.args(["-map", &format!("{}:a", i + 1)]);
+    }
+    c.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ])
+    .args([
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-pix_fmt",
+        "yuv420p",
+        "-b:v",
+        "500k",
+    ])
+    .args(["-c:a", "aac", "-b:a", "64k", "-ac", "1"]);
+    for (i, (lang, _)) in tones.iter().enumerate() {
+        c.args([&format!("-metadata:s:a:{i}"), &format!("language={lang}")]);
+    }
+    c.args(["-f", "mpegts", url]);
+    c.stdin(Stdio::null()).stdout(Stdio::null());
+    c
+}
+
+fn srt_url(s: &Server, streamid: &str, extra: &str) -> String {
+    format!(
+        "srt://{}?streamid={streamid}&latency=300000{extra}",
+        s.srt.expect("SRT listening")
+    )
+}
+
+fn api(s: &Server, name: &str) -> Value {
+    serde_json::from_str(&get_text(&s.url(&format!("/api/v1/streams/{name}")))).unwrap()
+}
+
+const THREE: &[(&str, u32)] = &[("cmn", 440), ("yue", 660), ("hak", 880)];
+
+#[test]
+fn ffmpeg_srt_with_three_dialects_becomes_three_hls_renditions() {
+    let s = Server::start("");
+    let _enc = Proc(
+        ffmpeg_srt(&srt_url(&s, "publish:hall", ""), THREE, &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for r in ["video", "audio-cmn", "audio-yue", "audio-hak"] {
+        wait_for_segments(&s, "hall", r, 3);
+    }
+    let master = get_text(&s.url("/hls/hall/index.m3u8"));
+    for (lang, name) in [("cmn", "普通话"), ("yue", "粤语"), ("hak", "客家话")] {
+        assert!(
+            master.contains(&format!("NAME=\"{name}\",LANGUAGE=\"{lang}\"")),
+            "{master}"
+        );
+    }
+    // Each dialect carries its own tone, in the order the encoder sent them.
+    for (lang, hz) in THREE {
+        let pcm = decode_pcm(&s.url(&format!("/hls/hall/audio-{lang}/index.m3u8")), 2.0);
+        let heard = tone_hz(&pcm);
+        assert!(
+            (heard - *hz as f64).abs() < 15.0,
+            "{lang}: heard {heard} Hz, sent {hz}"
+        );
+    }
+    let probe = ffprobe(&s.url("/hls/hall/index.m3u8"), &[]);
+    let v = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["codec_type"] == "video")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (v["codec_name"].as_str(), v["width"].as_u64()),
+        (Some("h264"), Some(320))
+    );
+    // Health: SRT's own figures and the keyframe interval.
+    let a = wait_until(Duration::from_secs(10), "SRT transport figures", || {
+        let a = api(&s, "hall");
+        (a["input"]["transport"]["packets_received"].as_u64()? > 100).then_some(a)
+    });
+    assert_eq!(a["publisher"]["protocol"], "srt");
+    assert_eq!(a["input"]["transport"]["latency_ms"], 300, "{a}");
+    assert_eq!(a["input"]["keyframe_interval_s"], 2.0, "{a}");
+    assert_eq!(a["input"]["transport"]["packets_dropped"], 0, "{a}");
+}
+
+#[test]
+fn srt_live_transmit_relays_an_encoder_into_a_lecture() {
+    let s = Server::start("");
+    // The encoder sends TS over UDP to srt-live-transmit, which calls the relay.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    drop(udp);
+    let _slt = Proc(
+        Command::new("srt-live-transmit")
+            .args([
+                "-q",
+                &format!("udp://127.0.0.1:{port}"),
+                &format!(
+                    "srt://{}?streamid=#!::r=gateway,m=publish&latency=300",
+                    s.srt.unwrap()
+                ),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit (installed by scripts/setup.sh)"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _enc = Proc(
+        ffmpeg_srt(
+            &format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+            &[("yue", 660)],
+            &[],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for_segments(&s, "gateway", "video", 2);
+    wait_for_segments(&s, "gateway", "audio-yue", 2);
+    let pcm = decode_pcm(&s.url("/hls/gateway/audio-yue/index.m3u8"), 2.0);
+    assert!((tone_hz(&pcm) - 660.0).abs() < 15.0);
+}
+
+/// Runs an SRT caller that should be refused; returns what it printed.
+fn refused(url: &str) -> String {
+    let out = output_within(
+        ffmpeg_srt(url, &[("cmn", 440)], &["-t", "3"]).stderr(Stdio::piped()),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success(), "{url} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn passphrases_keys_and_unknown_lectures_are_refused_in_the_handshake() {
+    let s = Server::start(
+        "[lectures]\nallow_unconfigured = false\n[[lecture]]\nname = \"secure\"\npublish_key = \"hall-key-123\"\nsrt_passphrase = \"correcthorsebattery\"\n[[lecture]]\nname = \"open\"\n",
+    );
+    let e = refused(&srt_url(
+        &s,
+        "publish:secure:hall-key-123",
+        "&passphrase=wrongpassphrasehere",
+    ));
+    assert!(e.to_lowercase().contains("passphrase"), "{e}");
+    let e = refused(&srt_url(&s, "publish:secure:hall-key-123", ""));
+    assert!(
+        e.contains("Password required") || e.to_lowercase().contains("unsecure"),
+        "{e}"
+    );
+    let good = "&passphrase=correcthorsebattery";
+    let e = refused(&srt_url(&s, "publish:secure:wrong-key-123", good));
+    assert!(e.contains("reject"), "{e}");
+    let e = refused(&srt_url(&s, "publish:nowhere", ""));
+    assert!(e.contains("reject"), "{e}");
+    let e = refused(&srt_url(&s, "#!::r=open,m=request", ""));
+    assert!(e.contains("reject"), "{e}");
+    // Each refusal is in the relay's log with its reason, and nothing went live.
+    let log = s.log();
+    for why in [
+        "needs a valid key",
+        "unknown lecture \"nowhere\"",
+        "mode \"request\" is not offered",
+    ] {
+        assert!(log.contains(why), "no {why:?} in the log:\n{log}");
+    }
+    assert_ne!(
+        api(&s, "secure")["status"],
+        "live",
+        "a refused caller went live"
+    );
+    // The right passphrase and key: live.
+    let _enc = Proc(
+        ffmpeg_srt(
+            &srt_url(&s, "publish:secure:hall-key-123", good),
+            &[("cmn", 440)],
+            &[],
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for_segments(&s, "secure", "audio-cmn", 2);
+}
+
+#[test]
+fn five_percent_loss_is_repaired_and_tracks_stay_in_step() {
+    // Encoder and relay in a namespace whose firewall drops 5 % of the packets arriving at
+    // the relay's SRT port; 300 ms of latency lets SRT resend them.
+    let Some(ns) = Netns::new("srtloss") else {
+        eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
+        return;
+    };
+    let s = Server::start_in(Some(&ns), "");
+    let port = s.srt.unwrap().port();
+    ns.nft(&format!(
+        "table inet jt {{\n chain in {{\n  type filter hook input priority 0; policy accept;\n  udp dport {port} numgen random mod 100 < 5 drop\n }}\n}}\n"
+    ));
+    let enc = ffmpeg_srt(&srt_url(&s, "publish:lossy", ""), &THREE[..2], &[]);
+    let mut cmd = ns.command("ffmpeg");
+    cmd.args(enc.get_args());
+    let _enc = Proc(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let curl = |path: &str| -> Option<String> {
+        let out = ns
+            .command("curl")
+            .args(["-sf", "--max-time", "5", &s.url(path)])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let segments = |r: &str| -> Vec<(u64, f64)> {
+        let text = curl(&format!("/hls/lossy/{r}/index.m3u8")).unwrap_or_default();
+        let Ok(pl) = m3u8_rs::parse_media_playlist_res(text.as_bytes()) else {
+            return vec![];
+        };
+        pl.segments
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (pl.media_sequence + i as u64, x.duration as f64))
+            .collect()
+    };
+    wait_until(Duration::from_secs(40), "6 segments under loss", || {
+        (segments("video").len() >= 6).then_some(())
+    });
+    let api: Value = serde_json::from_str(&curl("/api/v1/streams/lossy").unwrap()).unwrap();
+    let t = &api["input"]["transport"];
+    eprintln!("SRT under 5 % loss: {t}");
+    assert!(t["packets_lost"].as_u64().unwrap() > 0, "no loss seen: {t}");
+    assert!(t["packets_retransmitted"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(t["packets_dropped"], 0, "loss not repaired: {t}");
+    // Every dialect's segments line up with the video's: nothing lost its place.
+    let v = segments("video");
+    for r in ["audio-cmn", "audio-yue"] {
+        let a = segments(r);
+        for (msn, d) in &a {
+            if let Some((_, vd)) = v.iter().find(|(m, _)| m == msn) {
+                assert!(
+                    (d - vd).abs() < 0.05,
+                    "{r} segment {msn}: {d} vs video {vd}"
+                );
+            }
+        }
+    }
+    assert_eq!(api["input"]["errors"], 0, "{api}");
+}
+
+#[test]
+fn garbage_and_damaged_ts_are_reported_and_isolated() {
+    let s = Server::start("");
+    let _good = Proc(
+        ffmpeg_srt(&srt_url(&s, "publish:good", ""), &[("cmn", 440)], &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let last_msn = |pl: m3u8_rs::MediaPlaylist| pl.media_sequence + pl.segments.len() as u64;
+    let before = last_msn(wait_for_segments(&s, "good", "video", 1));
+
+    // Not MPEG-TS at all: dropped after the program timeout, with the reason.
+    let mut junk = Command::new("srt-live-transmit")
+        .args([
+            "-q",
+            "file://con",
+            &format!("srt://{}?streamid=publish:junk&latency=200", s.srt.unwrap()),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("srt-live-transmit");
+    let mut stdin = junk.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk: Vec<u8> = (0..1316u32).map(|i| (i * 7 + 3) as u8).collect();
+        for _ in 0..1500 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    wait_until(
+        Duration::from_secs(25),
+        "the junk publisher to be dropped",
+        || {
+            s.log()
+                .contains("no MPEG-TS program with H.264 or AAC")
+                .then_some(())
+        },
+    );
+    let _ = junk.kill();
+    let _ = junk.wait();
+    let _ = writer.join();
+
+    // Real TS with damage: a publisher that keeps flipping bytes in what it sends.
+    let mut ts = Command::new("ffmpeg");
+    ts.args(ffmpeg_srt("pipe:1", &[("yue", 660)], &[]).get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut ts = ts.spawn().unwrap();
+    let mut damaged = Command::new("srt-live-transmit")
+        .args([
+            "-q",
+            "file://con",
+            &format!(
+                "srt://{}?streamid=publish:damaged&latency=200",
+                s.srt.unwrap()
+            ),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut from = ts.stdout.take().unwrap();
+    let mut to = damaged.stdin.take().unwrap();
+    let pump = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 1316];
+        let mut n = 0u64;
+        while from.read_exact(&mut buf).is_ok() {
+            n += 1;
+            // Every 40th chunk loses one of its seven packets (a continuity gap), every
+            // 100th has a broken sync byte.
+            let mut out = buf.clone();
+            if n.is_multiple_of(40) {
+                out.drain(3 * 188..4 * 188);
+            }
+            if n.is_multiple_of(100) {
+                out[188] = 0x00;
+            }
+            if to.write_all(&out).is_err() {
+                return;
+            }
+        }
+    });
+    let api_damaged = wait_until(Duration::from_secs(30), "damage reported", || {
+        let (status, _, body) = get(&s.url("/api/v1/streams/damaged"));
+        let v: Value = serde_json::from_slice(&body)
+            .ok()
+            .filter(|_| status == 200)?;
+        (v["input"]["errors"].as_u64()? > 0).then_some(v)
+    });
+    assert!(
+        api_damaged["input"]["last_error"]["message"].is_string(),
+        "{api_damaged}"
+    );
+    // It still plays.
+    wait_for_segments(&s, "damaged", "audio-yue", 2);
+    let _ = ts.kill();
+    let _ = damaged.kill();
+    let _ = ts.wait();
+    let _ = damaged.wait();
+    let _ = pump.join();
+
+    // The good lecture went on the whole time.
+    let after = last_msn(wait_for_segments(&s, "good", "video", 1));
+    assert!(after >= before + 5, "{before} -> {after}");
+    assert_eq!(api(&s, "good")["status"], "live");
+}
+
+#[test]
+fn timestamps_wrapping_at_33_bits_play_straight_through() {
+    // An encoder that has been up for 26.5 hours: its 33-bit PTS wraps 3 s into this test.
+    let s = Server::start("");
+    let enc = ffmpeg_srt(&srt_url(&s, "publish:longrun", ""), &[("cmn", 440)], &[]);
+    let args: Vec<_> = enc.get_args().map(|a| a.to_owned()).collect();
+    let mut cmd = Command::new("ffmpeg");
+    // Output options go right before the output's -f mpegts.
+    let last_f = args.iter().rposition(|a| a == "-f").unwrap();
+    cmd.args(&args[..last_f])
+        .args(["-output_ts_offset", "95440"])
+        .args(&args[last_f..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _enc = Proc(cmd.spawn().unwrap());
+    let pl = wait_for_segments(&s, "longrun", "video", 5);
+    assert!(
+        pl.segments.iter().all(|x| !x.discontinuity),
+        "a discontinuity at the wrap"
+    );
+    assert!(
+        pl.segments.iter().all(|x| (x.duration - 2.0).abs() < 0.1),
+        "{:?}",
+        pl.segments.iter().map(|x| x.duration).collect::<Vec<_>>()
+    );
+    let a = wait_for_segments(&s, "longrun", "audio-cmn", 5);
+    assert!(a.segments.iter().all(|x| (x.duration - 2.0).abs() < 0.1));
+    assert_eq!(api(&s, "longrun")["input"]["errors"], 0);
+}
