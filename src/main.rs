@@ -113,6 +113,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             language: config.demo.tones.keys().next().cloned(),
             srt_passphrase: None,
             starts_at: None,
+            ends_at: None,
         });
     }
     let config = Arc::new(config);
@@ -125,13 +126,13 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
+    let transcoders: Arc<dyn media::encode::Transcoders> =
+        Arc::new(transcode::opus::GstTranscoders);
     if config.webrtc.enabled {
         let sockets = relay::whep::bind(&config.webrtc)
             .await
             .with_context(|| format!("binding WebRTC UDP to {}", config.webrtc.udp_listen))?;
-        let transcoders: Arc<dyn media::encode::Transcoders> =
-            Arc::new(transcode::opus::GstTranscoders);
-        let whep = relay::whep::Whep::start(sockets, hub.clone(), transcoders);
+        let whep = relay::whep::Whep::start(sockets, hub.clone(), transcoders.clone());
         for addr in whep.candidates() {
             println!("jiangtang: webrtc listening on udp {addr}");
         }
@@ -187,6 +188,13 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let _cameras = (!config.camera.is_empty()).then(|| {
+        let publish: Arc<dyn Publish> = hub.clone();
+        for c in &config.camera {
+            info!(lecture = %c.lecture, pull = ?c.pull, "camera configured");
+        }
+        ingest::rtsp::start(config.clone(), publish, transcoders.clone())
+    });
     let stop_http = stopped();
     tasks.spawn(async move {
         // Client addresses reach handlers that need them (the operator API's loopback rule).
@@ -223,6 +231,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     drop(_demo);
     drop(_srt);
+    drop(_cameras);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -47,6 +47,11 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     /// SRT listener.
     pub srt: SrtConfig,
+    /// RTSP pulling (IP cameras).
+    pub rtsp: RtspConfig,
+    /// IP cameras to pull, each into a lecture.
+    #[serde(default, rename = "camera")]
+    pub camera: Vec<CameraConfig>,
     /// HLS / LL-HLS packaging.
     pub hls: HlsConfig,
     /// WebRTC playback (WHEP).
@@ -109,6 +114,79 @@ pub struct SrtConfig {
     pub max_connections: usize,
     /// A publisher silent for this long is disconnected.
     pub idle_timeout_ms: u32,
+}
+
+/// `[rtsp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspConfig {
+    /// Longest each of DESCRIBE, SETUP and PLAY may take.
+    pub step_timeout_ms: u64,
+    /// A camera that sends no frame for this long is reconnected.
+    pub stall_timeout_ms: u64,
+    /// Reconnect backoff starts here and doubles up to `max_backoff_ms`.
+    pub min_backoff_ms: u64,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff_ms: u64,
+    /// An `on_demand` camera stops this long after its last viewer left.
+    pub idle_stop_s: u64,
+    /// A `scheduled` camera starts this long before the lecture's `starts_at`.
+    pub schedule_lead_s: u64,
+}
+
+/// When a camera is pulled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullMode {
+    /// All the time.
+    Always,
+    /// While somebody watches (or asks for) its lecture.
+    OnDemand,
+    /// From `rtsp.schedule_lead_s` before its lecture's `starts_at` until its `ends_at`.
+    Scheduled,
+}
+
+/// How RTP reaches us from a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RtspTransport {
+    /// Interleaved on the RTSP connection (works through NAT and firewalls).
+    Tcp,
+    /// Separate UDP ports (lower latency on a clean LAN; no reordering buffer).
+    Udp,
+}
+
+/// `[[camera]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// The lecture (stream name) it becomes.
+    pub lecture: String,
+    /// `rtsp://host[:port]/path`; credentials may be in it (`rtsp://user:pass@host/...`).
+    pub url: String,
+    /// User name, if not in the URL.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, if not in the URL.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// TCP (default) or UDP.
+    #[serde(default = "default_transport")]
+    pub transport: RtspTransport,
+    /// When to pull (default `always`).
+    #[serde(default = "default_pull")]
+    pub pull: PullMode,
+    /// Dialect of the camera's audio (default: the lecture's).
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+fn default_transport() -> RtspTransport {
+    RtspTransport::Tcp
+}
+
+fn default_pull() -> PullMode {
+    PullMode::Always
 }
 
 /// `[hls]`
@@ -184,6 +262,9 @@ pub struct LectureConfig {
     /// players show a countdown until it goes live.
     #[serde(default)]
     pub starts_at: Option<jiff::Timestamp>,
+    /// When it is scheduled to end (a `scheduled` camera stops then).
+    #[serde(default)]
+    pub ends_at: Option<jiff::Timestamp>,
 }
 
 /// `[demo]`
@@ -330,6 +411,47 @@ impl Config {
         }
         if !(1000..=60_000).contains(&self.srt.idle_timeout_ms) {
             return bad("srt.idle_timeout_ms", "must be 1000..=60000");
+        }
+        if self.rtsp.step_timeout_ms < 500 || self.rtsp.stall_timeout_ms < 1000 {
+            return bad(
+                "rtsp.step_timeout_ms",
+                "timeouts must be at least 500 ms (steps) and 1000 ms (stall)",
+            );
+        }
+        if self.rtsp.min_backoff_ms == 0 || self.rtsp.max_backoff_ms < self.rtsp.min_backoff_ms {
+            return bad(
+                "rtsp.max_backoff_ms",
+                "must be at least rtsp.min_backoff_ms, which must be above 0",
+            );
+        }
+        for (i, c) in self.camera.iter().enumerate() {
+            if !valid_name(&c.lecture) {
+                return bad(
+                    &format!("camera[{i}].lecture"),
+                    "must be a valid stream name",
+                );
+            }
+            if !(c.url.starts_with("rtsp://") || c.url.starts_with("rtsps://")) {
+                return bad(&format!("camera[{i}].url"), "must be an rtsp:// URL");
+            }
+            if let Some(lang) = &c.language
+                && !valid_language(lang)
+            {
+                return bad(&format!("camera[{i}].language"), "must be a BCP-47 tag");
+            }
+            if self.camera[..i].iter().any(|o| o.lecture == c.lecture) {
+                return bad(&format!("camera[{i}].lecture"), "another camera feeds it");
+            }
+            if c.pull == PullMode::Scheduled
+                && self
+                    .lecture(&c.lecture)
+                    .is_none_or(|l| l.starts_at.is_none())
+            {
+                return bad(
+                    &format!("camera[{i}].pull"),
+                    "scheduled needs a [[lecture]] of that name with starts_at",
+                );
+            }
         }
         if self.rtmp.max_connections == 0 {
             return bad("rtmp.max_connections", "must be at least 1");

@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - [`rtmp`]: RTMP publishers (OBS, ffmpeg, hardware encoders).
+//! - [`rtsp`]: IP cameras pulled over RTSP.
 //! - [`srt`]: SRT publishers (hardware encoders, OBS, ffmpeg): MPEG-TS, a dialect per
 //!   audio track.
 
 pub mod rtmp;
+pub mod rtsp;
 pub mod srt;

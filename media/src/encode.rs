@@ -1,5 +1,6 @@
-//! The seam to audio transcoders: the relay asks for an encoder (AAC to Opus for WebRTC)
-//! without knowing how it is built. `transcode` implements it with GStreamer.
+//! The seam to audio transcoders: the relay asks for an encoder (AAC to Opus for WebRTC;
+//! Opus or G.711 to AAC for HLS) without knowing how it is built. `transcode` implements it
+//! with GStreamer.
 
 use bytes::Bytes;
 
@@ -21,8 +22,55 @@ pub trait AudioEncoder: Send {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String>;
 }
 
+/// Audio an input receives that HLS cannot carry, to be made AAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioSource {
+    /// Opus packets (WebRTC publishers), 48 kHz.
+    Opus {
+        /// 1 or 2.
+        channels: u8,
+    },
+    /// G.711 (IP cameras).
+    G711 {
+        /// μ-law (PCMU) or A-law (PCMA).
+        law: G711Law,
+        /// Samples per second (8000 for RTP's PCMU/PCMA).
+        rate: u32,
+        /// Channels, usually 1.
+        channels: u8,
+    },
+}
+
+/// The two G.711 companding laws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum G711Law {
+    /// PCMU.
+    Mu,
+    /// PCMA.
+    A,
+}
+
+/// One AAC access unit out of a transcoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AacFrame {
+    /// Presentation time at the output's sample rate ([`AacParams::sample_rate`], 48 kHz), on
+    /// the input's timeline.
+    pub pts: i64,
+    /// The raw access unit.
+    pub data: Bytes,
+    /// The configuration it belongs to (the same for every frame of one encoder).
+    pub params: AacParams,
+}
+
 /// Creates encoders.
 pub trait Transcoders: Send + Sync {
+    /// An encoder of `source` to AAC-LC at 48 kHz; frames come out through `on_frame`.
+    fn to_aac(
+        &self,
+        source: &AudioSource,
+        on_frame: Box<dyn FnMut(AacFrame) + Send>,
+    ) -> Result<Box<dyn AudioEncoder>, String>;
+
     /// An AAC to Opus (48 kHz, 20 ms frames) encoder.
     fn aac_to_opus(
         &self,

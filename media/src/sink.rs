@@ -91,6 +91,12 @@ pub trait Publish: Send + Sync {
     fn check(&self, _request: &PublishRequest) -> Result<(), PublishError> {
         Ok(())
     }
+
+    /// Whether somebody wants to watch `stream` now (a player asked for it within
+    /// `within`, or is connected): inputs that pull on demand (cameras) start and stop by it.
+    fn wanted(&self, _stream: &str, _within: std::time::Duration) -> bool {
+        false
+    }
 }
 
 /// Longest lecture name.

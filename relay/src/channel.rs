@@ -187,6 +187,7 @@ pub async fn upgrade(
     Path(name): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    s.hub.note_demand(&name);
     if !media::sink::valid_stream_name(&name) || state(&s.hub, &name).is_none() {
         return ApiError::new(StatusCode::NOT_FOUND, format!("no lecture {name:?}"))
             .into_response();

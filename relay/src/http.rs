@@ -304,6 +304,7 @@ async fn multivariant_playlist(
     State(s): State<AppState>,
     Path(stream): Path<String>,
 ) -> Result<Response, ApiError> {
+    s.hub.note_demand(&stream);
     let l = lecture(&s, &stream)?;
     let deadline = Instant::now() + block_timeout(&s);
     let default = l.default_language.to_string();
@@ -391,6 +392,7 @@ async fn rendition_file(
     Path((stream, rendition, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    s.hub.note_demand(&stream);
     let l = lecture(&s, &stream)?;
     let (r, kind, instance, target) = {
         let hls = l.hls();

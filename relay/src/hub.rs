@@ -244,6 +244,8 @@ pub struct Hub {
     events: broadcast::Sender<HubEvent>,
     /// Questions and raised hands from live channels, by lecture name.
     pub questions: crate::channel::Questions,
+    /// Lectures fed by an on-demand camera, and when a player last asked for each.
+    demand: Mutex<HashMap<String, Option<Instant>>>,
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -257,12 +259,29 @@ impl Hub {
     /// A hub for `config`.
     pub fn new(config: Arc<Config>) -> Arc<Self> {
         Arc::new(Hub {
-            config,
             lectures: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(1),
             events: broadcast::channel(1024).0,
             questions: Default::default(),
+            demand: Mutex::new(
+                config
+                    .camera
+                    .iter()
+                    .filter(|c| c.pull == config::PullMode::OnDemand)
+                    .map(|c| (c.lecture.clone(), None))
+                    .collect(),
+            ),
+            config,
         })
+    }
+
+    /// A player asked for `name` (a playlist, a WHEP offer, a live channel). Only lectures
+    /// fed by an on-demand camera keep the time, so arbitrary names cost nothing.
+    pub fn note_demand(&self, name: &str) {
+        let mut d = self.demand.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = d.get_mut(name) {
+            *at = Some(Instant::now());
+        }
     }
 
     /// Listens to lecture changes.
@@ -411,6 +430,22 @@ fn base36(mut v: u64) -> String {
 }
 
 impl Publish for Hub {
+    fn wanted(&self, stream: &str, within: Duration) -> bool {
+        let asked = self
+            .demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .copied()
+            .flatten()
+            .is_some_and(|at| at.elapsed() < within);
+        let watching = self.questions.connections(stream) > 0
+            || self
+                .lecture(stream)
+                .is_some_and(|l| l.webrtc_viewers().values().any(|&n| n > 0));
+        asked || watching
+    }
+
     fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
         self.check_key(request)?;
         let map = self.lectures();

@@ -4,7 +4,9 @@
 //! - [`demo`]: the built-in demo lecture: a moving test picture with a burnt-in clock and
 //!   one audio track per dialect, each a tone of its own pitch.
 //! - [`opus`]: AAC to Opus for WebRTC viewers.
+//! - [`aac`]: Opus or G.711 to AAC for HLS (WebRTC publishers, IP cameras).
 
+pub mod aac;
 pub mod demo;
 pub mod opus;
 

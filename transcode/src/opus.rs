@@ -12,7 +12,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use media::aac::AacParams;
-use media::encode::{AudioEncoder, Packet, Transcoders};
+use media::encode::{AacFrame, AudioEncoder, AudioSource, Packet, Transcoders};
 
 /// Opus bitrate of the WebRTC audio, bits per second.
 pub const OPUS_BITRATE: i32 = 64_000;
@@ -116,6 +116,14 @@ impl AacToOpus {
 }
 
 impl Transcoders for GstTranscoders {
+    fn to_aac(
+        &self,
+        source: &AudioSource,
+        on_frame: Box<dyn FnMut(AacFrame) + Send>,
+    ) -> Result<Box<dyn AudioEncoder>, String> {
+        Ok(Box::new(crate::aac::ToAac::start(source, on_frame)?))
+    }
+
     fn aac_to_opus(
         &self,
         aac: &AacParams,

@@ -256,6 +256,7 @@ async fn offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    w.hub.note_demand(&stream);
     match answer_offer(&w, &stream, q, &headers, &body).await {
         Ok(r) => r,
         Err(e) => {

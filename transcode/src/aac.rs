@@ -1,0 +1,240 @@
+//! Opus or G.711 to AAC with GStreamer, for inputs whose audio HLS cannot carry (WebRTC
+//! publishers, IP cameras): `appsrc ! (opusdec | mulawdec | alawdec) ! audioconvert !
+//! audioresample ! voaacenc ! appsink`, AAC-LC at 48 kHz.
+//!
+//! Like the Opus encoder, the pipeline is not live: buffers carry the input's timestamps
+//! and AAC frames keep that timeline.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use media::aac::AacParams;
+use media::encode::{AacFrame, AudioEncoder, AudioSource, G711Law};
+
+/// AAC bitrate per channel, bits per second: speech.
+pub const AAC_BITRATE_PER_CHANNEL: i32 = 64_000;
+
+/// A running pipeline to AAC; dropping it stops it.
+pub struct ToAac {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+}
+
+impl Drop for ToAac {
+    fn drop(&mut self) {
+        let _ = self.src.end_of_stream();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl AudioEncoder for ToAac {
+    fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
+        if pts < 0 || timescale == 0 {
+            return Err("negative timestamp".into());
+        }
+        let mut buffer = gst::Buffer::from_slice(data.to_vec());
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
+            b.set_pts(gst::ClockTime::from_nseconds(ns));
+        }
+        self.src
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| format!("aac encoder: {e:?}"))
+    }
+}
+
+impl ToAac {
+    /// Starts a pipeline for `source`.
+    pub fn start(
+        source: &AudioSource,
+        on_frame: Box<dyn FnMut(AacFrame) + Send>,
+    ) -> Result<Self, String> {
+        crate::init().map_err(|e| e.to_string())?;
+        let (caps, decoder, channels) = match *source {
+            AudioSource::Opus { channels } => {
+                let channels = channels.clamp(1, 2);
+                (
+                    gst::Caps::builder("audio/x-opus")
+                        .field("channel-mapping-family", 0i32)
+                        .field("channels", channels as i32)
+                        .field("rate", 48_000i32)
+                        .build(),
+                    "opusdec plc=true",
+                    channels,
+                )
+            }
+            AudioSource::G711 {
+                law,
+                rate,
+                channels,
+            } => {
+                let channels = channels.clamp(1, 2);
+                let (mime, dec) = match law {
+                    G711Law::Mu => ("audio/x-mulaw", "mulawdec"),
+                    G711Law::A => ("audio/x-alaw", "alawdec"),
+                };
+                (
+                    gst::Caps::builder(mime)
+                        .field("rate", rate as i32)
+                        .field("channels", channels as i32)
+                        .build(),
+                    dec,
+                    channels,
+                )
+            }
+        };
+        let bitrate = AAC_BITRATE_PER_CHANNEL * channels as i32;
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time is-live=false do-timestamp=false \
+             ! {decoder} ! audioconvert ! audioresample \
+             ! audio/x-raw,rate=48000,channels={channels} \
+             ! voaacenc bitrate={bitrate} ! aacparse ! audio/mpeg,stream-format=raw \
+             ! appsink name=sink sync=false"
+        ))
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or("no appsrc")?;
+        src.set_caps(Some(&caps));
+        // Bounded: a stalled pipeline drops input instead of growing without limit.
+        src.set_max_bytes(256 * 1024);
+        src.set_property_from_str("leaky-type", "downstream");
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or("no appsink")?;
+        let state = Mutex::new((on_frame, None::<AacParams>));
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let Some(pts) = buffer.pts() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    if st.1.is_none() {
+                        let config = sample
+                            .caps()
+                            .and_then(|c| c.structure(0))
+                            .and_then(|s| s.get::<gst::Buffer>("codec_data").ok())
+                            .and_then(|b| b.map_readable().ok().map(|m| m.to_vec()))
+                            .ok_or(gst::FlowError::Error)?;
+                        st.1 = Some(
+                            AacParams::from_config(Bytes::from(config))
+                                .map_err(|_| gst::FlowError::Error)?,
+                        );
+                    }
+                    let params = st.1.clone().expect("set above");
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let frame = AacFrame {
+                        // Rounded: GStreamer's nanoseconds truncate 1024/48000 s.
+                        pts: ((pts.nseconds() as u128 * params.sample_rate as u128 + 500_000_000)
+                            / 1_000_000_000) as i64,
+                        data: Bytes::copy_from_slice(&map),
+                        params,
+                    };
+                    (st.0)(frame);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("cannot start the AAC encoder: {e}"))?;
+        Ok(ToAac { pipeline, src })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Encoded buffers of a 660 Hz tone from a GStreamer chain ending in `encoder`.
+    fn encoded(chain: &str) -> Vec<Vec<u8>> {
+        crate::init().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc num-buffers=100 freq=660 {chain} ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut out = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            out.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        out
+    }
+
+    fn run(source: AudioSource, packets: &[Vec<u8>], step: i64, timescale: u32) -> Vec<AacFrame> {
+        let frames: Arc<Mutex<Vec<AacFrame>>> = Arc::default();
+        let out = frames.clone();
+        let mut enc =
+            ToAac::start(&source, Box::new(move |f| out.lock().unwrap().push(f))).unwrap();
+        let base = 10 * timescale as i64;
+        for (i, p) in packets.iter().enumerate() {
+            enc.push(base + i as i64 * step, timescale, p).unwrap();
+        }
+        let want = (packets.len() as i64 * step * 48_000 / timescale as i64 / 1024 - 4) as usize;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while frames.lock().unwrap().len() < want && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(enc);
+        let f = frames.lock().unwrap().clone();
+        assert!(f.len() >= want, "{} of {want} frames", f.len());
+        // On the input's timeline, 1024 samples apart, 48 kHz AAC-LC.
+        assert!(
+            (f[0].pts - 10 * 48_000).abs() < 48 * 50,
+            "first pts {}",
+            f[0].pts
+        );
+        let steps: Vec<i64> = f.windows(2).map(|w| w[1].pts - w[0].pts).collect();
+        assert!(steps.iter().all(|&d| d == 1024), "{steps:?}");
+        assert_eq!(f[0].params.sample_rate, 48_000);
+        assert_eq!(f[0].params.object_type, 2);
+        f
+    }
+
+    #[test]
+    fn opus_becomes_aac_on_the_same_timeline() {
+        let packets = encoded(
+            "! audio/x-raw,rate=48000,channels=2,samplesperbuffer=960 ! opusenc frame-size=20",
+        );
+        let f = run(AudioSource::Opus { channels: 2 }, &packets, 960, 48_000);
+        assert_eq!(f[0].params.channels, 2);
+    }
+
+    #[test]
+    fn g711_becomes_aac_at_48_khz() {
+        let packets = encoded("samplesperbuffer=160 ! audio/x-raw,rate=8000,channels=1 ! mulawenc");
+        let f = run(
+            AudioSource::G711 {
+                law: G711Law::Mu,
+                rate: 8000,
+                channels: 1,
+            },
+            &packets,
+            160,
+            8000,
+        );
+        assert_eq!(f[0].params.channels, 1);
+    }
+}
