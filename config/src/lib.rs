@@ -217,6 +217,8 @@ pub struct WebrtcConfig {
     pub public_ips: Vec<std::net::IpAddr>,
     /// Most WebRTC viewers at once; more get 503 and should use LL-HLS.
     pub max_viewers: usize,
+    /// Most WHIP publishers (lecture sources and interpreters) at once.
+    pub max_publishers: usize,
     /// A viewer whose ICE and DTLS are not up within this time is dropped.
     pub connect_timeout_ms: u64,
     /// Largest SDP offer accepted, in bytes.

@@ -23,6 +23,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(player_js).layer(tower_http::compression::CompressionLayer::new().gzip(true)),
         )
         .route("/play/{stream}", get(play_page))
+        .route("/interpret/{stream}", get(interpret_page))
         // Browsers ask for it on every page; answer without a logged 404.
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
@@ -134,6 +135,38 @@ async fn play_page(Path(stream): Path<String>, Query(q): Query<PlayQuery>) -> Re
     let page = PAGE
         .replace("{attributes}", &player_attributes(&stream, &q))
         .replace("{stream}", &stream);
+    html_response(page)
+}
+
+/// `/interpret/NAME?lang=&ui=`
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct InterpretQuery {
+    lang: Option<String>,
+    ui: Option<String>,
+}
+
+async fn interpret_page(Path(stream): Path<String>, Query(q): Query<InterpretQuery>) -> Response {
+    if !media::sink::valid_stream_name(&stream) {
+        return (StatusCode::NOT_FOUND, "no such lecture").into_response();
+    }
+    let mut attrs = format!("stream=\"{stream}\"");
+    if let Some(lang) = q
+        .lang
+        .as_deref()
+        .and_then(|l| media::Language::parse(l).ok())
+    {
+        attrs.push_str(&format!(" lang=\"{lang}\""));
+    }
+    if let Some(ui) = q.ui.as_deref().filter(|u| matches!(*u, "zh" | "en")) {
+        attrs.push_str(&format!(" ui=\"{ui}\""));
+    }
+    let page = INTERPRET_PAGE
+        .replace("{attributes}", &attrs)
+        .replace("{stream}", &stream);
+    html_response(page)
+}
+
+fn html_response(page: String) -> Response {
     let mut r = (StatusCode::OK, page).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -149,6 +182,24 @@ async fn play_page(Path(stream): Path<String>, Query(q): Query<PlayQuery>) -> Re
     );
     r
 }
+
+const INTERPRET_PAGE: &str = r#"<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>传译 · {stream}</title>
+<style>
+  html, body { margin: 0; background: #111; }
+  jiangtang-interpreter { max-width: 960px; margin: 0 auto; }
+</style>
+</head>
+<body>
+<jiangtang-interpreter {attributes}></jiangtang-interpreter>
+<script src="/player.js"></script>
+</body>
+</html>
+"#;
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="zh-CN">

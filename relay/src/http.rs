@@ -39,6 +39,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/streams", get(list_streams))
+        .route("/api/v1/dialects", get(list_dialects))
         .route("/api/v1/streams/{name}", get(get_stream))
         .route(
             "/api/v1/streams/{name}/questions",
@@ -77,7 +78,7 @@ impl ApiError {
         &self.message
     }
 
-    fn not_found(what: impl Into<String>) -> Self {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, what)
     }
 
@@ -106,6 +107,18 @@ async fn healthz(State(s): State<AppState>) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
+}
+
+/// `GET /api/v1/dialects`: the dialects this relay names, in the order players list them.
+async fn list_dialects(State(s): State<AppState>) -> Response {
+    let list: Vec<Value> = s
+        .hub
+        .config()
+        .dialects
+        .iter()
+        .map(|(lang, name)| json!({ "lang": lang, "name": name }))
+        .collect();
+    axum::Json(json!({ "dialects": list })).into_response()
 }
 
 async fn list_streams(State(s): State<AppState>) -> Response {
@@ -236,6 +249,7 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
         "hls": format!("/hls/{}/index.m3u8", l.name),
         "whep": format!("/whep/{}", l.name),
         "webrtc_viewers": l.webrtc_viewers(),
+        "contributors": l.contributors(),
         "tracks": tracks,
     })
 }

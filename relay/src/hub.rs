@@ -93,6 +93,8 @@ pub struct Lecture {
     webrtc: Mutex<indexmap::IndexMap<String, usize>>,
     events: broadcast::Sender<HubEvent>,
     health: Mutex<InputHealth>,
+    /// Dialects an interpreter is contributing right now.
+    contributors: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Lecture {
@@ -116,6 +118,15 @@ impl Lecture {
             *v = version;
             changed
         });
+    }
+
+    /// Dialects interpreters are contributing now.
+    pub fn contributors(&self) -> Vec<String> {
+        self.contributors_lock().iter().cloned().collect()
+    }
+
+    fn contributors_lock(&self) -> MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.contributors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How the input is doing.
@@ -397,6 +408,7 @@ impl Hub {
             webrtc: Mutex::default(),
             events: self.events.clone(),
             health: Mutex::default(),
+            contributors: Mutex::default(),
         })
     }
 
@@ -412,6 +424,180 @@ impl Hub {
             }
         }
         Ok(())
+    }
+}
+
+/// Why a contribution (an interpreter's dialect) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContributeError {
+    /// Missing or wrong key.
+    #[error("contributing to {0:?} needs the lecture's key")]
+    Unauthorized(String),
+    /// There is no live lecture of that name to add to.
+    #[error("lecture {0:?} is not live: an interpreter joins a lecture that is running")]
+    NotLive(String),
+    /// The dialect is already carried (by the publisher or another interpreter).
+    #[error("lecture {0:?} already carries dialect {1}")]
+    DialectTaken(String, String),
+    /// The lecture has as many tracks as it may.
+    #[error("a lecture carries at most {MAX_RENDITIONS} tracks")]
+    TooManyTracks,
+}
+
+impl Hub {
+    /// Adds one dialect to a live lecture: an interpreter's voice, whose frames the caller
+    /// places on the lecture timeline (see [`Taps::lecture_time_at`]). Dropping the sink
+    /// ends the contribution; the dialect stays, filled with silence, and a later
+    /// contribution of the same dialect continues it.
+    pub fn contribute(
+        &self,
+        request: PublishRequest,
+    ) -> Result<Box<dyn MediaSink>, ContributeError> {
+        let name = request.stream.clone();
+        if let Err(e) = self.check_key(&request) {
+            warn!(stream = %name, remote = ?request.remote, "interpreter refused: {e}");
+            return Err(match e {
+                PublishError::UnknownLecture(n) => ContributeError::NotLive(n),
+                _ => ContributeError::Unauthorized(name),
+            });
+        }
+        let lang = request
+            .language
+            .clone()
+            .ok_or_else(|| ContributeError::NotLive(name.clone()))?;
+        let lecture = self
+            .lecture(&name)
+            .filter(|l| matches!(l.status(), Status::Live | Status::Reconnecting { .. }))
+            .ok_or_else(|| ContributeError::NotLive(name.clone()))?;
+        let key = format!("audio-{lang}");
+        {
+            let hls = lecture.hls();
+            if let Some(r) = hls.rendition_by_id(&key) {
+                let rend = &hls.renditions()[r];
+                if !rend.lecture_clock && rend.in_session {
+                    return Err(ContributeError::DialectTaken(name, lang.to_string()));
+                }
+            } else if hls.renditions().len() >= MAX_RENDITIONS {
+                return Err(ContributeError::TooManyTracks);
+            }
+        }
+        if !lecture.contributors_lock().insert(lang.to_string()) {
+            return Err(ContributeError::DialectTaken(name, lang.to_string()));
+        }
+        info!(stream = %name, dialect = %lang, remote = ?request.remote, protocol = request.protocol, "interpreter joined");
+        let display = self
+            .config
+            .dialects
+            .get(lang.as_str())
+            .cloned()
+            .unwrap_or_else(|| lang.to_string());
+        Ok(Box::new(ContributorSink {
+            lecture,
+            lang,
+            display,
+            key,
+            track: None,
+        }))
+    }
+}
+
+/// The sink of one contribution (an interpreter's dialect).
+struct ContributorSink {
+    lecture: Arc<Lecture>,
+    lang: Language,
+    display: String,
+    key: String,
+    track: Option<(RenditionIdx, Arc<media::CodecParams>, u32)>,
+}
+
+impl MediaSink for ContributorSink {
+    fn handle(&mut self, event: MediaEvent) -> Result<(), SinkError> {
+        match event {
+            MediaEvent::Track { mut info, .. } => {
+                if info.kind() != TrackKind::Audio {
+                    return Err(SinkError::Rejected(
+                        "an interpreter contributes audio only".into(),
+                    ));
+                }
+                info.language = Some(self.lang.clone());
+                let codec = Arc::new(info.codec.clone());
+                let timescale = info.timescale;
+                let mut hls = self.lecture.hls();
+                let known = hls.rendition_by_id(&self.key).is_some();
+                let r = hls.set_contributed_track(
+                    &self.key,
+                    info,
+                    Some(self.lang.clone()),
+                    self.display.clone(),
+                );
+                let v = hls.version();
+                drop(hls);
+                self.lecture.notify(v);
+                if !known {
+                    self.lecture.announce();
+                }
+                self.track = Some((r, codec, timescale));
+                Ok(())
+            }
+            MediaEvent::Frame { frame, .. } => {
+                let Some((r, codec, timescale)) = self.track.clone() else {
+                    return Err(SinkError::Rejected("audio before its description".into()));
+                };
+                if matches!(self.lecture.status(), Status::Ended { .. }) {
+                    return Err(SinkError::Closed("lecture ended".into()));
+                }
+                let arrived = Instant::now();
+                let data = frame.data.clone();
+                let mut hls = self.lecture.hls();
+                let before = hls.version();
+                let placed = hls.push(r, frame, SystemTime::now());
+                let v = hls.version();
+                drop(hls);
+                if v != before {
+                    self.lecture.notify(v);
+                }
+                if let Some(placed) = placed {
+                    let taps = &self.lecture.taps;
+                    // Placed behind the picture that arrived with it: never move the
+                    // lecture's clock (that is the publisher's).
+                    let wallclock = taps
+                        .wallclock_of(placed.pts, timescale)
+                        .map_or(arrived, |w| w.min(arrived));
+                    taps.send(
+                        &TapTrack::Audio(self.lang.to_string()),
+                        TapFrame {
+                            dts: placed.dts,
+                            pts: placed.pts,
+                            timescale,
+                            keyframe: true,
+                            data,
+                            codec,
+                            wallclock,
+                            session: 0,
+                            arrived,
+                        },
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn input_error(&mut self, message: String) {
+        let mut h = self.lecture.health_lock();
+        h.errors += 1;
+        h.last_error = Some((
+            SystemTime::now(),
+            format!("interpreter {}: {message}", self.lang),
+        ));
+    }
+}
+
+impl Drop for ContributorSink {
+    fn drop(&mut self) {
+        self.lecture.contributors_lock().remove(self.lang.as_str());
+        info!(stream = %self.lecture.name, dialect = %self.lang, "interpreter left: the dialect continues as silence");
+        self.lecture.announce();
     }
 }
 

@@ -4,10 +4,12 @@
 //! - [`hub`]: lectures, publishing sessions, grace periods; implements [`media::sink::Publish`].
 //! - [`hls`]: LL-HLS packaging.
 //! - [`http`]: the axum router: HLS, API, health.
+//! - [`align`]: places contributed tracks (interpreters) on the lecture timeline by arrival.
 //! - [`channel`]: the live channel (WebSocket): lecture state pushes, questions, raised hands.
 //! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
 //! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
+pub mod align;
 pub mod channel;
 pub mod hls;
 pub mod http;

@@ -122,6 +122,20 @@ impl Taps {
         Some(offset_instant(i0, t90 - t0))
     }
 
+    /// The lecture time (90 kHz ticks) of media arriving at `at`, by the current session's
+    /// mapping: where something received at that instant belongs on the timeline (an
+    /// interpreter's voice goes with the picture that arrived with it). `None` before the
+    /// session's first frame.
+    pub fn lecture_time_at(&self, at: Instant) -> Option<i64> {
+        let (t0, i0) = (*lock(&self.clock))?;
+        let d = if at >= i0 {
+            at.duration_since(i0).as_nanos() as i64
+        } else {
+            -(i0.duration_since(at).as_nanos() as i64)
+        };
+        Some(t0 + d * 9 / 100_000)
+    }
+
     /// Sends a frame of `track` to its subscribers (and keeps video GOPs for new viewers).
     pub fn send(&self, track: &TapTrack, frame: TapFrame) {
         let frame = Arc::new(frame);

@@ -3,7 +3,8 @@
 // autoplay allowed so tests can hear audio.
 import { chromium } from "playwright-core";
 
-export function launch() {
+// `extra` adds flags, e.g. fake capture devices for a publishing test.
+export function launch(extra = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     args: [
@@ -15,6 +16,7 @@ export function launch() {
       "--disable-component-update",
       "--disable-sync",
       "--autoplay-policy=no-user-gesture-required",
+      ...extra,
     ],
   });
 }

@@ -129,6 +129,7 @@ try {
         });
         await new Promise((r) => setTimeout(r, 500));
       }
+      out.hzEnd = peak();
       const s = await stats();
       out.video = {
         framesDecoded: s.video.framesDecoded,

@@ -230,6 +230,9 @@ pub struct Rendition {
     skew: i64,
     /// Whether the current session declared this track.
     pub in_session: bool,
+    /// Its frames arrive already on the lecture timeline (a contributor such as an
+    /// interpreter, placed by arrival), not on a publisher's own clock.
+    pub lecture_clock: bool,
 }
 
 impl Rendition {
@@ -448,9 +451,34 @@ impl Packager {
             sequence: 0,
             skew: 0,
             in_session: true,
+            lecture_clock: false,
         });
         self.version += 1;
         self.renditions.len() - 1
+    }
+
+    /// Adds (or reclaims) a rendition whose frames come already on the lecture timeline, in
+    /// its own timescale: an interpreter's dialect. It takes no part in choosing the leader
+    /// or the session's offset, and lives on (filled with silence) when its source leaves.
+    pub fn set_contributed_track(
+        &mut self,
+        id: &str,
+        info: TrackInfo,
+        language: Option<Language>,
+        name: String,
+    ) -> RenditionIdx {
+        let r = self.set_track(id, info, language, name);
+        let rend = &mut self.renditions[r];
+        rend.lecture_clock = true;
+        rend.in_session = false;
+        rend.next_dts = None;
+        r
+    }
+
+    /// Whether a publishing session is running and has placed its first frame: only then
+    /// is there a lecture timeline for contributed frames to join.
+    pub fn timeline_running(&self) -> bool {
+        self.offset.is_some() && self.lead_part_start.is_some() && !self.ended
     }
 
     /// Starts a publishing session (the first, or a reconnect within the grace period).
@@ -511,6 +539,20 @@ impl Packager {
         }
         let ts = self.renditions[r].info.timescale;
         let t_in = rescale(frame.dts, ts, HZ);
+        if self.renditions[r].lecture_clock {
+            // Already on the lecture timeline; without a running session there is none.
+            if !self.timeline_running() || Some(r) == self.leader {
+                return None;
+            }
+            let p = Pending {
+                t: t_in,
+                dts: frame.dts,
+                pts: frame.pts,
+                keyframe: frame.keyframe,
+                data: frame.data,
+            };
+            return self.push_follower(r, p);
+        }
         let last_end = self.last_end;
         let offset = *self.offset.get_or_insert_with(|| {
             let target = if last_end == 0 {

@@ -602,3 +602,56 @@ fn audio_clock_hours_away_from_video_is_realigned() {
         "{sizes:?}"
     );
 }
+
+#[test]
+fn a_contributed_dialect_joins_the_timeline_and_stays_as_silence() {
+    let mut p = packager();
+    let (info, lang) = audio_info("yue");
+    let y = p.set_contributed_track("audio-yue", info, Some(lang), "粤语".into());
+    let frame = |t: i64| Frame {
+        dts: t,
+        pts: t,
+        keyframe: true,
+        data: Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+    };
+    // No publishing session yet: nothing to join, and it must not set the session's clock.
+    assert!(p.push(y, frame(480_000), t0()).is_none());
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 3_000);
+    let v = p.rendition_by_id("video").unwrap();
+    let video_end = {
+        let s = p.renditions()[v].segments().last().unwrap();
+        let f = fragments(&s.data);
+        let l = f.last().unwrap();
+        (l.0 + l.1) as i64
+    };
+    // The publisher's timeline was not moved by the early frame: it starts where the
+    // packager puts a first session.
+    assert!(video_end > 10 * 90_000, "{video_end}");
+    // One second of interpretation from where the lecture is now (48 kHz lecture time).
+    let start = media::model::rescale(video_end, 90_000, 48_000);
+    for i in 0..47 {
+        assert!(p.push(y, frame(start + i * 1024), t0()).is_some());
+    }
+    src.run_until(&mut p, 9_000);
+    let yue: Vec<_> = p.renditions()[y].segments().map(|s| s.msn).collect();
+    let video: Vec<_> = p.renditions()[v].segments().map(|s| s.msn).collect();
+    assert!(yue.len() >= 3, "{yue:?}");
+    // A silent follower is closed once the leader is `follower_max_lag` ahead, so it is at
+    // most one segment behind.
+    assert!(
+        yue.last().unwrap() + 1 >= *video.last().unwrap(),
+        "the contributed dialect keeps up with the lecture after its source left: {yue:?} vs {video:?}"
+    );
+    // Every segment of it is whole: voice, then silence, never a hole.
+    for s in p.renditions()[y].segments().filter(|s| s.msn > yue[0]) {
+        let total: u64 = fragments(&s.data).iter().map(|f| f.1).sum();
+        assert!(
+            (total as f64 / 48_000.0 - s.duration).abs() < 0.03,
+            "segment {}: {} samples for {} s",
+            s.msn,
+            total,
+            s.duration
+        );
+    }
+}

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use media::encode::{AudioEncoder, Transcoders};
-use media::{CodecParams, TrackKind};
+use media::encode::{AudioEncoder, AudioSource, Transcoders};
+use media::sink::{MediaSink, TransportStats};
+use media::{CodecParams, MediaEvent, TrackKind};
 use str0m::format::Codec;
-use str0m::media::{MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
@@ -24,6 +25,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::stats::Stats;
+use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
+use crate::align::Aligner;
 use crate::hub::{Hub, Lecture, Status};
 use crate::taps::{TapFrame, TapTrack};
 
@@ -41,6 +44,8 @@ pub struct Datagram {
 pub enum Command {
     /// A new viewer whose offer has been answered.
     Add(Box<NewSession>),
+    /// A new WHIP publisher whose offer has been answered.
+    AddPublisher(Box<NewPublisher>),
     /// DELETE of the session resource.
     Remove {
         /// Session id.
@@ -85,6 +90,45 @@ pub struct NewSession {
     pub lecture: Arc<Lecture>,
     /// Dialect heard.
     pub lang: String,
+}
+
+/// A WHIP publisher handed over by the HTTP side.
+pub struct NewPublisher {
+    /// Session id (the last segment of its resource URL).
+    pub id: String,
+    /// The engine after `accept_offer`.
+    pub rtc: Rtc,
+    /// Lecture name.
+    pub stream: String,
+    /// Where its media goes: a publishing session, or a contribution.
+    pub sink: Box<dyn MediaSink>,
+    /// For an interpreter: the lecture whose timeline its voice joins.
+    pub interpreter: Option<Arc<Lecture>>,
+    /// How often the lecture needs a keyframe (its segment target).
+    pub keyframe_every: Duration,
+}
+
+struct Publisher {
+    id: String,
+    rtc: Rtc,
+    stream: Arc<str>,
+    created: Instant,
+    connected: bool,
+    dead: bool,
+    next_timeout: Instant,
+    sink: Arc<std::sync::Mutex<Box<dyn MediaSink>>>,
+    interpreter: Option<(Arc<Lecture>, Aligner)>,
+    video_mid: Option<Mid>,
+    audio_mid: Option<Mid>,
+    clock: CommonClock,
+    video: WhipVideo,
+    encoder: Option<Box<dyn AudioEncoder>>,
+    encoder_failed: bool,
+    keyframe_every: Duration,
+    last_keyframe: Option<Instant>,
+    last_pli: Option<Instant>,
+    frames: u64,
+    ingress: HashMap<Mid, (u64, u64, Option<Duration>)>,
 }
 
 /// Media from the feeders, ready to write.
@@ -239,6 +283,7 @@ impl Drop for Feed {
 pub struct Engine {
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     sessions: Vec<Session>,
+    publishers: Vec<Publisher>,
     by_remote: HashMap<SocketAddr, String>,
     feeds: HashMap<Arc<str>, Feed>,
     media_tx: mpsc::Sender<Media>,
@@ -278,6 +323,7 @@ impl Engine {
         let engine = Engine {
             sockets,
             sessions: Vec::new(),
+            publishers: Vec::new(),
             by_remote: HashMap::new(),
             feeds: HashMap::new(),
             media_tx,
@@ -302,6 +348,7 @@ impl Engine {
                 .sessions
                 .iter()
                 .map(|s| s.next_timeout)
+                .chain(self.publishers.iter().map(|p| p.next_timeout))
                 .chain(
                     self.feeds
                         .values()
@@ -335,7 +382,32 @@ impl Engine {
                 contents,
             },
         );
-        let idx = match self.by_remote.get(&d.source) {
+        let known = self.by_remote.get(&d.source);
+        let publisher = known
+            .and_then(|id| {
+                self.publishers
+                    .iter()
+                    .position(|p| &p.id == id && p.rtc.accepts(&input))
+            })
+            .or_else(|| {
+                // Not a viewer we know from this address: a publisher?
+                let viewer = known.is_some_and(|id| self.sessions.iter().any(|s| &s.id == id));
+                (!viewer)
+                    .then(|| self.publishers.iter().position(|p| p.rtc.accepts(&input)))
+                    .flatten()
+            });
+        if let Some(i) = publisher {
+            let p = &mut self.publishers[i];
+            self.by_remote.insert(d.source, p.id.clone());
+            contained_publisher(p, &self.stats, |p| {
+                if let Err(e) = p.rtc.handle_input(input) {
+                    debug!(session = %p.id, "input: {e}");
+                }
+                drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+            });
+            return;
+        }
+        let idx = match known {
             Some(id) => self
                 .sessions
                 .iter()
@@ -371,13 +443,20 @@ impl Engine {
     fn on_command(&mut self, c: Command) {
         match c {
             Command::Add(new) => self.add(*new),
+            Command::AddPublisher(new) => self.add_publisher(*new),
             Command::Remove { id, reply } => {
                 let found = self.sessions.iter_mut().find(|s| s.id == id);
-                let existed = found.is_some();
+                let mut existed = found.is_some();
                 if let Some(s) = found {
                     s.rtc.disconnect();
                     s.dead = true;
                     info!(session = %s.id, lecture = %s.lecture_name, "viewer left (DELETE)");
+                }
+                if let Some(p) = self.publishers.iter_mut().find(|p| p.id == id) {
+                    p.rtc.disconnect();
+                    p.dead = true;
+                    existed = true;
+                    info!(session = %p.id, lecture = %p.stream, "publisher left (DELETE)");
                 }
                 let _ = reply.send(existed);
             }
@@ -386,6 +465,16 @@ impl Engine {
                 candidates,
                 reply,
             } => {
+                if let Some(p) = self.publishers.iter_mut().find(|p| p.id == id) {
+                    contained_publisher(p, &self.stats, |p| {
+                        for c in candidates {
+                            p.rtc.add_remote_candidate(c);
+                        }
+                        drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+                    });
+                    let _ = reply.send(true);
+                    return;
+                }
                 let Some(i) = self.sessions.iter().position(|s| s.id == id) else {
                     let _ = reply.send(false);
                     return;
@@ -415,6 +504,16 @@ impl Engine {
                 self.ensure_feed(&id);
             }
             Command::Info { id, reply } => {
+                if let Some(p) = self.publishers.iter().find(|p| p.id == id) {
+                    let _ = reply.send(Some(serde_json::json!({
+                        "lecture": &*p.stream,
+                        "interpreter": p.interpreter.is_some(),
+                        "connected": p.connected,
+                        "frames_received": p.frames,
+                        "age_ms": p.created.elapsed().as_millis() as u64,
+                    })));
+                    return;
+                }
                 let info = self.sessions.iter().find(|s| s.id == id).map(|s| {
                     serde_json::json!({
                         "lecture": &*s.lecture_name,
@@ -461,6 +560,37 @@ impl Engine {
         let id = s.id.clone();
         self.sessions.push(s);
         self.ensure_feed(&id);
+    }
+
+    fn add_publisher(&mut self, new: NewPublisher) {
+        self.stats.publishers_started.inc();
+        let interpreter = new.interpreter.map(|l| (l, Aligner::new(48_000)));
+        let mut p = Publisher {
+            id: new.id,
+            rtc: new.rtc,
+            stream: new.stream.as_str().into(),
+            created: Instant::now(),
+            connected: false,
+            dead: false,
+            next_timeout: Instant::now(),
+            sink: Arc::new(std::sync::Mutex::new(new.sink)),
+            interpreter,
+            video_mid: None,
+            audio_mid: None,
+            clock: CommonClock::default(),
+            video: WhipVideo::default(),
+            encoder: None,
+            encoder_failed: false,
+            keyframe_every: new.keyframe_every,
+            last_keyframe: None,
+            last_pli: None,
+            frames: 0,
+            ingress: HashMap::new(),
+        };
+        contained_publisher(&mut p, &self.stats, |p| {
+            drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref())
+        });
+        self.publishers.push(p);
     }
 
     /// Makes sure the lecture of session `id` has a running feed with a pump for its dialect.
@@ -632,6 +762,16 @@ impl Engine {
 
     fn on_timeout(&mut self, now: Instant) {
         self.release_held(now);
+        for p in self.publishers.iter_mut() {
+            if p.next_timeout <= now && !p.dead {
+                contained_publisher(p, &self.stats, |p| {
+                    if let Err(e) = p.rtc.handle_input(Input::Timeout(now)) {
+                        debug!(session = %p.id, "timeout: {e}");
+                    }
+                    drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+                });
+            }
+        }
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
             if s.next_timeout <= now && !s.dead {
@@ -647,6 +787,33 @@ impl Engine {
     }
 
     fn maintain(&mut self, now: Instant) {
+        for p in self.publishers.iter_mut() {
+            if !p.connected && now.duration_since(p.created) > self.connect_timeout {
+                info!(session = %p.id, lecture = %p.stream, "publisher did not connect within {:?}", self.connect_timeout);
+                self.stats.sessions_timed_out.inc();
+                p.dead = true;
+                continue;
+            }
+            if p.connected && p.interpreter.is_none() && p.video_mid.is_some() {
+                // Browsers send keyframes only when asked; segments need one each.
+                let due = p
+                    .last_keyframe
+                    .is_none_or(|k| now.duration_since(k) >= p.keyframe_every);
+                if due {
+                    contained_publisher(p, &self.stats, |p| {
+                        request_keyframe(p, now);
+                        drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+                    });
+                }
+            }
+            if let Some((lecture, _)) = &p.interpreter
+                && matches!(lecture.status(), Status::Ended { .. })
+            {
+                info!(session = %p.id, lecture = %p.stream, "lecture ended: closing interpreter");
+                p.rtc.disconnect();
+                p.dead = true;
+            }
+        }
         for s in self.sessions.iter_mut() {
             if !s.connected && now.duration_since(s.created) > self.connect_timeout {
                 info!(session = %s.id, lecture = %s.lecture_name, "viewer did not connect within {:?}", self.connect_timeout);
@@ -678,6 +845,19 @@ impl Engine {
     }
 
     fn reap(&mut self) {
+        if self.publishers.iter().any(|p| p.dead || !p.rtc.is_alive()) {
+            let by_remote = &mut self.by_remote;
+            let stats = &self.stats;
+            self.publishers.retain(|p| {
+                let keep = !p.dead && p.rtc.is_alive();
+                if !keep {
+                    by_remote.retain(|_, id| *id != p.id);
+                    stats.publishers_ended.inc();
+                    info!(session = %p.id, lecture = %p.stream, frames = p.frames, "WHIP publisher removed");
+                }
+                keep
+            });
+        }
         if !self.sessions.iter().any(|s| s.dead || !s.rtc.is_alive()) {
             return;
         }
@@ -715,6 +895,200 @@ fn contained(s: &mut Session, stats: &Stats, f: impl FnOnce(&mut Session)) {
         s.dead = true;
         // Far in the future: nothing more is asked of it before it is reaped.
         s.next_timeout = Instant::now() + Duration::from_secs(3600);
+    }
+}
+
+/// [`contained`] for a publisher: a panic inside str0m closes that publisher only.
+fn contained_publisher(p: &mut Publisher, stats: &Stats, f: impl FnOnce(&mut Publisher)) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(p))).is_err() {
+        warn!(session = %p.id, lecture = %p.stream, "WHIP session failed inside the engine (a bug); closed");
+        stats.sessions_failed.inc();
+        p.dead = true;
+        p.next_timeout = Instant::now() + Duration::from_secs(3600);
+    }
+}
+
+/// Asks the publisher for a keyframe (PLI), at most once a second.
+fn request_keyframe(p: &mut Publisher, now: Instant) {
+    if p.last_pli
+        .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+    {
+        return;
+    }
+    let Some(mid) = p.video_mid else { return };
+    if let Some(mut w) = p.rtc.writer(mid)
+        && w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
+    {
+        p.last_pli = Some(now);
+    }
+}
+
+/// Drains a publisher's output: sends datagrams (RTCP, STUN), handles its media.
+fn drive_publisher(
+    p: &mut Publisher,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    stats: &Stats,
+    transcoders: &dyn Transcoders,
+) {
+    loop {
+        match p.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                p.next_timeout = t;
+                return;
+            }
+            Ok(Output::Transmit(t)) => {
+                let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+                if let Some(socket) = socket {
+                    match socket.try_send_to(&t.contents, t.destination) {
+                        Ok(_) => stats.datagrams_sent.inc(),
+                        Err(_) => stats.datagrams_dropped.inc(),
+                    }
+                }
+            }
+            Ok(Output::Event(e)) => match e {
+                Event::Connected => {
+                    p.connected = true;
+                    info!(session = %p.id, lecture = %p.stream, "publisher connected after {:?}", p.created.elapsed());
+                }
+                Event::MediaAdded(m) => match m.kind {
+                    MediaKind::Video => p.video_mid = Some(m.mid),
+                    MediaKind::Audio => p.audio_mid = Some(m.mid),
+                },
+                Event::MediaData(d) => on_media_data(p, d, transcoders),
+                Event::MediaIngressStats(st) => {
+                    let lost = st
+                        .remote
+                        .map(|r| r.packets.saturating_sub(st.packets))
+                        .unwrap_or(0);
+                    p.ingress.insert(st.mid, (st.packets, lost, st.rtt));
+                    let t = TransportStats {
+                        packets_received: p.ingress.values().map(|x| x.0).sum(),
+                        packets_lost: p.ingress.values().map(|x| x.1).sum(),
+                        rtt_ms: p
+                            .ingress
+                            .values()
+                            .filter_map(|x| x.2)
+                            .map(|d| d.as_secs_f64() * 1000.0)
+                            .next(),
+                        ..Default::default()
+                    };
+                    lock_sink(&p.sink).transport(t);
+                }
+                Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                    p.dead = true;
+                }
+                _ => {}
+            },
+            Err(e) => {
+                warn!(session = %p.id, "rtc failed: {e}");
+                p.dead = true;
+                return;
+            }
+        }
+    }
+}
+
+fn lock_sink(
+    sink: &std::sync::Mutex<Box<dyn MediaSink>>,
+) -> std::sync::MutexGuard<'_, Box<dyn MediaSink>> {
+    sink.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One depacketized frame from a publisher.
+fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders) {
+    p.frames += 1;
+    let sr = d.last_sender_info.map(|s| SenderClock {
+        ntp: s.ntp_time,
+        rtp: s.rtp_time.numer(),
+    });
+    let now = Instant::now();
+    if Some(d.mid) == p.video_mid {
+        if p.interpreter.is_some() {
+            return;
+        }
+        let Some(pts) = p.clock.place(d.time.numer(), 90_000, sr) else {
+            return;
+        };
+        // Browsers send keyframes only when asked; each segment needs one. Asked as each
+        // frame arrives, the keyframe comes one round trip after the segment target.
+        if p.last_keyframe
+            .is_some_and(|k| now.duration_since(k) >= p.keyframe_every)
+        {
+            request_keyframe(p, now);
+        }
+        match p.video.frame(pts, &d.data, d.contiguous) {
+            VideoOutcome::Events(events) => {
+                let mut sink = lock_sink(&p.sink);
+                for e in events {
+                    if let MediaEvent::Frame { frame, .. } = &e
+                        && frame.keyframe
+                    {
+                        p.last_keyframe = Some(now);
+                    }
+                    if let Err(err) = sink.handle(e) {
+                        warn!(session = %p.id, lecture = %p.stream, "publisher's video refused: {err}");
+                        p.dead = true;
+                        return;
+                    }
+                }
+            }
+            VideoOutcome::NeedKeyframe => request_keyframe(p, now),
+        }
+    } else if Some(d.mid) == p.audio_mid {
+        let rate = d.time.frequency().get();
+        let t = match &mut p.interpreter {
+            Some((lecture, aligner)) => {
+                let Some(now90) = lecture.taps.lecture_time_at(d.network_time) else {
+                    // The lecture's publisher is between sessions: no timeline to join.
+                    return;
+                };
+                let before = aligner.corrections();
+                let t = aligner.place(d.time.numer() as i64, now90);
+                if aligner.corrections() != before {
+                    debug!(session = %p.id, lecture = %p.stream, corrections = aligner.corrections(), "interpreter re-aligned to the lecture");
+                }
+                t
+            }
+            None => match p.clock.place(d.time.numer(), rate, sr) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        if t < 0 {
+            return;
+        }
+        if p.encoder.is_none() && !p.encoder_failed {
+            let sink = p.sink.clone();
+            let announced = std::sync::atomic::AtomicBool::new(false);
+            let id = p.id.clone();
+            let on_frame = Box::new(move |f: media::encode::AacFrame| {
+                let mut sink = lock_sink(&sink);
+                if !announced.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    let info = media::TrackInfo::new(media::CodecParams::Aac(f.params.clone()));
+                    if let Err(e) = sink.handle(MediaEvent::Track {
+                        id: whip_media::AUDIO,
+                        info,
+                    }) {
+                        warn!(session = %id, "publisher's audio refused: {e}");
+                        return;
+                    }
+                }
+                let _ = sink.handle(whip_media::aac_frame(f.pts, f.data));
+            });
+            match transcoders.to_aac(&AudioSource::Opus { channels: 2 }, on_frame) {
+                Ok(e) => p.encoder = Some(e),
+                Err(e) => {
+                    warn!(session = %p.id, "cannot transcode the publisher's Opus: {e}");
+                    lock_sink(&p.sink).input_error(format!("Opus to AAC: {e}"));
+                    p.encoder_failed = true;
+                }
+            }
+        }
+        if let Some(e) = p.encoder.as_mut()
+            && let Err(err) = e.push(t, rate, &d.data)
+        {
+            debug!(session = %p.id, "opus input: {err}");
+        }
     }
 }
 

@@ -1,6 +1,9 @@
-//! WebRTC playback over WHEP: `POST /whep/STREAM[?lang=yue]` with an SDP offer.
+//! WebRTC over one UDP port: playback over WHEP (`POST /whep/STREAM[?lang=yue]`) and
+//! ingest over WHIP (`POST /whip/STREAM[?lang=yue]`, see [`whip`]).
 //!
-//! - [`engine`]: the single task that owns every viewer's `str0m::Rtc` and the UDP port.
+//! - [`engine`]: the single task that owns every viewer's and publisher's `str0m::Rtc` and
+//!   the UDP port.
+//! - [`whip_media`]: what WHIP publishers send, as media events (sans-IO).
 //! - [`stats`]: its counters.
 //!
 //! The session resource (`Location: /whep/STREAM/ID`) takes `DELETE` (end), `PATCH` with
@@ -10,6 +13,8 @@
 
 pub mod engine;
 pub mod stats;
+pub mod whip;
+pub mod whip_media;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -119,6 +124,14 @@ impl Whep {
         &self.candidates
     }
 
+    /// WHIP publishers currently held by the engine.
+    pub fn publishers(&self) -> u64 {
+        self.stats
+            .publishers_started
+            .get()
+            .saturating_sub(self.stats.publishers_ended.get())
+    }
+
     /// Viewers currently held by the engine.
     pub fn viewers(&self) -> u64 {
         self.stats
@@ -161,6 +174,11 @@ impl Whep {
             .route(
                 "/whep/{stream}/{id}/dialect",
                 post(dialect).options(options),
+            )
+            .route("/whip/{stream}", post(whip::offer).options(options))
+            .route(
+                "/whip/{stream}/{id}",
+                get(info).patch(patch).delete(delete).options(options),
             )
             .layer(DefaultBodyLimit::max(limit))
             // Outermost: the CORS layer answers OPTIONS itself, and WHEP clients read these

@@ -112,6 +112,10 @@ pub struct Stats {
     pub sessions_timed_out: Counter,
     /// Sessions closed because the engine failed (panicked) while handling them.
     pub sessions_failed: Counter,
+    /// WHIP publishers (and interpreters) accepted.
+    pub publishers_started: Counter,
+    /// WHIP publishers removed.
+    pub publishers_ended: Counter,
     /// Datagrams sent.
     pub datagrams_sent: Counter,
     /// Datagrams dropped (socket buffer full, engine inbox full).
@@ -150,7 +154,17 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 16] = [
+        let counters: [(&str, &Counter, &str); 18] = [
+            (
+                "publishers_started",
+                &self.publishers_started,
+                "WHIP publishers and interpreters accepted",
+            ),
+            (
+                "publishers_ended",
+                &self.publishers_ended,
+                "WHIP publishers and interpreters removed",
+            ),
             (
                 "sessions_started",
                 &self.sessions_started,

@@ -1,0 +1,209 @@
+//! WebRTC ingest over WHIP (RFC 9725): `POST /whip/STREAM` with an SDP offer and
+//! `Authorization: Bearer KEY`.
+//!
+//! - Without `?lang=`: the lecture's publisher (OBS 30+, a browser): H.264 video and Opus
+//!   audio; the audio is transcoded once to AAC for HLS.
+//! - With `?lang=yue`: an interpreter adding that dialect to a lecture already live (audio
+//!   only); its voice is placed on the lecture's timeline by arrival ([`crate::align`]).
+//!
+//! Publishers share the WHEP engine and its UDP port; the session resource
+//! (`/whip/STREAM/ID`) takes `DELETE`, `PATCH` (trickle ICE) and `GET`, as WHEP's does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use media::sink::{Publish, PublishError, PublishRequest};
+use serde::Deserialize;
+use str0m::change::SdpOffer;
+use str0m::{Candidate, Rtc};
+use tracing::{info, warn};
+
+use super::engine::{Command, NewPublisher};
+use super::{MAX_SDP_LINES, Whep, content_type_is, h264_mode1_negotiated, negotiated};
+use crate::http::ApiError;
+use crate::hub::ContributeError;
+
+/// `?lang=` of a WHIP offer.
+#[derive(Deserialize)]
+pub(super) struct WhipQuery {
+    lang: Option<String>,
+}
+
+fn unauthorized(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+}
+
+/// `POST /whip/STREAM[?lang=TAG]`
+pub(super) async fn offer(
+    State(w): State<Arc<Whep>>,
+    Path(stream): Path<String>,
+    Query(q): Query<WhipQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match answer_offer(&w, &stream, q, &headers, &body).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(lecture = %stream, status = e.status().as_u16(), "WHIP offer refused: {}", e.message());
+            let mut r = e.into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            r
+        }
+    }
+}
+
+async fn answer_offer(
+    w: &Arc<Whep>,
+    stream: &str,
+    q: WhipQuery,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !media::sink::valid_stream_name(stream) {
+        return Err(ApiError::not_found(format!("no lecture {stream:?}")));
+    }
+    if !content_type_is(headers, "application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a WHIP offer is Content-Type: application/sdp",
+        ));
+    }
+    let language = q
+        .lang
+        .as_deref()
+        .map(media::Language::parse)
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let config = w.hub.config();
+    if w.publishers() >= config.webrtc.max_publishers as u64 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebRTC publishers; publish over RTMP or SRT",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
+    if text.lines().count() > MAX_SDP_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the offer has too many lines",
+        ));
+    }
+    let offer = SdpOffer::from_sdp_string(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
+    let mut rtc = Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+        .set_stats_interval(Some(Duration::from_secs(1)))
+        .build(Instant::now());
+    for c in w.candidates() {
+        let candidate = Candidate::host(*c, "udp")
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+    }
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("offer not acceptable: {e}"),
+            )
+        })?
+        .to_sdp_string();
+    let has_video = h264_mode1_negotiated(&answer);
+    let has_audio = negotiated(&answer, "opus/48000");
+    let request = PublishRequest {
+        stream: stream.to_string(),
+        key: bearer(headers),
+        language: language.clone(),
+        protocol: "whip",
+        remote: None,
+    };
+    let (sink, interpreter) = match &language {
+        Some(lang) => {
+            if !has_audio {
+                return Err(ApiError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "an interpreter sends Opus audio; the offer has none",
+                ));
+            }
+            let sink = w.hub.contribute(request).map_err(|e| match e {
+                ContributeError::Unauthorized(_) => unauthorized(e.to_string()),
+                ContributeError::NotLive(_) | ContributeError::DialectTaken(..) => {
+                    ApiError::new(StatusCode::CONFLICT, e.to_string())
+                }
+                ContributeError::TooManyTracks => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                }
+            })?;
+            info!(lecture = %stream, dialect = %lang, "WHIP interpreter offered");
+            (sink, w.hub.lecture(stream))
+        }
+        None => {
+            if !has_video && !has_audio {
+                return Err(ApiError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to send",
+                ));
+            }
+            let sink = w.hub.publish(request).map_err(|e| match e {
+                PublishError::Unauthorized(_) => {
+                    unauthorized(format!("{e}: send it as Authorization: Bearer KEY"))
+                }
+                PublishError::AlreadyPublishing(_) => {
+                    ApiError::new(StatusCode::CONFLICT, e.to_string())
+                }
+                PublishError::UnknownLecture(_) => ApiError::not_found(e.to_string()),
+                PublishError::TooManyLectures => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                }
+            })?;
+            info!(lecture = %stream, video = has_video, audio = has_audio, "WHIP publisher offered");
+            (sink, None)
+        }
+    };
+    let id = format!("{:032x}", rand::random::<u128>());
+    w.commands
+        .send(Command::AddPublisher(Box::new(NewPublisher {
+            id: id.clone(),
+            rtc,
+            stream: stream.to_string(),
+            sink,
+            interpreter,
+            keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
+        })))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(r)
+}
