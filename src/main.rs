@@ -128,6 +128,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
+    hub.set_level_meters(transcoders.clone());
     if config.webrtc.enabled {
         let sockets = relay::whep::bind(&config.webrtc)
             .await

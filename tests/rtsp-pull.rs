@@ -101,6 +101,39 @@ fn camera_with_aac_becomes_a_lecture_over_tcp_and_udp() {
 }
 
 #[test]
+fn b_frames_from_a_camera_get_decode_times() {
+    let cam = Camera::start(&["--audio", "none", "--bframes", "2"]);
+    let s = Server::start(&format!(
+        "{FAST}{}",
+        camera_config("bf-cam", &cam.url(), "")
+    ));
+    let pl = wait_for_segments(&s, "bf-cam", "video", 4);
+    // The newest whole segment, decoded on its own with the init segment.
+    let seg = pl.segments.last().unwrap();
+    let map = pl
+        .segments
+        .iter()
+        .find_map(|x| x.map.as_ref())
+        .expect("EXT-X-MAP");
+    let (_, _, init) = get(&s.url(&format!("/hls/bf-cam/video/{}", map.uri)));
+    let (_, _, media) = get(&s.url(&format!("/hls/bf-cam/video/{}", seg.uri)));
+    let file = write_temp("bf-cam-last.mp4", &[&init, &media]);
+    let probe = ffprobe(file.to_str().unwrap(), &["-show_frames"]);
+    let frames = probe["frames"].as_array().unwrap();
+    let b = frames.iter().filter(|f| f["pict_type"] == "B").count();
+    assert!(b > 10, "{b} B-frames of {}", frames.len());
+    // Every frame of the segment decodes: the decode times let the decoder reorder.
+    let expected = seg.duration as f64 * 25.0;
+    assert!(
+        (frames.len() as f64 - expected).abs() <= 1.0,
+        "{} frames decoded for {} s",
+        frames.len(),
+        seg.duration
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
 fn g711_audio_is_transcoded_to_aac() {
     let cam = Camera::start(&["--audio", "pcmu", "--freq", "440"]);
     let s = Server::start(&format!(

@@ -119,6 +119,29 @@ fn ffmpeg_srt_with_three_dialects_becomes_three_hls_renditions() {
     assert_eq!(a["input"]["transport"]["latency_ms"], 300, "{a}");
     assert_eq!(a["input"]["keyframe_interval_s"], 2.0, "{a}");
     assert_eq!(a["input"]["transport"]["packets_dropped"], 0, "{a}");
+    // Each dialect's sound level: every one carries a tone (ffmpeg's sine: -21 dBFS RMS).
+    let a = wait_until(Duration::from_secs(10), "a level for every dialect", || {
+        let a = api(&s, "hall");
+        a["tracks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["kind"] == "audio")
+            .all(|t| t["level"]["rms_db"].is_number())
+            .then_some(a)
+    });
+    for t in a["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "audio")
+    {
+        let rms = t["level"]["rms_db"].as_f64().unwrap();
+        assert!(
+            (-30.0..-10.0).contains(&rms),
+            "{}: {rms} dBFS",
+            t["language"]
+        );
+    }
 }
 
 #[test]

@@ -204,6 +204,16 @@ fn an_interpreter_adds_a_dialect_to_a_live_lecture() {
         (heard - 660.0).abs() < 20.0,
         "粤语 in HLS: heard {heard} Hz"
     );
+    // Its level is in the API, as the hall's.
+    let yue_level = api(&s, "xihe")["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["language"] == "yue")
+        .map(|t| (t["level"]["rms_db"].as_f64(), t["contributed"].clone()))
+        .unwrap();
+    assert!(yue_level.0.is_some_and(|db| db > -40.0), "{yue_level:?}");
+    assert_eq!(yue_level.1, true);
     let main = tone_hz(&decode_pcm(&s.url("/hls/xihe/audio-cmn/index.m3u8"), 2.0));
     assert!((main - 440.0).abs() < 15.0, "普通话 unchanged: {main} Hz");
     // A WebRTC viewer who picks 粤语 hears the interpreter.

@@ -239,6 +239,9 @@ pub struct LecturesConfig {
     pub ended_retention_s: u64,
     /// Most lectures live at once.
     pub max_live: usize,
+    /// Measure each dialect's sound level for the API (decodes every audio track: about
+    /// 0.3 % of a core each).
+    pub audio_levels: bool,
 }
 
 /// `[[lecture]]`

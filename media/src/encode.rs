@@ -62,8 +62,27 @@ pub struct AacFrame {
     pub params: AacParams,
 }
 
+/// One reading of a track's sound level, over about a second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Level {
+    /// RMS level of the loudest channel, dBFS (-120 for digital silence).
+    pub rms_db: f64,
+    /// Peak level, dBFS.
+    pub peak_db: f64,
+}
+
 /// Creates encoders.
 pub trait Transcoders: Send + Sync {
+    /// A meter of an AAC track's level: frames pushed in, a [`Level`] about every second of
+    /// audio out through `on_level`.
+    fn level_meter(
+        &self,
+        _aac: &AacParams,
+        _on_level: Box<dyn FnMut(Level) + Send>,
+    ) -> Result<Box<dyn AudioEncoder>, String> {
+        Err("no level meter here".into())
+    }
+
     /// An encoder of `source` to AAC-LC at 48 kHz; frames come out through `on_frame`.
     fn to_aac(
         &self,

@@ -226,6 +226,20 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
                     );
                 }
                 media::CodecParams::Aac(a) => {
+                    // A reading older than a few seconds means nothing is arriving.
+                    let level = r
+                        .language
+                        .as_ref()
+                        .and_then(|lang| health.levels.get(lang.as_str()))
+                        .filter(|(_, at)| at.elapsed() < Duration::from_secs(5))
+                        .map(|(lv, _)| {
+                            json!({
+                                "rms_db": (lv.rms_db * 10.0).round() / 10.0,
+                                "peak_db": (lv.peak_db * 10.0).round() / 10.0,
+                            })
+                        });
+                    t["level"] = json!(level);
+                    t["contributed"] = json!(r.lecture_clock);
                     t["language"] = json!(r.language.as_ref().map(|x| x.to_string()));
                     t["name"] = json!(r.name);
                     t["default"] = json!(r.language.as_ref() == Some(&l.default_language));

@@ -63,6 +63,8 @@ pub struct InputHealth {
     pub errors: u64,
     /// Seconds between the last two keyframes of the video.
     pub keyframe_interval_s: Option<f64>,
+    /// Latest sound level of each dialect, and when it was read.
+    pub levels: indexmap::IndexMap<String, (media::encode::Level, Instant)>,
 }
 
 #[derive(Debug)]
@@ -257,6 +259,8 @@ pub struct Hub {
     pub questions: crate::channel::Questions,
     /// Lectures fed by an on-demand camera, and when a player last asked for each.
     demand: Mutex<HashMap<String, Option<Instant>>>,
+    /// Where level meters come from, when the relay measures sound levels.
+    meters: std::sync::OnceLock<Arc<dyn media::encode::Transcoders>>,
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -283,7 +287,15 @@ impl Hub {
                     .collect(),
             ),
             config,
+            meters: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Measures each dialect's sound level with meters from `t` (when `lectures.audio_levels`).
+    pub fn set_level_meters(&self, t: Arc<dyn media::encode::Transcoders>) {
+        if self.config.lectures.audio_levels {
+            let _ = self.meters.set(t);
+        }
     }
 
     /// A player asked for `name` (a playlist, a WHEP offer, a live channel). Only lectures
@@ -497,6 +509,8 @@ impl Hub {
             display,
             key,
             track: None,
+            meters: self.meters.get().cloned(),
+            meter: None,
         }))
     }
 }
@@ -508,6 +522,8 @@ struct ContributorSink {
     display: String,
     key: String,
     track: Option<(RenditionIdx, Arc<media::CodecParams>, u32)>,
+    meters: Option<Arc<dyn media::encode::Transcoders>>,
+    meter: Option<Box<dyn media::encode::AudioEncoder>>,
 }
 
 impl MediaSink for ContributorSink {
@@ -536,6 +552,12 @@ impl MediaSink for ContributorSink {
                 if !known {
                     self.lecture.announce();
                 }
+                self.meter = level_meter(
+                    self.meters.as_ref(),
+                    &self.lecture,
+                    self.lang.as_str(),
+                    &codec,
+                );
                 self.track = Some((r, codec, timescale));
                 Ok(())
             }
@@ -548,6 +570,9 @@ impl MediaSink for ContributorSink {
                 }
                 let arrived = Instant::now();
                 let data = frame.data.clone();
+                if let Some(m) = self.meter.as_mut() {
+                    let _ = m.push(frame.pts.max(0), timescale, &data);
+                }
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
                 let placed = hls.push(r, frame, SystemTime::now());
@@ -598,6 +623,34 @@ impl Drop for ContributorSink {
         self.lecture.contributors_lock().remove(self.lang.as_str());
         info!(stream = %self.lecture.name, dialect = %self.lang, "interpreter left: the dialect continues as silence");
         self.lecture.announce();
+    }
+}
+
+/// A level meter for dialect `lang` of `lecture`, reporting into its health.
+fn level_meter(
+    meters: Option<&Arc<dyn media::encode::Transcoders>>,
+    lecture: &Arc<Lecture>,
+    lang: &str,
+    codec: &media::CodecParams,
+) -> Option<Box<dyn media::encode::AudioEncoder>> {
+    let media::CodecParams::Aac(aac) = codec else {
+        return None;
+    };
+    let weak = Arc::downgrade(lecture);
+    let tag = lang.to_string();
+    let on_level = Box::new(move |level: media::encode::Level| {
+        if let Some(l) = weak.upgrade() {
+            l.health_lock()
+                .levels
+                .insert(tag.clone(), (level, Instant::now()));
+        }
+    });
+    match meters?.level_meter(aac, on_level) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            warn!(lecture = %lecture.name, dialect = lang, "no level meter: {e}");
+            None
+        }
     }
 }
 
@@ -705,6 +758,7 @@ impl Publish for Hub {
             dialect_names: self.config.dialects.clone(),
             had_media: false,
             last_keyframe: None,
+            meters: self.meters.get().cloned(),
         }))
     }
 }
@@ -719,6 +773,7 @@ struct PublisherSink {
     had_media: bool,
     /// Decode time (s) of the last video keyframe.
     last_keyframe: Option<f64>,
+    meters: Option<Arc<dyn media::encode::Transcoders>>,
 }
 
 struct SinkTrack {
@@ -726,6 +781,7 @@ struct SinkTrack {
     tap: TapTrack,
     codec: Arc<media::CodecParams>,
     timescale: u32,
+    meter: Option<Box<dyn media::encode::AudioEncoder>>,
 }
 
 impl MediaSink for PublisherSink {
@@ -776,6 +832,12 @@ impl MediaSink for PublisherSink {
                 if !known {
                     self.lecture.announce();
                 }
+                let meter = match &tap {
+                    TapTrack::Audio(lang) => {
+                        level_meter(self.meters.as_ref(), &self.lecture, lang, &codec)
+                    }
+                    TapTrack::Video => None,
+                };
                 self.tracks.insert(
                     id,
                     SinkTrack {
@@ -783,13 +845,14 @@ impl MediaSink for PublisherSink {
                         tap,
                         codec,
                         timescale,
+                        meter,
                     },
                 );
                 self.lecture.notify(v);
                 Ok(())
             }
             MediaEvent::Frame { track, frame } => {
-                let Some(t) = self.tracks.get(&track) else {
+                let Some(t) = self.tracks.get_mut(&track) else {
                     return Err(SinkError::Rejected(format!(
                         "frame for track {} before its description",
                         track.0
@@ -800,6 +863,9 @@ impl MediaSink for PublisherSink {
                 }
                 let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
+                if let Some(m) = t.meter.as_mut() {
+                    let _ = m.push(frame.pts.max(0), t.timescale, &data);
+                }
                 if keyframe && matches!(t.tap, TapTrack::Video) {
                     let at = frame.dts as f64 / t.timescale as f64;
                     if let Some(prev) = self.last_keyframe.replace(at)

@@ -5,9 +5,11 @@
 //!   one audio track per dialect, each a tone of its own pitch.
 //! - [`opus`]: AAC to Opus for WebRTC viewers.
 //! - [`aac`]: Opus or G.711 to AAC for HLS (WebRTC publishers, IP cameras).
+//! - [`level`]: the sound level of a dialect, for the lecture's health.
 
 pub mod aac;
 pub mod demo;
+pub mod level;
 pub mod opus;
 
 use std::sync::Once;

@@ -116,6 +116,14 @@ impl AacToOpus {
 }
 
 impl Transcoders for GstTranscoders {
+    fn level_meter(
+        &self,
+        aac: &AacParams,
+        on_level: Box<dyn FnMut(media::encode::Level) + Send>,
+    ) -> Result<Box<dyn AudioEncoder>, String> {
+        Ok(Box::new(crate::level::LevelMeter::start(aac, on_level)?))
+    }
+
     fn to_aac(
         &self,
         source: &AudioSource,

@@ -21,32 +21,52 @@ pub const VIDEO: TrackId = TrackId(0);
 pub const AUDIO: TrackId = TrackId(1);
 
 /// Decode times for a stream that carries presentation times only (RTP): with B-frames a
-/// frame can be presented before the one decoded just before it. The delay between decode
-/// and presentation is learnt from how far presentation times go back, and every DTS is
-/// kept increasing.
+/// frame can be presented before the one decoded just before it. Until reordering is seen,
+/// DTS is PTS. The first time a frame goes back, the span it shows becomes the decode delay
+/// (the caller restarts at the next keyframe, since earlier frames were stamped without it).
+/// From then on each keyframe is decoded `delay` before it is shown, and each following
+/// frame one frame duration after the previous one, never after its own PTS: increasing,
+/// and never shown before it is decoded.
 #[derive(Debug, Default, Clone)]
 pub struct DtsSynth {
     delay: i64,
+    frame: Option<i64>,
+    prev_pts: Option<i64>,
     max_pts: Option<i64>,
     last_dts: Option<i64>,
 }
 
 impl DtsSynth {
-    /// The decode time for a frame presented at `pts`.
-    pub fn next(&mut self, pts: i64) -> i64 {
-        if let Some(max) = self.max_pts {
-            // A frame shown before one already seen: frames are reordered by this much.
-            self.delay = self.delay.max(max - pts).min(90_000);
-        }
-        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
-        let mut dts = pts - self.delay;
-        if let Some(last) = self.last_dts
-            && dts <= last
+    /// The decode time for a frame presented at `pts`, and whether this frame revealed
+    /// more reordering than known (the caller should then wait for a keyframe).
+    pub fn next(&mut self, pts: i64, keyframe: bool) -> (i64, bool) {
+        let mut grew = false;
+        if let Some(max) = self.max_pts
+            && max - pts > self.delay
         {
-            dts = last + 1;
+            // Frames are reordered by this much (at most a second).
+            self.delay = (max - pts).min(90_000);
+            grew = true;
         }
+        if let Some(prev) = self.prev_pts {
+            let step = (pts - prev).abs();
+            if step > 0 {
+                self.frame = Some(self.frame.map_or(step, |f| f.min(step)));
+            }
+        }
+        self.prev_pts = Some(pts);
+        self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
+        let after = |last: Option<i64>, v: i64| last.map_or(v, |l| v.max(l + 1));
+        let dts = if self.delay == 0 {
+            after(self.last_dts, pts)
+        } else if keyframe || self.last_dts.is_none() {
+            after(self.last_dts, pts - self.delay)
+        } else {
+            let last = self.last_dts.expect("checked");
+            (last + self.frame.unwrap_or(1)).min(pts).max(last + 1)
+        };
         self.last_dts = Some(dts);
-        dts.min(pts)
+        (dts, grew)
     }
 }
 
@@ -113,7 +133,12 @@ impl RtspToMedia {
             self.waiting_keyframe = false;
         }
         let pts = rescale(pts, clock_rate, 90_000);
-        let dts = self.dts.next(pts);
+        let (dts, reordered) = self.dts.next(pts, keyframe);
+        if reordered {
+            // B-frames: what was sent so far was stamped without the decode delay.
+            self.waiting_keyframe = true;
+            return None;
+        }
         Some(MediaEvent::Frame {
             track: VIDEO,
             frame: Frame {
@@ -165,16 +190,36 @@ mod tests {
 
     #[test]
     fn dts_for_b_frames_stays_below_pts_and_increasing() {
-        // I P B B P B B at 25 fps (3600 ticks): presentation order 0, 3, 1, 2, 6, 4, 5.
-        let pts: Vec<i64> = [0, 3, 1, 2, 6, 4, 5].iter().map(|i| i * 3600).collect();
+        // I P B B P B B at 25 fps (3600 ticks): presentation order 0, 3, 1, 2, 6, 4, 5, then
+        // the next GOP the same way.
+        let gop = [0, 3, 1, 2, 6, 4, 5];
+        let pts: Vec<i64> = gop
+            .iter()
+            .chain(gop.iter().map(|x| x + 7).collect::<Vec<_>>().iter())
+            .map(|i| i * 3600)
+            .collect();
         let mut d = DtsSynth::default();
-        let dts: Vec<i64> = pts.iter().map(|&p| d.next(p)).collect();
-        assert!(dts.windows(2).all(|w| w[1] > w[0]), "{dts:?}");
-        assert!(dts.iter().zip(&pts).all(|(d, p)| d <= p), "{dts:?}");
+        let out: Vec<(i64, bool)> = pts
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| d.next(p, i % 7 == 0))
+            .collect();
+        // The first B-frame reveals the reordering; from the next GOP on all is consistent.
+        assert!(
+            out[2].1 && out.iter().filter(|x| x.1).count() == 1,
+            "{out:?}"
+        );
+        let second: Vec<(i64, i64)> = out[7..]
+            .iter()
+            .map(|x| x.0)
+            .zip(pts[7..].iter().copied())
+            .collect();
+        assert!(second.windows(2).all(|w| w[1].0 > w[0].0), "{second:?}");
+        assert!(second.iter().all(|(d, p)| d <= p), "{second:?}");
         // Without B-frames DTS is PTS.
         let mut d = DtsSynth::default();
-        assert_eq!(d.next(0), 0);
-        assert_eq!(d.next(3600), 3600);
+        assert_eq!(d.next(0, true), (0, false));
+        assert_eq!(d.next(3600, false), (3600, false));
     }
 
     #[test]

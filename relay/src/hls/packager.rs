@@ -679,6 +679,11 @@ impl Packager {
             new_segment || part_elapsed + self.est_frame > self.s.part_target + TICKS / 1000;
         if new_part && p.t > part_start {
             self.close_leader_part(p.t, new_segment, false, Some(now));
+            if forced {
+                // Cut between keyframes: the next keyframe starts a segment however soon,
+                // so segments fall back in step with the keyframes.
+                self.cut_requested = true;
+            }
         }
         self.note_leader_frame(p.t);
         self.renditions[r].pending.push_back(p);

@@ -428,6 +428,46 @@ fn long_gop_is_cut_within_target_duration() {
 }
 
 #[test]
+fn after_a_cut_between_keyframes_segments_start_on_keyframes_again() {
+    // Keyframes every 2 s, but one is missing (an encoder hiccup, a keyframe lost): that
+    // segment must be cut without a keyframe; the next keyframe must start a segment even
+    // though it comes early in it, so every later segment starts on a keyframe again.
+    let mut p = packager();
+    p.begin_session();
+    let v = p.set_track("video", video_info(), None, String::new());
+    for i in 0..500i64 {
+        let key = i % 50 == 0 && i != 100;
+        p.push(
+            v,
+            Frame {
+                dts: i * 3600,
+                pts: i * 3600,
+                keyframe: key,
+                data: Bytes::from_static(b"x"),
+            },
+            t0(),
+        );
+    }
+    let segs: Vec<_> = p.renditions()[v].segments().collect();
+    let later: Vec<_> = segs.iter().filter(|s| s.msn >= 3).collect();
+    assert!(later.len() >= 3);
+    for s in later {
+        assert_eq!(
+            fragments(&s.data)[0].3,
+            media::fmp4::FLAGS_SYNC,
+            "segment {} starts without a keyframe",
+            s.msn
+        );
+        assert!(
+            (s.duration - 2.0).abs() < 0.05,
+            "segment {}: {}",
+            s.msn,
+            s.duration
+        );
+    }
+}
+
+#[test]
 fn frames_before_first_keyframe_and_backwards_dts_are_dropped() {
     let mut p = packager();
     p.begin_session();

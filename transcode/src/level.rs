@@ -1,0 +1,170 @@
+//! Audio level of an AAC track, for the lecture's health: `appsrc ! aacparse ! avdec_aac !
+//! audioconvert ! level ! fakesink`, one reading a second (RMS and peak, dBFS, loudest
+//! channel). Lets an operator see that each dialect really carries sound.
+
+use std::sync::Mutex;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use media::aac::AacParams;
+use media::encode::{AudioEncoder, Level};
+
+/// A running level meter; dropping it stops it.
+pub struct LevelMeter {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+}
+
+impl Drop for LevelMeter {
+    fn drop(&mut self) {
+        let _ = self.src.end_of_stream();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl AudioEncoder for LevelMeter {
+    fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
+        if pts < 0 || timescale == 0 {
+            return Err("negative timestamp".into());
+        }
+        let mut buffer = gst::Buffer::from_slice(data.to_vec());
+        {
+            let b = buffer.get_mut().expect("new buffer is writable");
+            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
+            b.set_pts(gst::ClockTime::from_nseconds(ns));
+        }
+        self.src
+            .push_buffer(buffer)
+            .map(|_| ())
+            .map_err(|e| format!("level meter: {e:?}"))
+    }
+}
+
+impl LevelMeter {
+    /// Starts a meter for AAC with configuration `aac`; `on_level` gets a reading per second
+    /// of audio.
+    pub fn start(aac: &AacParams, on_level: Box<dyn FnMut(Level) + Send>) -> Result<Self, String> {
+        crate::init().map_err(|e| e.to_string())?;
+        let pipeline = gst::parse::launch(
+            "appsrc name=src format=time is-live=false do-timestamp=false \
+             ! aacparse ! avdec_aac ! audioconvert \
+             ! level name=level interval=1000000000 post-messages=true \
+             ! fakesink sync=false",
+        )
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or("no appsrc")?;
+        let caps = gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(aac.config.to_vec()))
+            .field("rate", aac.sample_rate as i32)
+            .field("channels", aac.channel_count() as i32)
+            .build();
+        src.set_caps(Some(&caps));
+        src.set_max_bytes(64 * 1024);
+        src.set_property_from_str("leaky-type", "downstream");
+        let on_level = Mutex::new(on_level);
+        let bus = pipeline.bus().ok_or("no bus")?;
+        // Synchronously on the streaming thread: no main loop needed.
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Element(e) = msg.view()
+                && let Some(s) = e.structure()
+                && s.name() == "level"
+                && let (Ok(rms), Ok(peak)) = (
+                    s.get::<gst::glib::ValueArray>("rms"),
+                    s.get::<gst::glib::ValueArray>("peak"),
+                )
+            {
+                let loudest = |a: &gst::glib::ValueArray| {
+                    a.iter()
+                        .filter_map(|v| v.get::<f64>().ok())
+                        .fold(f64::NEG_INFINITY, f64::max)
+                };
+                let level = Level {
+                    rms_db: loudest(&rms).max(-120.0),
+                    peak_db: loudest(&peak).max(-120.0),
+                };
+                (on_level.lock().unwrap_or_else(|e| e.into_inner()))(level);
+            }
+            gst::BusSyncReply::Drop
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| format!("cannot start the level meter: {e}"))?;
+        Ok(LevelMeter { pipeline, src })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Three seconds of AAC: a tone at `volume`, or silence at 0.
+    fn aac(volume: f64) -> (AacParams, Vec<Vec<u8>>) {
+        crate::init().unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc num-buffers=141 samplesperbuffer=1024 freq=440 volume={volume} \
+             ! audio/x-raw,rate=48000,channels=2 ! voaacenc ! aacparse \
+             ! audio/mpeg,stream-format=raw ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let (mut frames, mut config) = (Vec::new(), None);
+        while let Ok(sample) = sink.pull_sample() {
+            if config.is_none() {
+                let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+                let cd = s.get::<gst::Buffer>("codec_data").unwrap();
+                config = Some(cd.map_readable().unwrap().to_vec());
+            }
+            frames.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        (
+            AacParams::from_config(bytes::Bytes::from(config.unwrap())).unwrap(),
+            frames,
+        )
+    }
+
+    fn readings(volume: f64) -> Vec<Level> {
+        let (params, frames) = aac(volume);
+        let out: Arc<Mutex<Vec<Level>>> = Arc::default();
+        let o = out.clone();
+        let mut m =
+            LevelMeter::start(&params, Box::new(move |l| o.lock().unwrap().push(l))).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            m.push(i as i64 * 1024, 48_000, f).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while out.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(m);
+        out.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_tone_and_silence_read_as_such() {
+        let tone = readings(0.5);
+        assert!(tone.len() >= 2, "{tone:?}");
+        // A sine at half scale: peak about -6 dBFS, RMS about -9 dBFS.
+        assert!((tone[1].peak_db + 6.0).abs() < 2.0, "{tone:?}");
+        assert!((tone[1].rms_db + 9.0).abs() < 2.0, "{tone:?}");
+        let quiet = readings(0.0);
+        assert!(quiet.iter().all(|l| l.rms_db < -80.0), "{quiet:?}");
+    }
+}
