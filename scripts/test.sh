@@ -9,4 +9,5 @@ bash scripts/build-web.sh
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo test --locked --workspace
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --locked --workspace --no-fail-fast

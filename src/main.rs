@@ -182,7 +182,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     }
     let _srt = if config.srt.enabled {
         let publish: Arc<dyn Publish> = hub.clone();
-        let srt = ingest::srt::start(config.clone(), publish)
+        let srt = ingest::srt::start(config.clone(), publish, transcoders.clone())
             .with_context(|| format!("binding SRT to {}", config.srt.listen))?;
         println!("jiangtang: srt listening on udp {}", srt.local_addr());
         Some(srt)

@@ -460,3 +460,57 @@ fn timestamps_wrapping_at_33_bits_play_straight_through() {
     assert!(a.segments.iter().all(|x| (x.duration - 2.0).abs() < 0.1));
     assert_eq!(api(&s, "longrun")["input"]["errors"], 0);
 }
+
+#[test]
+fn an_opus_dialect_in_the_ts_is_transcoded_to_aac() {
+    // Some encoders send Opus in MPEG-TS: one AAC and one Opus dialect.
+    let s = Server::start("");
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=660:sample_rate=48000"])
+        .args(["-map", "0:v", "-map", "1:a", "-map", "2:a"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", "50", "-pix_fmt", "yuv420p", "-b:v", "300k"])
+        .args(["-c:a:0", "aac", "-c:a:1", "libopus", "-b:a", "64k"])
+        .args([
+            "-metadata:s:a:0",
+            "language=cmn",
+            "-metadata:s:a:1",
+            "language=yue",
+        ])
+        .args(["-f", "mpegts", &srt_url(&s, "publish:opus", "")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _enc = Proc(c.spawn().unwrap());
+    wait_for_segments(&s, "opus", "audio-cmn", 3);
+    wait_for_segments(&s, "opus", "audio-yue", 3);
+    let master = get_text(&s.url("/hls/opus/index.m3u8"));
+    assert!(
+        master.contains("NAME=\"粤语\",LANGUAGE=\"yue\""),
+        "{master}"
+    );
+    let probe = ffprobe(&s.url("/hls/opus/audio-yue/index.m3u8"), &[]);
+    assert_eq!(probe["streams"][0]["codec_name"], "aac", "{probe}");
+    for (lang, hz) in [("cmn", 440.0), ("yue", 660.0)] {
+        let heard = tone_hz(&decode_pcm(
+            &s.url(&format!("/hls/opus/audio-{lang}/index.m3u8")),
+            2.0,
+        ));
+        assert!((heard - hz).abs() < 15.0, "{lang}: {heard} Hz");
+    }
+    // The Opus dialect keeps the video's segments.
+    let v = wait_for_segments(&s, "opus", "video", 1);
+    let y = wait_for_segments(&s, "opus", "audio-yue", 1);
+    let last = |p: &m3u8_rs::MediaPlaylist| p.media_sequence + p.segments.len() as u64;
+    assert!(last(&v).abs_diff(last(&y)) <= 1);
+}

@@ -10,6 +10,7 @@
 //! - [`h264`], [`aac`]: codec configuration records and the facts they give.
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them.
 //! - [`mpegts`]: MPEG-TS demultiplexing (SRT's payload).
+//! - [`opus`]: Opus packet durations and Opus access units in MPEG-TS.
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`m3u8`]: HLS playlists with the Low-Latency tags.
 
@@ -21,6 +22,7 @@ pub mod h264;
 pub mod m3u8;
 pub mod model;
 pub mod mpegts;
+pub mod opus;
 pub mod sink;
 
 pub use model::{CodecParams, Frame, Language, MediaEvent, TrackId, TrackInfo, TrackKind};

@@ -221,7 +221,11 @@ impl Netns {
             return None;
         }
         let name = format!("jt-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        // Left over from a run that was killed; usually there is none.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         let ip = |args: &[&str]| {

@@ -18,11 +18,13 @@ use libsrt::{
     Admission, CallerRequest, Listener, ListenerOptions, Poller, Ready, Recv, RejectCode, Socket,
     SocketId, SrtError,
 };
+use media::encode::{AacFrame, AudioEncoder, AudioSource, Transcoders};
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, TransportStats};
+use media::{Language, MediaEvent, TrackId};
 use tracing::{info, warn};
 
 use super::streamid::{self, StreamIdError};
-use super::to_media::{Notice, TsToMedia};
+use super::to_media::{Notice, TsOutput, TsToMedia};
 
 /// A publisher that sends no MPEG-TS program (PAT/PMT with H.264 or AAC) within this time
 /// is disconnected.
@@ -106,8 +108,13 @@ fn admit(
     }
 }
 
-/// Binds the listener (`config.srt.listen`) and starts its thread.
-pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<SrtServer, SrtError> {
+/// Binds the listener (`config.srt.listen`) and starts its thread; `transcoders` turn Opus
+/// audio tracks into AAC.
+pub fn start(
+    config: Arc<Config>,
+    publish: Arc<dyn Publish>,
+    transcoders: Arc<dyn Transcoders>,
+) -> Result<SrtServer, SrtError> {
     let connections = Arc::new(AtomicUsize::new(0));
     let opts = ListenerOptions {
         latency_ms: config.srt.latency_ms,
@@ -132,6 +139,7 @@ pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<SrtServer
                 listener,
                 poller,
                 publish,
+                transcoders,
                 conns: HashMap::new(),
                 connections,
             }
@@ -148,12 +156,24 @@ pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<SrtServer
     })
 }
 
+/// An Opus track's transcoder and where its AAC goes.
+struct OpusTrack {
+    encoder: Box<dyn AudioEncoder>,
+}
+
+/// AAC frames from a connection's Opus transcoders: `(track, language, frame)`.
+type AacOut = (TrackId, Option<Language>, AacFrame);
+
 struct Conn {
     socket: Socket,
     peer: Option<SocketAddr>,
     stream: String,
     sink: Box<dyn MediaSink>,
     ts: TsToMedia,
+    opus: HashMap<TrackId, Option<OpusTrack>>,
+    aac_tx: std::sync::mpsc::SyncSender<AacOut>,
+    aac_rx: std::sync::mpsc::Receiver<AacOut>,
+    aac_announced: std::collections::HashSet<TrackId>,
     opened: Instant,
     bytes: u64,
     notices: NoticeLog,
@@ -195,6 +215,7 @@ struct Driver {
     listener: Listener,
     poller: Poller,
     publish: Arc<dyn Publish>,
+    transcoders: Arc<dyn Transcoders>,
     conns: HashMap<SocketId, Conn>,
     connections: Arc<AtomicUsize>,
 }
@@ -206,13 +227,19 @@ impl Driver {
         let mut last_stats = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             ready.clear();
-            if let Err(e) = self.poller.wait(Duration::from_millis(200), &mut ready) {
+            // Transcoded audio comes back on other threads: look for it often then.
+            let transcoding = self.conns.values().any(|c| !c.opus.is_empty());
+            let wait = Duration::from_millis(if transcoding { 20 } else { 200 });
+            if let Err(e) = self.poller.wait(wait, &mut ready) {
                 warn!("srt: waiting failed: {e}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
             for r in &ready {
                 self.on_ready(r, &mut buf);
+            }
+            for c in self.conns.values_mut() {
+                forward_aac(c);
             }
             let now = Instant::now();
             if now.duration_since(last_stats) >= STATS_EVERY {
@@ -243,7 +270,7 @@ impl Driver {
                 Ok(Recv::Data(n)) => {
                     c.bytes += n as u64;
                     c.ts.push(&buf[..n]);
-                    forward(c);
+                    forward(c, self.transcoders.as_ref());
                     if c.closing.is_some() {
                         break;
                     }
@@ -290,6 +317,7 @@ impl Driver {
                     let latency = socket.stats().map(|s| s.latency_ms).unwrap_or(0);
                     info!(stream = %id.stream, remote = ?peer, latency_ms = latency, "srt publisher connected");
                     self.connections.fetch_add(1, Ordering::Relaxed);
+                    let (aac_tx, aac_rx) = std::sync::mpsc::sync_channel(1024);
                     self.conns.insert(
                         socket.id(),
                         Conn {
@@ -298,6 +326,10 @@ impl Driver {
                             stream: id.stream,
                             sink,
                             ts: TsToMedia::new(),
+                            opus: HashMap::new(),
+                            aac_tx,
+                            aac_rx,
+                            aac_announced: Default::default(),
                             opened: Instant::now(),
                             bytes: 0,
                             notices: NoticeLog::default(),
@@ -352,7 +384,10 @@ impl Driver {
             };
             self.poller.remove(id);
             c.ts.finish();
-            forward(&mut c);
+            forward(&mut c, self.transcoders.as_ref());
+            // Let the transcoders finish what they hold, briefly, then stop them.
+            c.opus.clear();
+            forward_aac(&mut c);
             let why = c.closing.take().unwrap_or_default();
             info!(stream = %c.stream, remote = ?c.peer, bytes = c.bytes, "srt publisher gone: {why}");
             self.connections.fetch_sub(1, Ordering::Relaxed);
@@ -361,21 +396,69 @@ impl Driver {
     }
 }
 
-/// Hands everything the mapper produced to the relay.
-fn forward(c: &mut Conn) {
+/// Hands everything the mapper produced to the relay (Opus through its transcoder).
+fn forward(c: &mut Conn, transcoders: &dyn Transcoders) {
     let now = Instant::now();
     while let Some(x) = c.ts.poll() {
         match x {
-            Ok(event) => {
+            TsOutput::Media(event) => {
                 if let Err(e) = c.sink.handle(event) {
                     c.closing = Some(e.to_string());
                     return;
                 }
             }
-            Err(n) => {
+            TsOutput::Opus(f) => {
+                let slot = c.opus.entry(f.track).or_insert_with(|| {
+                    let tx = c.aac_tx.clone();
+                    let (track, language) = (f.track, f.language.clone());
+                    let on_frame = Box::new(move |aac: AacFrame| {
+                        let _ = tx.try_send((track, language.clone(), aac));
+                    });
+                    match transcoders.to_aac(&AudioSource::Opus { channels: 2 }, on_frame) {
+                        Ok(encoder) => Some(OpusTrack { encoder }),
+                        Err(e) => {
+                            warn!(stream = %c.stream, "srt input: cannot transcode Opus: {e}");
+                            None
+                        }
+                    }
+                });
+                if let Some(t) = slot
+                    && let Err(e) = t.encoder.push(f.pts.max(0), 48_000, &f.data)
+                {
+                    c.sink.input_error(format!("Opus to AAC: {e}"));
+                }
+            }
+            TsOutput::Notice(n) => {
                 c.notices.note(&c.stream, &n, now);
                 c.sink.input_error(n.message);
             }
+        }
+    }
+}
+
+/// Hands the AAC that the Opus transcoders produced to the relay.
+fn forward_aac(c: &mut Conn) {
+    while let Ok((track, language, frame)) = c.aac_rx.try_recv() {
+        if c.aac_announced.insert(track) {
+            let mut info = media::TrackInfo::new(media::CodecParams::Aac(frame.params.clone()));
+            info.language = language;
+            if let Err(e) = c.sink.handle(MediaEvent::Track { id: track, info }) {
+                c.closing = Some(e.to_string());
+                return;
+            }
+        }
+        let event = MediaEvent::Frame {
+            track,
+            frame: media::Frame {
+                dts: frame.pts,
+                pts: frame.pts,
+                keyframe: true,
+                data: frame.data,
+            },
+        };
+        if let Err(e) = c.sink.handle(event) {
+            c.closing = Some(e.to_string());
+            return;
         }
     }
 }

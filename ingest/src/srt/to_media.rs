@@ -30,6 +30,31 @@ const MAX_EPOCHS: usize = 8;
 /// Audio PIDs mapped at most (a lecture carries at most this many dialects per input).
 pub const MAX_AUDIO: usize = 16;
 
+/// What the mapper produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TsOutput {
+    /// A media event for the relay.
+    Media(MediaEvent),
+    /// An Opus packet of an audio track, to be made AAC before the relay (HLS carries
+    /// AAC): the driver runs it through a transcoder and announces the track from there.
+    Opus(OpusFrame),
+    /// Something to tell the operator.
+    Notice(Notice),
+}
+
+/// One Opus packet of a TS audio track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpusFrame {
+    /// The track it belongs to.
+    pub track: TrackId,
+    /// Its dialect.
+    pub language: Option<Language>,
+    /// Presentation time at 48 kHz on the stream's timeline.
+    pub pts: i64,
+    /// The Opus packet.
+    pub data: Bytes,
+}
+
 /// Something about the input worth telling the operator; the session goes on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
@@ -61,7 +86,7 @@ pub struct TsToMedia {
     /// Offsets (90 kHz) of each epoch, oldest first; `epoch_base` is the index of the first.
     epochs: Vec<i64>,
     epoch_base: usize,
-    out: std::collections::VecDeque<Result<MediaEvent, Notice>>,
+    out: std::collections::VecDeque<TsOutput>,
 }
 
 impl Default for TsToMedia {
@@ -88,7 +113,7 @@ impl TsToMedia {
     pub fn has_program(&self) -> bool {
         self.es
             .values()
-            .any(|e| matches!(e.kind, EsKind::H264 | EsKind::Aac))
+            .any(|e| matches!(e.kind, EsKind::H264 | EsKind::Aac | EsKind::Opus))
     }
 
     /// Takes received bytes.
@@ -103,13 +128,14 @@ impl TsToMedia {
         self.drain_demux();
     }
 
-    /// The next media event, or a notice.
-    pub fn poll(&mut self) -> Option<Result<MediaEvent, Notice>> {
+    /// The next media event, Opus packet or notice.
+    pub fn poll(&mut self) -> Option<TsOutput> {
         self.out.pop_front()
     }
 
     fn notice(&mut self, kind: &'static str, message: String) {
-        self.out.push_back(Err(Notice { kind, message }));
+        self.out
+            .push_back(TsOutput::Notice(Notice { kind, message }));
     }
 
     fn drain_demux(&mut self) {
@@ -155,7 +181,7 @@ impl TsToMedia {
                     return;
                 }
             }
-            EsKind::Aac => {
+            EsKind::Aac | EsKind::Opus => {
                 if self.audio_tracks >= MAX_AUDIO {
                     self.notice(
                         "unsupported",
@@ -165,24 +191,23 @@ impl TsToMedia {
                 }
                 self.audio_tracks += 1;
             }
-            EsKind::H265 | EsKind::Opus | EsKind::Other(_) => {
+            EsKind::H265 | EsKind::Other(_) => {
                 let what = match s.kind {
                     EsKind::H265 => "H.265 video".to_string(),
-                    EsKind::Opus => "Opus audio".to_string(),
                     EsKind::Other(t) => format!("stream type 0x{t:02x}"),
                     _ => unreachable!(),
                 };
                 self.notice(
                     "unsupported",
                     format!(
-                        "PID {} carries {what}, which is not relayed yet (send H.264 and AAC): ignored",
+                        "PID {} carries {what}, which is not relayed yet (send H.264 with AAC or Opus): ignored",
                         s.pid
                     ),
                 );
                 return;
             }
         }
-        let language = if s.kind == EsKind::Aac {
+        let language = if matches!(s.kind, EsKind::Aac | EsKind::Opus) {
             self.language_for(s.pid, s.language.as_deref())
         } else {
             None
@@ -207,6 +232,7 @@ impl TsToMedia {
     /// The dialect of an audio PID: its descriptor's language, unless missing, invalid or
     /// already taken by another PID of this stream.
     fn language_for(&mut self, pid: u16, declared: Option<&str>) -> Option<Language> {
+        let audio = |k: EsKind| matches!(k, EsKind::Aac | EsKind::Opus);
         let taken = |l: &Language, es: &BTreeMap<u16, Es>| {
             es.values().any(|e| e.language.as_ref() == Some(l))
         };
@@ -217,7 +243,7 @@ impl TsToMedia {
         let first_unlabelled = !self
             .es
             .values()
-            .any(|e| e.kind == EsKind::Aac && e.language.is_none());
+            .any(|e| audio(e.kind) && e.language.is_none());
         match parsed {
             Some(l) if !taken(&l, &self.es) => Some(l),
             None if first_unlabelled => {
@@ -259,6 +285,7 @@ impl TsToMedia {
         match kind {
             EsKind::H264 => self.on_video(pid, dts, pts, &data),
             EsKind::Aac => self.on_audio(pid, pts, &data),
+            EsKind::Opus => self.on_opus(pid, pts, &data),
             _ => {}
         }
     }
@@ -341,7 +368,7 @@ impl TsToMedia {
                     Ok(p) => {
                         let es = self.es.get_mut(&pid).expect("known pid");
                         es.announced = Some(CodecParams::H264(p.clone()));
-                        self.out.push_back(Ok(MediaEvent::Track {
+                        self.out.push_back(TsOutput::Media(MediaEvent::Track {
                             id: es.track,
                             info: TrackInfo::new(CodecParams::H264(p)),
                         }));
@@ -369,7 +396,7 @@ impl TsToMedia {
             return;
         }
         let track = es.track;
-        self.out.push_back(Ok(MediaEvent::Frame {
+        self.out.push_back(TsOutput::Media(MediaEvent::Frame {
             track,
             frame: Frame {
                 dts,
@@ -378,6 +405,32 @@ impl TsToMedia {
                 data: avcc,
             },
         }));
+    }
+
+    fn on_opus(&mut self, pid: u16, pts: i64, data: &[u8]) {
+        let units = match media::opus::split_ts_units(data) {
+            Ok(u) => u,
+            Err(e) => {
+                self.notice("bad-frame", format!("bad Opus on PID {pid}: {e}"));
+                return;
+            }
+        };
+        let es = &self.es[&pid];
+        let (track, language) = (es.track, es.language.clone());
+        let mut t = rescale(pts, 90_000, 48_000);
+        for u in units {
+            let Some(samples) = media::opus::packet_samples(u.packet) else {
+                self.notice("bad-frame", format!("an invalid Opus packet on PID {pid}"));
+                return;
+            };
+            self.out.push_back(TsOutput::Opus(OpusFrame {
+                track,
+                language: language.clone(),
+                pts: t,
+                data: Bytes::copy_from_slice(u.packet),
+            }));
+            t += samples as i64;
+        }
     }
 
     fn on_audio(&mut self, pid: u16, pts: i64, data: &[u8]) {
@@ -407,14 +460,15 @@ impl TsToMedia {
             let mut info = TrackInfo::new(CodecParams::Aac(params));
             info.language = es.language.clone();
             let id = es.track;
-            self.out.push_back(Ok(MediaEvent::Track { id, info }));
+            self.out
+                .push_back(TsOutput::Media(MediaEvent::Track { id, info }));
         }
         let es = &self.es[&pid];
         let track = es.track;
         let base = rescale(pts, 90_000, rate);
         for (i, f) in frames.iter().enumerate() {
             let t = base + i as i64 * aac::SAMPLES_PER_FRAME as i64;
-            self.out.push_back(Ok(MediaEvent::Frame {
+            self.out.push_back(TsOutput::Media(MediaEvent::Frame {
                 track,
                 frame: Frame {
                     dts: t,
@@ -436,22 +490,21 @@ mod tests {
     fn map(data: &[u8], chunk: usize) -> (Vec<MediaEvent>, Vec<Notice>) {
         let mut m = TsToMedia::new();
         let (mut events, mut notices) = (vec![], vec![]);
-        for c in data.chunks(chunk) {
-            m.push(c);
+        let mut take = |m: &mut TsToMedia| {
             while let Some(x) = m.poll() {
                 match x {
-                    Ok(e) => events.push(e),
-                    Err(n) => notices.push(n),
+                    TsOutput::Media(e) => events.push(e),
+                    TsOutput::Notice(n) => notices.push(n),
+                    TsOutput::Opus(_) => {}
                 }
             }
+        };
+        for c in data.chunks(chunk) {
+            m.push(c);
+            take(&mut m);
         }
         m.finish();
-        while let Some(x) = m.poll() {
-            match x {
-                Ok(e) => events.push(e),
-                Err(n) => notices.push(n),
-            }
-        }
+        take(&mut m);
         (events, notices)
     }
 
