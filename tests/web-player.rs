@@ -423,3 +423,60 @@ fn classroom_raises_hand_and_asks_from_the_player() {
     assert_eq!(list[0]["from"], "西和小学");
     assert_eq!(list[1]["text"], "第三题<b>怎么</b>做？");
 }
+
+#[test]
+fn on_a_link_too_slow_for_the_picture_it_plays_the_sound_alone() {
+    // A village classroom on 250 kbit/s watching a 1.2 Mbit/s lecture: the picture keeps
+    // stalling, so the player (mode auto) plays the dialect's sound alone and says so.
+    let (Some(hall), Some(village)) = (Netns::new("weaka"), Netns::new("weakb")) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    hall.link(&village, Some(250));
+    let s = Server::start_reachable_in(
+        &hall,
+        "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 1200\n",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let _browser = browser_lock();
+    let out = output_within(
+        village.command("node").arg(dir.join("player.mjs")).args([
+            "watch",
+            &format!("http://10.99.1.1:{}", s.http.port()),
+            "demo",
+            shots.to_str().unwrap(),
+            "45",
+        ]),
+        Duration::from_secs(150),
+    );
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let events = r["events"].as_array().unwrap();
+    let fell_back = events.iter().find(|e| {
+        e["name"] == "fallback"
+            && e["detail"]["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("weak network"))
+    });
+    assert!(
+        fell_back.is_some(),
+        "no weak-network fallback: {}",
+        r["events"]
+    );
+    let samples = r["samples"].as_array().unwrap();
+    let tail = &samples[samples.len() - 6..];
+    assert!(
+        tail.iter()
+            .all(|x| x["mode"] == "audio" && x["state"] == "playing"),
+        "not playing the sound alone at the end: {tail:?}"
+    );
+    let t: Vec<f64> = tail.iter().map(|x| x["t"].as_f64().unwrap()).collect();
+    assert!(
+        t.windows(2).all(|w| w[1] > w[0]),
+        "sound not advancing: {t:?}"
+    );
+}

@@ -64,6 +64,17 @@ impl Server {
     /// Like [`Server::start`], inside `netns` when given (its addresses are then only
     /// reachable from inside it: run the peers with [`Netns::command`]).
     pub fn start_in(netns: Option<&Netns>, extra: &str) -> Server {
+        Server::launch(netns, extra, "127.0.0.1:0")
+    }
+
+    /// Like [`Server::start_in`], with HTTP on every address of the namespace, so that
+    /// peers in another namespace linked to it ([`Netns::link`]) reach it too. `http` stays
+    /// a loopback address for the tests' own requests.
+    pub fn start_reachable_in(netns: &Netns, extra: &str) -> Server {
+        Server::launch(Some(netns), extra, "0.0.0.0:0")
+    }
+
+    fn launch(netns: Option<&Netns>, extra: &str, http_listen: &str) -> Server {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("jiangtang.toml");
         std::fs::write(&path, extra).unwrap();
@@ -79,7 +90,7 @@ impl Server {
         } else {
             "127.0.0.1:0"
         };
-        cmd.env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
+        cmd.env("JIANGTANG_HTTP_LISTEN", http_listen)
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_WEBRTC_UDP_LISTEN", udp)
             .env("JIANGTANG_SRT_LISTEN", "127.0.0.1:0");
@@ -92,6 +103,7 @@ impl Server {
             dir,
             !extra.contains("[webrtc]\nenabled = false"),
             !extra.contains("[srt]\nenabled = false"),
+            true,
         )
     }
 
@@ -101,10 +113,16 @@ impl Server {
     pub fn start_as_shipped_in(netns: &Netns) -> Server {
         let mut cmd = netns.command(env!("CARGO_BIN_EXE_jiangtang"));
         cmd.arg("serve");
-        Server::run(cmd, tempdir::Dir::new(), true, true)
+        Server::run(cmd, tempdir::Dir::new(), true, true, false)
     }
 
-    fn run(mut cmd: Command, dir: tempdir::Dir, wants_webrtc: bool, wants_srt: bool) -> Server {
+    fn run(
+        mut cmd: Command,
+        dir: tempdir::Dir,
+        wants_webrtc: bool,
+        wants_srt: bool,
+        loopback_http: bool,
+    ) -> Server {
         let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -140,7 +158,11 @@ impl Server {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("relay did not start: {}", log.lock().unwrap()));
             if let Some(a) = line.strip_prefix("jiangtang: http listening on ") {
-                http = Some(a.parse().unwrap());
+                let mut addr: SocketAddr = a.parse().unwrap();
+                if addr.ip().is_unspecified() && loopback_http {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                http = Some(addr);
             } else if let Some(a) = line.strip_prefix("jiangtang: rtmp listening on ") {
                 rtmp = Some(a.parse().unwrap());
             } else if let Some(a) = line.strip_prefix("jiangtang: webrtc listening on udp ") {
@@ -248,6 +270,47 @@ impl Netns {
 
     /// The namespace's own non-loopback address.
     pub const ADDRESS: &'static str = "10.99.0.1";
+
+    /// Links this namespace to `other` with a veth pair: this side `10.99.1.1`, theirs
+    /// `10.99.1.2`. With `kbit`, what this side sends over the link is limited to that rate
+    /// (a token bucket, as a slow uplink would): a viewer behind a poor link.
+    pub fn link(&self, other: &Netns, kbit: Option<u32>) {
+        run_ok(Command::new("ip").args([
+            "-n",
+            &self.name,
+            "link",
+            "add",
+            "jtl",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "jtr",
+            "netns",
+            &other.name,
+        ]));
+        let ip = |ns: &str, args: &[&str]| run_ok(Command::new("ip").args(["-n", ns]).args(args));
+        ip(&self.name, &["addr", "add", "10.99.1.1/24", "dev", "jtl"]);
+        ip(&other.name, &["addr", "add", "10.99.1.2/24", "dev", "jtr"]);
+        ip(&self.name, &["link", "set", "jtl", "up"]);
+        ip(&other.name, &["link", "set", "jtr", "up"]);
+        if let Some(kbit) = kbit {
+            run_ok(self.command("tc").args([
+                "qdisc",
+                "add",
+                "dev",
+                "jtl",
+                "root",
+                "tbf",
+                "rate",
+                &format!("{kbit}kbit"),
+                "burst",
+                "16kb",
+                "latency",
+                "100ms",
+            ]));
+        }
+    }
 
     /// Loads an nftables ruleset inside the namespace.
     pub fn nft(&self, rules: &str) {

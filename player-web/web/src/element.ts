@@ -81,6 +81,9 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .audio-card { display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 10px; min-height: 160px; height: 100%; background: radial-gradient(#1d2a3a, #000); font-size: 1.1em; }
 .audio-card svg { width: 56px; height: 56px; opacity: .8; }
 .audio-card[hidden] { display: none; }
+.notice { position: absolute; left: 8px; right: 8px; bottom: 8px; display: flex; flex-wrap: wrap; gap: 8px; align-items: center; justify-content: space-between; padding: 8px 12px; border-radius: 8px; background: #000c; }
+.notice[hidden] { display: none; }
+.notice button { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #666; background: #333; color: #fff; padding: 0 12px; cursor: pointer; }
 :host([fill]) { display: flex; flex-direction: column; height: 100%; }
 :host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
 :host([fill]) video { height: 100%; aspect-ratio: auto; object-fit: contain; }
@@ -106,6 +109,9 @@ export class JiangtangPlayer extends HTMLElement {
   private failures = 0;
   private restartTimer = 0;
   private forcedHls = false;
+  /** Playing sound only because the link could not carry the picture. */
+  private weakNetwork = false;
+  private stalls: number[] = [];
   private viewers: { webrtc: number; live_channel: number } | null = null;
   private _state: PlayerState = "loading";
   private _dialect: string | null = null;
@@ -211,6 +217,8 @@ export class JiangtangPlayer extends HTMLElement {
     if (name === "mode") {
       (this.el.mode as HTMLSelectElement).value = value ?? "auto";
       this.forcedHls = false;
+      this.weakNetwork = false;
+      this.el.notice.hidden = true;
       this.failures = 0;
       this.restartEngine();
     } else if (name === "lang" && value) {
@@ -250,6 +258,17 @@ export class JiangtangPlayer extends HTMLElement {
     this.make("div", "audio-text", card);
     const title = this.make("div", "title", frame);
     title.setAttribute("part", "title");
+    // After a weak-network fallback: say so, and offer the picture back.
+    const notice = this.make("div", "notice", frame);
+    notice.hidden = true;
+    notice.setAttribute("role", "status");
+    const noticeText = document.createElement("span");
+    noticeText.textContent = t.weakNetwork;
+    const restore = document.createElement("button");
+    restore.className = "restore";
+    restore.textContent = t.restoreVideo;
+    restore.addEventListener("click", () => this.restoreVideo());
+    notice.append(noticeText, restore);
     const overlay = this.make("div", "overlay", frame);
     overlay.setAttribute("role", "status");
     overlay.setAttribute("aria-live", "polite");
@@ -569,6 +588,7 @@ export class JiangtangPlayer extends HTMLElement {
 
   private modes(): Mode[] {
     const pref = (this.getAttribute("mode") ?? "auto") as ModePref;
+    if (pref === "auto" && this.weakNetwork) return ["audio"];
     if (pref === "webrtc") return ["webrtc"];
     if (pref === "hls") return ["hls"];
     if (pref === "audio") return ["audio"];
@@ -583,6 +603,7 @@ export class JiangtangPlayer extends HTMLElement {
       lang: this._dialect,
       video: this.video,
       onFailure: (reason, fatal) => this.onFailure(reason, fatal),
+      onStall: () => this.onStall(),
       onPlaying: () => {
         this.failures = 0;
         if (this.lecture?.status === "reconnecting") this.setState("reconnecting");
@@ -631,6 +652,30 @@ export class JiangtangPlayer extends HTMLElement {
   private restartEngine(): void {
     this.stopEngine();
     if (this.lecture && (this.lecture.status === "live" || this.lecture.status === "reconnecting")) this.startEngine();
+  }
+
+  /** A stall or freeze. Three within a minute in `auto` mode: the link cannot carry the
+   *  picture, so play the sound alone (what a classroom on a poor line needs) and offer the
+   *  picture back. */
+  private onStall(): void {
+    const now = Date.now();
+    this.stalls = this.stalls.filter((t) => now - t < 60_000);
+    this.stalls.push(now);
+    const auto = (this.getAttribute("mode") ?? "auto") === "auto";
+    if (!auto || this.weakNetwork || this.engine?.mode === "audio" || this.stalls.length < 3) return;
+    this.weakNetwork = true;
+    this.stalls = [];
+    this.emit("fallback", { from: this.engine?.mode ?? null, reason: "weak network: the picture keeps stalling" });
+    this.el.notice.hidden = false;
+    this.restartEngine();
+  }
+
+  /** Back to the picture after a weak-network fallback. */
+  restoreVideo(): void {
+    if (!this.weakNetwork) return;
+    this.weakNetwork = false;
+    this.el.notice.hidden = true;
+    this.restartEngine();
   }
 
   private onFailure(reason: string, fatal: boolean): void {

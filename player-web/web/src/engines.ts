@@ -1,7 +1,7 @@
 // Playback engines: WebRTC over WHEP, LL-HLS (hls.js, or the browser's own HLS on
 // Safari/iOS), and audio-only HLS of one dialect. Each attaches to a <video> element and
 // reports failure through `onFailure`; the player decides what to do next.
-import Hls, { ErrorTypes, Events } from "hls.js";
+import Hls, { ErrorDetails, ErrorTypes, Events } from "hls.js";
 
 export type Mode = "webrtc" | "hls" | "audio";
 
@@ -21,6 +21,8 @@ export interface EngineOptions {
   video: HTMLVideoElement;
   onFailure: (reason: string, fatal: boolean) => void;
   onPlaying: () => void;
+  /** The picture stalled or froze: the network cannot keep up with the stream. */
+  onStall?: () => void;
 }
 
 export function webrtcAvailable(): boolean {
@@ -37,6 +39,7 @@ export class WhepEngine implements Engine {
   private pc: RTCPeerConnection | null = null;
   private session: string | null = null;
   private connectTimer = 0;
+  private statsTimer = 0;
 
   constructor(private o: EngineOptions) {}
 
@@ -74,6 +77,29 @@ export class WhepEngine implements Engine {
     }
     this.session = resp.headers.get("Location");
     await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+    // Freezes (WebRTC's own count of pictures held too long), or no picture at all for a
+    // while once connected, mean the link is too slow for the video.
+    let freezes = 0;
+    let decoded = 0;
+    let still = 0;
+    this.statsTimer = window.setInterval(async () => {
+      if (pc !== this.pc || pc.connectionState !== "connected") return;
+      let now = 0;
+      let frames = 0;
+      (await pc.getStats()).forEach((s: any) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") {
+          now = s.freezeCount ?? 0;
+          frames = s.framesDecoded ?? 0;
+        }
+      });
+      for (; freezes < now; freezes++) this.o.onStall?.();
+      still = frames > decoded ? 0 : still + 1;
+      decoded = frames;
+      if (still >= 2) {
+        still = 0;
+        this.o.onStall?.();
+      }
+    }, 2000);
     // UDP blocked or unreachable: ICE never completes. Give up quickly so the player can
     // fall back to HLS over the HTTP port.
     this.connectTimer = window.setTimeout(() => {
@@ -85,6 +111,7 @@ export class WhepEngine implements Engine {
 
   stop(): void {
     window.clearTimeout(this.connectTimer);
+    window.clearInterval(this.statsTimer);
     this.o.video.removeEventListener("playing", this.o.onPlaying);
     if (this.session) {
       const url = `${this.o.server}${this.session}`;
@@ -155,6 +182,7 @@ export class HlsEngine implements Engine {
     });
     hls.on(Events.AUDIO_TRACKS_UPDATED, () => this.pickTrack());
     hls.on(Events.ERROR, (_e, data) => {
+      if (data.details === ErrorDetails.BUFFER_STALLED_ERROR) this.o.onStall?.();
       if (!data.fatal) return;
       if (data.type === ErrorTypes.MEDIA_ERROR && this.retries < 3) {
         this.retries++;

@@ -30,6 +30,8 @@ const zh = {
   using: "播放方式",
   viewers: "在线",
   noPlayback: "此浏览器无法播放",
+  weakNetwork: "网络较差，已改为仅播放声音",
+  restoreVideo: "恢复画面",
 };
 
 const en: typeof zh = {
@@ -61,6 +63,8 @@ const en: typeof zh = {
   using: "Playing over",
   viewers: "Watching",
   noPlayback: "This browser cannot play the lecture",
+  weakNetwork: "The connection is too slow for the picture: playing the sound only",
+  restoreVideo: "Show the picture again",
 };
 
 export type Texts = typeof zh;

@@ -532,7 +532,6 @@ impl Engine {
     fn add(&mut self, new: NewSession) {
         let name: Arc<str> = new.lecture.name.as_str().into();
         new.lecture.webrtc_join(&new.lang);
-        self.stats.sessions_started.inc();
         let mut s = Session {
             id: new.id,
             rtc: new.rtc,
@@ -563,7 +562,6 @@ impl Engine {
     }
 
     fn add_publisher(&mut self, new: NewPublisher) {
-        self.stats.publishers_started.inc();
         let interpreter = new.interpreter.map(|l| (l, Aligner::new(48_000)));
         let mut p = Publisher {
             id: new.id,

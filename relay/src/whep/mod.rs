@@ -346,6 +346,20 @@ async fn answer_offer(
             "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to receive",
         ));
     }
+    // Counted here, not when the engine takes it, so back-to-back offers see each other.
+    if !w.stats.sessions_started.inc_within(
+        &w.stats.sessions_ended,
+        w.hub.config().webrtc.max_viewers as u64,
+    ) {
+        let mut r = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("WebRTC is at capacity; watch /hls/{stream}/index.m3u8"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        return Ok(r);
+    }
     let id = format!("{:032x}", rand::random::<u128>());
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
     w.commands

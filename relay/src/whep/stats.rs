@@ -22,6 +22,17 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Adds one unless that would take it past `limit` more than `other` (a count of things
+    /// started past a count of those ended): an admission that two racing requests cannot
+    /// both win.
+    pub fn inc_within(&self, other: &Counter, limit: u64) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v.saturating_sub(other.get()) < limit).then_some(v + 1)
+            })
+            .is_ok()
+    }
 }
 
 /// A histogram of milliseconds in fixed log-spaced buckets: recording is one atomic add, so

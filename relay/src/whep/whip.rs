@@ -181,6 +181,16 @@ async fn answer_offer(
             (sink, None)
         }
     };
+    // Counted here, so that back-to-back offers see each other.
+    if !w.stats.publishers_started.inc_within(
+        &w.stats.publishers_ended,
+        config.webrtc.max_publishers as u64,
+    ) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebRTC publishers; publish over RTMP or SRT",
+        ));
+    }
     let id = format!("{:032x}", rand::random::<u128>());
     w.commands
         .send(Command::AddPublisher(Box::new(NewPublisher {
