@@ -112,6 +112,7 @@ export class JiangtangPlayer extends HTMLElement {
   /** Playing sound only because the link could not carry the picture. */
   private weakNetwork = false;
   private stalls: number[] = [];
+  private stallsIgnoredUntil = 0;
   private viewers: { webrtc: number; live_channel: number } | null = null;
   private _state: PlayerState = "loading";
   private _dialect: string | null = null;
@@ -566,7 +567,10 @@ export class JiangtangPlayer extends HTMLElement {
         this.setState("ended");
         break;
       case "reconnecting":
-        // The playlists and the WebRTC session stay: show why the picture stopped.
+        // The playlists and the WebRTC session stay: show why the picture stopped. A picture
+        // that stops now, or catches up just after, says nothing about this viewer's network.
+        this.stallsIgnoredUntil = Number.POSITIVE_INFINITY;
+        this.stalls = [];
         if (this.engine) this.setState("reconnecting");
         else this.startEngine();
         break;
@@ -575,6 +579,7 @@ export class JiangtangPlayer extends HTMLElement {
         if (!this.engine) this.setState("connecting");
         break;
       case "live":
+        if (this.stallsIgnoredUntil === Number.POSITIVE_INFINITY) this.stallsIgnoredUntil = Date.now() + 10_000;
         if (this.engine?.mode === "audio" && l.has_video && (this.getAttribute("mode") ?? "auto") === "auto") {
           // Chosen when only sound was known; the picture has arrived since.
           this.restartEngine();
@@ -659,6 +664,7 @@ export class JiangtangPlayer extends HTMLElement {
    *  picture back. */
   private onStall(): void {
     const now = Date.now();
+    if (this.lecture?.status !== "live" || now < this.stallsIgnoredUntil) return;
     this.stalls = this.stalls.filter((t) => now - t < 60_000);
     this.stalls.push(now);
     const auto = (this.getAttribute("mode") ?? "auto") === "auto";
