@@ -2,49 +2,28 @@
 //! publishers, IP cameras): `appsrc ! (opusdec | mulawdec | alawdec) ! audioconvert !
 //! audioresample ! voaacenc ! appsink`, AAC-LC at 48 kHz.
 //!
-//! Like the Opus encoder, the pipeline is not live: buffers carry the input's timestamps
-//! and AAC frames keep that timeline.
+//! The pipeline is fed like every other here ([`crate::fed`]): AAC frames keep the input's
+//! timeline.
 
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use gstreamer as gst;
-use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use media::aac::AacParams;
 use media::encode::{AacFrame, AudioEncoder, AudioSource, G711Law};
+
+use crate::fed::Fed;
 
 /// AAC bitrate per channel, bits per second: speech.
 pub const AAC_BITRATE_PER_CHANNEL: i32 = 64_000;
 
 /// A running pipeline to AAC; dropping it stops it.
-pub struct ToAac {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
-
-impl Drop for ToAac {
-    fn drop(&mut self) {
-        let _ = self.src.end_of_stream();
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
+pub struct ToAac(Fed);
 
 impl AudioEncoder for ToAac {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
-        if pts < 0 || timescale == 0 {
-            return Err("negative timestamp".into());
-        }
-        let mut buffer = gst::Buffer::from_slice(data.to_vec());
-        {
-            let b = buffer.get_mut().expect("new buffer is writable");
-            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
-            b.set_pts(gst::ClockTime::from_nseconds(ns));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| format!("aac encoder: {e:?}"))
+        self.0.push(pts, timescale, data)
     }
 }
 
@@ -89,30 +68,20 @@ impl ToAac {
             }
         };
         let bitrate = AAC_BITRATE_PER_CHANNEL * channels as i32;
-        let pipeline = gst::parse::launch(&format!(
-            "appsrc name=src format=time is-live=false do-timestamp=false \
-             ! {decoder} ! audioconvert ! audioresample \
-             ! audio/x-raw,rate=48000,channels={channels} \
-             ! voaacenc bitrate={bitrate} ! aacparse ! audio/mpeg,stream-format=raw \
-             ! appsink name=sink sync=false"
-        ))
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_string())?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("no appsrc")?;
-        src.set_caps(Some(&caps));
-        // Bounded: a stalled pipeline drops input instead of growing without limit.
-        src.set_max_bytes(256 * 1024);
-        src.set_property_from_str("leaky-type", "downstream");
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("no appsink")?;
+        let fed = Fed::launch(
+            &format!(
+                "appsrc name=src format=time is-live=false do-timestamp=false \
+                 ! {decoder} ! audioconvert ! audioresample \
+                 ! audio/x-raw,rate=48000,channels={channels} \
+                 ! voaacenc bitrate={bitrate} ! aacparse ! audio/mpeg,stream-format=raw \
+                 ! appsink name=sink sync=false"
+            ),
+            &caps,
+            256 * 1024,
+            "AAC encoder",
+        )?;
         let state = Mutex::new((on_frame, None::<AacParams>));
-        sink.set_callbacks(
+        fed.sink("sink")?.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |s| {
                     let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -147,16 +116,14 @@ impl ToAac {
                 })
                 .build(),
         );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("cannot start the AAC encoder: {e}"))?;
-        Ok(ToAac { pipeline, src })
+        Ok(ToAac(fed.play()?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gstreamer::prelude::*;
     use std::sync::Arc;
     use std::time::Duration;
 

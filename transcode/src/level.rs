@@ -6,38 +6,17 @@ use std::sync::Mutex;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use media::aac::AacParams;
 use media::encode::{AudioEncoder, Level};
 
-/// A running level meter; dropping it stops it.
-pub struct LevelMeter {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
+use crate::fed::{Fed, aac_caps};
 
-impl Drop for LevelMeter {
-    fn drop(&mut self) {
-        let _ = self.src.end_of_stream();
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
+/// A running level meter; dropping it stops it.
+pub struct LevelMeter(Fed);
 
 impl AudioEncoder for LevelMeter {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
-        if pts < 0 || timescale == 0 {
-            return Err("negative timestamp".into());
-        }
-        let mut buffer = gst::Buffer::from_slice(data.to_vec());
-        {
-            let b = buffer.get_mut().expect("new buffer is writable");
-            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
-            b.set_pts(gst::ClockTime::from_nseconds(ns));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| format!("level meter: {e:?}"))
+        self.0.push(pts, timescale, data)
     }
 }
 
@@ -45,32 +24,17 @@ impl LevelMeter {
     /// Starts a meter for AAC with configuration `aac`; `on_level` gets a reading per second
     /// of audio.
     pub fn start(aac: &AacParams, on_level: Box<dyn FnMut(Level) + Send>) -> Result<Self, String> {
-        crate::init().map_err(|e| e.to_string())?;
-        let pipeline = gst::parse::launch(
+        let fed = Fed::launch(
             "appsrc name=src format=time is-live=false do-timestamp=false \
              ! aacparse ! avdec_aac ! audioconvert \
              ! level name=level interval=1000000000 post-messages=true \
              ! fakesink sync=false",
-        )
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_string())?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("no appsrc")?;
-        let caps = gst::Caps::builder("audio/mpeg")
-            .field("mpegversion", 4i32)
-            .field("stream-format", "raw")
-            .field("codec_data", gst::Buffer::from_slice(aac.config.to_vec()))
-            .field("rate", aac.sample_rate as i32)
-            .field("channels", aac.channel_count() as i32)
-            .build();
-        src.set_caps(Some(&caps));
-        src.set_max_bytes(64 * 1024);
-        src.set_property_from_str("leaky-type", "downstream");
+            &aac_caps(aac)?,
+            64 * 1024,
+            "level meter",
+        )?;
         let on_level = Mutex::new(on_level);
-        let bus = pipeline.bus().ok_or("no bus")?;
+        let bus = fed.pipeline().bus().ok_or("no bus")?;
         // Synchronously on the streaming thread: no main loop needed.
         bus.set_sync_handler(move |_, msg| {
             if let gst::MessageView::Element(e) = msg.view()
@@ -94,16 +58,14 @@ impl LevelMeter {
             }
             gst::BusSyncReply::Drop
         });
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("cannot start the level meter: {e}"))?;
-        Ok(LevelMeter { pipeline, src })
+        Ok(LevelMeter(fed.play()?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gstreamer_app as gst_app;
     use std::sync::Arc;
     use std::time::Duration;
 

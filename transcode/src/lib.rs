@@ -6,9 +6,11 @@
 //! - [`opus`]: AAC to Opus for WebRTC viewers.
 //! - [`aac`]: Opus or G.711 to AAC for HLS (WebRTC publishers, IP cameras).
 //! - [`level`]: the sound level of a dialect, for the lecture's health.
+//! - [`fed`]: the appsrc-fed pipeline shape they share.
 
 pub mod aac;
 pub mod demo;
+pub mod fed;
 pub mod level;
 pub mod opus;
 

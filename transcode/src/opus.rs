@@ -9,10 +9,11 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use gstreamer as gst;
-use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use media::aac::AacParams;
 use media::encode::{AacFrame, AudioEncoder, AudioSource, Packet, Transcoders};
+
+use crate::fed::{Fed, aac_caps};
 
 /// Opus bitrate of the WebRTC audio, bits per second.
 pub const OPUS_BITRATE: i32 = 64_000;
@@ -22,33 +23,11 @@ pub const OPUS_BITRATE: i32 = 64_000;
 pub struct GstTranscoders;
 
 /// A running AAC to Opus pipeline; dropping it stops it.
-pub struct AacToOpus {
-    pipeline: gst::Pipeline,
-    src: gst_app::AppSrc,
-}
-
-impl Drop for AacToOpus {
-    fn drop(&mut self) {
-        let _ = self.src.end_of_stream();
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
-}
+pub struct AacToOpus(Fed);
 
 impl AudioEncoder for AacToOpus {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
-        if pts < 0 || timescale == 0 {
-            return Err("negative timestamp".into());
-        }
-        let mut buffer = gst::Buffer::from_slice(data.to_vec());
-        {
-            let b = buffer.get_mut().expect("new buffer is writable");
-            let ns = (pts as u128 * 1_000_000_000 / timescale as u128) as u64;
-            b.set_pts(gst::ClockTime::from_nseconds(ns));
-        }
-        self.src
-            .push_buffer(buffer)
-            .map(|_| ())
-            .map_err(|e| format!("opus encoder: {e:?}"))
+        self.0.push(pts, timescale, data)
     }
 }
 
@@ -59,38 +38,20 @@ impl AacToOpus {
         aac: &AacParams,
         on_packet: Box<dyn FnMut(Packet) + Send>,
     ) -> Result<Self, String> {
-        crate::init().map_err(|e| e.to_string())?;
-        let pipeline = gst::parse::launch(&format!(
-            "appsrc name=src format=time is-live=false do-timestamp=false \
-             ! aacparse ! avdec_aac ! audioconvert ! audioresample \
-             ! audio/x-raw,rate=48000,channels=2 \
-             ! opusenc frame-size=20 bitrate={OPUS_BITRATE} audio-type=voice \
-             ! appsink name=sink sync=false"
-        ))
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| "not a pipeline".to_string())?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("no appsrc")?;
-        let caps = gst::Caps::builder("audio/mpeg")
-            .field("mpegversion", 4i32)
-            .field("stream-format", "raw")
-            .field("codec_data", gst::Buffer::from_slice(aac.config.to_vec()))
-            .field("rate", aac.sample_rate as i32)
-            .field("channels", aac.channel_count() as i32)
-            .build();
-        src.set_caps(Some(&caps));
-        // Bounded: a stalled pipeline drops input instead of growing without limit.
-        src.set_max_bytes(256 * 1024);
-        src.set_property_from_str("leaky-type", "downstream");
-        let sink = pipeline
-            .by_name("sink")
-            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-            .ok_or("no appsink")?;
+        let fed = Fed::launch(
+            &format!(
+                "appsrc name=src format=time is-live=false do-timestamp=false \
+                 ! aacparse ! avdec_aac ! audioconvert ! audioresample \
+                 ! audio/x-raw,rate=48000,channels=2 \
+                 ! opusenc frame-size=20 bitrate={OPUS_BITRATE} audio-type=voice \
+                 ! appsink name=sink sync=false"
+            ),
+            &aac_caps(aac)?,
+            256 * 1024,
+            "opus encoder",
+        )?;
         let on_packet = Mutex::new(on_packet);
-        sink.set_callbacks(
+        fed.sink("sink")?.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |s| {
                     let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -108,10 +69,7 @@ impl AacToOpus {
                 })
                 .build(),
         );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("cannot start the opus encoder: {e}"))?;
-        Ok(AacToOpus { pipeline, src })
+        Ok(AacToOpus(fed.play()?))
     }
 }
 
@@ -144,6 +102,7 @@ impl Transcoders for GstTranscoders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gstreamer::prelude::*;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
