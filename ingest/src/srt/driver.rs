@@ -211,6 +211,43 @@ impl NoticeLog {
     }
 }
 
+/// Reads what `c` has sent and forwards it as media.
+fn receive(c: &mut Conn, buf: &mut [u8], transcoders: &dyn Transcoders) {
+    loop {
+        match c.socket.recv(buf) {
+            Ok(Recv::Data(n)) => {
+                c.bytes += n as u64;
+                c.ts.push(&buf[..n]);
+                forward(c, transcoders);
+                if c.closing.is_some() {
+                    return;
+                }
+            }
+            Ok(Recv::WouldBlock) => return,
+            Ok(Recv::Closed) => {
+                c.closing
+                    .get_or_insert_with(|| "publisher disconnected".into());
+                return;
+            }
+            Err(e) => {
+                c.closing
+                    .get_or_insert_with(|| format!("receive failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `f` on one connection so that a bug met while handling it (a panic) drops that
+/// publisher, with an error in the log, instead of ending the thread every SRT publisher
+/// shares.
+fn contained(c: &mut Conn, f: impl FnOnce(&mut Conn)) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *c))).is_err() {
+        tracing::error!(stream = %c.stream, "srt: publisher failed inside the relay (a bug); dropped");
+        c.closing = Some("internal error in the relay".into());
+    }
+}
+
 struct Driver {
     listener: Listener,
     poller: Poller,
@@ -239,7 +276,7 @@ impl Driver {
                 self.on_ready(r, &mut buf);
             }
             for c in self.conns.values_mut() {
-                forward_aac(c);
+                contained(c, forward_aac);
             }
             let now = Instant::now();
             if now.duration_since(last_stats) >= STATS_EVERY {
@@ -265,29 +302,8 @@ impl Driver {
             self.poller.remove(r.id);
             return;
         };
-        loop {
-            match c.socket.recv(buf) {
-                Ok(Recv::Data(n)) => {
-                    c.bytes += n as u64;
-                    c.ts.push(&buf[..n]);
-                    forward(c, self.transcoders.as_ref());
-                    if c.closing.is_some() {
-                        break;
-                    }
-                }
-                Ok(Recv::WouldBlock) => break,
-                Ok(Recv::Closed) => {
-                    c.closing
-                        .get_or_insert_with(|| "publisher disconnected".into());
-                    break;
-                }
-                Err(e) => {
-                    c.closing
-                        .get_or_insert_with(|| format!("receive failed: {e}"));
-                    break;
-                }
-            }
-        }
+        let transcoders = self.transcoders.as_ref();
+        contained(c, |c| receive(c, buf, transcoders));
         if r.error && c.closing.is_none() {
             c.closing = Some("connection broken".into());
         }
