@@ -90,10 +90,13 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => config::Config::load(&path)?,
                 None => config::Config::defaults()?,
             };
-            tokio::runtime::Builder::new_multi_thread()
+            let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(config))
+                .block_on(serve(config));
+            result?;
+            // Everything of ours is shut down; libsrt's static destructors would block exit.
+            libsrt::exit_process(0)
         }
     }
 }

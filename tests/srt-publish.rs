@@ -327,18 +327,21 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
     let before = last_msn(wait_for_segments(&s, "good", "video", 1));
 
     // Not MPEG-TS at all: dropped after the program timeout, with the reason.
-    let mut junk = Command::new("srt-live-transmit")
-        .args([
-            "-q",
-            "file://con",
-            &format!("srt://{}?streamid=publish:junk&latency=200", s.srt.unwrap()),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("srt-live-transmit");
-    let mut stdin = junk.stdin.take().unwrap();
+    // Proc: killed even if an assertion below fails.
+    let mut junk = Proc(
+        Command::new("srt-live-transmit")
+            .args([
+                "-q",
+                "file://con",
+                &format!("srt://{}?streamid=publish:junk&latency=200", s.srt.unwrap()),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit"),
+    );
+    let mut stdin = junk.0.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         let chunk: Vec<u8> = (0..1316u32).map(|i| (i * 7 + 3) as u8).collect();
@@ -358,8 +361,7 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
                 .then_some(())
         },
     );
-    let _ = junk.kill();
-    let _ = junk.wait();
+    junk.stop();
     let _ = writer.join();
 
     // Real TS with damage: a publisher that keeps flipping bytes in what it sends.
@@ -368,23 +370,25 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut ts = ts.spawn().unwrap();
-    let mut damaged = Command::new("srt-live-transmit")
-        .args([
-            "-q",
-            "file://con",
-            &format!(
-                "srt://{}?streamid=publish:damaged&latency=200",
-                s.srt.unwrap()
-            ),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut from = ts.stdout.take().unwrap();
-    let mut to = damaged.stdin.take().unwrap();
+    let mut ts = Proc(ts.spawn().unwrap());
+    let mut damaged = Proc(
+        Command::new("srt-live-transmit")
+            .args([
+                "-q",
+                "file://con",
+                &format!(
+                    "srt://{}?streamid=publish:damaged&latency=200",
+                    s.srt.unwrap()
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut from = ts.0.stdout.take().unwrap();
+    let mut to = damaged.0.stdin.take().unwrap();
     let pump = std::thread::spawn(move || {
         use std::io::{Read, Write};
         let mut buf = vec![0u8; 1316];
@@ -418,10 +422,8 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
     );
     // It still plays.
     wait_for_segments(&s, "damaged", "audio-yue", 2);
-    let _ = ts.kill();
-    let _ = damaged.kill();
-    let _ = ts.wait();
-    let _ = damaged.wait();
+    ts.stop();
+    damaged.stop();
     let _ = pump.join();
 
     // The good lecture went on the whole time.
@@ -513,4 +515,27 @@ fn an_opus_dialect_in_the_ts_is_transcoded_to_aac() {
     let y = wait_for_segments(&s, "opus", "audio-yue", 1);
     let last = |p: &m3u8_rs::MediaPlaylist| p.media_sequence + p.segments.len() as u64;
     assert!(last(&v).abs_diff(last(&y)) <= 1);
+}
+
+#[test]
+fn the_relay_stops_on_sigterm_with_an_srt_publisher_connected() {
+    // libsrt 1.5 can block a process's exit; the relay must still stop when asked.
+    let mut s = Server::start("");
+    let _enc = Proc(
+        ffmpeg_srt(&srt_url(&s, "publish:leaving", ""), &[("cmn", 440)], &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_segments(&s, "leaving", "video", 1);
+    let ok = Command::new("kill")
+        .args(["-TERM", &s.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    wait_until(Duration::from_secs(10), "the relay to exit", || {
+        (!s.alive()).then_some(())
+    });
+    assert!(s.log().contains("shutting down"), "{}", s.log());
 }

@@ -74,6 +74,7 @@ type ListenCallback = unsafe extern "C" fn(
 #[link(name = "srt")]
 unsafe extern "C" {
     fn srt_startup() -> c_int;
+    fn srt_cleanup() -> c_int;
     fn srt_setloglevel(level: c_int);
     fn srt_create_socket() -> RawSocket;
     fn srt_setsockflag(u: RawSocket, opt: c_int, val: *const c_void, len: c_int) -> c_int;
@@ -146,19 +147,25 @@ fn check(ret: c_int) -> Result<c_int> {
     }
 }
 
-/// Initialises libsrt once per process (and quietens its own logging).
+/// Takes a reference on libsrt's global state (its threads): libsrt counts
+/// `srt_startup`/`srt_cleanup` pairs and stops its threads at the last cleanup. Every
+/// listener and poller holds one, so that when the last is dropped libsrt shuts down cleanly;
+/// left running, its threads block the process's exit (a global condition variable destroyed
+/// at exit while they still wait on it).
 fn startup() -> Result<()> {
-    static STARTED: OnceLock<std::result::Result<(), SrtError>> = OnceLock::new();
-    STARTED
-        .get_or_init(|| {
-            // SAFETY: process-wide initialisation, run once; the log level is a plain int.
-            unsafe {
-                check(srt_startup())?;
-                srt_setloglevel(LOG_CRIT);
-            }
-            Ok(())
-        })
-        .clone()
+    static QUIET: OnceLock<()> = OnceLock::new();
+    // SAFETY: libsrt's reference-counted initialisation; the log level is a plain int.
+    unsafe {
+        check(srt_startup())?;
+        QUIET.get_or_init(|| srt_setloglevel(LOG_CRIT));
+    }
+    Ok(())
+}
+
+/// Gives back the reference [`startup`] took.
+fn cleanup() {
+    // SAFETY: paired with a successful `startup`.
+    unsafe { srt_cleanup() };
 }
 
 fn set_flag_int(u: RawSocket, opt: c_int, value: c_int) -> Result<()> {
@@ -374,8 +381,11 @@ impl Listener {
         // SAFETY: plain constructor.
         let sock = unsafe { srt_create_socket() };
         if sock == SRT_INVALID_SOCK {
-            return Err(SrtError::last());
+            let e = SrtError::last();
+            cleanup();
+            return Err(e);
         }
+        // From here its drop closes the socket and gives back the reference.
         let listener = Listener { sock };
         // Accepted sockets inherit these.
         set_flag_bool(sock, SRTO_RCVSYN, false)?;
@@ -442,6 +452,7 @@ impl Drop for Listener {
     fn drop(&mut self) {
         // SAFETY: our socket, closed once.
         unsafe { srt_close(self.sock) };
+        cleanup();
     }
 }
 
@@ -605,7 +616,13 @@ impl Poller {
     pub fn new() -> Result<Poller> {
         startup()?;
         // SAFETY: plain constructor.
-        let eid = check(unsafe { srt_epoll_create() })?;
+        let eid = match check(unsafe { srt_epoll_create() }) {
+            Ok(eid) => eid,
+            Err(e) => {
+                cleanup();
+                return Err(e);
+            }
+        };
         let poller = Poller { eid };
         // SAFETY: our eid; the flag is documented for this call.
         if unsafe { srt_epoll_set(eid, SRT_EPOLL_ENABLE_EMPTY) } < 0 {
@@ -664,7 +681,22 @@ impl Drop for Poller {
     fn drop(&mut self) {
         // SAFETY: our eid, released once.
         unsafe { srt_epoll_release(self.eid) };
+        cleanup();
     }
+}
+
+/// Ends the process now with `code`, without running C and C++ static destructors.
+///
+/// libsrt 1.5.1 destroys a global condition variable at exit while glibc still counts a
+/// waiter on it (its threads have stopped, the count has not), so `exit()` blocks for ever in
+/// `pthread_cond_destroy`. A server that has shut down everything of its own has nothing
+/// left for those destructors to do; standard output and error are flushed first.
+pub fn exit_process(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
 
 /// Checks a passphrase the way libsrt will: 10 to 79 bytes.
