@@ -921,6 +921,22 @@ fn request_keyframe(p: &mut Publisher, now: Instant) {
     }
 }
 
+/// Sends one datagram from the socket it belongs to, without waiting: a full kernel buffer
+/// drops it (and counts it) rather than hold up anybody else.
+fn transmit(
+    t: &str0m::net::Transmit,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    stats: &Stats,
+) {
+    let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+    if let Some(socket) = socket {
+        match socket.try_send_to(&t.contents, t.destination) {
+            Ok(_) => stats.datagrams_sent.inc(),
+            Err(_) => stats.datagrams_dropped.inc(),
+        }
+    }
+}
+
 /// Drains a publisher's output: sends datagrams (RTCP, STUN), handles its media.
 fn drive_publisher(
     p: &mut Publisher,
@@ -934,15 +950,7 @@ fn drive_publisher(
                 p.next_timeout = t;
                 return;
             }
-            Ok(Output::Transmit(t)) => {
-                let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
-                if let Some(socket) = socket {
-                    match socket.try_send_to(&t.contents, t.destination) {
-                        Ok(_) => stats.datagrams_sent.inc(),
-                        Err(_) => stats.datagrams_dropped.inc(),
-                    }
-                }
-            }
+            Ok(Output::Transmit(t)) => transmit(&t, sockets, stats),
             Ok(Output::Event(e)) => match e {
                 Event::Connected => {
                     p.connected = true;
@@ -1098,15 +1106,7 @@ fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, stats: 
                 s.next_timeout = t;
                 return;
             }
-            Ok(Output::Transmit(t)) => {
-                let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
-                if let Some(socket) = socket {
-                    match socket.try_send_to(&t.contents, t.destination) {
-                        Ok(_) => stats.datagrams_sent.inc(),
-                        Err(_) => stats.datagrams_dropped.inc(),
-                    }
-                }
-            }
+            Ok(Output::Transmit(t)) => transmit(&t, sockets, stats),
             Ok(Output::Event(e)) => match e {
                 Event::Connected => {
                     s.connected = true;

@@ -300,14 +300,7 @@ async fn answer_offer(
     let lecture = live_lecture(&w.hub, stream)?;
     let lang = pick_dialect(&lecture, q.lang.as_deref())?;
     if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
-        let mut r = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("WebRTC is at capacity; watch /hls/{stream}/index.m3u8"),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        return Ok(r);
+        return Ok(at_capacity(stream));
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
@@ -319,20 +312,12 @@ async fn answer_offer(
     }
     let offer = SdpOffer::from_sdp_string(text)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
-    let mut rtc = Rtc::builder()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .set_send_buffer_video(SEND_BUFFER_VIDEO)
-        // Sender reports are what browsers lip-sync on: send them often for audio too.
-        .set_rtcp_report_interval_audio(Duration::from_secs(1))
-        .build(Instant::now());
-    for c in &w.candidates {
-        let candidate = Candidate::host(*c, "udp")
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-    }
+    let mut rtc = w.new_rtc(
+        codecs()
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            // Sender reports are what browsers lip-sync on: send them often for audio too.
+            .set_rtcp_report_interval_audio(Duration::from_secs(1)),
+    )?;
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -351,14 +336,7 @@ async fn answer_offer(
         &w.stats.sessions_ended,
         w.hub.config().webrtc.max_viewers as u64,
     ) {
-        let mut r = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("WebRTC is at capacity; watch /hls/{stream}/index.m3u8"),
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        return Ok(r);
+        return Ok(at_capacity(stream));
     }
     let id = format!("{:032x}", rand::random::<u128>());
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
@@ -389,6 +367,41 @@ async fn answer_offer(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// The answer to an offer when WebRTC is full: 503 naming the LL-HLS URL instead.
+fn at_capacity(stream: &str) -> Response {
+    let mut r = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("WebRTC is at capacity; watch /hls/{stream}/index.m3u8"),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    r
+}
+
+/// What every session's `Rtc` starts from: ICE-lite (we have public addresses, browsers do
+/// the checks), H.264 and Opus only.
+fn codecs() -> str0m::RtcConfig {
+    Rtc::builder()
+        .set_ice_lite(true)
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false)
+}
+
+impl Whep {
+    /// An `Rtc` from `config` with our UDP addresses as its candidates.
+    fn new_rtc(&self, config: str0m::RtcConfig) -> Result<Rtc, ApiError> {
+        let mut rtc = config.build(Instant::now());
+        for c in &self.candidates {
+            let candidate = Candidate::host(*c, "udp")
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
+        Ok(rtc)
+    }
 }
 
 /// Puts every track of the answer in one MediaStream: browsers only lip-sync audio and video

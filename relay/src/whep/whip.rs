@@ -10,7 +10,7 @@
 //! (`/whip/STREAM/ID`) takes `DELETE`, `PATCH` (trickle ICE) and `GET`, as WHEP's does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -19,11 +19,10 @@ use axum::response::{IntoResponse, Response};
 use media::sink::{Publish, PublishError, PublishRequest};
 use serde::Deserialize;
 use str0m::change::SdpOffer;
-use str0m::{Candidate, Rtc};
 use tracing::{info, warn};
 
 use super::engine::{Command, NewPublisher};
-use super::{MAX_SDP_LINES, Whep, content_type_is, h264_mode1_negotiated, negotiated};
+use super::{MAX_SDP_LINES, Whep, codecs, content_type_is, h264_mode1_negotiated, negotiated};
 use crate::http::ApiError;
 use crate::hub::ContributeError;
 
@@ -107,18 +106,8 @@ async fn answer_offer(
     }
     let offer = SdpOffer::from_sdp_string(text)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
-    let mut rtc = Rtc::builder()
-        .set_ice_lite(true)
-        .clear_codecs()
-        .enable_h264(true)
-        .enable_opus(true, false)
-        .set_stats_interval(Some(Duration::from_secs(1)))
-        .build(Instant::now());
-    for c in w.candidates() {
-        let candidate = Candidate::host(*c, "udp")
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-    }
+    // Ingress statistics once a second: the input's health in the API.
+    let mut rtc = w.new_rtc(codecs().set_stats_interval(Some(Duration::from_secs(1))))?;
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
