@@ -356,9 +356,11 @@ fn a_slow_viewer_slows_nobody_else() {
         rate(&slow),
         slow["video"]
     );
-    // The viewer on the good network gets everything, at the full rate.
+    // The viewer on the good network gets everything, at the full rate. (Not "no freeze":
+    // two browsers on two cores can freeze a frame for CPU alone.)
     assert!(rate(&fast) > 23.0, "{fast}");
-    assert_eq!(fast["video"]["freezeCount"], 0, "{fast}");
+    assert_eq!(fast["video"]["packetsLost"], 0, "{fast}");
+    assert_eq!(fast["video"]["nackCount"], 0, "{fast}");
     // The slow one lost packets and asked for keyframes; the relay skipped frames for it
     // (waiting for the next keyframe) instead of queueing what it could not take.
     assert!(slow["video"]["packetsLost"].as_u64().unwrap() > 0, "{slow}");
