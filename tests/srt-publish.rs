@@ -155,6 +155,7 @@ fn srt_live_transmit_relays_an_encoder_into_a_lecture() {
         Command::new("srt-live-transmit")
             .args([
                 "-q",
+                "-chunk:1316",
                 &format!("udp://127.0.0.1:{port}"),
                 &format!(
                     "srt://{}?streamid=#!::r=gateway,m=publish&latency=300",
@@ -328,19 +329,7 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
 
     // Not MPEG-TS at all: dropped after the program timeout, with the reason.
     // Proc: killed even if an assertion below fails.
-    let mut junk = Proc(
-        Command::new("srt-live-transmit")
-            .args([
-                "-q",
-                "file://con",
-                &format!("srt://{}?streamid=publish:junk&latency=200", s.srt.unwrap()),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("srt-live-transmit"),
-    );
+    let mut junk = stdin_publisher(&s, "junk");
     let mut stdin = junk.0.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
         use std::io::Write;
@@ -371,22 +360,7 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut ts = Proc(ts.spawn().unwrap());
-    let mut damaged = Proc(
-        Command::new("srt-live-transmit")
-            .args([
-                "-q",
-                "file://con",
-                &format!(
-                    "srt://{}?streamid=publish:damaged&latency=200",
-                    s.srt.unwrap()
-                ),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut damaged = stdin_publisher(&s, "damaged");
     let mut from = ts.0.stdout.take().unwrap();
     let mut to = damaged.0.stdin.take().unwrap();
     let pump = std::thread::spawn(move || {
@@ -538,4 +512,75 @@ fn the_relay_stops_on_sigterm_with_an_srt_publisher_connected() {
         (!s.alive()).then_some(())
     });
     assert!(s.log().contains("shutting down"), "{}", s.log());
+}
+
+#[test]
+fn a_publisher_that_goes_silent_is_dropped_and_frees_the_lecture() {
+    let s = Server::start("");
+    // An encoder whose inputs stalled: it sends a short real ffmpeg stream and then keeps
+    // the link busy with CBR null packets only, with no audio or video, in blocks for as
+    // long as the test runs.
+    let ts = include_bytes!("../media/testdata/three-dialects.ts");
+    let mut silent = stdin_publisher(&s, "quiet");
+    let mut stdin = silent.0.stdin.take().unwrap();
+    let mut first = ts.to_vec();
+    let mut null = [0xffu8; 188];
+    null[..4].copy_from_slice(&[0x47, 0x1f, 0xff, 0x10]);
+    let padding: Vec<u8> = null.iter().copied().cycle().take(350 * 188).collect();
+    wait_until(Duration::from_secs(10), "the publisher to connect", || {
+        s.log().contains("srt publisher connected").then_some(())
+    });
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        first.extend_from_slice(&padding);
+        if stdin.write_all(&first).is_err() {
+            return;
+        }
+        // Bounded: 40 s of padding at most.
+        for _ in 0..40 {
+            if stdin.write_all(&padding).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    wait_until(
+        Duration::from_secs(25),
+        "the silent publisher to be dropped",
+        || s.log().contains("no audio or video for 10 s").then_some(()),
+    );
+    // The lecture is free for its real encoder.
+    let _enc = Proc(
+        ffmpeg_srt(&srt_url(&s, "publish:quiet", ""), &[("cmn", 440)], &[])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_segments(&s, "quiet", "video", 1);
+    silent.stop();
+    let _ = writer.join();
+}
+
+/// srt-live-transmit publishing what the test writes to its stdin to lecture `stream`, once,
+/// without reconnecting. It reads its stdin in 64 KiB blocks and discards what it read
+/// before its connection is up.
+fn stdin_publisher(s: &Server, stream: &str) -> Proc {
+    Proc(
+        Command::new("srt-live-transmit")
+            .args([
+                "-q",
+                "-chunk:1316",
+                "-a:no",
+                "file://con",
+                &format!(
+                    "srt://{}?streamid=publish:{stream}&latency=200",
+                    s.srt.unwrap()
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("srt-live-transmit (installed by scripts/setup.sh)"),
+    )
 }

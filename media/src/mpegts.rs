@@ -5,7 +5,7 @@
 //! packets), descriptors and PES headers. What it leaves to its users is done here: framing
 //! arbitrary chunks into 188-byte packets (with resynchronisation), continuity checking that
 //! honours legal duplicates and `discontinuity_indicator`, PES reassembly bounded by
-//! [`MAX_PES`] and completed as soon as a bounded PES is whole (audio does not wait for the
+//! [`MAX_PES`] (video) or [`MAX_AUDIO_PES`] and completed as soon as a bounded PES is whole (audio does not wait for the
 //! next PES), and a flush at the end of the stream.
 
 use std::collections::BTreeMap;
@@ -15,10 +15,17 @@ use mpeg2ts_reader::demultiplex::{self, DemuxContext, FilterRequest, PacketFilte
 use mpeg2ts_reader::descriptor::CoreDescriptors;
 use mpeg2ts_reader::{StreamType, packet, packet_filter_switch, pes};
 
-/// Largest reassembled PES (one video access unit); a bigger one is dropped with an error.
+/// Largest reassembled video PES (one access unit); a bigger one is dropped with an error.
 pub const MAX_PES: usize = 4 << 20;
+/// Largest reassembled audio PES: a bounded PES cannot be longer, and audio is never sent
+/// unbounded by a sane muxer.
+pub const MAX_AUDIO_PES: usize = 64 << 10;
 /// Largest number of elementary streams followed (a PMT may list more; the rest are ignored).
 pub const MAX_STREAMS: usize = 32;
+/// Largest number of video streams followed: one is relayed, a second lets a new PMT
+/// version move it. With [`MAX_AUDIO_PES`] this bounds what a connection can make the
+/// demultiplexer hold to a few times [`MAX_PES`].
+pub const MAX_VIDEO_STREAMS: usize = 2;
 /// Largest number of events held between [`TsDemux::push`] and [`TsDemux::poll`] before
 /// the oldest are discarded (a caller that never polls cannot grow memory without bound).
 pub const MAX_PENDING_EVENTS: usize = 4096;
@@ -160,18 +167,38 @@ impl DemuxContext for Ctx {
                     StreamType::H222_0_PES_PRIVATE_DATA if opus => EsKind::Opus,
                     other => EsKind::Other(other.0),
                 };
-                self.emit(TsEvent::Stream(TsStream {
-                    pid,
-                    kind,
-                    language,
-                }));
-                let followed = !matches!(kind, EsKind::Other(_))
-                    && (self.es.contains_key(&pid) || self.es.len() < MAX_STREAMS);
-                if followed {
+                // H.265 is declared (so it can be reported) but not relayed: not assembled.
+                let limit = match kind {
+                    EsKind::H264 => Some(MAX_PES),
+                    EsKind::Aac | EsKind::Opus => Some(MAX_AUDIO_PES),
+                    EsKind::H265 | EsKind::Other(_) => None,
+                };
+                let room = |video: bool| {
+                    self.es.len() < MAX_STREAMS
+                        && (!video
+                            || self.es.values().filter(|(p, _)| p.limit == MAX_PES).count()
+                                < MAX_VIDEO_STREAMS)
+                };
+                let followed = limit.filter(|l| self.es.contains_key(&pid) || room(*l == MAX_PES));
+                if followed.is_some() || limit.is_none() {
+                    self.emit(TsEvent::Stream(TsStream {
+                        pid,
+                        kind,
+                        language,
+                    }));
+                }
+                if let Some(limit) = followed {
                     // A new PMT version starts the stream afresh.
-                    self.es.insert(pid, (Pes::default(), Continuity::default()));
+                    self.es
+                        .insert(pid, (Pes::new(limit), Continuity::default()));
                     Switch::Es(EsFilter)
                 } else {
+                    if limit.is_some() {
+                        self.emit(TsEvent::Dropped {
+                            pid: Some(pid),
+                            reason: "too many elementary streams: ignored".into(),
+                        });
+                    }
                     Switch::Null(Default::default())
                 }
             }
@@ -284,8 +311,9 @@ fn start_pes(payload: &[u8]) -> Result<PesStart<'_>, String> {
 }
 
 /// One PES being reassembled.
-#[derive(Default)]
 struct Pes {
+    /// Largest size assembled.
+    limit: usize,
     buf: BytesMut,
     pts: Option<u64>,
     dts: Option<u64>,
@@ -294,6 +322,17 @@ struct Pes {
 }
 
 impl Pes {
+    fn new(limit: usize) -> Pes {
+        Pes {
+            limit,
+            buf: BytesMut::new(),
+            pts: None,
+            dts: None,
+            expect: None,
+            active: false,
+        }
+    }
+
     fn start(&mut self, pts: Option<u64>, dts: Option<u64>, expect: Option<usize>, first: &[u8]) {
         self.buf.clear();
         self.pts = pts;
@@ -307,9 +346,9 @@ impl Pes {
         if !self.active {
             return Ok(());
         }
-        if self.buf.len() + data.len() > MAX_PES {
+        if self.buf.len() + data.len() > self.limit {
             self.abort();
-            return Err(format!("PES larger than {MAX_PES} bytes"));
+            return Err(format!("PES larger than {} bytes", self.limit));
         }
         self.buf.extend_from_slice(data);
         Ok(())
@@ -504,6 +543,13 @@ pub struct Unwrapper {
 }
 
 impl Unwrapper {
+    /// An unwrapper whose first value is taken nearest to `last` (an unwrapped value of
+    /// another stream on the same clock), so a stream that starts after the clock wrapped
+    /// lines up with those that were there before.
+    pub fn near(last: i64) -> Unwrapper {
+        Unwrapper { last: Some(last) }
+    }
+
     /// The 64-bit value of `ts`.
     pub fn unwrap(&mut self, ts: u64) -> i64 {
         const RANGE: i64 = 1 << 33;
@@ -625,6 +671,44 @@ mod tests {
             .filter(|e| matches!(e, TsEvent::Pes { .. }))
             .count();
         assert_eq!(got, full - 1, "exactly the damaged PES is gone");
+    }
+
+    /// A TS packet on `pid` with payload only, `start` marking a PES start.
+    fn packet(pid: u16, start: bool, cc: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![
+            0x47,
+            (if start { 0x40 } else { 0 }) | (pid >> 8) as u8,
+            pid as u8,
+            0x10 | (cc & 0x0f),
+        ];
+        p.extend_from_slice(payload);
+        p.resize(PACKET, 0xff);
+        p
+    }
+
+    #[test]
+    fn an_endless_audio_pes_is_cut_at_the_audio_limit() {
+        let audio = demux_all(&THREE[..3 * PACKET], 188)
+            .iter()
+            .find_map(|e| match e {
+                TsEvent::Stream(s) if s.kind == EsKind::Aac => Some(s.pid),
+                _ => None,
+            })
+            .expect("an AAC PID in the PMT");
+        // Declared unbounded (length 0), as only video may be, and never ending.
+        let mut ts = THREE[..3 * PACKET].to_vec();
+        let header = [0, 0, 1, 0xc0, 0, 0, 0x80, 0x80, 5, 0x21, 0, 1, 0, 1];
+        ts.extend(packet(audio, true, 0, &header));
+        for i in 1..=(MAX_AUDIO_PES / 184 + 2) {
+            ts.extend(packet(audio, false, i as u8, &[0x55; 184]));
+        }
+        let ev = demux_all(&ts, 1316);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, TsEvent::Dropped { pid: Some(p), reason }
+                if *p == audio && reason.contains(&MAX_AUDIO_PES.to_string()))),
+            "{ev:?}"
+        );
     }
 
     #[test]

@@ -26,9 +26,13 @@ use tracing::{info, warn};
 use super::streamid::{self, StreamIdError};
 use super::to_media::{Notice, TsOutput, TsToMedia};
 
-/// A publisher that sends no MPEG-TS program (PAT/PMT with H.264 or AAC) within this time
-/// is disconnected.
-const PROGRAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// A publisher that sends no MPEG-TS program (PAT/PMT with H.264 or AAC) within this time,
+/// or no audio or video for this long once it has, is disconnected: a silent connection
+/// (libsrt's keepalives hold it open) must not hold the lecture from its real publisher.
+const INPUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refused callers logged at most this many times per [`NOTICE_EVERY`] (anyone can send
+/// handshakes; a flood of them must not flood the log).
+const REFUSALS_LOGGED: u32 = 20;
 /// How often transport statistics are read and reported.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// After the first notice of a kind, at most one log line per kind this often.
@@ -53,6 +57,42 @@ impl Drop for SrtServer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The log of refused callers, throttled.
+#[derive(Default)]
+struct Refusals {
+    window: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Refusals {
+    fn log(&mut self, peer: Option<SocketAddr>, stream: &str, why: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= NOTICE_EVERY)
+        {
+            if self.suppressed > 0 {
+                warn!(
+                    "srt: {} more callers refused in the last {} s (not logged one by one)",
+                    self.suppressed,
+                    NOTICE_EVERY.as_secs()
+                );
+            }
+            *self = Refusals {
+                window: Some(now),
+                ..Default::default()
+            };
+        }
+        if self.logged < REFUSALS_LOGGED {
+            self.logged += 1;
+            warn!(remote = ?peer, stream, "srt caller refused: {why}");
+        } else {
+            self.suppressed += 1;
         }
     }
 }
@@ -82,12 +122,20 @@ fn admit(
     publish: &dyn Publish,
     config: &Config,
     connections: &AtomicUsize,
+    refusals: &std::sync::Mutex<Refusals>,
 ) -> Admission {
     let peer = caller.peer;
+    let refused = |stream: &str, why: &dyn std::fmt::Display| {
+        refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log(peer, stream, why)
+    };
     let id = match streamid::parse(caller.stream_id) {
         Ok(id) => id,
         Err(e) => {
-            warn!(remote = ?peer, stream_id = %caller.stream_id.chars().take(80).collect::<String>(), "srt caller refused: {e}");
+            let shown: String = caller.stream_id.chars().take(80).collect();
+            refused(&shown, &e);
             let code = match e {
                 StreamIdError::NotPublish(_) => RejectCode::BAD_MODE,
                 _ => RejectCode::BAD_REQUEST,
@@ -96,11 +144,12 @@ fn admit(
         }
     };
     if connections.load(Ordering::Relaxed) >= config.srt.max_connections {
-        warn!(remote = ?peer, stream = %id.stream, "srt caller refused: {} publishers already", config.srt.max_connections);
+        let why = format!("{} publishers already", config.srt.max_connections);
+        refused(&id.stream, &why);
         return Admission::Reject(RejectCode::OVERLOAD);
     }
     if let Err(e) = publish.check(&request(&id, peer)) {
-        warn!(remote = ?peer, stream = %id.stream, "srt caller refused: {e}");
+        refused(&id.stream, &e);
         return Admission::Reject(reject_code(&e));
     }
     Admission::Accept {
@@ -122,10 +171,11 @@ pub fn start(
         backlog: 64,
     };
     let (p, c, n) = (publish.clone(), config.clone(), connections.clone());
+    let refusals = std::sync::Mutex::new(Refusals::default());
     let listener = Listener::bind(
         config.srt.listen,
         &opts,
-        Box::new(move |caller| admit(caller, p.as_ref(), &c, &n)),
+        Box::new(move |caller| admit(caller, p.as_ref(), &c, &n, &refusals)),
     )?;
     let addr = listener.local_addr()?;
     let poller = Poller::new()?;
@@ -142,6 +192,7 @@ pub fn start(
                 transcoders,
                 conns: HashMap::new(),
                 connections,
+                max_connections: config.srt.max_connections,
             }
             .run(&stop2)
         })
@@ -175,6 +226,8 @@ struct Conn {
     aac_rx: std::sync::mpsc::Receiver<AacOut>,
     aac_announced: std::collections::HashSet<TrackId>,
     opened: Instant,
+    /// When it last sent audio or video, and how many PES it had sent then.
+    last_media: (Instant, u64),
     bytes: u64,
     notices: NoticeLog,
     closing: Option<String>,
@@ -208,6 +261,40 @@ impl NoticeLog {
                 }
             }
         }
+    }
+}
+
+/// Drops a connection that sends nothing usable; reports its transport figures.
+fn check_input(c: &mut Conn, now: Instant) {
+    if !c.ts.has_program() {
+        if now.duration_since(c.opened) >= INPUT_TIMEOUT {
+            c.closing = Some(format!(
+                "no MPEG-TS program with H.264 or AAC in {} s ({} bytes received): send MPEG-TS (ffmpeg: -f mpegts)",
+                INPUT_TIMEOUT.as_secs(),
+                c.bytes
+            ));
+        }
+        return;
+    }
+    let pes = c.ts.pes_received();
+    if pes != c.last_media.1 {
+        c.last_media = (now, pes);
+    } else if now.duration_since(c.last_media.0) >= INPUT_TIMEOUT {
+        c.closing = Some(format!(
+            "no audio or video for {} s",
+            INPUT_TIMEOUT.as_secs()
+        ));
+        return;
+    }
+    if let Ok(s) = c.socket.stats() {
+        c.sink.transport(TransportStats {
+            packets_received: s.packets_received.max(0) as u64,
+            packets_lost: s.packets_lost.max(0) as u64,
+            packets_retransmitted: s.packets_retransmitted.max(0) as u64,
+            packets_dropped: s.packets_dropped.max(0) as u64,
+            rtt_ms: Some(s.rtt_ms),
+            latency_ms: Some(s.latency_ms.max(0) as u64),
+        });
     }
 }
 
@@ -255,6 +342,7 @@ struct Driver {
     transcoders: Arc<dyn Transcoders>,
     conns: HashMap<SocketId, Conn>,
     connections: Arc<AtomicUsize>,
+    max_connections: usize,
 }
 
 impl Driver {
@@ -319,6 +407,12 @@ impl Driver {
                     return;
                 }
             };
+            // Admission counts only accepted connections, so a burst of handshakes can pass
+            // it together: the limit is held here.
+            if self.conns.len() >= self.max_connections {
+                warn!(remote = ?peer, "srt caller dropped: {} publishers already", self.max_connections);
+                continue;
+            }
             let sid = socket.stream_id();
             let Ok(id) = streamid::parse(&sid) else {
                 // Admission refused it already; a caller cannot get here without one.
@@ -347,6 +441,7 @@ impl Driver {
                             aac_rx,
                             aac_announced: Default::default(),
                             opened: Instant::now(),
+                            last_media: (Instant::now(), 0),
                             bytes: 0,
                             notices: NoticeLog::default(),
                             closing: None,
@@ -363,26 +458,8 @@ impl Driver {
 
     fn tick(&mut self, now: Instant) {
         for c in self.conns.values_mut() {
-            if c.closing.is_some() {
-                continue;
-            }
-            if !c.ts.has_program() && now.duration_since(c.opened) >= PROGRAM_TIMEOUT {
-                c.closing = Some(format!(
-                    "no MPEG-TS program with H.264 or AAC in {} s ({} bytes received): send MPEG-TS (ffmpeg: -f mpegts)",
-                    PROGRAM_TIMEOUT.as_secs(),
-                    c.bytes
-                ));
-                continue;
-            }
-            if let Ok(s) = c.socket.stats() {
-                c.sink.transport(TransportStats {
-                    packets_received: s.packets_received.max(0) as u64,
-                    packets_lost: s.packets_lost.max(0) as u64,
-                    packets_retransmitted: s.packets_retransmitted.max(0) as u64,
-                    packets_dropped: s.packets_dropped.max(0) as u64,
-                    rtt_ms: Some(s.rtt_ms),
-                    latency_ms: Some(s.latency_ms.max(0) as u64),
-                });
+            if c.closing.is_none() {
+                contained(c, |c| check_input(c, now));
             }
         }
     }
@@ -399,11 +476,14 @@ impl Driver {
                 continue;
             };
             self.poller.remove(id);
-            c.ts.finish();
-            forward(&mut c, self.transcoders.as_ref());
-            // Let the transcoders finish what they hold, briefly, then stop them.
-            c.opus.clear();
-            forward_aac(&mut c);
+            let transcoders = self.transcoders.as_ref();
+            contained(&mut c, |c| {
+                c.ts.finish();
+                forward(c, transcoders);
+                // Let the transcoders finish what they hold, briefly, then stop them.
+                c.opus.clear();
+                forward_aac(c);
+            });
             let why = c.closing.take().unwrap_or_default();
             info!(stream = %c.stream, remote = ?c.peer, bytes = c.bytes, "srt publisher gone: {why}");
             self.connections.fetch_sub(1, Ordering::Relaxed);

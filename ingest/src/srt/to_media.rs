@@ -6,9 +6,12 @@
 //! - Every AAC PID is an audio track — one dialect — with the language of its ISO 639
 //!   descriptor. An audio PID without one (or repeating another's) still becomes a track,
 //!   tagged `und-x-aN`, and a notice says how to label it.
-//! - Timestamps: 33-bit PTS/DTS are unwrapped; a jump (encoder restart, a splice, a
-//!   `discontinuity_indicator`) starts a new *epoch* whose offset makes the timeline
-//!   continue where it was, for every PID, so tracks stay in sync across it.
+//! - Timestamps: 33-bit PTS/DTS are unwrapped (a PID that starts late, after a wrap,
+//!   unwraps next to the others). A jump (encoder restart, a splice) gives the first track
+//!   to cross it an offset that continues its timeline where it was; each other track, as it
+//!   crosses, takes an offset already made when that places it next to where it was (so the
+//!   tracks stay in sync), else makes its own. A single stray timestamp is thus a jump there
+//!   and back for its track alone, and moves nobody else.
 //!
 //! Damaged input never ends the session: it yields [`Notice`]s the driver logs.
 
@@ -25,8 +28,10 @@ use media::{CodecParams, Frame, Language, MediaEvent, TrackId, TrackInfo};
 const JUMP_FORWARD: i64 = 5 * 90_000;
 /// A backward step larger than this is a discontinuity: 1 s.
 const JUMP_BACK: i64 = 90_000;
-/// Epochs remembered (tracks that have not yet crossed a jump still map through theirs).
-const MAX_EPOCHS: usize = 8;
+/// Offsets remembered for tracks still to cross a jump.
+const MAX_OFFSETS: usize = 8;
+/// A frame's length (90 kHz) assumed where a jump leaves no better guess: 40 ms.
+const JUMP_FILL: i64 = 3600;
 /// Audio PIDs mapped at most (a lecture carries at most this many dialects per input).
 pub const MAX_AUDIO: usize = 16;
 
@@ -65,13 +70,18 @@ pub struct Notice {
     pub message: String,
 }
 
+fn is_audio(kind: EsKind) -> bool {
+    matches!(kind, EsKind::Aac | EsKind::Opus)
+}
+
 struct Es {
     kind: EsKind,
     language: Option<Language>,
     track: TrackId,
     announced: Option<CodecParams>,
     unwrap: Unwrapper,
-    epoch: usize,
+    /// Added to its unwrapped timestamps to place them on the stream's timeline.
+    offset: i64,
     /// Last unwrapped DTS (90 kHz) and what it mapped to.
     last: Option<(i64, i64)>,
     waiting_keyframe: bool,
@@ -82,10 +92,10 @@ pub struct TsToMedia {
     demux: TsDemux,
     es: BTreeMap<u16, Es>,
     next_track: u32,
-    audio_tracks: usize,
-    /// Offsets (90 kHz) of each epoch, oldest first; `epoch_base` is the index of the first.
-    epochs: Vec<i64>,
-    epoch_base: usize,
+    /// PES with a timestamp received on the streams it maps.
+    pes_received: u64,
+    /// Offsets (90 kHz) made at jumps, oldest first, for the other tracks to take.
+    offsets: Vec<i64>,
     out: std::collections::VecDeque<TsOutput>,
 }
 
@@ -102,9 +112,8 @@ impl TsToMedia {
             demux: TsDemux::new(),
             es: BTreeMap::new(),
             next_track: 0,
-            audio_tracks: 0,
-            epochs: vec![0],
-            epoch_base: 0,
+            pes_received: 0,
+            offsets: vec![0],
             out: Default::default(),
         }
     }
@@ -114,6 +123,12 @@ impl TsToMedia {
         self.es
             .values()
             .any(|e| matches!(e.kind, EsKind::H264 | EsKind::Aac | EsKind::Opus))
+    }
+
+    /// How many timestamped PES of the streams it maps have arrived: whether a publisher
+    /// still sends media, whatever becomes of it.
+    pub fn pes_received(&self) -> u64 {
+        self.pes_received
     }
 
     /// Takes received bytes.
@@ -182,20 +197,24 @@ impl TsToMedia {
                 }
             }
             EsKind::Aac | EsKind::Opus => {
-                if self.audio_tracks >= MAX_AUDIO {
+                // A PID changing codec in a new PMT version replaces its track.
+                let others = self
+                    .es
+                    .iter()
+                    .filter(|(pid, e)| **pid != s.pid && is_audio(e.kind))
+                    .count();
+                if others >= MAX_AUDIO {
                     self.notice(
                         "unsupported",
                         format!("audio PID {} ignored: at most {MAX_AUDIO} dialects", s.pid),
                     );
                     return;
                 }
-                self.audio_tracks += 1;
             }
             EsKind::H265 | EsKind::Other(_) => {
                 let what = match s.kind {
-                    EsKind::H265 => "H.265 video".to_string(),
                     EsKind::Other(t) => format!("stream type 0x{t:02x}"),
-                    _ => unreachable!(),
+                    _ => "H.265 video".to_string(),
                 };
                 self.notice(
                     "unsupported",
@@ -207,13 +226,24 @@ impl TsToMedia {
                 return;
             }
         }
-        let language = if matches!(s.kind, EsKind::Aac | EsKind::Opus) {
+        let language = if is_audio(s.kind) {
             self.language_for(s.pid, s.language.as_deref())
         } else {
             None
         };
         let track = TrackId(self.next_track);
         self.next_track += 1;
+        // Next to the other tracks: unwrapped near their latest time, with the latest offset.
+        let latest = self
+            .es
+            .values()
+            .filter_map(|e| e.last)
+            .max_by_key(|(_, out)| *out);
+        let unwrap = match latest {
+            Some((raw, _)) => Unwrapper::near(raw),
+            None => Unwrapper::default(),
+        };
+        let offset = self.offsets.last().copied().unwrap_or(0);
         self.es.insert(
             s.pid,
             Es {
@@ -221,8 +251,8 @@ impl TsToMedia {
                 language,
                 track,
                 announced: None,
-                unwrap: Unwrapper::default(),
-                epoch: self.epoch_base + self.epochs.len() - 1,
+                unwrap,
+                offset,
                 last: None,
                 waiting_keyframe: true,
             },
@@ -232,7 +262,7 @@ impl TsToMedia {
     /// The dialect of an audio PID: its descriptor's language, unless missing, invalid or
     /// already taken by another PID of this stream.
     fn language_for(&mut self, pid: u16, declared: Option<&str>) -> Option<Language> {
-        let audio = |k: EsKind| matches!(k, EsKind::Aac | EsKind::Opus);
+        let audio = is_audio;
         let taken = |l: &Language, es: &BTreeMap<u16, Es>| {
             es.values().any(|e| e.language.as_ref() == Some(l))
         };
@@ -251,7 +281,7 @@ impl TsToMedia {
                 None
             }
             other => {
-                let n = self.audio_tracks;
+                let n = self.es.values().filter(|e| audio(e.kind)).count();
                 let tag = match &other {
                     Some(l) => format!("{}-x-a{n}", l.as_str().split('-').next().unwrap_or("und")),
                     None => format!("und-x-a{n}"),
@@ -279,6 +309,7 @@ impl TsToMedia {
         let Some(kind) = self.es.get(&pid).map(|e| e.kind) else {
             return;
         };
+        self.pes_received += 1;
         let Some((dts, pts)) = self.place(pid, dts.unwrap_or(pts), pts) else {
             return;
         };
@@ -293,7 +324,6 @@ impl TsToMedia {
     /// Unwraps and maps a PID's timestamps onto the continuous timeline: `(dts, pts)` in
     /// 90 kHz ticks.
     fn place(&mut self, pid: u16, dts_raw: u64, pts_raw: u64) -> Option<(i64, i64)> {
-        let current = self.epoch_base + self.epochs.len() - 1;
         let es = self.es.get_mut(&pid)?;
         let dts = es.unwrap.unwrap(dts_raw);
         // PTS as the nearest value to the DTS (they may straddle a wrap).
@@ -307,25 +337,23 @@ impl TsToMedia {
         if let Some((last_raw, last_out)) = es.last {
             let step = dts - last_raw;
             if !(-JUMP_BACK..=JUMP_FORWARD).contains(&step) {
-                if es.epoch < current {
-                    // Another track already crossed this jump.
-                    es.epoch = current;
-                } else {
-                    // First to cross: continue one frame after where this track was.
-                    let offset = last_out + 3600 - dts;
-                    jumped = Some((step, offset));
+                // Newest first: the offset of the jump another track has just crossed.
+                let fits = |o: &&i64| (-JUMP_BACK..=JUMP_FORWARD).contains(&(dts + **o - last_out));
+                match self.offsets.iter().rev().find(fits) {
+                    Some(o) => es.offset = *o,
+                    None => {
+                        es.offset = last_out + JUMP_FILL - dts;
+                        jumped = Some((step, es.offset));
+                    }
                 }
             }
         }
+        let out = (dts + es.offset, pts + es.offset);
+        es.last = Some((dts, out.0));
         if let Some((step, offset)) = jumped {
-            self.epochs.push(offset);
-            if self.epochs.len() > MAX_EPOCHS {
-                self.epochs.remove(0);
-                self.epoch_base += 1;
-            }
-            let new = self.epoch_base + self.epochs.len() - 1;
-            if let Some(es) = self.es.get_mut(&pid) {
-                es.epoch = new;
+            self.offsets.push(offset);
+            if self.offsets.len() > MAX_OFFSETS {
+                self.offsets.remove(0);
             }
             self.notice(
                 "jump",
@@ -335,15 +363,7 @@ impl TsToMedia {
                 ),
             );
         }
-        let es = self.es.get_mut(&pid)?;
-        let idx = es
-            .epoch
-            .saturating_sub(self.epoch_base)
-            .min(self.epochs.len() - 1);
-        let offset = self.epochs[idx];
-        let out = dts + offset;
-        es.last = Some((dts, out));
-        Some((out, pts + offset))
+        Some(out)
     }
 
     fn on_video(&mut self, pid: u16, dts: i64, pts: i64, data: &[u8]) {
@@ -613,15 +633,94 @@ mod tests {
         }
     }
 
+    fn declare(m: &mut TsToMedia, pid: u16, kind: EsKind) {
+        m.on_stream(media::mpegts::TsStream {
+            pid,
+            kind,
+            language: None,
+        });
+    }
+
+    #[test]
+    fn a_stray_timestamp_on_one_track_moves_nobody_else() {
+        let mut m = TsToMedia::new();
+        declare(&mut m, 256, EsKind::H264);
+        declare(&mut m, 257, EsKind::Aac);
+        let start = 1_000_000u64;
+        let raw = |i: u64| start + i * 3600;
+        let mut place = |pid, t: u64| m.place(pid, t, t).unwrap().0;
+        for i in 0..100 {
+            let v = place(256, raw(i));
+            // One audio PES 10 s off (a muxer bug), once.
+            let a = place(257, if i == 50 { raw(i) + 900_000 } else { raw(i) });
+            if i != 50 {
+                assert_eq!(a, v, "frame {i}: the audio is back where it was");
+            }
+        }
+        // Then a real restart of the encoder: every track crosses it together.
+        let (v, a) = (place(256, 5000), place(257, 5000));
+        assert_eq!(v, a, "both tracks take the same offset at the restart");
+        let before = raw(99) as i64;
+        assert!((v - before - JUMP_FILL).abs() <= 3600, "{v} after {before}");
+        let jumps = std::iter::from_fn(|| m.poll())
+            .filter(|o| matches!(o, TsOutput::Notice(n) if n.kind == "jump"))
+            .count();
+        assert_eq!(jumps, 2, "the stray frame and the restart");
+    }
+
+    #[test]
+    fn a_pid_that_starts_after_a_wrap_unwraps_next_to_the_others() {
+        let mut m = TsToMedia::new();
+        declare(&mut m, 256, EsKind::H264);
+        let wrap = 1u64 << 33;
+        let mut last = 0;
+        // Video runs from 2 s before the 33-bit wrap to 2 s after it.
+        for i in 0..100u64 {
+            let t = (wrap - 180_000 + i * 3600) % wrap;
+            last = m.place(256, t, t).unwrap().0;
+        }
+        // A dialect added in a new PMT version after the wrap: its raw times are small.
+        declare(&mut m, 257, EsKind::Aac);
+        let t = (wrap - 180_000 + 100 * 3600) % wrap;
+        let a = m.place(257, t, t).unwrap().0;
+        assert_eq!(
+            a,
+            last + 3600,
+            "next to the video, not 26.5 hours behind it"
+        );
+    }
+
+    #[test]
+    fn a_pid_changing_codec_keeps_its_audio_slot() {
+        let mut m = TsToMedia::new();
+        for pid in 0..MAX_AUDIO as u16 {
+            declare(&mut m, 300 + pid, EsKind::Aac);
+        }
+        // The first PID switches between AAC and Opus in successive PMT versions.
+        for round in 0..20 {
+            let kind = if round % 2 == 0 {
+                EsKind::Opus
+            } else {
+                EsKind::Aac
+            };
+            declare(&mut m, 300, kind);
+            assert_eq!(m.es[&300].kind, kind, "round {round}");
+        }
+        assert_eq!(
+            m.es.values().filter(|e| is_audio(e.kind)).count(),
+            MAX_AUDIO
+        );
+        declare(&mut m, 400, EsKind::Aac);
+        assert!(!m.es.contains_key(&400), "the limit still holds");
+    }
+
     #[test]
     fn unlabelled_and_repeated_languages_still_become_tracks() {
         let mut m = TsToMedia::new();
         assert_eq!(m.language_for(256, Some("yue")).unwrap().as_str(), "yue");
         m.es.insert(256, dummy_audio(Some("yue")));
-        m.audio_tracks = 1;
         assert_eq!(m.language_for(257, None), None, "first unlabelled: default");
         m.es.insert(257, dummy_audio(None));
-        m.audio_tracks = 2;
         assert_eq!(m.language_for(258, None).unwrap().as_str(), "und-x-a2");
         assert_eq!(
             m.language_for(259, Some("yue")).unwrap().as_str(),
@@ -638,7 +737,7 @@ mod tests {
             track: TrackId(9),
             announced: None,
             unwrap: Unwrapper::default(),
-            epoch: 0,
+            offset: 0,
             last: None,
             waiting_keyframe: false,
         }
