@@ -223,6 +223,26 @@ fn reconnects_after_the_camera_restarts() {
 }
 
 #[test]
+fn a_camera_that_stops_sending_but_keeps_the_session_is_reconnected() {
+    // Every session the camera serves sends 4 s of media, then nothing while the RTSP
+    // connection stays up (a hung encoder).
+    let cam = Camera::start(&["--audio", "pcmu", "--freeze-after", "4"]);
+    let s = Server::start(&format!(
+        "{FAST}{}",
+        camera_config("hung-cam", &cam.url(), "")
+    ));
+    wait_for_segments(&s, "hung-cam", "video", 1);
+    wait_until(Duration::from_secs(20), "the stall to be noticed", || {
+        s.log()
+            .contains("no frame from the camera for")
+            .then_some(())
+    });
+    wait_until(Duration::from_secs(20), "a new camera session", || {
+        (api(&s, "hung-cam")["sessions"].as_u64() >= Some(2)).then_some(())
+    });
+}
+
+#[test]
 fn on_demand_camera_runs_only_while_watched() {
     let cam = Camera::start(&["--audio", "none"]);
     let s = Server::start(&format!(

@@ -5,7 +5,7 @@ Usage:
     rtsp_server.py PORT [--user U --password P] [--auth basic|digest]
                         [--audio aac|pcmu|none] [--freq HZ] [--shared]
                         [--size WxH] [--fps N] [--bframes N]
-                        [--resize-after SECS]
+                        [--resize-after SECS] [--freeze-after SECS]
 
 Serves rtsp://127.0.0.1:PORT/cam (loopback only):
   * video: videotestsrc -> x264enc (tune=zerolatency, key-int-max=50, i.e. an
@@ -76,19 +76,19 @@ def launch_line(args):
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=50 bitrate=500 "
         f"bframes={args.bframes} b-adapt=false "
         f"! video/x-h264,profile={'main' if args.bframes else 'baseline'} "
-        f"! rtph264pay name=pay0 pt=96 config-interval=-1"
+        f"! valve name=gate0 ! rtph264pay name=pay0 pt=96 config-interval=-1"
     )
     sine = f"audiotestsrc is-live=true wave=sine freq={args.freq} volume=0.3"
     if args.audio == "aac":
         encoder = aac_encoder()
         audio = (
             f"{sine} ! audio/x-raw,rate=48000,channels=1 ! audioconvert "
-            f"! {encoder} bitrate=64000 ! rtpmp4gpay name=pay1 pt=97"
+            f"! {encoder} bitrate=64000 ! valve name=gate1 ! rtpmp4gpay name=pay1 pt=97"
         )
     elif args.audio == "pcmu":
         audio = (
             f"{sine} ! audio/x-raw,rate=8000,channels=1 ! audioconvert "
-            f"! mulawenc ! rtppcmupay name=pay1 pt=0"
+            f"! mulawenc ! valve name=gate1 ! rtppcmupay name=pay1 pt=0"
         )
     else:
         audio = ""
@@ -127,6 +127,20 @@ def schedule_resize(media, args):
     GLib.timeout_add(int(args.resize_after * 1000), resize)
 
 
+def schedule_freeze(media, args):
+    """--freeze-after seconds after a media is made, stop sending RTP (every valve
+    drops) while the RTSP session stays up: a camera whose encoder hung."""
+    def freeze():
+        pipeline = media.get_element()
+        for name in ("gate0", "gate1"):
+            valve = pipeline.get_by_name(name)
+            if valve is not None:
+                valve.set_property("drop", True)
+        return GLib.SOURCE_REMOVE
+
+    GLib.timeout_add(int(args.freeze_after * 1000), freeze)
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description="local RTSP test camera serving /cam")
     p.add_argument("port", type=int, help="TCP port on 127.0.0.1 (0 = pick a free one)")
@@ -145,6 +159,9 @@ def parse_args(argv):
     p.add_argument("--resize-after", type=float, metavar="SECS",
                    help="SECS after the media is made, double the picture size "
                         "(a new SPS mid-stream: exercises parameter changes)")
+    p.add_argument("--freeze-after", type=float, metavar="SECS",
+                   help="SECS after the media is made, stop sending RTP but keep the "
+                        "session (a hung encoder)")
     p.add_argument("--bframes", type=int, default=0,
                    help="B-frames between references (main profile; frames then arrive in "
                         "decode order with non-monotonic RTP timestamps = PTS)")
@@ -168,6 +185,8 @@ def main(argv):
     factory.set_shared(args.shared)
     if args.resize_after is not None:
         factory.connect("media-configure", lambda _factory, media: schedule_resize(media, args))
+    if args.freeze_after is not None:
+        factory.connect("media-configure", lambda _factory, media: schedule_freeze(media, args))
     if args.user is not None:
         server.set_auth(make_auth(args))
         perms = Gst.Structure.new_from_string(

@@ -331,10 +331,19 @@ async fn pull(
     let mut lost: u64 = 0;
     let mut received: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // One deadline, pushed back by each frame from the camera (not by the transcoder's
+    // output or the tick, which would keep a hung camera alive for ever).
+    let stalled = tokio::time::sleep(stall);
+    tokio::pin!(stalled);
     loop {
         tokio::select! {
-            item = timeout(stall, demuxed.next()) => {
-                let item = item.map_err(|_| format!("no frame from the camera for {stall:?}"))?;
+            () = &mut stalled => {
+                return Err(format!("no frame from the camera for {stall:?}"));
+            }
+            item = demuxed.next() => {
+                if let Some(Ok(CodecItem::VideoFrame(_) | CodecItem::AudioFrame(_))) = &item {
+                    stalled.as_mut().reset(tokio::time::Instant::now() + stall);
+                }
                 match item {
                     None => return Err("the camera closed the session".into()),
                     Some(Err(e)) => return Err(first_line(&e.to_string())),

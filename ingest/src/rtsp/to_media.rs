@@ -20,6 +20,9 @@ pub const VIDEO: TrackId = TrackId(0);
 /// Track id of its audio.
 pub const AUDIO: TrackId = TrackId(1);
 
+/// More reordering than this (90 kHz: one second) is a clock that went back instead.
+const MAX_REORDER: i64 = 90_000;
+
 /// Decode times for a stream that carries presentation times only (RTP): with B-frames a
 /// frame can be presented before the one decoded just before it. Until reordering is seen,
 /// DTS is PTS. The first time a frame goes back, the span it shows becomes the decode delay
@@ -40,17 +43,28 @@ impl DtsSynth {
     /// The decode time for a frame presented at `pts`, and whether this frame revealed
     /// more reordering than known (the caller should then wait for a keyframe).
     pub fn next(&mut self, pts: i64, keyframe: bool) -> (i64, bool) {
+        if self.max_pts.is_some_and(|max| max - pts > MAX_REORDER) {
+            // Not reordering: the camera's clock went back (its encoder restarted). A new
+            // timeline; the reordering learnt so far still holds.
+            *self = DtsSynth {
+                delay: self.delay,
+                frame: self.frame,
+                ..DtsSynth::default()
+            };
+        }
         let mut grew = false;
         if let Some(max) = self.max_pts
             && max - pts > self.delay
         {
             // Frames are reordered by this much (at most a second).
-            self.delay = (max - pts).min(90_000);
+            self.delay = max - pts;
             grew = true;
         }
         if let Some(prev) = self.prev_pts {
             let step = (pts - prev).abs();
-            if step > 0 {
+            // Steps under 10 ms are not frame intervals (no camera sends 100 fps): ignored,
+            // or one odd pair of timestamps would slow every later DTS to a crawl.
+            if step >= 900 {
                 self.frame = Some(self.frame.map_or(step, |f| f.min(step)));
             }
         }
@@ -220,6 +234,37 @@ mod tests {
         let mut d = DtsSynth::default();
         assert_eq!(d.next(0, true), (0, false));
         assert_eq!(d.next(3600, false), (3600, false));
+    }
+
+    #[test]
+    fn a_camera_clock_going_back_starts_a_new_timeline() {
+        let mut d = DtsSynth::default();
+        for i in 0..250 {
+            d.next(i * 3600, i % 50 == 0);
+        }
+        // The encoder restarts: its clock is 5 s behind where it was.
+        let back = 250 * 3600 - 5 * 90_000;
+        let (dts, grew) = d.next(back, true);
+        assert!(!grew, "not taken for reordering");
+        assert_eq!(dts, back);
+        for i in 1..50 {
+            let (dts, grew) = d.next(back + i * 3600, false);
+            assert!(!grew);
+            assert_eq!(dts, back + i * 3600, "frames flow at once");
+        }
+        // With B-frames learnt, an odd pair of timestamps 1 tick apart does not slow the
+        // later frames down.
+        let mut d = DtsSynth::default();
+        for (i, p) in [0, 3, 1, 2, 6, 4, 5].iter().enumerate() {
+            d.next(p * 3600, i == 0);
+        }
+        let mut t = 7 * 3600;
+        let mut dts = 0;
+        for i in 0..100 {
+            t += if i == 10 { 1 } else { 3600 };
+            dts = d.next(t, i == 0).0;
+        }
+        assert!(t - dts <= 3 * 3600, "DTS {dts} fell behind PTS {t}");
     }
 
     #[test]
