@@ -23,8 +23,12 @@ const WINDOW: i64 = 2 * TICKS;
 /// frame or two.
 pub const SOFT_CORRECTION: i64 = 60 * TICKS / 1000;
 /// A disagreement above this (1 s) is a new start (the contributor paused, the lecture's
-/// publisher reconnected): re-anchor at once.
+/// publisher reconnected): re-anchor, at once when frames come early (network delay cannot
+/// do that), else once it has lasted [`HARD_RESET_AFTER`] (a Wi-Fi stall releases a burst
+/// of late packets whose own timestamps place them right).
 pub const HARD_RESET: i64 = TICKS;
+/// How long frames must keep arriving over [`HARD_RESET`] late before it is a new start.
+pub const HARD_RESET_AFTER: i64 = TICKS / 2;
 
 /// The aligner of one contributed track.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct Aligner {
     offset: Option<i64>,
     /// `(lecture time of arrival, how late it arrived against its placement)`.
     recent: VecDeque<(i64, i64)>,
+    /// Since when (lecture time) frames have arrived over [`HARD_RESET`] late.
+    late_since: Option<i64>,
     corrections: u64,
 }
 
@@ -44,6 +50,7 @@ impl Aligner {
             rate,
             offset: None,
             recent: VecDeque::new(),
+            late_since: None,
             corrections: 0,
         }
     }
@@ -59,11 +66,15 @@ impl Aligner {
         let s = rescale(source, self.rate, TICKS as u32);
         let offset = *self.offset.get_or_insert(arrived - s);
         let late = arrived - (s + offset);
-        if late.abs() > HARD_RESET {
-            self.offset = Some(arrived - s);
-            self.recent.clear();
-            self.corrections += 1;
+        if late > HARD_RESET {
+            let since = *self.late_since.get_or_insert(arrived);
+            if arrived - since >= HARD_RESET_AFTER {
+                self.re_anchor(arrived - s);
+            }
+        } else if late < -HARD_RESET {
+            self.re_anchor(arrived - s);
         } else {
+            self.late_since = None;
             self.recent.push_back((arrived, late));
             while self
                 .recent
@@ -86,6 +97,13 @@ impl Aligner {
             }
         }
         rescale(s + self.offset.unwrap_or(offset), TICKS as u32, self.rate)
+    }
+
+    fn re_anchor(&mut self, offset: i64) {
+        self.offset = Some(offset);
+        self.recent.clear();
+        self.late_since = None;
+        self.corrections += 1;
     }
 }
 
@@ -156,9 +174,37 @@ mod tests {
         let mut a = Aligner::new(48_000);
         assert_eq!(a.place(0, 900_000), 480_000);
         assert_eq!(a.place(960, 901_800), 480_960);
-        // The lecture's timeline moved on 5 s while the source's did not.
-        let p = a.place(1920, 901_800 + 5 * 90_000);
-        assert_eq!(p, 480_000 + 5 * 48_000 + 960);
+        // The lecture's timeline moved on 5 s while the source's did not: once that has
+        // lasted half a second, the voice is placed by its arrival again.
+        let jump = 5 * 90_000;
+        let mut last = 0;
+        for i in 2..60i64 {
+            last = a.place(i * 960, 900_000 + i * 1800 + jump);
+        }
+        assert_eq!(last, 480_000 + 59 * 960 + 5 * 48_000);
         assert_eq!(a.corrections(), 1);
+        // Frames that come early (the source's clock jumped ahead) re-anchor at once.
+        let p = a.place(59 * 960 + 10 * 48_000, 900_000 + 60 * 1800 + jump);
+        assert_eq!(p, 480_000 + 60 * 960 + 5 * 48_000);
+        assert_eq!(a.corrections(), 2);
+    }
+
+    #[test]
+    fn a_burst_after_a_network_stall_keeps_its_own_timing() {
+        let mut a = Aligner::new(48_000);
+        for i in 0..100i64 {
+            assert_eq!(a.place(i * 960, 900_000 + i * 1800), 480_000 + i * 960);
+        }
+        // 1.5 s of nothing, then those 75 packets and the next ones arrive within 100 ms.
+        let back = 900_000 + 175 * 1800;
+        for i in 100..200i64 {
+            let arrived = back + (i - 100) * 120;
+            assert_eq!(
+                a.place(i * 960, arrived.max(900_000 + i * 1800)),
+                480_000 + i * 960,
+                "packet {i}"
+            );
+        }
+        assert_eq!(a.corrections(), 0);
     }
 }

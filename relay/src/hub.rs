@@ -574,6 +574,12 @@ impl MediaSink for ContributorSink {
                     let _ = m.push(frame.pts.max(0), timescale, &data);
                 }
                 let mut hls = self.lecture.hls();
+                if !hls.renditions()[r].lecture_clock {
+                    return Err(SinkError::Closed(format!(
+                        "the lecture's publisher now sends {} itself",
+                        self.lang
+                    )));
+                }
                 let before = hls.version();
                 let placed = hls.push(r, frame, SystemTime::now());
                 let v = hls.version();

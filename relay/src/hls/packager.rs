@@ -412,6 +412,8 @@ impl Packager {
         if let Some(i) = self.rendition_by_id(id) {
             let r = &mut self.renditions[i];
             r.in_session = true;
+            // The publisher's own track takes a dialect back from an interpreter.
+            r.lecture_clock = false;
             if r.info != info {
                 r.info = info;
                 r.init_dirty = true;

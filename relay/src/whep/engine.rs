@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -124,6 +124,9 @@ struct Publisher {
     video: WhipVideo,
     encoder: Option<Box<dyn AudioEncoder>>,
     encoder_failed: bool,
+    /// Why the relay refused the audio the transcoder handed it (on the transcoder's
+    /// thread), for the engine to close the publisher.
+    audio_refused: Arc<OnceLock<String>>,
     keyframe_every: Duration,
     last_keyframe: Option<Instant>,
     last_pli: Option<Instant>,
@@ -579,6 +582,7 @@ impl Engine {
             video: WhipVideo::default(),
             encoder: None,
             encoder_failed: false,
+            audio_refused: Arc::default(),
             keyframe_every: new.keyframe_every,
             last_keyframe: None,
             last_pli: None,
@@ -1041,6 +1045,11 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
             VideoOutcome::NeedKeyframe => request_keyframe(p, now),
         }
     } else if Some(d.mid) == p.audio_mid {
+        if let Some(why) = p.audio_refused.get() {
+            warn!(session = %p.id, lecture = %p.stream, "publisher's audio refused: {why}");
+            p.dead = true;
+            return;
+        }
         let rate = d.time.frequency().get();
         let t = match &mut p.interpreter {
             Some((lecture, aligner)) => {
@@ -1065,21 +1074,27 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
         }
         if p.encoder.is_none() && !p.encoder_failed {
             let sink = p.sink.clone();
-            let announced = std::sync::atomic::AtomicBool::new(false);
-            let id = p.id.clone();
+            let mut announced = false;
+            let refused = p.audio_refused.clone();
             let on_frame = Box::new(move |f: media::encode::AacFrame| {
+                if refused.get().is_some() {
+                    return;
+                }
                 let mut sink = lock_sink(&sink);
-                if !announced.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                if !announced {
                     let info = media::TrackInfo::new(media::CodecParams::Aac(f.params.clone()));
                     if let Err(e) = sink.handle(MediaEvent::Track {
                         id: whip_media::AUDIO,
                         info,
                     }) {
-                        warn!(session = %id, "publisher's audio refused: {e}");
+                        let _ = refused.set(e.to_string());
                         return;
                     }
+                    announced = true;
                 }
-                let _ = sink.handle(whip_media::aac_frame(f.pts, f.data));
+                if let Err(e) = sink.handle(whip_media::aac_frame(f.pts, f.data)) {
+                    let _ = refused.set(e.to_string());
+                }
             });
             match transcoders.to_aac(&AudioSource::Opus { channels: 2 }, on_frame) {
                 Ok(e) => p.encoder = Some(e),

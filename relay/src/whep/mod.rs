@@ -27,6 +27,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use config::Config;
 use media::TrackKind;
 use serde::Deserialize;
 use str0m::change::SdpOffer;
@@ -226,6 +227,10 @@ fn live_lecture(hub: &Hub, stream: &str) -> Result<Arc<Lecture>, ApiError> {
     }
 }
 
+fn engine_stopped() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped")
+}
+
 /// Dialects a lecture offers, in rendition order.
 fn dialects(l: &Lecture) -> Vec<String> {
     l.hls()
@@ -237,22 +242,30 @@ fn dialects(l: &Lecture) -> Vec<String> {
 }
 
 /// Picks the dialect: the one asked for if the lecture has it, else the lecture's default
-/// (or its first dialect).
-fn pick_dialect(l: &Lecture, asked: Option<&str>) -> Result<String, ApiError> {
+/// (or its first dialect). Before the lecture has sound, one of the dialects configured
+/// (`[dialects]`) may be asked for; nothing else, so viewers cannot make the relay keep
+/// state for tags that will never come.
+fn pick_dialect(l: &Lecture, config: &Config, asked: Option<&str>) -> Result<String, ApiError> {
     let available = dialects(l);
     match asked {
         Some(lang) => {
             let lang = media::Language::parse(lang)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-            if available.is_empty() || available.iter().any(|d| d == lang.as_str()) {
+            let expected =
+                lang == l.default_language || config.dialects.contains_key(lang.as_str());
+            if available.iter().any(|d| d == lang.as_str()) || (available.is_empty() && expected) {
                 Ok(lang.to_string())
             } else {
                 Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    format!(
-                        "lecture has no dialect {lang}; it has {}",
-                        available.join(", ")
-                    ),
+                    if available.is_empty() {
+                        format!("lecture has no dialect {lang} (it has no sound yet)")
+                    } else {
+                        format!(
+                            "lecture has no dialect {lang}; it has {}",
+                            available.join(", ")
+                        )
+                    },
                 ))
             }
         }
@@ -298,7 +311,7 @@ async fn answer_offer(
         ));
     }
     let lecture = live_lecture(&w.hub, stream)?;
-    let lang = pick_dialect(&lecture, q.lang.as_deref())?;
+    let lang = pick_dialect(&lecture, w.hub.config(), q.lang.as_deref())?;
     if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
         return Ok(at_capacity(stream));
     }
@@ -331,6 +344,9 @@ async fn answer_offer(
             "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to receive",
         ));
     }
+    // Room in the engine's queue first: from the count below to the handover nothing may
+    // wait (a request dropped while waiting would leave its count taken for ever).
+    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
     // Counted here, not when the engine takes it, so back-to-back offers see each other.
     if !w.stats.sessions_started.inc_within(
         &w.stats.sessions_ended,
@@ -340,15 +356,12 @@ async fn answer_offer(
     }
     let id = format!("{:032x}", rand::random::<u128>());
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
-    w.commands
-        .send(Command::Add(Box::new(NewSession {
-            id: id.clone(),
-            rtc,
-            lecture,
-            lang,
-        })))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
+    permit.send(Command::Add(Box::new(NewSession {
+        id: id.clone(),
+        rtc,
+        lecture,
+        lang,
+    })));
     let mut r = (StatusCode::CREATED, answer).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -588,7 +601,7 @@ async fn dialect(
         )
     })?;
     let lecture = live_lecture(&w.hub, &stream)?;
-    let lang = pick_dialect(&lecture, Some(&b.lang))?;
+    let lang = pick_dialect(&lecture, w.hub.config(), Some(&b.lang))?;
     if ask(&w, |reply| Command::Dialect { id, lang, reply }).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {

@@ -22,7 +22,9 @@ use str0m::change::SdpOffer;
 use tracing::{info, warn};
 
 use super::engine::{Command, NewPublisher};
-use super::{MAX_SDP_LINES, Whep, codecs, content_type_is, h264_mode1_negotiated, negotiated};
+use super::{
+    MAX_SDP_LINES, Whep, codecs, content_type_is, engine_stopped, h264_mode1_negotiated, negotiated,
+};
 use crate::http::ApiError;
 use crate::hub::ContributeError;
 
@@ -127,7 +129,67 @@ async fn answer_offer(
         protocol: "whip",
         remote: None,
     };
-    let (sink, interpreter) = match &language {
+    // As for viewers: room in the queue first, so nothing waits between count and handover.
+    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
+    // Counted here, so that back-to-back offers see each other; before the lecture is
+    // touched, so that a refused offer changes nothing.
+    if !w.stats.publishers_started.inc_within(
+        &w.stats.publishers_ended,
+        config.webrtc.max_publishers as u64,
+    ) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebRTC publishers; publish over RTMP or SRT",
+        ));
+    }
+    let joined = join(w, stream, request, &language, has_video, has_audio);
+    let (sink, interpreter) = match joined {
+        Ok(x) => x,
+        Err(e) => {
+            w.stats.publishers_ended.inc();
+            return Err(e);
+        }
+    };
+    let id = format!("{:032x}", rand::random::<u128>());
+    permit.send(Command::AddPublisher(Box::new(NewPublisher {
+        id: id.clone(),
+        rtc,
+        stream: stream.to_string(),
+        sink,
+        interpreter,
+        keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
+    })));
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
+/// Where a WHIP session's media goes, and for an interpreter the lecture it joins.
+type Joined = (
+    Box<dyn media::sink::MediaSink>,
+    Option<Arc<crate::hub::Lecture>>,
+);
+
+/// The publisher's (or the interpreter's) place in the lecture.
+fn join(
+    w: &Whep,
+    stream: &str,
+    request: PublishRequest,
+    language: &Option<media::Language>,
+    has_video: bool,
+    has_audio: bool,
+) -> Result<Joined, ApiError> {
+    Ok(match language {
         Some(lang) => {
             if !has_audio {
                 return Err(ApiError::new(
@@ -144,8 +206,11 @@ async fn answer_offer(
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
                 }
             })?;
+            let lecture = w.hub.lecture(stream).ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, format!("lecture {stream} has ended"))
+            })?;
             info!(lecture = %stream, dialect = %lang, "WHIP interpreter offered");
-            (sink, w.hub.lecture(stream))
+            (sink, Some(lecture))
         }
         None => {
             if !has_video && !has_audio {
@@ -169,40 +234,5 @@ async fn answer_offer(
             info!(lecture = %stream, video = has_video, audio = has_audio, "WHIP publisher offered");
             (sink, None)
         }
-    };
-    // Counted here, so that back-to-back offers see each other.
-    if !w.stats.publishers_started.inc_within(
-        &w.stats.publishers_ended,
-        config.webrtc.max_publishers as u64,
-    ) {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many WebRTC publishers; publish over RTMP or SRT",
-        ));
-    }
-    let id = format!("{:032x}", rand::random::<u128>());
-    w.commands
-        .send(Command::AddPublisher(Box::new(NewPublisher {
-            id: id.clone(),
-            rtc,
-            stream: stream.to_string(),
-            sink,
-            interpreter,
-            keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
-        })))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
-    let mut r = (StatusCode::CREATED, answer).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
-        h.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
-        h.insert(header::ETAG, v);
-    }
-    Ok(r)
+    })
 }
