@@ -313,7 +313,12 @@ fn opened_before_the_start_it_plays_video_when_live_and_shows_the_end() {
         .iter()
         .map(|x| x["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states.first(), Some(&"scheduled"), "{states:?}");
+    // "loading" lasts until the first answer from the API, which a slow machine may sample.
+    assert_eq!(
+        states.iter().find(|s| **s != "loading"),
+        Some(&"scheduled"),
+        "{states:?}"
+    );
     let playing: Vec<&Value> = samples.iter().filter(|x| x["state"] == "playing").collect();
     assert!(playing.len() > 5, "never played: {states:?}");
     assert!(
