@@ -533,8 +533,8 @@ impl Engine {
     }
 
     fn add(&mut self, new: NewSession) {
+        // Joined the lecture's viewer count at the offer (`answer_offer`); left at removal.
         let name: Arc<str> = new.lecture.name.as_str().into();
-        new.lecture.webrtc_join(&new.lang);
         let mut s = Session {
             id: new.id,
             rtc: new.rtc,

@@ -356,6 +356,9 @@ async fn answer_offer(
     }
     let id = format!("{:032x}", rand::random::<u128>());
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
+    // Counted before the answer goes out, so the API already shows the viewer; the engine
+    // takes the session from here on and leaves the count when it removes it.
+    lecture.webrtc_join(&lang);
     permit.send(Command::Add(Box::new(NewSession {
         id: id.clone(),
         rtc,
