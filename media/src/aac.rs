@@ -143,36 +143,50 @@ impl AdtsFrame<'_> {
 }
 
 /// Splits a run of ADTS frames (as MPEG-TS carries AAC) into raw access units.
-pub fn split_adts(mut data: &[u8]) -> Result<Vec<AdtsFrame<'_>>, AdtsError> {
+///
+/// Damage ends the run, not what came before it: the frames up to the first bad header are
+/// returned with the error, so one damaged frame costs one frame's worth of sound.
+pub fn split_adts(mut data: &[u8]) -> (Vec<AdtsFrame<'_>>, Option<AdtsError>) {
     let mut out = Vec::new();
     while !data.is_empty() {
-        if data.len() < 7 || data[0] != 0xff || data[1] & 0xf6 != 0xf0 {
-            return Err(AdtsError::NoSync(data.len()));
+        match adts_frame(data) {
+            Ok((frame, len)) => {
+                out.push(frame);
+                data = &data[len..];
+            }
+            Err(e) => return (out, Some(e)),
         }
-        let protection_absent = data[1] & 1 == 1;
-        let header_len = if protection_absent { 7 } else { 9 };
-        let frame_len =
-            ((data[3] as usize & 3) << 11) | ((data[4] as usize) << 3) | (data[5] as usize >> 5);
-        let blocks = (data[6] & 3) + 1;
-        if blocks != 1 {
-            return Err(AdtsError::MultipleBlocks(blocks));
-        }
-        if frame_len <= header_len || frame_len > data.len() {
-            return Err(AdtsError::BadLength {
-                declared: frame_len,
-                left: data.len(),
-            });
-        }
-        let object_type = (data[2] >> 6) + 1;
-        let index = (data[2] >> 2) & 0xf;
-        let channels = ((data[2] & 1) << 2) | (data[3] >> 6);
-        out.push(AdtsFrame {
-            header: [object_type, index, channels],
-            data: &data[header_len..frame_len],
-        });
-        data = &data[frame_len..];
     }
-    Ok(out)
+    (out, None)
+}
+
+/// The ADTS frame at the start of `data` and its length with header.
+fn adts_frame(data: &[u8]) -> Result<(AdtsFrame<'_>, usize), AdtsError> {
+    if data.len() < 7 || data[0] != 0xff || data[1] & 0xf6 != 0xf0 {
+        return Err(AdtsError::NoSync(data.len()));
+    }
+    let protection_absent = data[1] & 1 == 1;
+    let header_len = if protection_absent { 7 } else { 9 };
+    let frame_len =
+        ((data[3] as usize & 3) << 11) | ((data[4] as usize) << 3) | (data[5] as usize >> 5);
+    let blocks = (data[6] & 3) + 1;
+    if blocks != 1 {
+        return Err(AdtsError::MultipleBlocks(blocks));
+    }
+    if frame_len <= header_len || frame_len > data.len() {
+        return Err(AdtsError::BadLength {
+            declared: frame_len,
+            left: data.len(),
+        });
+    }
+    let object_type = (data[2] >> 6) + 1;
+    let index = (data[2] >> 2) & 0xf;
+    let channels = ((data[2] & 1) << 2) | (data[3] >> 6);
+    let frame = AdtsFrame {
+        header: [object_type, index, channels],
+        data: &data[header_len..frame_len],
+    };
+    Ok((frame, frame_len))
 }
 
 /// One AAC-LC frame of digital silence for 1 or 2 channels (any sampling rate): a raw data
@@ -211,6 +225,47 @@ impl<'a> BitReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn adts(payload: &[u8]) -> Vec<u8> {
+        // AAC-LC, 48 kHz, stereo, no CRC.
+        let len = payload.len() + 7;
+        let mut f = vec![
+            0xff,
+            0xf1,
+            0x4c,
+            0x80 | (len >> 11) as u8,
+            (len >> 3) as u8,
+            ((len & 7) << 5) as u8 | 0x1f,
+            0xfc,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn a_damaged_adts_frame_costs_only_itself_and_what_follows() {
+        let mut run = [adts(&[1; 10]), adts(&[2; 20]), adts(&[3; 30])].concat();
+        let (frames, e) = split_adts(&run);
+        assert!(e.is_none());
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[1].data, &[2; 20]);
+        assert_eq!(frames[0].params().unwrap().sample_rate, 48_000);
+        // The third header loses its sync word.
+        run[17 + 27] = 0;
+        let (frames, e) = split_adts(&run);
+        assert_eq!(frames.len(), 2);
+        assert!(matches!(e, Some(AdtsError::NoSync(37))), "{e:?}");
+        // A length running past the end.
+        let (frames, e) = split_adts(&run[..17 + 20]);
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(
+            e,
+            Some(AdtsError::BadLength {
+                declared: 27,
+                left: 20
+            })
+        ));
+    }
 
     #[test]
     fn parses_lc_stereo_44100() {

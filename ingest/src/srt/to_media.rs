@@ -454,13 +454,14 @@ impl TsToMedia {
     }
 
     fn on_audio(&mut self, pid: u16, pts: i64, data: &[u8]) {
-        let frames = match aac::split_adts(data) {
-            Ok(f) => f,
-            Err(e) => {
-                self.notice("bad-frame", format!("bad AAC on PID {pid}: {e}"));
-                return;
-            }
-        };
+        let (frames, damage) = aac::split_adts(data);
+        if let Some(e) = damage {
+            let kept = frames.len();
+            self.notice(
+                "bad-frame",
+                format!("bad AAC on PID {pid}: {e} ({kept} frames before it kept)"),
+            );
+        }
         let Some(first) = frames.first() else { return };
         let params = match first.params() {
             Ok(p) => p,
