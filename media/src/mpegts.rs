@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use mpeg2ts_reader::demultiplex::{self, DemuxContext, FilterRequest, PacketFilter};
 use mpeg2ts_reader::descriptor::CoreDescriptors;
+use mpeg2ts_reader::psi::pmt::PmtSection;
 use mpeg2ts_reader::{StreamType, packet, packet_filter_switch, pes};
 
 /// Largest reassembled video PES (one access unit); a bigger one is dropped with an error.
@@ -74,6 +75,11 @@ pub enum TsEvent {
         /// The PES payload (an access unit for video, ADTS frames for AAC).
         data: Bytes,
     },
+    /// A new PMT version no longer lists this followed stream.
+    Gone {
+        /// PID.
+        pid: u16,
+    },
     /// Data was lost on a PID (continuity counter gap): the PES being assembled was dropped.
     Loss {
         /// PID.
@@ -108,7 +114,9 @@ use switch::Switch;
 #[derive(Default)]
 pub struct Ctx {
     changeset: demultiplex::FilterChangeset<Switch>,
-    es: BTreeMap<u16, (Pes, Continuity)>,
+    /// Followed streams by PID: their PES assembly, continuity and the PMT that declared
+    /// them.
+    es: BTreeMap<u16, (Pes, Continuity, u16)>,
     events: std::collections::VecDeque<TsEvent>,
 }
 
@@ -118,6 +126,34 @@ impl Ctx {
             self.events.pop_front();
         }
         self.events.push_back(e);
+    }
+}
+
+impl Ctx {
+    /// Forgets the streams of PMT `program` that its new version `pmt` no longer lists
+    /// (`mpeg2ts-reader` drops their filters without telling): what they were assembling
+    /// is completed, then they are [`TsEvent::Gone`].
+    fn retire_unlisted(&mut self, program: u16, pmt: &PmtSection<'_>) {
+        let listed: Vec<u16> = pmt
+            .streams()
+            .map(|s| u16::from(s.elementary_pid()))
+            .collect();
+        let gone: Vec<u16> = self
+            .es
+            .iter()
+            .filter(|(pid, (.., of))| *of == program && !listed.contains(pid))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in gone {
+            let mut out = Vec::new();
+            if let Some((mut pes, ..)) = self.es.remove(&pid) {
+                pes.finish(pid, &mut out);
+            }
+            out.push(TsEvent::Gone { pid });
+            for e in out {
+                self.emit(e);
+            }
+        }
     }
 }
 
@@ -136,11 +172,13 @@ impl DemuxContext for Ctx {
                 program_number,
             } => Switch::Pmt(demultiplex::PmtPacketFilter::new(pid, program_number)),
             FilterRequest::ByStream {
+                program_pid,
                 stream_type,
+                pmt,
                 stream_info,
-                ..
             } => {
                 let pid = u16::from(stream_info.elementary_pid());
+                self.retire_unlisted(u16::from(program_pid), pmt);
                 let mut language = None;
                 let mut opus = false;
                 for d in stream_info.descriptors::<CoreDescriptors<'_>>() {
@@ -176,7 +214,11 @@ impl DemuxContext for Ctx {
                 let room = |video: bool| {
                     self.es.len() < MAX_STREAMS
                         && (!video
-                            || self.es.values().filter(|(p, _)| p.limit == MAX_PES).count()
+                            || self
+                                .es
+                                .values()
+                                .filter(|(p, ..)| p.limit == MAX_PES)
+                                .count()
                                 < MAX_VIDEO_STREAMS)
                 };
                 let followed = limit.filter(|l| self.es.contains_key(&pid) || room(*l == MAX_PES));
@@ -189,8 +231,14 @@ impl DemuxContext for Ctx {
                 }
                 if let Some(limit) = followed {
                     // A new PMT version starts the stream afresh.
-                    self.es
-                        .insert(pid, (Pes::new(limit), Continuity::default()));
+                    self.es.insert(
+                        pid,
+                        (
+                            Pes::new(limit),
+                            Continuity::default(),
+                            u16::from(program_pid),
+                        ),
+                    );
                     Switch::Es(EsFilter)
                 } else {
                     if limit.is_some() {
@@ -216,7 +264,7 @@ impl PacketFilter for EsFilter {
 
     fn consume(&mut self, ctx: &mut Ctx, pk: &packet::Packet<'_>) {
         let pid = u16::from(pk.pid());
-        let Some((pes, cc)) = ctx.es.get_mut(&pid) else {
+        let Some((pes, cc, _)) = ctx.es.get_mut(&pid) else {
             return;
         };
         let discontinuity = pk
@@ -521,7 +569,7 @@ impl TsDemux {
     /// The stream ended: completes every PES still being assembled.
     pub fn flush(&mut self) {
         let mut out = Vec::new();
-        for (pid, (pes, _)) in self.ctx.es.iter_mut() {
+        for (pid, (pes, ..)) in self.ctx.es.iter_mut() {
             pes.finish(*pid, &mut out);
         }
         for e in out {

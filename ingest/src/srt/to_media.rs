@@ -12,6 +12,8 @@
 //!   crosses, takes an offset already made when that places it next to where it was (so the
 //!   tracks stay in sync), else makes its own. A single stray timestamp is thus a jump there
 //!   and back for its track alone, and moves nobody else.
+//! - A new PMT version that drops a stream and declares another of its kind (the video on
+//!   another PID, a dialect's PID renumbered or changing codec) continues the old track.
 //!
 //! Damaged input never ends the session: it yields [`Notice`]s the driver logs.
 
@@ -96,6 +98,9 @@ pub struct TsToMedia {
     pes_received: u64,
     /// Offsets (90 kHz) made at jumps, oldest first, for the other tracks to take.
     offsets: Vec<i64>,
+    /// Streams a new PMT version dropped, oldest first: a stream declared in their place
+    /// (the video moved to another PID, a dialect's PID renumbered) continues their track.
+    retired: Vec<Es>,
     out: std::collections::VecDeque<TsOutput>,
 }
 
@@ -114,6 +119,7 @@ impl TsToMedia {
             next_track: 0,
             pes_received: 0,
             offsets: vec![0],
+            retired: Vec::new(),
             out: Default::default(),
         }
     }
@@ -163,6 +169,7 @@ impl TsToMedia {
                     dts,
                     data,
                 } => self.on_pes(pid, pts, dts, data),
+                TsEvent::Gone { pid } => self.retire(pid),
                 TsEvent::Loss { pid } => {
                     if let Some(es) = self.es.get_mut(&pid)
                         && es.kind == EsKind::H264
@@ -179,12 +186,24 @@ impl TsToMedia {
         }
     }
 
+    /// Keeps the track of a stream that ended for a stream declared in its place.
+    fn retire(&mut self, pid: u16) {
+        if let Some(es) = self.es.remove(&pid) {
+            if self.retired.len() > MAX_AUDIO {
+                self.retired.remove(0);
+            }
+            self.retired.push(es);
+        }
+    }
+
     fn on_stream(&mut self, s: media::mpegts::TsStream) {
-        if let Some(es) = self.es.get(&s.pid)
-            && es.kind == s.kind
-        {
-            // The same stream in a new PMT version: keep its track.
-            return;
+        if let Some(es) = self.es.get(&s.pid) {
+            if es.kind == s.kind {
+                // The same stream in a new PMT version: keep its track.
+                return;
+            }
+            // The PID carries something else now.
+            self.retire(s.pid);
         }
         match s.kind {
             EsKind::H264 => {
@@ -197,12 +216,7 @@ impl TsToMedia {
                 }
             }
             EsKind::Aac | EsKind::Opus => {
-                // A PID changing codec in a new PMT version replaces its track.
-                let others = self
-                    .es
-                    .iter()
-                    .filter(|(pid, e)| **pid != s.pid && is_audio(e.kind))
-                    .count();
+                let others = self.es.values().filter(|e| is_audio(e.kind)).count();
                 if others >= MAX_AUDIO {
                     self.notice(
                         "unsupported",
@@ -231,6 +245,23 @@ impl TsToMedia {
         } else {
             None
         };
+        let successor = |e: &Es| {
+            if is_audio(s.kind) {
+                is_audio(e.kind) && e.language == language
+            } else {
+                e.kind == s.kind
+            }
+        };
+        if let Some(i) = self.retired.iter().position(successor) {
+            let mut es = self.retired.remove(i);
+            if es.kind != s.kind {
+                es.kind = s.kind;
+                es.announced = None;
+            }
+            es.waiting_keyframe = true;
+            self.es.insert(s.pid, es);
+            return;
+        }
         let track = TrackId(self.next_track);
         self.next_track += 1;
         // Next to the other tracks: unwrapped near their latest time, with the latest offset.
@@ -634,6 +665,93 @@ mod tests {
         }
     }
 
+    /// MPEG-2 CRC-32 of a PSI section.
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for b in data {
+            crc ^= (*b as u32) << 24;
+            for _ in 0..8 {
+                crc = if crc & 0x8000_0000 != 0 {
+                    (crc << 1) ^ 0x04c1_1db7
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        crc
+    }
+
+    /// Moves elementary stream `from` to PID `to` in a TS: its packets, and the PMT (a new
+    /// version, PCR PID included) that declares it.
+    fn move_pid(ts: &mut [u8], pmt_pid: u16, from: u16, to: u16) {
+        let pid_of = |p: &[u8]| ((p[1] as u16 & 0x1f) << 8) | p[2] as u16;
+        let set = |b: &mut [u8], pid: u16| {
+            b[0] = (b[0] & 0xe0) | (pid >> 8) as u8;
+            b[1] = pid as u8;
+        };
+        for pkt in ts.chunks_mut(188) {
+            let pid = pid_of(pkt);
+            if pid == from {
+                set(&mut pkt[1..3], to);
+            } else if pid == pmt_pid {
+                let start = 5 + pkt[4] as usize;
+                let sec = &mut pkt[start..];
+                let len = (((sec[1] as usize) & 0x0f) << 8) | sec[2] as usize;
+                let version = ((sec[5] >> 1) + 1) & 0x1f;
+                sec[5] = (sec[5] & 0xc1) | (version << 1);
+                if ((sec[8] as u16 & 0x1f) << 8) | sec[9] as u16 == from {
+                    set(&mut sec[8..10], to);
+                }
+                let info = (((sec[10] as usize) & 0x0f) << 8) | sec[11] as usize;
+                let mut i = 12 + info;
+                while i + 5 <= 3 + len - 4 {
+                    if ((sec[i + 1] as u16 & 0x1f) << 8) | sec[i + 2] as u16 == from {
+                        set(&mut sec[i + 1..i + 3], to);
+                    }
+                    i += 5 + ((((sec[i + 3] as usize) & 0x0f) << 8) | sec[i + 4] as usize);
+                }
+                let crc = crc32(&sec[..3 + len - 4]);
+                sec[3 + len - 4..3 + len].copy_from_slice(&crc.to_be_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn video_moving_to_another_pid_in_a_new_pmt_continues_its_track() {
+        // The same two seconds twice, the second copy with its video on PID 0x1ff (an
+        // encoder reconfigured mid-lecture), timestamps continuing.
+        let (first, _) = map(THREE, 1316);
+        let video = tracks(&first)
+            .into_iter()
+            .find(|(_, i)| matches!(i.codec, CodecParams::H264(_)))
+            .unwrap()
+            .0;
+        let per_copy = frames(&first, video).len();
+        let mut moved = THREE.to_vec();
+        shift_timestamps(&mut moved, 2 * 90_000);
+        move_pid(&mut moved, 0x1000, 0x100, 0x1ff);
+        let mut both = THREE.to_vec();
+        both.extend_from_slice(&moved);
+        let (events, notices) = map(&both, 1316);
+        assert!(
+            !notices.iter().any(|n| n.kind == "unsupported"),
+            "{notices:?}"
+        );
+        let t = tracks(&events);
+        let ids: std::collections::BTreeSet<_> = t.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), 4, "no new track: {t:?}");
+        let f = frames(&events, video);
+        assert!(
+            f.len() >= 2 * per_copy - 1,
+            "{} of {}",
+            f.len(),
+            2 * per_copy
+        );
+        assert!(f.windows(2).all(|w| w[1].dts > w[0].dts));
+        // Both copies, end to end: close to four seconds.
+        assert!(f.last().unwrap().dts - f[0].dts > 3 * 90_000);
+    }
+
     fn declare(m: &mut TsToMedia, pid: u16, kind: EsKind) {
         m.on_stream(media::mpegts::TsStream {
             pid,
@@ -697,6 +815,7 @@ mod tests {
         for pid in 0..MAX_AUDIO as u16 {
             declare(&mut m, 300 + pid, EsKind::Aac);
         }
+        let track = m.es[&300].track;
         // The first PID switches between AAC and Opus in successive PMT versions.
         for round in 0..20 {
             let kind = if round % 2 == 0 {
@@ -706,6 +825,7 @@ mod tests {
             };
             declare(&mut m, 300, kind);
             assert_eq!(m.es[&300].kind, kind, "round {round}");
+            assert_eq!(m.es[&300].track, track, "the same dialect track");
         }
         assert_eq!(
             m.es.values().filter(|e| is_audio(e.kind)).count(),
