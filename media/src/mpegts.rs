@@ -75,7 +75,8 @@ pub enum TsEvent {
         /// The PES payload (an access unit for video, ADTS frames for AAC).
         data: Bytes,
     },
-    /// A new PMT version no longer lists this followed stream.
+    /// A followed stream no longer is: a new PMT version dropped it, or re-declared it as
+    /// something not followed (H.265, or beyond the limits).
     Gone {
         /// PID.
         pid: u16,
@@ -211,6 +212,10 @@ impl DemuxContext for Ctx {
                     EsKind::Aac | EsKind::Opus => Some(MAX_AUDIO_PES),
                     EsKind::H265 | EsKind::Other(_) => None,
                 };
+                // A new PMT version starts the stream afresh, whatever it carried before: it
+                // is counted against the limits like a new one, and one that is no longer
+                // followed (it became H.265, say) is forgotten.
+                let was_followed = self.es.remove(&pid).is_some();
                 let room = |video: bool| {
                     self.es.len() < MAX_STREAMS
                         && (!video
@@ -221,7 +226,7 @@ impl DemuxContext for Ctx {
                                 .count()
                                 < MAX_VIDEO_STREAMS)
                 };
-                let followed = limit.filter(|l| self.es.contains_key(&pid) || room(*l == MAX_PES));
+                let followed = limit.filter(|l| room(*l == MAX_PES));
                 if followed.is_some() || limit.is_none() {
                     self.emit(TsEvent::Stream(TsStream {
                         pid,
@@ -230,7 +235,6 @@ impl DemuxContext for Ctx {
                     }));
                 }
                 if let Some(limit) = followed {
-                    // A new PMT version starts the stream afresh.
                     self.es.insert(
                         pid,
                         (
@@ -246,6 +250,9 @@ impl DemuxContext for Ctx {
                             pid: Some(pid),
                             reason: "too many elementary streams: ignored".into(),
                         });
+                    }
+                    if was_followed {
+                        self.emit(TsEvent::Gone { pid });
                     }
                     Switch::Null(Default::default())
                 }
@@ -736,6 +743,85 @@ mod tests {
         p.extend_from_slice(payload);
         p.resize(PACKET, 0xff);
         p
+    }
+
+    /// A PMT packet on PID 0x1000 (program 1, as in the fixture's PAT) declaring `streams`
+    /// (stream type, PID) in `version`.
+    fn pmt(version: u8, cc: u8, streams: &[(u8, u16)]) -> Vec<u8> {
+        let mut sec = vec![
+            0x02,
+            0,
+            0,
+            0x00,
+            0x01,
+            0xc1 | (version << 1),
+            0,
+            0,
+            0xe1,
+            0x00,
+            0xf0,
+            0,
+        ];
+        for (kind, pid) in streams {
+            sec.extend_from_slice(&[*kind, 0xe0 | (pid >> 8) as u8, *pid as u8, 0xf0, 0]);
+        }
+        let len = sec.len() - 3 + 4;
+        sec[1] = 0xb0 | (len >> 8) as u8;
+        sec[2] = len as u8;
+        let mut crc = 0xffff_ffffu32;
+        for b in &sec {
+            crc ^= (*b as u32) << 24;
+            for _ in 0..8 {
+                crc = if crc & 0x8000_0000 != 0 {
+                    (crc << 1) ^ 0x04c1_1db7
+                } else {
+                    crc << 1
+                };
+            }
+        }
+        sec.extend_from_slice(&crc.to_be_bytes());
+        let mut payload = vec![0];
+        payload.extend_from_slice(&sec);
+        packet(0x1000, true, cc, &payload)
+    }
+
+    #[test]
+    fn streams_a_new_pmt_drops_or_changes_are_counted_afresh() {
+        let pat = &THREE[PACKET..2 * PACKET];
+        let audio: Vec<(u8, u16)> = (0..32).map(|i| (0x0f, 0x200 + i)).collect();
+        let video: Vec<(u8, u16)> = (0..32).map(|i| (0x1b, 0x200 + i)).collect();
+        let mut ts = pat.to_vec();
+        ts.extend(pmt(1, 0, &audio));
+        ts.extend(pmt(2, 1, &video));
+        // Version 3 keeps the two followed; version 4 drops one of them.
+        ts.extend(pmt(3, 2, &video[..2]));
+        ts.extend(pmt(4, 3, &video[1..2]));
+        let ev = demux_all(&ts, PACKET);
+        let declared = |kind: EsKind| {
+            ev.iter()
+                .filter(|e| matches!(e, TsEvent::Stream(s) if s.kind == kind))
+                .count()
+        };
+        assert_eq!(declared(EsKind::Aac), 32);
+        // Re-declared as video, they are held to the video limit.
+        assert_eq!(declared(EsKind::H264), 2 * MAX_VIDEO_STREAMS + 1, "{ev:?}");
+        let gone: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                TsEvent::Gone { pid } => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        // The 30 audio streams version 2 left without room, then the one version 4 drops.
+        let mut expected: Vec<u16> = (0x202..0x220).collect();
+        expected.push(0x200);
+        assert_eq!(gone, expected);
+        let d = {
+            let mut d = TsDemux::new();
+            d.push(&ts);
+            d
+        };
+        assert_eq!(d.ctx.es.len(), 1);
     }
 
     #[test]

@@ -498,6 +498,11 @@ fn forward(c: &mut Conn, transcoders: &dyn Transcoders) {
     while let Some(x) = c.ts.poll() {
         match x {
             TsOutput::Media(event) => {
+                if let MediaEvent::Track { id, .. } = &event {
+                    // A track that was Opus (a PID switching codec) no longer is.
+                    c.opus.remove(id);
+                    c.aac_announced.remove(id);
+                }
                 if let Err(e) = c.sink.handle(event) {
                     c.closing = Some(e.to_string());
                     return;

@@ -264,17 +264,20 @@ impl TsToMedia {
         }
         let track = TrackId(self.next_track);
         self.next_track += 1;
-        // Next to the other tracks: unwrapped near their latest time, with the latest offset.
+        // Next to the other tracks: unwrapped near the latest time of the one furthest on,
+        // and mapped as it is (not by the newest offset, which a stray frame may have made).
         let latest = self
             .es
             .values()
             .filter_map(|e| e.last)
             .max_by_key(|(_, out)| *out);
-        let unwrap = match latest {
-            Some((raw, _)) => Unwrapper::near(raw),
-            None => Unwrapper::default(),
+        let (unwrap, offset) = match latest {
+            Some((raw, out)) => (Unwrapper::near(raw), out - raw),
+            None => (
+                Unwrapper::default(),
+                self.offsets.last().copied().unwrap_or(0),
+            ),
         };
-        let offset = self.offsets.last().copied().unwrap_or(0);
         self.es.insert(
             s.pid,
             Es {
