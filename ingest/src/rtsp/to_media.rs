@@ -4,6 +4,8 @@
 //!   AVCDecoderConfigurationRecord retina builds from the SDP and in-band parameter sets.
 //!   RTP carries presentation times only; decode times are synthesised (see [`DtsSynth`]).
 //!   After lost packets, frames are dropped until the next keyframe.
+//! - A camera clock that steps within the session (its encoder restarted) is absorbed per
+//!   track (see `Timeline`), so the lecture's timeline only moves forward.
 //! - Audio: AAC access units with their AudioSpecificConfig, passed through; G.711 is
 //!   handed to a transcoder by the driver (the events for it come from there).
 //!
@@ -84,6 +86,36 @@ impl DtsSynth {
     }
 }
 
+/// A forward step larger than this (5 s) is a clock that jumped, not a pause.
+const MAX_FORWARD_S: i64 = 5;
+
+/// Keeps one track's output timeline going when the camera's clock steps (its encoder
+/// restarted within the session): a step back over a second, or forward over five, is
+/// absorbed into an offset that continues the track one frame after where it was. Each
+/// track absorbs the same restart, so audio and video stay together.
+#[derive(Debug, Default, Clone)]
+struct Timeline {
+    offset: i64,
+    /// The furthest output time so far.
+    max: Option<i64>,
+}
+
+impl Timeline {
+    /// The output time of `t` (in units where one second is `rate`), `frame` being a
+    /// frame's length there.
+    fn place(&mut self, t: i64, rate: i64, frame: i64) -> i64 {
+        if let Some(max) = self.max {
+            let step = t + self.offset - max;
+            if step < -rate || step > MAX_FORWARD_S * rate {
+                self.offset = max + frame - t;
+            }
+        }
+        let out = t + self.offset;
+        self.max = Some(self.max.map_or(out, |m| m.max(out)));
+        out
+    }
+}
+
 /// Why a camera's stream cannot be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RtspMediaError {
@@ -99,6 +131,8 @@ pub struct RtspToMedia {
     audio: Option<AacParams>,
     dts: DtsSynth,
     waiting_keyframe: bool,
+    video_time: Timeline,
+    audio_time: Timeline,
 }
 
 impl RtspToMedia {
@@ -110,6 +144,8 @@ impl RtspToMedia {
             audio: None,
             dts: DtsSynth::default(),
             waiting_keyframe: true,
+            video_time: Timeline::default(),
+            audio_time: Timeline::default(),
         }
     }
 
@@ -147,6 +183,8 @@ impl RtspToMedia {
             self.waiting_keyframe = false;
         }
         let pts = rescale(pts, clock_rate, 90_000);
+        // Within the reordering window, B-frames go back less than a second: not a step.
+        let pts = self.video_time.place(pts, 90_000, 3600);
         let (dts, reordered) = self.dts.next(pts, keyframe);
         if reordered {
             // B-frames: what was sent so far was stamped without the decode delay.
@@ -186,6 +224,9 @@ impl RtspToMedia {
     pub fn aac(&mut self, pts: i64, clock_rate: u32, data: Bytes) -> Option<MediaEvent> {
         let rate = self.audio.as_ref()?.sample_rate;
         let t = rescale(pts, clock_rate, rate);
+        let t = self
+            .audio_time
+            .place(t, rate as i64, media::aac::SAMPLES_PER_FRAME as i64);
         Some(MediaEvent::Frame {
             track: AUDIO,
             frame: Frame {
@@ -236,6 +277,61 @@ mod tests {
         assert_eq!(d.next(3600, false), (3600, false));
     }
 
+    /// x264's 1280x720 High profile parameter sets as a configuration record.
+    fn x264_record() -> Bytes {
+        let sps = [
+            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
+            0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x83, 0x19, 0x60,
+        ];
+        let pps = [0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
+        H264Params::from_sps_pps(&sps, &pps).unwrap().record
+    }
+
+    #[test]
+    fn a_camera_restarting_within_its_session_continues_the_lecture_timeline() {
+        let mut m = RtspToMedia::new(None);
+        m.video_config(&x264_record()).unwrap();
+        m.aac_config(&[0x11, 0x90]).unwrap();
+        let mut video = vec![];
+        let mut audio = vec![];
+        let mut feed = |m: &mut RtspToMedia, from: i64, frames: i64| {
+            for i in 0..frames {
+                // 25 fps at 90 kHz, AAC at 48 kHz: two audio frames per picture or so.
+                let v = m.video(from + i * 3600, 90_000, i % 25 == 0, 0, Bytes::new());
+                if let Some(MediaEvent::Frame { frame, .. }) = v {
+                    video.push((frame.dts, frame.pts));
+                }
+                let t = (from + i * 3600) * 48 / 90;
+                for a in [t, t + 1024] {
+                    if let Some(MediaEvent::Frame { frame, .. }) = m.aac(a, 48_000, Bytes::new()) {
+                        audio.push(frame.pts);
+                    }
+                }
+            }
+        };
+        feed(&mut m, 900_000, 250);
+        // The camera's encoder restarts: its clock starts again from zero.
+        feed(&mut m, 0, 100);
+        assert_eq!(video.len(), 350);
+        assert!(
+            video.windows(2).all(|w| w[1].0 > w[0].0),
+            "video DTS increasing"
+        );
+        let step = video[250].1 - video[249].1;
+        assert!(
+            (0..=2 * 3600).contains(&step),
+            "video continued: step {step}"
+        );
+        assert!(audio.windows(2).all(|w| w[1] > w[0]), "audio increasing");
+        // Audio and video still together: the last of each within a frame or two.
+        let v_end = video.last().unwrap().1 as f64 / 90_000.0;
+        let a_end = *audio.last().unwrap() as f64 / 48_000.0;
+        assert!(
+            (v_end - a_end).abs() < 0.1,
+            "video {v_end} s, audio {a_end} s"
+        );
+    }
+
     #[test]
     fn a_camera_clock_going_back_starts_a_new_timeline() {
         let mut d = DtsSynth::default();
@@ -270,13 +366,7 @@ mod tests {
     #[test]
     fn video_waits_for_a_keyframe_after_loss() {
         let mut m = RtspToMedia::new(None);
-        // x264's 1280x720 High profile parameter sets.
-        let sps = [
-            0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
-            0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x83, 0x19, 0x60,
-        ];
-        let pps = [0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0];
-        let record = H264Params::from_sps_pps(&sps, &pps).unwrap().record;
+        let record = x264_record();
         assert!(m.video_config(&record).unwrap().is_some());
         assert!(
             m.video_config(&record).unwrap().is_none(),
