@@ -539,7 +539,18 @@ impl MediaSink for ContributorSink {
                 let codec = Arc::new(info.codec.clone());
                 let timescale = info.timescale;
                 let mut hls = self.lecture.hls();
-                let known = hls.rendition_by_id(&self.key).is_some();
+                let existing = hls.rendition_by_id(&self.key);
+                if let Some(r) = existing {
+                    let rend = &hls.renditions()[r];
+                    // The publisher started sending this dialect after we were admitted.
+                    if !rend.lecture_clock && rend.in_session {
+                        return Err(SinkError::Closed(format!(
+                            "the lecture's publisher now sends {} itself",
+                            self.lang
+                        )));
+                    }
+                }
+                let known = existing.is_some();
                 let r = hls.set_contributed_track(
                     &self.key,
                     info,
