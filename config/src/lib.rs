@@ -354,9 +354,14 @@ impl Config {
                 }
             }
         }
-        let config: Config = toml::Value::Table(base)
+        let mut config: Config = toml::Value::Table(base)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        // Language tags are compared as the media model writes them: lowercase.
+        config.dialects = std::mem::take(&mut config.dialects)
+            .into_iter()
+            .map(|(tag, name)| (tag.to_ascii_lowercase(), name))
+            .collect();
         config.validate()?;
         Ok(config)
     }
@@ -660,5 +665,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dialects.x y"), "{err}");
+    }
+
+    #[test]
+    fn dialect_tags_match_whatever_their_case() {
+        let c = Config::from_toml_str_with_env("[dialects]\n\"zh-HK\" = \"港式粤语\"\n", no_env())
+            .unwrap();
+        assert_eq!(c.dialect_name("zh-hk"), "港式粤语");
     }
 }
