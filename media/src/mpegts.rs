@@ -590,6 +590,11 @@ impl TsDemux {
     }
 }
 
+/// The CRC-32 that ends a PSI section (PAT, PMT), for building tables.
+pub fn psi_crc32(section: &[u8]) -> u32 {
+    mpeg2ts_reader::mpegts_crc::sum32(section)
+}
+
 /// A 33-bit MPEG timestamp extended to 64 bits: each value is placed nearest the previous
 /// one, so the wrap every 26.5 hours moves forward.
 #[derive(Debug, Default, Clone, Copy)]
@@ -768,18 +773,7 @@ mod tests {
         let len = sec.len() - 3 + 4;
         sec[1] = 0xb0 | (len >> 8) as u8;
         sec[2] = len as u8;
-        let mut crc = 0xffff_ffffu32;
-        for b in &sec {
-            crc ^= (*b as u32) << 24;
-            for _ in 0..8 {
-                crc = if crc & 0x8000_0000 != 0 {
-                    (crc << 1) ^ 0x04c1_1db7
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        sec.extend_from_slice(&crc.to_be_bytes());
+        sec.extend_from_slice(&psi_crc32(&sec).to_be_bytes());
         let mut payload = vec![0];
         payload.extend_from_slice(&sec);
         packet(0x1000, true, cc, &payload)

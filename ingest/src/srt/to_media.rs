@@ -11,7 +11,8 @@
 //!   to cross it an offset that continues its timeline where it was; each other track, as it
 //!   crosses, takes an offset already made when that places it next to where it was (so the
 //!   tracks stay in sync), else makes its own. A single stray timestamp is thus a jump there
-//!   and back for its track alone, and moves nobody else.
+//!   and back for its track alone, and moves nobody else. A track back from a pause of
+//!   over 5 s rejoins the others where they are.
 //! - A new PMT version that drops a stream and declares another of its kind (the video on
 //!   another PID, a dialect's PID renumbered or changing codec) continues the old track.
 //!
@@ -358,6 +359,14 @@ impl TsToMedia {
     /// Unwraps and maps a PID's timestamps onto the continuous timeline: `(dts, pts)` in
     /// 90 kHz ticks.
     fn place(&mut self, pid: u16, dts_raw: u64, pts_raw: u64) -> Option<(i64, i64)> {
+        // Where the other tracks are: a track that paused (or a successor after a gap)
+        // rejoins them there rather than continuing where it stopped.
+        let others = self
+            .es
+            .iter()
+            .filter(|(p, _)| **p != pid)
+            .filter_map(|(_, e)| e.last.map(|(_, out)| out))
+            .max();
         let es = self.es.get_mut(&pid)?;
         let dts = es.unwrap.unwrap(dts_raw);
         // PTS as the nearest value to the DTS (they may straddle a wrap).
@@ -370,9 +379,14 @@ impl TsToMedia {
         let mut jumped = None;
         if let Some((last_raw, last_out)) = es.last {
             let step = dts - last_raw;
-            if !(-JUMP_BACK..=JUMP_FORWARD).contains(&step) {
+            let rejoins = |o: i64| {
+                others.is_some_and(|m| (-JUMP_BACK..=JUMP_FORWARD).contains(&(dts + o - m)))
+            };
+            if !(-JUMP_BACK..=JUMP_FORWARD).contains(&step) && !rejoins(es.offset) {
                 // Newest first: the offset of the jump another track has just crossed.
-                let fits = |o: &&i64| (-JUMP_BACK..=JUMP_FORWARD).contains(&(dts + **o - last_out));
+                let fits = |o: &&i64| {
+                    (-JUMP_BACK..=JUMP_FORWARD).contains(&(dts + **o - last_out)) || rejoins(**o)
+                };
                 match self.offsets.iter().rev().find(fits) {
                     Some(o) => es.offset = *o,
                     None => {
@@ -668,22 +682,6 @@ mod tests {
         }
     }
 
-    /// MPEG-2 CRC-32 of a PSI section.
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for b in data {
-            crc ^= (*b as u32) << 24;
-            for _ in 0..8 {
-                crc = if crc & 0x8000_0000 != 0 {
-                    (crc << 1) ^ 0x04c1_1db7
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc
-    }
-
     /// Moves elementary stream `from` to PID `to` in a TS: its packets, and the PMT (a new
     /// version, PCR PID included) that declares it.
     fn move_pid(ts: &mut [u8], pmt_pid: u16, from: u16, to: u16) {
@@ -713,7 +711,7 @@ mod tests {
                     }
                     i += 5 + ((((sec[i + 3] as usize) & 0x0f) << 8) | sec[i + 4] as usize);
                 }
-                let crc = crc32(&sec[..3 + len - 4]);
+                let crc = media::mpegts::psi_crc32(&sec[..3 + len - 4]);
                 sec[3 + len - 4..3 + len].copy_from_slice(&crc.to_be_bytes());
             }
         }
@@ -761,6 +759,30 @@ mod tests {
             kind,
             language: None,
         });
+    }
+
+    #[test]
+    fn a_track_back_from_a_long_pause_rejoins_the_others() {
+        let mut m = TsToMedia::new();
+        declare(&mut m, 256, EsKind::H264);
+        declare(&mut m, 257, EsKind::Aac);
+        let tick = 3600u64;
+        for i in 0..50 {
+            m.place(256, 90_000 + i * tick, 90_000 + i * tick);
+            m.place(257, 90_000 + i * tick, 90_000 + i * tick);
+        }
+        // The sound stops for 8 s while the picture goes on, then comes back.
+        for i in 50..300 {
+            m.place(256, 90_000 + i * tick, 90_000 + i * tick);
+        }
+        let t = 90_000 + 300 * tick;
+        let video = m.place(256, t, t).unwrap().0;
+        let audio = m.place(257, t, t).unwrap().0;
+        assert_eq!(audio, video, "the sound is back in step with the picture");
+        let n: Vec<_> = std::iter::from_fn(|| m.poll())
+            .filter(|x| matches!(x, TsOutput::Notice(n) if n.kind == "jump"))
+            .collect();
+        assert!(n.is_empty(), "a pause is not a jump");
     }
 
     #[test]
