@@ -365,13 +365,19 @@ async fn answer_offer(
         lecture,
         lang,
     })));
+    Ok(created(answer, &format!("/whep/{stream}/{id}"), &id))
+}
+
+/// `201 Created` for an accepted offer (WHEP or WHIP): the SDP answer, the session
+/// resource's `Location` and `ETag`, and that it takes trickle ICE.
+fn created(answer: String, location: &str, id: &str) -> Response {
     let mut r = (StatusCode::CREATED, answer).into_response();
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("/whep/{stream}/{id}")) {
+    if let Ok(v) = HeaderValue::from_str(location) {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
@@ -382,7 +388,7 @@ async fn answer_offer(
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    r
 }
 
 /// The answer to an offer when WebRTC is full: 503 naming the LL-HLS URL instead.

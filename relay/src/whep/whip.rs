@@ -159,19 +159,7 @@ async fn answer_offer(
         interpreter,
         keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
     })));
-    let mut r = (StatusCode::CREATED, answer).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("/whip/{stream}/{id}")) {
-        h.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{id}\"")) {
-        h.insert(header::ETAG, v);
-    }
-    Ok(r)
+    Ok(super::created(answer, &format!("/whip/{stream}/{id}"), &id))
 }
 
 /// Where a WHIP session's media goes, and for an interpreter the lecture it joins.
