@@ -123,31 +123,12 @@ impl ToAac {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gstreamer::prelude::*;
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// Encoded buffers of a 660 Hz tone from a GStreamer chain ending in `encoder`.
+    /// Encoded buffers of a 660 Hz tone from a GStreamer chain ending in an encoder.
     fn encoded(chain: &str) -> Vec<Vec<u8>> {
-        crate::init().unwrap();
-        let pipeline = gst::parse::launch(&format!(
-            "audiotestsrc num-buffers=100 freq=660 {chain} ! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let mut out = Vec::new();
-        while let Ok(sample) = sink.pull_sample() {
-            out.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
-        }
-        pipeline.set_state(gst::State::Null).unwrap();
-        out
+        crate::test_audio::pull(&format!("num-buffers=100 freq=660 {chain}")).1
     }
 
     fn run(source: AudioSource, packets: &[Vec<u8>], step: i64, timescale: u32) -> Vec<AacFrame> {

@@ -65,41 +65,12 @@ impl LevelMeter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gstreamer_app as gst_app;
     use std::sync::Arc;
     use std::time::Duration;
 
     /// Three seconds of AAC: a tone at `volume`, or silence at 0.
     fn aac(volume: f64) -> (AacParams, Vec<Vec<u8>>) {
-        crate::init().unwrap();
-        let pipeline = gst::parse::launch(&format!(
-            "audiotestsrc num-buffers=141 samplesperbuffer=1024 freq=440 volume={volume} \
-             ! audio/x-raw,rate=48000,channels=2 ! voaacenc ! aacparse \
-             ! audio/mpeg,stream-format=raw ! appsink name=sink sync=false"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let (mut frames, mut config) = (Vec::new(), None);
-        while let Ok(sample) = sink.pull_sample() {
-            if config.is_none() {
-                let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-                let cd = s.get::<gst::Buffer>("codec_data").unwrap();
-                config = Some(cd.map_readable().unwrap().to_vec());
-            }
-            frames.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
-        }
-        pipeline.set_state(gst::State::Null).unwrap();
-        (
-            AacParams::from_config(bytes::Bytes::from(config.unwrap())).unwrap(),
-            frames,
-        )
+        crate::test_audio::aac_tone(141, volume)
     }
 
     fn readings(volume: f64) -> Vec<Level> {

@@ -13,6 +13,8 @@ pub mod demo;
 pub mod fed;
 pub mod level;
 pub mod opus;
+#[cfg(test)]
+mod test_audio;
 
 use std::sync::Once;
 

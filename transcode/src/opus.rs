@@ -102,40 +102,12 @@ impl Transcoders for GstTranscoders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gstreamer::prelude::*;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    /// Two seconds of a 440 Hz tone as raw AAC frames, encoded by GStreamer.
+    /// Two seconds of a 440 Hz tone (audiotestsrc's default volume) as raw AAC frames.
     fn aac_tone() -> (AacParams, Vec<Vec<u8>>) {
-        crate::init().unwrap();
-        let pipeline = gst::parse::launch(
-            "audiotestsrc num-buffers=94 samplesperbuffer=1024 freq=440 \
-             ! audio/x-raw,rate=48000,channels=2 ! voaacenc ! aacparse \
-             ! audio/mpeg,stream-format=raw ! appsink name=sink sync=false",
-        )
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let mut frames = Vec::new();
-        let mut config = None;
-        while let Ok(sample) = sink.pull_sample() {
-            if config.is_none() {
-                let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
-                let cd = s.get::<gst::Buffer>("codec_data").unwrap();
-                config = Some(cd.map_readable().unwrap().to_vec());
-            }
-            frames.push(sample.buffer().unwrap().map_readable().unwrap().to_vec());
-        }
-        pipeline.set_state(gst::State::Null).unwrap();
-        let params = AacParams::from_config(Bytes::from(config.unwrap())).unwrap();
-        (params, frames)
+        crate::test_audio::aac_tone(94, 0.8)
     }
 
     #[test]
