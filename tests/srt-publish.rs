@@ -331,17 +331,8 @@ fn garbage_and_damaged_ts_are_reported_and_isolated() {
     // Not MPEG-TS at all: dropped after the program timeout, with the reason.
     // Proc: killed even if an assertion below fails.
     let mut junk = stdin_publisher(&s, "junk");
-    let mut stdin = junk.0.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let chunk: Vec<u8> = (0..1316u32).map(|i| (i * 7 + 3) as u8).collect();
-        for _ in 0..1500 {
-            if stdin.write_all(&chunk).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    });
+    let chunk: Vec<u8> = (0..1316u32).map(|i| (i * 7 + 3) as u8).collect();
+    let writer = keep_writing(&mut junk, vec![], chunk, Duration::from_millis(10), 1500);
     wait_until(
         Duration::from_secs(25),
         "the junk publisher to be dropped",
@@ -523,7 +514,6 @@ fn a_publisher_that_goes_silent_is_dropped_and_frees_the_lecture() {
     // long as the test runs.
     let ts = include_bytes!("../media/testdata/three-dialects.ts");
     let mut silent = stdin_publisher(&s, "quiet");
-    let mut stdin = silent.0.stdin.take().unwrap();
     let mut first = ts.to_vec();
     let mut null = [0xffu8; 188];
     null[..4].copy_from_slice(&[0x47, 0x1f, 0xff, 0x10]);
@@ -531,20 +521,9 @@ fn a_publisher_that_goes_silent_is_dropped_and_frees_the_lecture() {
     wait_until(Duration::from_secs(10), "the publisher to connect", || {
         s.log().contains("srt publisher connected").then_some(())
     });
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        first.extend_from_slice(&padding);
-        if stdin.write_all(&first).is_err() {
-            return;
-        }
-        // Bounded: 40 s of padding at most.
-        for _ in 0..40 {
-            if stdin.write_all(&padding).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    });
+    first.extend_from_slice(&padding);
+    // Bounded: 40 s of padding at most.
+    let writer = keep_writing(&mut silent, first, padding, Duration::from_secs(1), 40);
     wait_until(
         Duration::from_secs(25),
         "the silent publisher to be dropped",
@@ -584,4 +563,28 @@ fn stdin_publisher(s: &Server, stream: &str) -> Proc {
             .spawn()
             .expect("srt-live-transmit (installed by scripts/setup.sh)"),
     )
+}
+
+/// Writes `first`, then `then` every `every`, `times` times at most, to the stdin of
+/// `publisher` on a thread of its own; it stops when the publisher goes.
+fn keep_writing(
+    publisher: &mut Proc,
+    first: Vec<u8>,
+    then: Vec<u8>,
+    every: Duration,
+    times: u32,
+) -> std::thread::JoinHandle<()> {
+    use std::io::Write;
+    let mut stdin = publisher.0.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        if stdin.write_all(&first).is_err() {
+            return;
+        }
+        for _ in 0..times {
+            if stdin.write_all(&then).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })
 }
