@@ -174,7 +174,22 @@ export class HlsEngine implements Engine {
   }
 
   private attach(): void {
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveDurationInfinity: true });
+    const hls = new Hls({
+      lowLatencyMode: true,
+      backBufferLength: 30,
+      liveDurationInfinity: true,
+      // A blocking playlist reload that cannot be answered in time gets a 503 (RFC 8216bis
+      // 6.2.5.2), e.g. while the hall's encoder reconnects: keep asking instead of giving up
+      // after hls.js's default two retries.
+      playlistLoadPolicy: {
+        default: {
+          maxTimeToFirstByteMs: 10000,
+          maxLoadTimeMs: 20000,
+          timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 },
+          errorRetry: { maxNumRetry: 12, retryDelayMs: 500, maxRetryDelayMs: 4000 },
+        },
+      },
+    });
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => {
       this.retries = 0;
