@@ -5,7 +5,7 @@
 // audio only on request. Lecture state comes from the live channel (WebSocket): a countdown
 // before the start, "reconnecting" while the lecture hall's stream is away, "ended" at the end.
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
-import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, WhepEngine, webrtcAvailable } from "./engines";
+import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
 
 export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported";
@@ -83,6 +83,7 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .audio-card[hidden] { display: none; }
 .notice { position: absolute; left: 8px; right: 8px; bottom: 8px; display: flex; flex-wrap: wrap; gap: 8px; align-items: center; justify-content: space-between; padding: 8px 12px; border-radius: 8px; background: #000c; }
 .notice[hidden] { display: none; }
+.notice.top { top: 44px; bottom: auto; }
 .notice button { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #666; background: #333; color: #fff; padding: 0 12px; cursor: pointer; }
 :host([fill]) { display: flex; flex-direction: column; height: 100%; }
 :host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
@@ -109,6 +110,7 @@ export class JiangtangPlayer extends HTMLElement {
   private failures = 0;
   private restartTimer = 0;
   private forcedHls = false;
+  private codecNoticeTimer = 0;
   /** Playing sound only because the link could not carry the picture. */
   private weakNetwork = false;
   private stalls: number[] = [];
@@ -220,6 +222,7 @@ export class JiangtangPlayer extends HTMLElement {
       this.forcedHls = false;
       this.weakNetwork = false;
       this.el.notice.hidden = true;
+      this.hideCodecNotice();
       this.failures = 0;
       this.restartEngine();
     } else if (name === "lang" && value) {
@@ -270,6 +273,14 @@ export class JiangtangPlayer extends HTMLElement {
     restore.textContent = t.restoreVideo;
     restore.addEventListener("click", () => this.restoreVideo());
     notice.append(noticeText, restore);
+    // Why this browser gets no picture over WebRTC (and what it plays instead).
+    const codec = this.make("div", "codec-notice notice top", frame);
+    codec.hidden = true;
+    codec.setAttribute("role", "status");
+    this.make("span", "codec-text", codec);
+    const dismiss = this.make("button", "codec-dismiss", codec);
+    dismiss.textContent = t.dismiss;
+    dismiss.addEventListener("click", () => this.hideCodecNotice());
     const overlay = this.make("div", "overlay", frame);
     overlay.setAttribute("role", "status");
     overlay.setAttribute("aria-live", "polite");
@@ -369,7 +380,8 @@ export class JiangtangPlayer extends HTMLElement {
   }
 
   private updateAudioCard(): void {
-    const audio = this.engine?.mode === "audio";
+    const e = this.engine;
+    const audio = e?.mode === "audio" || (e instanceof WhepEngine && e.soundOnly);
     this.el.frame.classList.toggle("audio", audio);
     this.el["audio-card"].hidden = !audio;
     const name = this.dialects.find((d) => d.lang === this._dialect)?.name ?? "";
@@ -388,6 +400,21 @@ export class JiangtangPlayer extends HTMLElement {
       mute.replaceChildren(icon(this.video.muted ? "muted" : "sound"));
       mute.setAttribute("aria-label", this.video.muted ? t.unmute : t.mute);
     }
+  }
+
+  /** Says why the picture does not come over WebRTC here; it stays a while, or until
+   *  dismissed. */
+  private showCodecNotice(text: string): void {
+    this.el["codec-text"].textContent = text;
+    this.el["codec-notice"].hidden = false;
+    window.clearTimeout(this.codecNoticeTimer);
+    this.codecNoticeTimer = window.setTimeout(() => this.hideCodecNotice(), 20_000);
+  }
+
+  private hideCodecNotice(): void {
+    window.clearTimeout(this.codecNoticeTimer);
+    const n = this.el["codec-notice"];
+    if (n) n.hidden = true;
   }
 
   private flash(text: string): void {
@@ -621,16 +648,27 @@ export class JiangtangPlayer extends HTMLElement {
     if (this.engineStarting) return;
     this.engineStarting = true;
     this.setState(this._state === "reconnecting" ? "reconnecting" : "connecting");
-    for (const mode of this.modes()) {
-      const engine = mode === "webrtc" ? new WhepEngine(this.options()) : mode === "hls" ? new HlsEngine(this.options()) : new AudioEngine(this.options());
+    const modes = this.modes();
+    for (const mode of modes) {
+      // WebRTC without a picture is worth nothing when LL-HLS can bring the picture next.
+      const options = { ...this.options(), needPicture: mode === "webrtc" && modes.includes("hls") };
+      const engine = mode === "webrtc" ? new WhepEngine(options) : mode === "hls" ? new HlsEngine(options) : new AudioEngine(options);
       try {
         await engine.start();
         this.engine = engine;
         this.emit("modechange", { mode });
         this.updateAudioCard();
+        if (engine instanceof WhepEngine && engine.soundOnly && this.lecture?.has_video) {
+          this.showCodecNotice(this.t.webrtcSoundOnly);
+        }
         break;
       } catch (e) {
         engine.stop();
+        if (e instanceof NoPictureError) {
+          // The browser, not the network: WebRTC will not bring a picture on this page.
+          this.forcedHls = true;
+          this.showCodecNotice(this.t.noWebrtcPicture);
+        }
         this.emit("fallback", { from: mode, reason: String(e) });
       }
     }
