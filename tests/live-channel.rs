@@ -300,7 +300,7 @@ fn one_address_cannot_take_every_channel() {
 #[test]
 fn a_channel_that_stops_reading_is_closed_and_frees_its_slot() {
     let s = Server::start(
-        "[channel]\nmax_per_address = 2\nping_interval_ms = 300\nidle_timeout_ms = 1500\n[[lecture]]\nname = \"xihe\"\n",
+        "[channel]\nmax_per_address = 2\nping_interval_ms = 500\nidle_timeout_ms = 3000\n[[lecture]]\nname = \"xihe\"\n",
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -336,9 +336,9 @@ fn a_channel_that_stops_reading_is_closed_and_frees_its_slot() {
         // The relay closes the silent one after the idle timeout: its slot comes free.
         let t = tokio::time::Instant::now();
         let mut third =
-            connect_when_free(&s, [127, 0, 0, 1], "xihe", Duration::from_secs(10)).await;
+            connect_when_free(&s, [127, 0, 0, 1], "xihe", Duration::from_secs(15)).await;
         assert!(
-            t.elapsed() >= Duration::from_millis(900),
+            t.elapsed() >= Duration::from_secs(2),
             "freed too early: {:?}",
             t.elapsed()
         );
