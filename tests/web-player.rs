@@ -332,6 +332,86 @@ fn opened_before_the_start_it_plays_video_when_live_and_shows_the_end() {
     assert_eq!(states.last(), Some(&"ended"), "{states:?}");
 }
 
+/// Live channels to `stream` held from 127.0.0.1 (and read, so they answer the relay's pings)
+/// until the returned sender is dropped, or 120 s at most.
+fn hold_channels(s: &Server, stream: &str, n: usize) -> std::sync::mpsc::Sender<()> {
+    use futures_util::StreamExt;
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = format!("ws://{}/ws/{stream}", s.http);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                held.push(ws);
+            }
+            let _ = ready_tx.send(());
+            for _ in 0..1200 {
+                for ws in &mut held {
+                    let _ = tokio::time::timeout(Duration::from_millis(10), ws.next()).await;
+                }
+                if !matches!(
+                    stop_rx.try_recv(),
+                    Err(std::sync::mpsc::TryRecvError::Empty)
+                ) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("channels held");
+    stop_tx
+}
+
+#[test]
+fn refused_a_live_channel_it_polls_and_still_plays_when_the_lecture_goes_live() {
+    // Every live channel this address may open is taken (a host holding sockets, or a
+    // school's other classrooms): the player learns the lecture's state from the API.
+    let s = Server::start(
+        "[channel]\nmax_per_address = 2\n[lectures]\ngrace_period_s = 2\n[[lecture]]\nname = \"later\"\ntitle = \"烹饪培训\"\nstarts_at = \"2099-06-01T19:30:00+08:00\"\n",
+    );
+    let _held = hold_channels(&s, "later", 2);
+    let _browser = browser_lock();
+    let watcher = watch_in_background(&s, "later", 34);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut publisher = ffmpeg_publish(&s.rtmp_url("later"), "320x180", 25, 440);
+    std::thread::sleep(Duration::from_secs(16));
+    publisher.stop();
+    let r = watcher.join().unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let fell_back = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "fallback" && e["detail"]["from"] == "channel");
+    assert!(
+        fell_back,
+        "no fallback from the live channel: {}",
+        r["events"]
+    );
+    let samples = r["samples"].as_array().unwrap();
+    let states: Vec<&str> = samples
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().find(|s| **s != "loading"),
+        Some(&"scheduled"),
+        "{states:?}"
+    );
+    let playing = samples.iter().filter(|x| x["state"] == "playing").count();
+    assert!(playing > 5, "never played: {states:?}");
+    assert_eq!(states.last(), Some(&"ended"), "{states:?}");
+}
+
 #[test]
 fn embeds_from_another_origin_as_iframe_and_as_element() {
     let s = Server::start(DEMO);

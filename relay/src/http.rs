@@ -45,6 +45,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/api/v1/streams/{name}/questions",
             get(crate::channel::questions),
         )
+        .route(
+            "/api/v1/streams/{name}/state",
+            get(crate::channel::state_api),
+        )
         .route("/ws/{name}", get(crate::channel::upgrade))
         .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))

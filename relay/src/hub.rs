@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use config::Config;
@@ -97,6 +97,7 @@ pub struct Lecture {
     health: Mutex<InputHealth>,
     /// Dialects an interpreter is contributing right now.
     contributors: Mutex<std::collections::BTreeSet<String>>,
+    admission: Arc<AdmissionSnapshot>,
 }
 
 impl Lecture {
@@ -206,8 +207,10 @@ impl Lecture {
         self.announce();
     }
 
-    /// Tells live-channel listeners that this lecture's state changed.
+    /// Tells live-channel listeners that this lecture's state changed, and brings the
+    /// admission snapshot up to date (every status change is followed by this).
     pub fn announce(&self) {
+        self.admission.update(self);
         let _ = self.events.send(HubEvent {
             lecture: self.name.as_str().into(),
         });
@@ -280,6 +283,56 @@ impl Lecture {
     }
 }
 
+/// Which lectures are live or waiting for their publisher, for [`Publish::check`], which
+/// runs on libsrt's receive thread (one per SRT port) and so must never wait on the hub's
+/// locks. Copy on write: a reader clones the `Arc` (the lock is held for that alone) and
+/// reads the map unlocked; [`Lecture::announce`] writes.
+#[derive(Debug, Default)]
+struct AdmissionSnapshot {
+    /// Lecture name → (which `Lecture`, by address; whether a publisher is sending).
+    /// Ended lectures are not in it.
+    current: RwLock<Arc<HashMap<String, (usize, bool)>>>,
+    /// Serialises writers, so each writes the status it read last.
+    writer: Mutex<()>,
+}
+
+impl AdmissionSnapshot {
+    fn get(&self) -> Arc<HashMap<String, (usize, bool)>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, lecture: &Lecture) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let id = lecture as *const Lecture as usize;
+        let entry = match lecture.status() {
+            Status::Live => Some((id, true)),
+            Status::Reconnecting { .. } => Some((id, false)),
+            Status::Ended { .. } => None,
+        };
+        let current = self.get();
+        let old = current.get(&lecture.name);
+        let next = match entry {
+            _ if old == entry.as_ref() => return,
+            // A lecture of that name that replaced this one is not ended.
+            None if old.is_none_or(|o| o.0 != id) => return,
+            None => {
+                let mut next = (*current).clone();
+                next.remove(&lecture.name);
+                next
+            }
+            Some(e) => {
+                let mut next = (*current).clone();
+                next.insert(lecture.name.clone(), e);
+                next
+            }
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+    }
+}
+
 /// The registry of lectures.
 pub struct Hub {
     config: Arc<Config>,
@@ -292,6 +345,7 @@ pub struct Hub {
     demand: Mutex<HashMap<String, Option<Instant>>>,
     /// Where level meters come from, when the relay measures sound levels.
     meters: std::sync::OnceLock<Arc<dyn media::encode::Transcoders>>,
+    admission: Arc<AdmissionSnapshot>,
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -319,6 +373,7 @@ impl Hub {
             ),
             config,
             meters: std::sync::OnceLock::new(),
+            admission: Arc::default(),
         })
     }
 
@@ -453,6 +508,7 @@ impl Hub {
             events: self.events.clone(),
             health: Mutex::default(),
             contributors: Mutex::default(),
+            admission: self.admission.clone(),
         })
     }
 
@@ -747,14 +803,18 @@ impl Publish for Hub {
         asked || watching
     }
 
+    /// Answers from the configuration and the admission snapshot, taking none of the hub's
+    /// locks: [`Hub::publish`] decides for good.
     fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
         self.check_key(request)?;
-        let map = self.lectures();
-        match map.get(&request.stream).map(|l| l.status()) {
-            Some(Status::Live) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
-            Some(Status::Reconnecting { .. }) => Ok(()),
-            // A new lecture (an ended one of that name is replaced): counts against the limit.
-            Some(Status::Ended { .. }) | None => self.room_for_another(&map),
+        let live = self.admission.get();
+        match live.get(&request.stream) {
+            Some((_, true)) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
+            Some((_, false)) => Ok(()),
+            None if live.len() >= self.config.lectures.max_live => {
+                Err(PublishError::TooManyLectures)
+            }
+            None => Ok(()),
         }
     }
 
@@ -1068,6 +1128,65 @@ mod tests {
         assert!(hub.lecture("a").unwrap().hls().is_ended());
         hub.maintain(t + Duration::from_millis(2300));
         assert!(hub.lecture("a").is_none());
+    }
+
+    #[test]
+    fn admission_check_waits_on_no_hub_lock() {
+        // `check` runs on libsrt's receive thread for the whole SRT port: it answers from a
+        // snapshot even while the hub and a lecture are locked by someone else.
+        let hub = hub("[[lecture]]\nname = \"xihe\"\npublish_key = \"right-key-123\"\n");
+        let _a = hub.publish(req("a", None)).unwrap();
+        let lecture = hub.lecture("a").unwrap();
+        let lectures = hub.lectures();
+        let state = lecture.state();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = hub.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((
+                h.check(&req("a", None)),
+                h.check(&req("b", None)),
+                h.check(&req("xihe", Some("wrong-key-123"))),
+            ));
+        });
+        let answers = rx.recv_timeout(Duration::from_secs(5));
+        drop(state);
+        drop(lectures);
+        let (a, b, xihe) = answers.expect("check waited on the hub's locks");
+        assert!(matches!(a, Err(PublishError::AlreadyPublishing(_))));
+        assert_eq!(b, Ok(()));
+        assert!(matches!(xihe, Err(PublishError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn admission_snapshot_follows_the_lecture_life() {
+        let hub = hub("");
+        let mut a = hub.publish(req("a", None)).unwrap();
+        publish_some_media(&mut a);
+        let _b = hub.publish(req("b", None)).unwrap();
+        assert!(matches!(
+            hub.check(&req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        // Reconnecting: its publisher may come back; it still counts as live.
+        drop(a);
+        assert_eq!(hub.check(&req("a", None)), Ok(()));
+        assert!(matches!(
+            hub.check(&req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        // Ended, then forgotten: room for another lecture.
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(1100));
+        assert_eq!(hub.check(&req("c", None)), Ok(()));
+        hub.maintain(t + Duration::from_millis(2300));
+        assert!(hub.lecture("a").is_none());
+        assert_eq!(hub.check(&req("a", None)), Ok(()));
+        // A new lecture of the same name is live again.
+        let _a2 = hub.publish(req("a", None)).unwrap();
+        assert!(matches!(
+            hub.check(&req("a", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 // WebRTC (WHEP) first for low latency, LL-HLS when WebRTC is missing, refused or blocked,
 // audio only on request. Lecture state comes from the live channel (WebSocket): a countdown
 // before the start, "reconnecting" while the lecture hall's stream is away, "ended" at the end.
+// While no channel is open (the relay refused one, or the network dropped it) the player polls
+// the same state from the API and keeps trying the channel.
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
 import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
@@ -26,6 +28,9 @@ interface LectureState {
 }
 
 const STORAGE_KEY = "jiangtang.dialect";
+/** How often the lecture state is polled while no live channel is open (plus up to 1 s, so
+ *  many players refused at once do not poll in step). */
+const POLL_MS = 4000;
 
 // Icons as SVG paths (24x24): emoji fonts are missing on many classroom PCs.
 const ICONS: Record<string, string> = {
@@ -106,6 +111,8 @@ export class JiangtangPlayer extends HTMLElement {
   private ws: WebSocket | null = null;
   private wsRetry = 0;
   private wsTimer = 0;
+  private pollTimer = 0;
+  private polling = false;
   private tickTimer = 0;
   private failures = 0;
   private restartTimer = 0;
@@ -210,6 +217,7 @@ export class JiangtangPlayer extends HTMLElement {
     window.clearInterval(this.tickTimer);
     window.clearTimeout(this.wsTimer);
     window.clearTimeout(this.restartTimer);
+    this.stopPolling();
     this.ws?.close();
     this.ws = null;
     this.stopEngine();
@@ -527,6 +535,7 @@ export class JiangtangPlayer extends HTMLElement {
       }
       if (m.type === "state") {
         this.wsRetry = 0;
+        this.stopPolling();
         this.lecture = m as LectureState;
         this.applyLecture();
       } else if (m.type === "viewers") {
@@ -536,8 +545,42 @@ export class JiangtangPlayer extends HTMLElement {
       }
     };
     ws.onclose = () => {
-      if (this.ws === ws) this.scheduleChannel();
+      if (this.ws !== ws) return;
+      this.startPolling();
+      this.scheduleChannel();
     };
+  }
+
+  /** No live channel: learn the state from the API until one opens again. */
+  private startPolling(): void {
+    if (this.polling || !this.connected) return;
+    this.polling = true;
+    this.emit("fallback", { from: "channel", reason: "no live channel: polling the lecture state" });
+    this.poll();
+  }
+
+  private stopPolling(): void {
+    this.polling = false;
+    window.clearTimeout(this.pollTimer);
+  }
+
+  private async poll(): Promise<void> {
+    if (!this.polling) return;
+    try {
+      const url = `${this.server()}/api/v1/streams/${encodeURIComponent(this.stream())}/state`;
+      const r = await fetch(url, { cache: "no-store" });
+      const m = r.ok ? await r.json() : null;
+      // A channel may have opened meanwhile: what it pushes wins.
+      if (this.polling && m?.type === "state") {
+        this.lecture = m as LectureState;
+        this.applyLecture();
+      }
+    } catch {
+      /* offline for now: try again */
+    }
+    if (!this.polling) return;
+    window.clearTimeout(this.pollTimer);
+    this.pollTimer = window.setTimeout(() => this.poll(), POLL_MS + Math.random() * 1000);
   }
 
   private scheduleChannel(): void {
