@@ -117,6 +117,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             srt_passphrase: None,
             starts_at: None,
             ends_at: None,
+            // It never ends: recording it would only fill the disk.
+            record: Some(false),
+            retention_days: None,
         });
     }
     if config.hls.part_target_ms < 300 {
@@ -129,6 +132,34 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let hub = relay::Hub::new(config.clone());
     tokio::spawn(hub.clone().run_maintenance());
+    // Recordings: found (and those a stopped relay cut off recovered) before anything is
+    // served; kept while the folder exists even when new lectures are not recorded.
+    let recordings = if config.recording.enabled
+        || config.lecture.iter().any(|l| l.record == Some(true))
+        || config.recording.dir.is_dir()
+    {
+        let rc = recorder::RecordingConfig {
+            dir: config.recording.dir.clone(),
+            retention_days: config.recording.retention_days,
+            min_free_bytes: config.recording.min_free_mb << 20,
+            max_pending_bytes: (config.recording.max_pending_mb << 20) as usize,
+        };
+        let library =
+            Arc::new(tokio::task::spawn_blocking(move || recorder::Library::open(rc)).await?);
+        hub.set_recordings(library.clone());
+        let expiring = library.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let l = expiring.clone();
+                let _ = tokio::task::spawn_blocking(move || l.expire(jiff::Timestamp::now())).await;
+            }
+        });
+        Some(library)
+    } else {
+        None
+    };
 
     let http = TcpListener::bind(config.http.listen)
         .await
@@ -139,6 +170,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
     hub.set_level_meters(transcoders.clone());
+    let mut whep_stats = None;
     if config.webrtc.enabled {
         let sockets = relay::whep::bind(&config.webrtc)
             .await
@@ -147,26 +179,33 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         for addr in whep.candidates() {
             println!("jiangtang: webrtc listening on udp {addr}");
         }
-        let stats = whep.stats.clone();
-        app = app.merge(whep.router()).route(
-            "/metrics",
-            axum::routing::get(move || {
-                let stats = stats.clone();
-                async move {
-                    let mut out = String::new();
-                    stats.render(&mut out);
-                    heap_metrics(&mut out);
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        out,
-                    )
-                }
-            }),
-        );
+        whep_stats = Some(whep.stats.clone());
+        app = app.merge(whep.router());
     }
+    let metrics_recordings = recordings.clone();
+    app = app.route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (stats, lib) = (whep_stats.clone(), metrics_recordings.clone());
+            async move {
+                let mut out = String::new();
+                if let Some(stats) = stats {
+                    stats.render(&mut out);
+                }
+                if let Some(lib) = lib {
+                    lib.metrics_text(&mut out);
+                }
+                heap_metrics(&mut out);
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    out,
+                )
+            }
+        }),
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -243,6 +282,19 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     drop(_demo);
     drop(_srt);
     drop(_cameras);
+    // Every lecture ends: players see EXT-X-ENDLIST, recordings are flushed and closed.
+    hub.end_all();
+    if let Some(lib) = recordings {
+        let closed =
+            tokio::task::spawn_blocking(move || lib.wait_idle(std::time::Duration::from_secs(5)))
+                .await
+                .unwrap_or(false);
+        if !closed {
+            warn!(
+                "some recordings were still being written at exit: they will be recovered at the next start"
+            );
+        }
+    }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })

@@ -60,6 +60,8 @@ pub struct Config {
     pub webrtc: WebrtcConfig,
     /// Lecture-wide rules.
     pub lectures: LecturesConfig,
+    /// Recording every lecture, and replays.
+    pub recording: RecordingConfig,
     /// Display names of dialects by language tag, in the order players list them.
     pub dialects: IndexMap<String, String>,
     /// Lectures known in advance, with keys and titles.
@@ -262,6 +264,27 @@ pub struct LecturesConfig {
     pub audio_levels: bool,
 }
 
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Whether lectures are recorded (a `[[lecture]]` may say `record = false`).
+    pub enabled: bool,
+    /// Folder holding one folder per recording.
+    pub dir: std::path::PathBuf,
+    /// Days a recording is kept; 0 keeps them forever. A `[[lecture]]` may say otherwise.
+    pub retention_days: u32,
+    /// Recording stops when less than this many MiB are free on its disk (and resumes when
+    /// there are more again), so the disk never fills up.
+    pub min_free_mb: u64,
+    /// MiB handed to a recording's writer and not yet written beyond which it drops what
+    /// comes (the recording fails until it catches up) rather than hold the lecture up.
+    pub max_pending_mb: u64,
+    /// URL to POST JSON to when a lecture starts, when it ends, and when its replay is
+    /// ready; empty for none.
+    pub webhook_url: String,
+}
+
 /// `[[lecture]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +311,12 @@ pub struct LectureConfig {
     /// When it is scheduled to end (a `scheduled` camera stops then).
     #[serde(default)]
     pub ends_at: Option<jiff::Timestamp>,
+    /// Whether this lecture is recorded (`recording.enabled` when unset).
+    #[serde(default)]
+    pub record: Option<bool>,
+    /// Days this lecture's recordings are kept, instead of `recording.retention_days`.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 /// `[demo]`
@@ -443,6 +472,19 @@ impl Config {
         }
         if !(1024..=1024 * 1024).contains(&self.webrtc.max_offer_bytes) {
             return bad("webrtc.max_offer_bytes", "must be 1024..=1048576");
+        }
+        if self.recording.dir.as_os_str().is_empty() {
+            return bad("recording.dir", "must name a folder");
+        }
+        if !(1..=4096).contains(&self.recording.max_pending_mb) {
+            return bad("recording.max_pending_mb", "must be 1..=4096");
+        }
+        let hook = &self.recording.webhook_url;
+        if !(hook.is_empty() || hook.starts_with("http://") || hook.starts_with("https://")) {
+            return bad(
+                "recording.webhook_url",
+                "must be an http:// or https:// URL, or empty",
+            );
         }
         if !(1000..=60_000).contains(&self.hls.block_timeout_ms) {
             return bad("hls.block_timeout_ms", "must be 1000..=60000");

@@ -127,9 +127,20 @@ pub struct RenditionReport {
     pub last_part: Option<u64>,
 }
 
+/// `EXT-X-PLAYLIST-TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaylistType {
+    /// Segments are only added (a recording still in progress, played from its start).
+    Event,
+    /// Complete and unchanging (a replay).
+    Vod,
+}
+
 /// A media playlist.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaPlaylist {
+    /// `EXT-X-PLAYLIST-TYPE`; none for a live sliding window.
+    pub playlist_type: Option<PlaylistType>,
     /// `EXT-X-TARGETDURATION` in whole seconds.
     pub target_duration: u64,
     /// `EXT-X-PART-INF:PART-TARGET` in seconds; `None` writes no LL-HLS tags.
@@ -161,6 +172,11 @@ pub fn render_media(p: &MediaPlaylist) -> String {
     let mut out = String::with_capacity(256 + p.segments.len() * 160);
     out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", p.target_duration);
+    match p.playlist_type {
+        Some(PlaylistType::Event) => out.push_str("#EXT-X-PLAYLIST-TYPE:EVENT\n"),
+        Some(PlaylistType::Vod) => out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n"),
+        None => {}
+    }
     if let Some(part) = p.part_target {
         // PART-HOLD-BACK from the value as printed, so it is at least three times it.
         let part = (part * 1000.0).round() / 1000.0;
@@ -324,6 +340,7 @@ mod tests {
             gap: false,
         };
         let p = MediaPlaylist {
+            playlist_type: None,
             target_duration: 2,
             part_target: Some(0.4),
             media_sequence: 10,
@@ -365,6 +382,7 @@ mod tests {
     fn part_hold_back_is_three_printed_part_targets() {
         for part in [0.3306, 0.3304, 0.427, 0.4, 1.0005, 0.33333] {
             let text = render_media(&MediaPlaylist {
+                playlist_type: None,
                 target_duration: 2,
                 part_target: Some(part),
                 media_sequence: 0,

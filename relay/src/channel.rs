@@ -746,7 +746,7 @@ fn ack(
 /// Whether a request may read a lecture's questions: it carries the operator token or the
 /// lecture's publish key as a bearer token, or, when neither is configured, comes from this
 /// machine.
-fn operator_allowed(
+pub(crate) fn operator_allowed(
     config: &config::Config,
     lecture: &str,
     bearer: Option<&str>,

@@ -52,6 +52,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/ws/{name}", get(crate::channel::upgrade))
         .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
+        .merge(crate::replay::router())
         .layer(cors)
         .with_state(AppState { hub })
 }

@@ -98,9 +98,71 @@ pub struct Lecture {
     /// Dialects an interpreter is contributing right now.
     contributors: Mutex<std::collections::BTreeSet<String>>,
     admission: Arc<AdmissionSnapshot>,
+    recording: Mutex<RecordingSlot>,
+}
+
+/// Where a lecture's recording is.
+enum RecordingSlot {
+    /// Not recorded.
+    Off,
+    /// To be started with the lecture's first media, in this library, kept this many days.
+    Waiting(Arc<recorder::Library>, Option<u32>),
+    /// Being written.
+    On(recorder::Recorder),
+}
+
+impl std::fmt::Debug for RecordingSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RecordingSlot::Off => "off",
+            RecordingSlot::Waiting(..) => "waiting",
+            RecordingSlot::On(_) => "on",
+        })
+    }
 }
 
 impl Lecture {
+    /// Hands what the packager made since the last call to the lecture's recording,
+    /// starting it with the first media. Called with the packager locked after every change;
+    /// never waits on the disk.
+    fn record(&self, hls: &mut Packager) {
+        let events = hls.take_recorded();
+        if events.is_empty() {
+            return;
+        }
+        let mut slot = self.recording.lock().unwrap_or_else(|e| e.into_inner());
+        if let RecordingSlot::Waiting(library, days) = &*slot {
+            match library.start(
+                &self.name,
+                self.title.clone(),
+                self.default_language.as_str(),
+                *days,
+            ) {
+                Ok(r) => *slot = RecordingSlot::On(r),
+                Err(e) => {
+                    warn!(lecture = %self.name, "recording not started: {e}");
+                    let mut h = self.health_lock();
+                    h.errors += 1;
+                    h.last_error = Some((SystemTime::now(), format!("recording not started: {e}")));
+                    *slot = RecordingSlot::Off;
+                }
+            }
+        }
+        if let RecordingSlot::On(r) = &*slot {
+            for e in events {
+                r.send(e);
+            }
+        }
+    }
+
+    /// This lecture's recording, once it has started.
+    pub fn recording(&self) -> Option<Arc<recorder::Recording>> {
+        match &*self.recording.lock().unwrap_or_else(|e| e.into_inner()) {
+            RecordingSlot::On(r) => Some(r.recording().clone()),
+            _ => None,
+        }
+    }
+
     /// Locks the packager. Held briefly: readers clone `Bytes` out.
     pub fn hls(&self) -> MutexGuard<'_, Packager> {
         self.hls.lock().unwrap_or_else(|e| e.into_inner())
@@ -201,6 +263,7 @@ impl Lecture {
             st.publisher = None;
             let mut hls = self.hls();
             hls.end_session();
+            self.record(&mut hls);
             hls.version()
         };
         self.notify(v);
@@ -275,6 +338,7 @@ impl Lecture {
             st.session = 0;
             let mut hls = self.hls();
             hls.finish();
+            self.record(&mut hls);
             hls.version()
         };
         self.notify(v);
@@ -345,6 +409,8 @@ pub struct Hub {
     demand: Mutex<HashMap<String, Option<Instant>>>,
     /// Where level meters come from, when the relay measures sound levels.
     meters: std::sync::OnceLock<Arc<dyn media::encode::Transcoders>>,
+    /// Where lectures are recorded.
+    recordings: std::sync::OnceLock<Arc<recorder::Library>>,
     admission: Arc<AdmissionSnapshot>,
 }
 
@@ -373,8 +439,30 @@ impl Hub {
             ),
             config,
             meters: std::sync::OnceLock::new(),
+            recordings: std::sync::OnceLock::new(),
             admission: Arc::default(),
         })
+    }
+
+    /// Records lectures into `library` (those `recording.enabled` and their `record` say).
+    pub fn set_recordings(&self, library: Arc<recorder::Library>) {
+        let _ = self.recordings.set(library);
+    }
+
+    /// Where lectures are recorded, if anywhere.
+    pub fn recordings(&self) -> Option<&Arc<recorder::Library>> {
+        self.recordings.get()
+    }
+
+    /// Ends every lecture now (the relay is stopping): playlists get `EXT-X-ENDLIST` and
+    /// recordings are closed.
+    pub fn end_all(&self) {
+        for lecture in self.list() {
+            let status = lecture.status();
+            if !matches!(status, Status::Ended { .. }) {
+                lecture.finish_if(status);
+            }
+        }
     }
 
     /// Measures each dialect's sound level with meters from `t` (when `lectures.audio_levels`).
@@ -481,7 +569,7 @@ impl Hub {
         let instance = started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let packager = Packager::new(
+        let mut packager = Packager::new(
             Settings::from_ms(
                 hls.part_target_ms,
                 hls.segment_target_ms,
@@ -489,6 +577,16 @@ impl Hub {
             ),
             base36(instance),
         );
+        let recorded = configured
+            .and_then(|l| l.record)
+            .unwrap_or(self.config.recording.enabled);
+        let recording = match self.recordings.get() {
+            Some(library) if recorded => {
+                packager.record();
+                RecordingSlot::Waiting(library.clone(), configured.and_then(|l| l.retention_days))
+            }
+            _ => RecordingSlot::Off,
+        };
         Arc::new(Lecture {
             name: name.to_string(),
             title: configured.and_then(|l| l.title.clone()),
@@ -509,6 +607,7 @@ impl Hub {
             health: Mutex::default(),
             contributors: Mutex::default(),
             admission: self.admission.clone(),
+            recording: Mutex::new(recording),
         })
     }
 
@@ -694,6 +793,7 @@ impl MediaSink for ContributorSink {
                 }
                 let before = hls.version();
                 let placed = hls.push(r, frame, SystemTime::now());
+                self.lecture.record(&mut hls);
                 let v = hls.version();
                 drop(hls);
                 if v != before {
@@ -981,6 +1081,7 @@ impl MediaSink for PublisherSink {
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
+                self.lecture.record(&mut hls);
                 let v = hls.version();
                 let first_media = !self.had_media && hls.has_media(t.rendition);
                 drop(hls);

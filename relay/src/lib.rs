@@ -6,6 +6,7 @@
 //! - [`http`]: the axum router: HLS, API, health.
 //! - [`align`]: places contributed tracks (interpreters) on the lecture timeline by arrival.
 //! - [`channel`]: the live channel (WebSocket): lecture state pushes, questions, raised hands.
+//! - [`replay`]: recordings as HLS from disk, and the recordings API.
 //! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
 //! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
@@ -14,6 +15,7 @@ pub mod channel;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod replay;
 pub mod taps;
 pub mod whep;
 

@@ -413,6 +413,8 @@ pub struct Packager {
     leader_latest: i64,
     /// Latest media time of any track in the session.
     head: i64,
+    /// What the recorder is to write, when the lecture is recorded.
+    record: Option<Vec<recorder::Event>>,
     ended: bool,
     version: u64,
 }
@@ -451,9 +453,21 @@ impl Packager {
             last_end: 0,
             leader_latest: 0,
             head: 0,
+            record: None,
             ended: false,
             version: 0,
         }
+    }
+
+    /// Collects what a recorder needs ([`Packager::take_recorded`]) from now on.
+    pub fn record(&mut self) {
+        self.record.get_or_insert_with(Vec::new);
+    }
+
+    /// What happened since the last call that a recording must write: initialization
+    /// segments, parts as they close, segment ends, the end of the lecture.
+    pub fn take_recorded(&mut self) -> Vec<recorder::Event> {
+        self.record.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Increases on every change a reader could wait for.
@@ -627,6 +641,9 @@ impl Packager {
             self.end_session();
             self.ended = true;
             self.version += 1;
+            if let Some(r) = &mut self.record {
+                r.push(recorder::Event::Ended);
+            }
         }
     }
 
@@ -1138,17 +1155,38 @@ impl Packager {
         let instance_window = self.s.window;
         let target_duration = self.s.target_duration;
         let rend = &mut self.renditions[r];
+        let record = &mut self.record;
         rend.next_boundary += 1;
 
-        if rend.open.as_ref().is_some_and(|o| o.msn != b.msn) {
+        if let Some(open) = rend.open.as_ref().filter(|o| o.msn != b.msn) {
             // Should not happen (boundaries come in order); finish what is open.
+            let msn = open.msn;
             finish_segment(rend, instance_window, target_duration);
+            if let Some(out) = record {
+                out.push(recorder::Event::SegmentEnd {
+                    rendition: rend.id.as_str().into(),
+                    msn,
+                });
+            }
         }
         if rend.open.is_none() {
             if rend.init_dirty || rend.inits.is_empty() {
                 let version = rend.current_init_version().map_or(0, |v| v + 1);
                 match fmp4::init_segment(&rend.info, rend.language.as_ref()) {
                     Ok(init) => {
+                        if let Some(out) = record {
+                            out.push(recorder::Event::Init {
+                                rendition: rend.id.as_str().into(),
+                                version,
+                                data: init.clone(),
+                                track: recorder::RenditionMeta::of(
+                                    &rend.id,
+                                    &rend.info,
+                                    rend.language.as_ref().map(|l| l.as_str()),
+                                    &rend.name,
+                                ),
+                            });
+                        }
                         rend.inits.push_back((version, init));
                         while rend.inits.len() > 3 {
                             rend.inits.pop_front();
@@ -1226,9 +1264,33 @@ impl Packager {
         };
         let open = rend.open.as_mut().expect("opened above");
         open.frames += frames.len() as u32;
+        if let Some(out) = record {
+            out.push(recorder::Event::Part {
+                rendition: rend.id.as_str().into(),
+                part: recorder::PartMeta {
+                    msn: open.msn,
+                    index: part.index,
+                    duration: part.duration,
+                    independent: part.independent,
+                    gap: part.gap,
+                    discontinuity: open.discontinuity,
+                    dseq: open.dseq,
+                    init_version: open.init_version,
+                    segment_pdt: open.pdt,
+                },
+                data: part.data.clone(),
+            });
+        }
+        let msn = open.msn;
         open.parts.push(part);
         if b.ends_segment {
             finish_segment(rend, instance_window, target_duration);
+            if let Some(out) = record {
+                out.push(recorder::Event::SegmentEnd {
+                    rendition: rend.id.as_str().into(),
+                    msn,
+                });
+            }
         }
     }
 
@@ -1419,6 +1481,7 @@ impl Packager {
             })
             .collect();
         let playlist = MediaPlaylist {
+            playlist_type: None,
             target_duration: self.s.target_duration,
             part_target: Some(self.part_target()),
             media_sequence,
