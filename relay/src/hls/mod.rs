@@ -7,4 +7,4 @@ pub mod multivariant;
 pub mod packager;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -138,15 +138,15 @@ struct Publisher {
 pub enum Media {
     /// A video frame in Annex B with parameter sets before keyframes.
     Video {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
         /// The frame.
         frame: Arc<VideoFrame>,
     },
     /// An Opus packet of one dialect.
     Audio {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
         /// Dialect.
         lang: Arc<str>,
         /// Presentation time, 48 kHz on the lecture timeline.
@@ -158,8 +158,8 @@ pub enum Media {
     },
     /// The feeder fell behind: viewers of this lecture must wait for a keyframe.
     Lagged {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
     },
 }
 
@@ -288,13 +288,18 @@ pub struct Engine {
     sessions: Vec<Session>,
     publishers: Vec<Publisher>,
     by_remote: HashMap<SocketAddr, String>,
-    feeds: HashMap<Arc<str>, Feed>,
+    /// By lecture instance ([`Lecture::id`]), not by name: a lecture ended and published
+    /// again under its name is another feed, even while viewers of the old one remain.
+    feeds: HashMap<u64, Feed>,
     media_tx: mpsc::Sender<Media>,
     hub: Arc<Hub>,
     transcoders: Arc<dyn Transcoders>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
 }
+
+/// How often the engine checks its sessions (connect timeouts, ended lectures, new dialects).
+pub const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 
 /// Channels into a running engine.
 pub struct Handles {
@@ -304,13 +309,14 @@ pub struct Handles {
 
 impl Engine {
     /// Starts the engine and its socket readers. `sockets` maps each announced address to
-    /// the socket bound for it.
+    /// the socket bound for it; maintenance runs every `maintain_every` ([`MAINTAIN_EVERY`]).
     pub fn start(
         sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
         hub: Arc<Hub>,
         transcoders: Arc<dyn Transcoders>,
         stats: Arc<Stats>,
         connect_timeout: Duration,
+        maintain_every: Duration,
     ) -> Handles {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (media_tx, media_rx) = mpsc::channel(4096);
@@ -335,7 +341,7 @@ impl Engine {
             stats,
             connect_timeout,
         };
-        tokio::spawn(engine.run(cmd_rx, media_rx, net_rx));
+        tokio::spawn(engine.run(cmd_rx, media_rx, net_rx, maintain_every));
         Handles { commands: cmd_tx }
     }
 
@@ -344,8 +350,9 @@ impl Engine {
         mut commands: mpsc::Receiver<Command>,
         mut media: mpsc::Receiver<Media>,
         mut net: mpsc::Receiver<Datagram>,
+        maintain_every: Duration,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(maintain_every);
         loop {
             let next = self
                 .sessions
@@ -600,16 +607,12 @@ impl Engine {
         let Some(s) = self.sessions.iter().find(|s| s.id == id) else {
             return;
         };
-        let (name, lecture, lang) = (
-            s.lecture_name.clone(),
-            s.lecture.clone(),
-            s.lang.to_string(),
-        );
+        let (lecture, lang) = (s.lecture.clone(), s.lang.to_string());
         let media_tx = self.media_tx.clone();
         let stats = self.stats.clone();
-        let feed = self.feeds.entry(name.clone()).or_insert_with(|| Feed {
+        let feed = self.feeds.entry(lecture.id).or_insert_with(|| Feed {
             lecture: lecture.clone(),
-            video: tokio::spawn(feed_video(lecture.clone(), name.clone(), media_tx, stats)),
+            video: tokio::spawn(feed_video(lecture.clone(), media_tx, stats)),
             dialects: HashMap::new(),
             audio_lag: None,
             video_lag: None,
@@ -625,7 +628,6 @@ impl Engine {
             if !feed.dialects.contains_key(&d) {
                 let task = tokio::spawn(feed_audio(
                     feed.lecture.clone(),
-                    name.clone(),
                     d.clone(),
                     self.transcoders.clone(),
                     self.media_tx.clone(),
@@ -650,7 +652,7 @@ impl Engine {
                 let hold = feed.hold();
                 self.stats.av_hold_ms.observe(hold.as_secs_f64() * 1000.0);
                 if hold.is_zero() && feed.held.is_empty() {
-                    self.deliver_video(&lecture, &frame, Duration::ZERO);
+                    self.deliver_video(lecture, &frame, Duration::ZERO);
                 } else {
                     feed.held.push_back((now + hold, hold, frame));
                 }
@@ -667,7 +669,7 @@ impl Engine {
                     smooth(&mut feed.audio_lag, lag.as_secs_f64() * 1000.0);
                 }
                 for s in self.sessions.iter_mut() {
-                    if s.lecture_name != lecture || s.lang != lang || !s.connected || s.dead {
+                    if s.lecture.id != lecture || s.lang != lang || !s.connected || s.dead {
                         continue;
                     }
                     let Some((mid, Some(pt))) = s.audio else {
@@ -700,22 +702,18 @@ impl Engine {
                 }
             }
             Media::Lagged { lecture } => {
-                for s in self
-                    .sessions
-                    .iter_mut()
-                    .filter(|s| s.lecture_name == lecture)
-                {
+                for s in self.sessions.iter_mut().filter(|s| s.lecture.id == lecture) {
                     s.waiting_keyframe = true;
                 }
             }
         }
     }
 
-    /// Writes a video frame to every started viewer of `lecture`.
-    fn deliver_video(&mut self, lecture: &Arc<str>, frame: &Arc<VideoFrame>, held: Duration) {
+    /// Writes a video frame to every started viewer of the lecture instance `lecture`.
+    fn deliver_video(&mut self, lecture: u64, frame: &Arc<VideoFrame>, held: Duration) {
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
-            if s.lecture_name != *lecture || !s.started || s.dead {
+            if s.lecture.id != lecture || !s.started || s.dead {
                 continue;
             }
             if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
@@ -751,14 +749,14 @@ impl Engine {
     /// Sends video whose wait for the audio is over.
     fn release_held(&mut self, now: Instant) {
         let mut due = Vec::new();
-        for (name, feed) in self.feeds.iter_mut() {
+        for (lecture, feed) in self.feeds.iter_mut() {
             while feed.held.front().is_some_and(|h| h.0 <= now) {
                 let (_, hold, frame) = feed.held.pop_front().expect("checked");
-                due.push((name.clone(), hold, frame));
+                due.push((*lecture, hold, frame));
             }
         }
-        for (name, hold, frame) in due {
-            self.deliver_video(&name, &frame, hold);
+        for (lecture, hold, frame) in due {
+            self.deliver_video(lecture, &frame, hold);
         }
     }
 
@@ -877,7 +875,7 @@ impl Engine {
             }
         }
         self.feeds
-            .retain(|name, _| self.sessions.iter().any(|s| s.lecture_name == *name));
+            .retain(|id, _| self.sessions.iter().any(|s| s.lecture.id == *id));
         // A burst of viewers (or of offers that never connected) must not keep its memory:
         // each slot holds a whole Rtc.
         if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
@@ -1280,12 +1278,7 @@ async fn read_socket(
     }
 }
 
-async fn feed_video(
-    lecture: Arc<Lecture>,
-    name: Arc<str>,
-    tx: mpsc::Sender<Media>,
-    stats: Arc<Stats>,
-) {
+async fn feed_video(lecture: Arc<Lecture>, tx: mpsc::Sender<Media>, stats: Arc<Stats>) {
     let mut rx = lecture.taps.subscribe(&TapTrack::Video);
     loop {
         match rx.recv().await {
@@ -1293,7 +1286,7 @@ async fn feed_video(
                 let Some(frame) = annexb(&f) else { continue };
                 if tx
                     .send(Media::Video {
-                        lecture: name.clone(),
+                        lecture: lecture.id,
                         frame: Arc::new(frame),
                     })
                     .await
@@ -1306,7 +1299,7 @@ async fn feed_video(
                 stats.feed_lagged.add(n);
                 if tx
                     .send(Media::Lagged {
-                        lecture: name.clone(),
+                        lecture: lecture.id,
                     })
                     .await
                     .is_err()
@@ -1321,7 +1314,6 @@ async fn feed_video(
 
 async fn feed_audio(
     lecture: Arc<Lecture>,
-    name: Arc<str>,
     lang: String,
     transcoders: Arc<dyn Transcoders>,
     tx: mpsc::Sender<Media>,
@@ -1346,14 +1338,13 @@ async fn feed_audio(
             .as_ref()
             .is_none_or(|(c, _)| !Arc::ptr_eq(c, &frame.codec) && **c != *frame.codec)
         {
-            let (out, lec, lec_name, dialect) =
-                (tx.clone(), lecture.clone(), name.clone(), lang_arc.clone());
+            let (out, lec, dialect) = (tx.clone(), lecture.clone(), lang_arc.clone());
             let stats2 = stats.clone();
             let on_packet = Box::new(move |p: media::encode::Packet| {
                 let now = Instant::now();
                 let wallclock = lec.taps.wallclock_of(p.pts, 48_000).unwrap_or(now).min(now);
                 let m = Media::Audio {
-                    lecture: lec_name.clone(),
+                    lecture: lec.id,
                     lang: dialect.clone(),
                     pts: p.pts,
                     wallclock,
@@ -1365,11 +1356,11 @@ async fn feed_audio(
             });
             match transcoders.aac_to_opus(aac, on_packet) {
                 Ok(e) => {
-                    info!(lecture = %name, dialect = %lang, "opus encoder started");
+                    info!(lecture = %lecture.name, dialect = %lang, "opus encoder started");
                     encoder = Some((frame.codec.clone(), e));
                 }
                 Err(e) => {
-                    warn!(lecture = %name, dialect = %lang, "cannot transcode to opus: {e}");
+                    warn!(lecture = %lecture.name, dialect = %lang, "cannot transcode to opus: {e}");
                     return;
                 }
             }
@@ -1377,7 +1368,7 @@ async fn feed_audio(
         if let Some((_, e)) = encoder.as_mut()
             && let Err(err) = e.push(frame.pts, frame.timescale, &frame.data)
         {
-            debug!(lecture = %name, dialect = %lang, "opus encoder input: {err}");
+            debug!(lecture = %lecture.name, dialect = %lang, "opus encoder input: {err}");
         }
     }
 }

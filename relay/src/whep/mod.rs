@@ -12,6 +12,8 @@
 //! renegotiation). See `docs/protocols/whep.md`.
 
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod stats;
 pub mod whip;
 pub mod whip_media;
@@ -106,12 +108,29 @@ impl Whep {
         hub: Arc<Hub>,
         transcoders: Arc<dyn media::encode::Transcoders>,
     ) -> Arc<Whep> {
+        Whep::start_with(sockets, hub, transcoders, engine::MAINTAIN_EVERY)
+    }
+
+    /// [`Whep::start`] with the engine's maintenance every `maintain_every`.
+    pub(crate) fn start_with(
+        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        hub: Arc<Hub>,
+        transcoders: Arc<dyn media::encode::Transcoders>,
+        maintain_every: Duration,
+    ) -> Arc<Whep> {
         install_crypto();
         let stats = Arc::new(Stats::default());
         let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
         candidates.sort();
         let timeout = Duration::from_millis(hub.config().webrtc.connect_timeout_ms);
-        let handles = Engine::start(sockets, hub.clone(), transcoders, stats.clone(), timeout);
+        let handles = Engine::start(
+            sockets,
+            hub.clone(),
+            transcoders,
+            stats.clone(),
+            timeout,
+            maintain_every,
+        );
         Arc::new(Whep {
             commands: handles.commands,
             hub,
