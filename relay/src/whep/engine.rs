@@ -5,13 +5,20 @@
 //! `Rtc` is followed by a full drain of its output (str0m's contract). Nothing here waits on
 //! a viewer: packets are sent with `try_send_to` and dropped (and counted) if the kernel
 //! buffer is full, so one viewer's slow network never slows another.
+//!
+//! Failures are contained at three depths: a panic inside one session closes that session;
+//! one while parsing or matching a datagram (bytes anyone can send) drops that datagram; any
+//! other panic restarts the engine without its sessions, on the same channels, so new offers
+//! work again at once (logged, counted in `engine_restarts`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use media::encode::{AudioEncoder, AudioSource, Transcoders};
 use media::sink::{MediaSink, TransportStats};
 use media::{CodecParams, MediaEvent, TrackKind};
@@ -22,7 +29,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::stats::Stats;
 use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
@@ -78,6 +85,24 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Option<serde_json::Value>>,
     },
+    /// Tests only: make the engine fail.
+    #[cfg(test)]
+    Fault {
+        /// Where.
+        fault: Fault,
+        /// Once armed.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A failure a test makes the engine have (a panic where a bug would panic).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// While parsing the next datagram.
+    Datagram,
+    /// In the next maintenance.
+    Maintenance,
 }
 
 /// A viewer handed over by the HTTP side.
@@ -296,6 +321,24 @@ pub struct Engine {
     transcoders: Arc<dyn Transcoders>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
+    /// When a failed datagram was last logged.
+    datagram_failure_logged: Option<Instant>,
+    #[cfg(test)]
+    fault: Option<Fault>,
+}
+
+/// The engine's inputs: they outlive a failure of the engine, so a restarted engine reads
+/// on where the failed one stopped.
+struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    media: mpsc::Receiver<Media>,
+    net: mpsc::Receiver<Datagram>,
+}
+
+/// Whose a datagram is.
+enum Owner {
+    Publisher(usize),
+    Viewer(usize),
 }
 
 /// How often the engine checks its sessions (connect timeouts, ended lectures, new dialects).
@@ -340,18 +383,66 @@ impl Engine {
             transcoders,
             stats,
             connect_timeout,
+            datagram_failure_logged: None,
+            #[cfg(test)]
+            fault: None,
         };
-        tokio::spawn(engine.run(cmd_rx, media_rx, net_rx, maintain_every));
+        let inbox = Inbox {
+            commands: cmd_rx,
+            media: media_rx,
+            net: net_rx,
+        };
+        tokio::spawn(engine.supervise(inbox, maintain_every));
         Handles { commands: cmd_tx }
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut media: mpsc::Receiver<Media>,
-        mut net: mpsc::Receiver<Datagram>,
-        maintain_every: Duration,
-    ) {
+    /// Runs the engine; after a panic, drops every session and runs it again on the same
+    /// inputs. Viewers and publishers of the failed engine reconnect (players do by
+    /// themselves); offers and commands queued meanwhile are served by the new one.
+    async fn supervise(mut self, mut inbox: Inbox, maintain_every: Duration) {
+        let mut last_failure: Option<Instant> = None;
+        loop {
+            let outcome = AssertUnwindSafe(self.run(&mut inbox, maintain_every))
+                .catch_unwind()
+                .await;
+            let Err(panic) = outcome else { return };
+            self.stats.engine_restarts.inc();
+            let (viewers, publishers) = self.reset();
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            error!(
+                viewers,
+                publishers,
+                restarts = self.stats.engine_restarts.get(),
+                "WebRTC engine failed ({why}); restarted without its sessions"
+            );
+            // A failure that comes straight back must not spin.
+            if last_failure.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            last_failure = Some(Instant::now());
+        }
+    }
+
+    /// Drops every session, publisher and feed, as after a failure: counted as ended, so the
+    /// capacity and the lectures' viewer counts stay true. Returns how many of each.
+    fn reset(&mut self) -> (usize, usize) {
+        let viewers = std::mem::take(&mut self.sessions);
+        for s in &viewers {
+            s.lecture.webrtc_leave(&s.lang);
+            self.stats.sessions_ended.inc();
+        }
+        let publishers = std::mem::take(&mut self.publishers);
+        self.stats.publishers_ended.add(publishers.len() as u64);
+        self.by_remote.clear();
+        self.feeds.clear();
+        (viewers.len(), publishers.len())
+    }
+
+    async fn run(&mut self, inbox: &mut Inbox, maintain_every: Duration) {
         let mut tick = tokio::time::interval(maintain_every);
         loop {
             let next = self
@@ -367,9 +458,9 @@ impl Engine {
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
-                Some(d) = net.recv() => self.on_datagram(d),
-                Some(c) = commands.recv() => self.on_command(c),
-                Some(m) = media.recv() => self.on_media(m),
+                Some(d) = inbox.net.recv() => self.on_datagram(d),
+                Some(c) = inbox.commands.recv() => self.on_command(c),
+                Some(m) = inbox.media.recv() => self.on_media(m),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timeout(Instant::now()),
                 _ = tick.tick() => self.maintain(Instant::now()),
                 else => break,
@@ -379,9 +470,59 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, d: Datagram) {
+        // Parsing and matching read bytes anyone can send, before any session vouches for
+        // them: a bug there costs this datagram, not the engine.
+        let claimed = std::panic::catch_unwind(AssertUnwindSafe(|| self.claim(&d)));
+        let (owner, input) = match claimed {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return,
+            Err(_) => {
+                self.stats.datagrams_failed.inc();
+                let now = Instant::now();
+                if self
+                    .datagram_failure_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.datagram_failure_logged = Some(now);
+                    warn!(source = %d.source, failed = self.stats.datagrams_failed.get(), "a datagram failed inside the engine (a bug); dropped");
+                }
+                return;
+            }
+        };
+        match owner {
+            Owner::Publisher(i) => {
+                let p = &mut self.publishers[i];
+                self.by_remote.insert(d.source, p.id.clone());
+                contained_publisher(p, &self.stats, |p| {
+                    if let Err(e) = p.rtc.handle_input(input) {
+                        debug!(session = %p.id, "input: {e}");
+                    }
+                    drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+                });
+            }
+            Owner::Viewer(i) => {
+                let s = &mut self.sessions[i];
+                self.by_remote.insert(d.source, s.id.clone());
+                contained(s, &self.stats, |s| {
+                    if let Err(e) = s.rtc.handle_input(input) {
+                        debug!(session = %s.id, "input: {e}");
+                    }
+                    drive(s, &self.sockets, &self.stats);
+                });
+                self.after_drive(i);
+            }
+        }
+    }
+
+    /// Parses a datagram and finds the publisher or viewer it belongs to.
+    fn claim<'a>(&mut self, d: &'a Datagram) -> Option<(Owner, Input<'a>)> {
+        #[cfg(test)]
+        if self.fault.take_if(|f| *f == Fault::Datagram).is_some() {
+            panic!("injected fault: a datagram breaks the parser");
+        }
         let Ok(contents) = d.data.as_ref().try_into() else {
             self.stats.bad_datagrams.inc();
-            return;
+            return None;
         };
         let input = Input::Receive(
             Instant::now(),
@@ -407,17 +548,9 @@ impl Engine {
                     .flatten()
             });
         if let Some(i) = publisher {
-            let p = &mut self.publishers[i];
-            self.by_remote.insert(d.source, p.id.clone());
-            contained_publisher(p, &self.stats, |p| {
-                if let Err(e) = p.rtc.handle_input(input) {
-                    debug!(session = %p.id, "input: {e}");
-                }
-                drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
-            });
-            return;
+            return Some((Owner::Publisher(i), input));
         }
-        let idx = match known {
+        let viewer = match known {
             Some(id) => self
                 .sessions
                 .iter()
@@ -425,19 +558,13 @@ impl Engine {
             None => None,
         }
         .or_else(|| self.sessions.iter().position(|s| s.rtc.accepts(&input)));
-        let Some(i) = idx else {
-            self.stats.unmatched_datagrams.inc();
-            return;
-        };
-        let s = &mut self.sessions[i];
-        self.by_remote.insert(d.source, s.id.clone());
-        contained(s, &self.stats, |s| {
-            if let Err(e) = s.rtc.handle_input(input) {
-                debug!(session = %s.id, "input: {e}");
+        match viewer {
+            Some(i) => Some((Owner::Viewer(i), input)),
+            None => {
+                self.stats.unmatched_datagrams.inc();
+                None
             }
-            drive(s, &self.sockets, &self.stats);
-        });
-        self.after_drive(i);
+        }
     }
 
     /// Things a drain may have made due: the first media after connecting.
@@ -535,6 +662,11 @@ impl Engine {
                     })
                 });
                 let _ = reply.send(info);
+            }
+            #[cfg(test)]
+            Command::Fault { fault, reply } => {
+                self.fault = Some(fault);
+                let _ = reply.send(());
             }
         }
     }
@@ -787,6 +919,10 @@ impl Engine {
     }
 
     fn maintain(&mut self, now: Instant) {
+        #[cfg(test)]
+        if self.fault.take_if(|f| *f == Fault::Maintenance).is_some() {
+            panic!("injected fault: maintenance breaks");
+        }
         for p in self.publishers.iter_mut() {
             if !p.connected && now.duration_since(p.created) > self.connect_timeout {
                 info!(session = %p.id, lecture = %p.stream, "publisher did not connect within {:?}", self.connect_timeout);

@@ -22,7 +22,8 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use super::Whep;
+use super::engine::Fault;
+use super::{ENGINE_WAIT, Whep};
 use crate::hub::{Hub, Lecture, Status};
 
 /// Grace period of the rig's lectures.
@@ -30,7 +31,10 @@ const GRACE: Duration = Duration::from_secs(1);
 
 struct Rig {
     hub: Arc<Hub>,
+    whep: Arc<Whep>,
     router: Router,
+    /// The engine's UDP address.
+    media: std::net::SocketAddr,
 }
 
 impl Rig {
@@ -52,7 +56,12 @@ impl Rig {
             maintain_every,
         );
         let router = whep.router();
-        Rig { hub, router }
+        Rig {
+            hub,
+            whep,
+            router,
+            media,
+        }
     }
 
     async fn request(&self, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> Answer {
@@ -324,4 +333,147 @@ async fn a_republished_lecture_feeds_viewers_who_join_before_maintenance() {
     let info = rig.info(&v2.location).await.unwrap();
     assert_eq!(info["connected"], true);
     drop(v1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_that_breaks_the_parser_costs_only_that_datagram() {
+    let rig = Rig::start(super::engine::MAINTAIN_EVERY).await;
+    let _a = Lecturer::start(&rig.hub, "a");
+    let viewer = rig.viewer("a").await;
+    assert!(viewer.connects(Duration::from_secs(10)).await);
+    assert!(viewer.gets_frames(10, Duration::from_secs(10)).await);
+
+    rig.whep.fault(Fault::Datagram).await;
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(b"\x00\x01\x00\x00not a session's", rig.media)
+        .await
+        .unwrap();
+    // The engine and its viewer went on; the failure was counted.
+    assert!(
+        viewer.gets_frames(50, Duration::from_secs(10)).await,
+        "the viewer kept getting frames"
+    );
+    assert_eq!(rig.info(&viewer.location).await.unwrap()["connected"], true);
+    let stats = &rig.whep.stats;
+    assert_eq!(stats.datagrams_failed.get(), 1);
+    assert_eq!(stats.engine_restarts.get(), 0);
+    assert_eq!(stats.sessions_failed.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_in_maintenance_restarts_the_engine_without_its_sessions() {
+    let rig = Rig::start(Duration::from_millis(100)).await;
+    let a = Lecturer::start(&rig.hub, "a");
+    let before = rig.viewer("a").await;
+    assert!(before.connects(Duration::from_secs(10)).await);
+    assert!(before.gets_frames(10, Duration::from_secs(10)).await);
+    assert_eq!(a.lecture.webrtc_viewers().values().sum::<usize>(), 1);
+
+    rig.whep.fault(Fault::Maintenance).await;
+    // The engine answers again, without its sessions (which were counted out).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.info(&before.location).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the old session outlived the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = rig.whep.stats.clone();
+    assert_eq!(stats.engine_restarts.get(), 1);
+    assert_eq!(rig.whep.viewers(), 0);
+    assert_eq!(a.lecture.webrtc_viewers().values().sum::<usize>(), 0);
+    let mut metrics = String::new();
+    stats.render(&mut metrics);
+    assert!(
+        metrics.contains("jiangtang_webrtc_engine_restarts_total 1\n"),
+        "{metrics}"
+    );
+
+    // New offers work at once.
+    let after = rig.viewer("a").await;
+    assert!(after.connects(Duration::from_secs(10)).await);
+    assert!(
+        after.gets_frames(30, Duration::from_secs(10)).await,
+        "a viewer after the restart gets frames"
+    );
+    assert_eq!(stats.engine_restarts.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn handlers_answer_503_when_the_engine_does_not() {
+    super::install_crypto();
+    let config =
+        config::Config::from_toml_str_with_env("[demo]\nenabled = false\n", std::iter::empty())
+            .unwrap();
+    let hub = Hub::new(Arc::new(config));
+    let _publisher = hub
+        .publish(PublishRequest {
+            stream: "a".into(),
+            key: None,
+            language: None,
+            protocol: "test",
+            remote: None,
+        })
+        .unwrap();
+    // An engine that takes one command and never reads it.
+    let (commands, _stuck) = tokio::sync::mpsc::channel(1);
+    let whep = Arc::new(Whep {
+        commands,
+        hub,
+        candidates: vec!["127.0.0.1:9".parse().unwrap()],
+        stats: Default::default(),
+    });
+    let rig = Rig {
+        hub: whep.hub.clone(),
+        router: whep.router(),
+        whep,
+        media: "127.0.0.1:9".parse().unwrap(),
+    };
+    let waited = Instant::now();
+    let test_clock = tokio::time::Instant::now();
+    // A question (the command is queued, the answer never comes).
+    let answer = tokio::time::timeout(
+        ENGINE_WAIT * 10,
+        rig.request("DELETE", "/whep/a/0123", None, b""),
+    )
+    .await
+    .expect("DELETE answered");
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    // An offer (the queue is full: no room for it).
+    let mut client = Rtc::builder().build(Instant::now());
+    let mut api = client.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    let answer = tokio::time::timeout(
+        ENGINE_WAIT * 10,
+        rig.request(
+            "POST",
+            "/whep/a",
+            Some("application/sdp"),
+            offer.to_sdp_string().as_bytes(),
+        ),
+    )
+    .await
+    .expect("offer answered");
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        std::str::from_utf8(&answer.body)
+            .unwrap()
+            .contains("did not answer in time")
+    );
+    // Each after the engine wait (on the paused test clock), and no viewer left counted.
+    let took = test_clock.elapsed();
+    assert!(
+        took >= ENGINE_WAIT * 2 && took < ENGINE_WAIT * 3,
+        "{took:?}"
+    );
+    assert!(waited.elapsed() < ENGINE_WAIT, "the test clock was paused");
+    assert_eq!(rig.whep.viewers(), 0);
 }

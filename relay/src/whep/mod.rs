@@ -48,6 +48,9 @@ use stats::Stats;
 const MAX_SDP_LINES: usize = 10_000;
 /// Video packets each viewer keeps for retransmission (about 2 s at 2.5 Mbit/s).
 const SEND_BUFFER_VIDEO: usize = 500;
+/// Longest a handler waits for the engine (room in its queue, then its answer): it answers
+/// in microseconds unless it is stuck, and a request must not hang with it.
+const ENGINE_WAIT: Duration = Duration::from_secs(5);
 
 /// The WHEP service.
 pub struct Whep {
@@ -137,6 +140,14 @@ impl Whep {
             candidates,
             stats,
         })
+    }
+
+    /// Makes the engine fail (a panic) where `fault` says, once.
+    #[cfg(test)]
+    pub(crate) async fn fault(&self, fault: engine::Fault) {
+        ask(self, |reply| Command::Fault { fault, reply })
+            .await
+            .expect("engine armed");
     }
 
     /// The announced media addresses.
@@ -248,6 +259,25 @@ fn live_lecture(hub: &Hub, stream: &str) -> Result<Arc<Lecture>, ApiError> {
 
 fn engine_stopped() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped")
+}
+
+fn engine_busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "WebRTC engine did not answer in time",
+    )
+}
+
+/// Room for one command in the engine's queue, waiting at most [`ENGINE_WAIT`].
+async fn reserve(w: &Whep) -> Result<mpsc::Permit<'_, Command>, ApiError> {
+    match tokio::time::timeout(ENGINE_WAIT, w.commands.reserve()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(engine_stopped()),
+        Err(_) => {
+            tracing::warn!("WebRTC engine queue full for {ENGINE_WAIT:?}; request refused");
+            Err(engine_busy())
+        }
+    }
 }
 
 /// Dialects a lecture offers, in rendition order.
@@ -365,7 +395,7 @@ async fn answer_offer(
     }
     // Room in the engine's queue first: from the count below to the handover nothing may
     // wait (a request dropped while waiting would leave its count taken for ever).
-    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
+    let permit = reserve(w).await?;
     // Counted here, not when the engine takes it, so back-to-back offers see each other.
     if !w.stats.sessions_started.inc_within(
         &w.stats.sessions_ended,
@@ -520,14 +550,23 @@ fn h264_mode1_negotiated(answer: &str) -> bool {
     active && h264.iter().any(|pt| mode1.contains(pt))
 }
 
+/// Sends the engine a command and waits for its answer, together at most [`ENGINE_WAIT`].
 async fn ask<T>(w: &Whep, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    w.commands
-        .send(make(tx))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
-    rx.await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))
+    let asked = async {
+        w.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| engine_stopped())?;
+        rx.await.map_err(|_| engine_stopped())
+    };
+    match tokio::time::timeout(ENGINE_WAIT, asked).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!("WebRTC engine did not answer within {ENGINE_WAIT:?}");
+            Err(engine_busy())
+        }
+    }
 }
 
 fn no_session() -> ApiError {

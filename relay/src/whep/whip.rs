@@ -22,9 +22,7 @@ use str0m::change::SdpOffer;
 use tracing::{info, warn};
 
 use super::engine::{Command, NewPublisher};
-use super::{
-    MAX_SDP_LINES, Whep, codecs, content_type_is, engine_stopped, h264_mode1_negotiated, negotiated,
-};
+use super::{MAX_SDP_LINES, Whep, codecs, content_type_is, h264_mode1_negotiated, negotiated};
 use crate::http::ApiError;
 use crate::hub::ContributeError;
 
@@ -130,7 +128,7 @@ async fn answer_offer(
         remote: None,
     };
     // As for viewers: room in the queue first, so nothing waits between count and handover.
-    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
+    let permit = super::reserve(w).await?;
     // Counted here, so that back-to-back offers see each other; before the lecture is
     // touched, so that a refused offer changes nothing.
     if !w.stats.publishers_started.inc_within(
