@@ -60,12 +60,13 @@ pub enum Command {
         /// Whether it existed.
         reply: oneshot::Sender<bool>,
     },
-    /// Trickled remote candidates.
+    /// Trickled remote candidates, which an ICE-lite agent has no use for: the peer runs
+    /// the checks, and its binding requests tell us its addresses. Counted and dropped.
     Candidates {
         /// Session id.
         id: String,
-        /// Parsed candidates.
-        candidates: Vec<str0m::Candidate>,
+        /// How many.
+        count: usize,
         /// Whether the session exists.
         reply: oneshot::Sender<bool>,
     },
@@ -597,33 +598,15 @@ impl Engine {
                 }
                 let _ = reply.send(existed);
             }
-            Command::Candidates {
-                id,
-                candidates,
-                reply,
-            } => {
-                if let Some(p) = self.publishers.iter_mut().find(|p| p.id == id) {
-                    contained_publisher(p, &self.stats, |p| {
-                        for c in candidates {
-                            p.rtc.add_remote_candidate(c);
-                        }
-                        drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
-                    });
-                    let _ = reply.send(true);
-                    return;
+            Command::Candidates { id, count, reply } => {
+                // Adding them would cost the engine a rescan and re-sort of the session's
+                // candidate pairs each, for candidates it never uses.
+                let exists = self.publishers.iter().any(|p| p.id == id)
+                    || self.sessions.iter().any(|s| s.id == id);
+                if exists {
+                    self.stats.candidates_ignored.add(count as u64);
                 }
-                let Some(i) = self.sessions.iter().position(|s| s.id == id) else {
-                    let _ = reply.send(false);
-                    return;
-                };
-                let s = &mut self.sessions[i];
-                contained(s, &self.stats, |s| {
-                    for c in candidates {
-                        s.rtc.add_remote_candidate(c);
-                        drive(s, &self.sockets, &self.stats);
-                    }
-                });
-                let _ = reply.send(true);
+                let _ = reply.send(exists);
             }
             Command::Dialect { id, lang, reply } => {
                 let Some(s) = self.sessions.iter_mut().find(|s| s.id == id) else {

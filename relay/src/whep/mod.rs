@@ -46,6 +46,11 @@ use stats::Stats;
 
 /// Most lines accepted in an SDP offer (Janus's cap after an OSS-Fuzz timeout).
 const MAX_SDP_LINES: usize = 10_000;
+/// Most media sections (`m=` lines) in an offer: viewers and publishers need two (video,
+/// audio); every further one costs the engine for the session's life.
+const MAX_M_LINES: usize = 8;
+/// Most candidates in one trickle-ICE PATCH (a browser gathers a handful).
+const MAX_TRICKLE_CANDIDATES: usize = 64;
 /// Video packets each viewer keeps for retransmission (about 2 s at 2.5 Mbit/s).
 const SEND_BUFFER_VIDEO: usize = 500;
 /// Longest a handler waits for the engine (room in its queue, then its answer): it answers
@@ -364,16 +369,7 @@ async fn answer_offer(
     if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
         return Ok(at_capacity(stream));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
-    if text.lines().count() > MAX_SDP_LINES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the offer has too many lines",
-        ));
-    }
-    let offer = SdpOffer::from_sdp_string(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
+    let offer = parse_offer(body)?;
     let mut rtc = w.new_rtc(
         codecs()
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
@@ -415,6 +411,27 @@ async fn answer_offer(
         lang,
     })));
     Ok(created(answer, &format!("/whep/{stream}/{id}"), &id))
+}
+
+/// An offer's SDP, within the limits on its size: lines, media sections.
+fn parse_offer(body: &[u8]) -> Result<SdpOffer, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
+    if text.lines().count() > MAX_SDP_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the offer has too many lines",
+        ));
+    }
+    let m_lines = text.lines().filter(|l| l.starts_with("m=")).count();
+    if m_lines > MAX_M_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the offer has {m_lines} m-lines; at most {MAX_M_LINES} are accepted"),
+        ));
+    }
+    SdpOffer::from_sdp_string(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))
 }
 
 /// `201 Created` for an accepted offer (WHEP or WHIP): the SDP answer, the session
@@ -627,24 +644,25 @@ async fn patch(
             "ICE restarts are not supported; start a new session",
         ));
     }
-    let mut candidates = Vec::new();
-    for line in text.lines().take(MAX_SDP_LINES) {
-        if let Some(c) = line.strip_prefix("a=")
-            && c.starts_with("candidate:")
-        {
-            let c = Candidate::from_sdp_string(c).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}"))
-            })?;
-            candidates.push(c);
-        }
+    let candidates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("a="))
+        .filter(|c| c.starts_with("candidate:"))
+        .take(MAX_TRICKLE_CANDIDATES + 1)
+        .collect();
+    if candidates.len() > MAX_TRICKLE_CANDIDATES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a PATCH carries at most {MAX_TRICKLE_CANDIDATES} candidates"),
+        ));
     }
-    if ask(&w, |reply| Command::Candidates {
-        id,
-        candidates,
-        reply,
-    })
-    .await?
-    {
+    // Checked, so a client learns its fragment is broken, but not used: we are ICE-lite.
+    for c in &candidates {
+        Candidate::from_sdp_string(c)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}")))?;
+    }
+    let count = candidates.len();
+    if ask(&w, |reply| Command::Candidates { id, count, reply }).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_session())

@@ -128,6 +128,8 @@ pub struct Stats {
     pub engine_restarts: Counter,
     /// Datagrams dropped because parsing or matching them failed (panicked).
     pub datagrams_failed: Counter,
+    /// Trickled remote candidates received (and not used: we are ICE-lite).
+    pub candidates_ignored: Counter,
     /// WHIP publishers (and interpreters) accepted.
     pub publishers_started: Counter,
     /// WHIP publishers removed.
@@ -170,7 +172,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 20] = [
+        let counters: [(&str, &Counter, &str); 21] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -210,6 +212,11 @@ impl Stats {
                 "datagrams_failed",
                 &self.datagrams_failed,
                 "UDP datagrams dropped after a failure parsing or matching them",
+            ),
+            (
+                "candidates_ignored",
+                &self.candidates_ignored,
+                "trickled ICE candidates received and not used (ICE-lite)",
             ),
             ("datagrams_sent", &self.datagrams_sent, "UDP datagrams sent"),
             (
