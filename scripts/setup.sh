@@ -14,6 +14,8 @@ want_pkgs=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x fonts-dejavu-core fonts-wqy-microhei
   # test peers
   ffmpeg chromium nodejs npm srt-tools
+  # Firefox ESR as Debian ships it (no OpenH264 plugin: VP8/VP9/AV1 over WebRTC only)
+  firefox-esr
   # a local RTSP camera for the RTSP pull tests (gst-rtsp-server from Python)
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0
   # network namespaces with firewall rules (a viewer behind a firewall that drops UDP)

@@ -119,6 +119,13 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             ends_at: None,
         });
     }
+    if config.hls.part_target_ms < 300 {
+        warn!(
+            "hls.part_target_ms = {}: parts are at least 300 ms, the shortest that keeps every \
+             part within 85-100 % of PART-TARGET with AAC's frames (RFC 8216bis)",
+            config.hls.part_target_ms
+        );
+    }
     let config = Arc::new(config);
     let hub = relay::Hub::new(config.clone());
     tokio::spawn(hub.clone().run_maintenance());

@@ -82,9 +82,11 @@ fn blocking_reload_returns_when_the_part_appears() {
     assert_eq!(status, 200);
     assert!(started.elapsed() < Duration::from_millis(500));
 
-    // Too far ahead, a part without an MSN, nonsense: 400 at once.
+    // Too far ahead (by segments, or by parts beyond the Advance Part Limit), a part without
+    // an MSN, nonsense: 400 at once.
     for q in [
         format!("_HLS_msn={}", last.0 + 10),
+        format!("_HLS_msn={}&_HLS_part={}", last.0, last.1 + 12),
         "_HLS_part=1".to_string(),
         "_HLS_msn=abc".to_string(),
         "_HLS_msn=-3".to_string(),
@@ -115,4 +117,28 @@ fn blocking_reload_returns_when_the_part_appears() {
     }
     assert_eq!(get(&s.url("/hls/nope/index.m3u8")).0, 404);
     assert_eq!(get(&s.url("/hls/blk/audio-xx/index.m3u8")).0, 404);
+}
+
+#[test]
+fn a_blocking_reload_that_cannot_be_answered_in_time_is_a_503() {
+    // RFC 8216bis 6.2.5.2: after blocking for the timeout, "Service Unavailable", never a
+    // playlist without the part asked for.
+    let s = Server::start("[hls]\nblock_timeout_ms = 1000\n[lectures]\ngrace_period_s = 30\n");
+    let p = ffmpeg_publish(&s.rtmp_url("gone"), "320x180", 25, 440);
+    wait_for_segments(&s, "gone", "video", 2);
+    drop(p);
+    let playlist = s.url("/hls/gone/video/index.m3u8");
+    // The publisher is away (reconnecting): the next part does not come.
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, hint) = edge(&get_text(&playlist));
+    let (hmsn, hpart) = part_pos(&hint);
+    let started = Instant::now();
+    let (status, headers, _) = get(&format!("{playlist}?_HLS_msn={hmsn}&_HLS_part={hpart}"));
+    let waited = started.elapsed();
+    assert_eq!(status, 503);
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
 }

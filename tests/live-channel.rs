@@ -1,6 +1,8 @@
 //! The live channel (`/ws/NAME`): state pushed as the lecture goes from scheduled to live to
 //! reconnecting, questions and raised hands delivered to the operator's API, and every limit
-//! (size, rate, length, garbage) enforced without harming the lecture.
+//! (size, rate, length, garbage) enforced without harming the lecture; what one client may
+//! hold (channels per address, a socket that stops reading) and what is kept (questions only
+//! for real lectures, forgotten with them).
 
 mod common;
 
@@ -195,4 +197,226 @@ fn questions_are_for_the_operator_only() {
             200
         );
     });
+}
+
+/// A live channel to lecture `name` from the local address `from` (any 127.0.0.0/8 address
+/// reaches the relay on 127.0.0.1).
+async fn connect_from(
+    s: &Server,
+    from: [u8; 4],
+    name: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let tcp = sock.connect(s.http).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{}/ws/{name}", s.http),
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+    )
+    .await?;
+    Ok(ws)
+}
+
+/// The HTTP status a refused channel got (panics if it was accepted).
+fn refused_with(r: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+        Ok(_) => panic!("the channel was accepted"),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+    }
+}
+
+/// Connects from `from` until the relay accepts (a slot freed), for `within` at most.
+async fn connect_when_free(s: &Server, from: [u8; 4], name: &str, within: Duration) -> Ws {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match connect_from(s, from, name).await {
+            Ok(ws) => return ws,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert_eq!(refused_with(Err(e)), 429);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no slot came free in {within:?}: {e}"),
+        }
+    }
+}
+
+/// Whether the relay has closed `ws` (read what it still holds first), within `within`.
+async fn closed_within(ws: &mut Ws, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[test]
+fn one_address_cannot_take_every_channel() {
+    let s = Server::start("[channel]\nmax_per_address = 8\n[[lecture]]\nname = \"xihe\"\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut ws = connect_from(&s, [127, 0, 0, 1], "xihe")
+                .await
+                .expect("within the cap");
+            next_of(&mut ws, "state", |_| true).await;
+            held.push(ws);
+        }
+        // The ninth from the same address is refused before the upgrade, with a reason.
+        assert_eq!(
+            refused_with(connect_from(&s, [127, 0, 0, 1], "xihe").await),
+            429
+        );
+        // Another address still gets in.
+        let mut other = connect_from(&s, [127, 0, 0, 2], "xihe")
+            .await
+            .expect("another address is not held by the first one's channels");
+        let st = next_of(&mut other, "state", |_| true).await;
+        assert_eq!(st["status"], "idle");
+        // A channel given back frees its slot.
+        let mut one = held.pop().unwrap();
+        one.close(None).await.unwrap();
+        let mut again =
+            connect_when_free(&s, [127, 0, 0, 1], "xihe", Duration::from_secs(10)).await;
+        next_of(&mut again, "state", |_| true).await;
+    });
+    // A player refused a channel can poll the same state.
+    let st: Value = serde_json::from_str(&get_text(&s.url("/api/v1/streams/xihe/state"))).unwrap();
+    assert_eq!(st["type"], "state");
+    assert_eq!(st["status"], "idle");
+    assert_eq!(st["whep"], "/whep/xihe");
+}
+
+#[test]
+fn a_channel_that_stops_reading_is_closed_and_frees_its_slot() {
+    let s = Server::start(
+        "[channel]\nmax_per_address = 2\nping_interval_ms = 500\nidle_timeout_ms = 3000\n[[lecture]]\nname = \"xihe\"\n",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A player that reads (and so answers the relay's pings, as browsers do).
+        let mut reader = connect_from(&s, [127, 0, 0, 1], "xihe").await.unwrap();
+        next_of(&mut reader, "state", |_| true).await;
+        let reading = tokio::spawn(async move {
+            let mut pings = 0;
+            let end = tokio::time::Instant::now() + Duration::from_secs(8);
+            loop {
+                match tokio::time::timeout_at(end, reader.next()).await {
+                    Err(_) => return Ok(pings),
+                    Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                        return Err(format!("the reading player was closed after {pings} pings"));
+                    }
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        });
+        // A client that takes the state and then never reads again: it never answers a ping.
+        let mut silent = connect_from(&s, [127, 0, 0, 1], "xihe").await.unwrap();
+        next_of(&mut silent, "state", |_| true).await;
+        assert_eq!(
+            refused_with(connect_from(&s, [127, 0, 0, 1], "xihe").await),
+            429,
+            "both slots of the address are held"
+        );
+        // The relay closes the silent one after the idle timeout: its slot comes free.
+        let t = tokio::time::Instant::now();
+        let mut third =
+            connect_when_free(&s, [127, 0, 0, 1], "xihe", Duration::from_secs(15)).await;
+        assert!(
+            t.elapsed() >= Duration::from_secs(2),
+            "freed too early: {:?}",
+            t.elapsed()
+        );
+        next_of(&mut third, "state", |_| true).await;
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            "the silent channel is still open"
+        );
+        let pings = reading.await.unwrap().unwrap();
+        assert!(pings >= 5, "the reading player got {pings} pings");
+    });
+}
+
+#[test]
+fn questions_are_kept_only_for_real_lectures_and_forgotten_with_them() {
+    let s = Server::start("[lectures]\ngrace_period_s = 1\nended_retention_s = 1\n");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let questions = |name: &str| -> Vec<Value> {
+        let q: Value = serde_json::from_str(&get_text(
+            &s.url(&format!("/api/v1/streams/{name}/questions")),
+        ))
+        .unwrap();
+        q["questions"].as_array().unwrap().clone()
+    };
+    rt.block_on(async {
+        // A name nobody publishes: the channel waits for it, but keeps no questions.
+        let (mut ghost, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/ghost", s.http))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_of(&mut ghost, "state", |_| true).await["status"],
+            "idle"
+        );
+        ghost
+            .send(Message::Text(
+                json!({"type": "question", "text": "有人吗？"})
+                    .to_string()
+                    .into(),
+            ))
+            .await
+            .unwrap();
+        let e = next_of(&mut ghost, "error", |_| true).await;
+        assert!(e["error"].as_str().unwrap().contains("not live"), "{e}");
+    });
+    assert_eq!(questions("ghost"), Vec::<Value>::new());
+
+    // A real lecture keeps its questions while it lasts...
+    let mut publisher = ffmpeg_publish(&s.rtmp_url("hall"), "160x90", 10, 440);
+    wait_for_segments(&s, "hall", "video", 1);
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/hall", s.http))
+            .await
+            .unwrap();
+        next_of(&mut ws, "state", |v| v["status"] == "live").await;
+        ws.send(Message::Text(
+            json!({"type": "question", "text": "第一题"})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+        next_of(&mut ws, "ack", |_| true).await;
+    });
+    assert_eq!(questions("hall").len(), 1);
+    // ...and forgets them when it is gone (ended, then past its retention).
+    publisher.stop();
+    wait_until(
+        Duration::from_secs(20),
+        "the lecture to be forgotten",
+        || (get(&s.url("/api/v1/streams/hall")).0 == 404).then_some(()),
+    );
+    assert_eq!(questions("hall"), Vec::<Value>::new());
+    // The next lecture of that name starts with none.
+    let _again = ffmpeg_publish(&s.rtmp_url("hall"), "160x90", 10, 440);
+    wait_for_segments(&s, "hall", "video", 1);
+    assert_eq!(questions("hall"), Vec::<Value>::new());
 }

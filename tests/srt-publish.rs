@@ -244,6 +244,15 @@ fn passphrases_keys_and_unknown_lectures_are_refused_in_the_handshake() {
         .unwrap(),
     );
     wait_for_segments(&s, "secure", "audio-cmn", 2);
+    // A second encoder for the live lecture is refused in the handshake too (the admission
+    // check answers from the hub's snapshot, on libsrt's thread).
+    let e = refused(&srt_url(&s, "publish:secure:hall-key-123", good));
+    assert!(e.contains("reject"), "{e}");
+    let log = s.log();
+    assert!(
+        log.contains("srt caller refused: lecture \"secure\" is already being published"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -2,7 +2,9 @@
 //! first, LL-HLS when WebRTC is missing or refused, audio only, dialect switching heard in
 //! every mode, reconnecting by itself after a publisher restart, embedding from another
 //! origin (iframe and custom element), lecture states with screenshots, titles rendered as
-//! text, the remembered dialect, and the live channel's hand and question.
+//! text, the remembered dialect, and the live channel's hand and question. In Debian's
+//! Firefox ESR (no H.264 over WebRTC without its OpenH264 plugin): the picture over LL-HLS at
+//! once with the reason shown, or the sound alone over WebRTC when WebRTC is asked for.
 //! Screenshots go to `target/test-screenshots/`.
 
 mod common;
@@ -330,6 +332,86 @@ fn opened_before_the_start_it_plays_video_when_live_and_shows_the_end() {
     assert_eq!(states.last(), Some(&"ended"), "{states:?}");
 }
 
+/// Live channels to `stream` held from 127.0.0.1 (and read, so they answer the relay's pings)
+/// until the returned sender is dropped, or 120 s at most.
+fn hold_channels(s: &Server, stream: &str, n: usize) -> std::sync::mpsc::Sender<()> {
+    use futures_util::StreamExt;
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let url = format!("ws://{}/ws/{stream}", s.http);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut held = Vec::new();
+            for _ in 0..n {
+                let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                held.push(ws);
+            }
+            let _ = ready_tx.send(());
+            for _ in 0..1200 {
+                for ws in &mut held {
+                    let _ = tokio::time::timeout(Duration::from_millis(10), ws.next()).await;
+                }
+                if !matches!(
+                    stop_rx.try_recv(),
+                    Err(std::sync::mpsc::TryRecvError::Empty)
+                ) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("channels held");
+    stop_tx
+}
+
+#[test]
+fn refused_a_live_channel_it_polls_and_still_plays_when_the_lecture_goes_live() {
+    // Every live channel this address may open is taken (a host holding sockets, or a
+    // school's other classrooms): the player learns the lecture's state from the API.
+    let s = Server::start(
+        "[channel]\nmax_per_address = 2\n[lectures]\ngrace_period_s = 2\n[[lecture]]\nname = \"later\"\ntitle = \"烹饪培训\"\nstarts_at = \"2099-06-01T19:30:00+08:00\"\n",
+    );
+    let _held = hold_channels(&s, "later", 2);
+    let _browser = browser_lock();
+    let watcher = watch_in_background(&s, "later", 34);
+    std::thread::sleep(Duration::from_secs(6));
+    let mut publisher = ffmpeg_publish(&s.rtmp_url("later"), "320x180", 25, 440);
+    std::thread::sleep(Duration::from_secs(16));
+    publisher.stop();
+    let r = watcher.join().unwrap();
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let fell_back = r["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "fallback" && e["detail"]["from"] == "channel");
+    assert!(
+        fell_back,
+        "no fallback from the live channel: {}",
+        r["events"]
+    );
+    let samples = r["samples"].as_array().unwrap();
+    let states: Vec<&str> = samples
+        .iter()
+        .map(|x| x["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states.iter().find(|s| **s != "loading"),
+        Some(&"scheduled"),
+        "{states:?}"
+    );
+    let playing = samples.iter().filter(|x| x["state"] == "playing").count();
+    assert!(playing > 5, "never played: {states:?}");
+    assert_eq!(states.last(), Some(&"ended"), "{states:?}");
+}
+
 #[test]
 fn embeds_from_another_origin_as_iframe_and_as_element() {
     let s = Server::start(DEMO);
@@ -484,4 +566,143 @@ fn on_a_link_too_slow_for_the_picture_it_plays_the_sound_alone() {
         t.windows(2).all(|w| w[1] > w[0]),
         "sound not advancing: {t:?}"
     );
+}
+
+/// Runs a `tests/node/player-firefox.mjs` scenario in Firefox ESR. Firefox pairs no
+/// loopback candidates and gathers none without a default route: relay and browser share a
+/// namespace of the test's own, with a default route that leads nowhere.
+fn player_firefox(ns: &Netns, scenario: &str, s: &Server, stream: &str) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/puppeteer-core").exists(),
+        "tests/node has no node_modules: run scripts/test.sh, which installs them"
+    );
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let _browser = browser_lock();
+    let out = output_within(
+        ns.command("node")
+            .arg(dir.join("player-firefox.mjs"))
+            .args([
+                scenario,
+                &format!("http://{}", s.http),
+                stream,
+                shots.to_str().unwrap(),
+            ]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "player-firefox.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["errors"], serde_json::json!([]), "{scenario}: {r}");
+    r
+}
+
+/// The lecture as the API shows it, asked from inside `ns`.
+fn api_in(ns: &Netns, s: &Server, stream: &str) -> Option<Value> {
+    let out = ns
+        .command("curl")
+        .args(["-sf", &s.url(&format!("/api/v1/streams/{stream}"))])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn firefox_namespace(tag: &str) -> Option<Netns> {
+    let ns = Netns::new(tag)?;
+    ns.default_route();
+    Some(ns)
+}
+
+#[test]
+fn in_firefox_without_h264_it_plays_the_picture_over_ll_hls_at_once() {
+    // A classroom PC on Firefox ESR that never got its OpenH264 plugin (offline network):
+    // WebRTC can bring no picture, so the player moves to LL-HLS as soon as the relay's
+    // answer says so (not after the 6 s ICE timeout) and tells the viewer why.
+    let Some(ns) = firefox_namespace("ffauto") else {
+        eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
+        return;
+    };
+    let s = Server::start_in(Some(&ns), DEMO);
+    let r = player_firefox(&ns, "auto", &s, "demo");
+    let events = r["events"].as_array().unwrap();
+    let at = |name: &str, f: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .find(|e| e["name"] == name && f(&e["detail"]))
+            .and_then(|e| e["at"].as_f64())
+    };
+    let connecting = at("statechange", &|d| d["state"] == "connecting").expect("connecting");
+    let fell_back = at("fallback", &|d| {
+        d["from"] == "webrtc"
+            && d["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("no picture over WebRTC"))
+    })
+    .unwrap_or_else(|| panic!("no fallback for want of a picture: {}", r["events"]));
+    eprintln!(
+        "Firefox: LL-HLS chosen {:.0} ms after connecting began",
+        fell_back - connecting
+    );
+    assert!(
+        fell_back - connecting < 3000.0,
+        "the player waited {:.0} ms before moving to LL-HLS: {}",
+        fell_back - connecting,
+        r["events"]
+    );
+    assert!(
+        !events.iter().any(|e| e["name"] == "playbackerror"),
+        "WebRTC was tried until it failed: {}",
+        r["events"]
+    );
+    let p = &r["player"];
+    assert_eq!(p["mode"], "hls", "{r}");
+    assert_eq!(p["videoWidth"], 320, "the picture: {r}");
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "video did not advance: {r}"
+    );
+    assert!(
+        p["notice"].as_str().is_some_and(|n| n.contains("no H.264")),
+        "the reason is shown: {r}"
+    );
+    check_dialect_switch(&r, 660.0);
+    assert_eq!(r["afterSwitch"]["mode"], "hls", "{r}");
+    // The sound-only session the answer opened was closed at once.
+    wait_until(Duration::from_secs(10), "no WebRTC viewer left", || {
+        let v = api_in(&ns, &s, "demo")?;
+        let viewers = v["webrtc_viewers"].as_object()?;
+        viewers.values().all(|n| n == 0).then_some(())
+    });
+}
+
+#[test]
+fn in_firefox_without_h264_webrtc_mode_plays_the_sound_and_says_why() {
+    let Some(ns) = firefox_namespace("ffrtc") else {
+        eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
+        return;
+    };
+    let s = Server::start_in(Some(&ns), DEMO);
+    let r = player_firefox(&ns, "webrtc", &s, "demo");
+    let p = &r["player"];
+    assert_eq!(p["mode"], "webrtc", "{r}");
+    assert_eq!(p["state"], "playing", "{r}");
+    assert_eq!(p["audioCard"], "Audio only · 普通话", "{r}");
+    assert!(
+        p["notice"]
+            .as_str()
+            .is_some_and(|n| n.contains("only the sound")),
+        "the reason is shown: {r}"
+    );
+    assert!(
+        r["advanced"].as_f64().unwrap() > 1.0,
+        "sound did not advance: {r}"
+    );
+    check_dialect_switch(&r, 660.0);
+    assert_eq!(r["afterSwitch"]["mode"], "webrtc", "{r}");
+    assert_eq!(r["afterSwitch"]["audioCard"], "Audio only · 粤语", "{r}");
 }

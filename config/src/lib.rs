@@ -43,6 +43,8 @@ pub enum ConfigError {
 pub struct Config {
     /// HTTP server (HLS, API, player).
     pub http: HttpConfig,
+    /// The live channel (`/ws/NAME`).
+    pub channel: ChannelConfig,
     /// RTMP listener.
     pub rtmp: RtmpConfig,
     /// SRT listener.
@@ -76,6 +78,22 @@ pub struct HttpConfig {
     /// Bearer token for the operator API (questions of any lecture); empty for none. A
     /// lecture's own `publish_key` also opens its questions.
     pub operator_token: String,
+}
+
+/// `[channel]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Most live-channel connections at once.
+    pub max_connections: usize,
+    /// Most live-channel connections from one client address (IPv6: one /64).
+    pub max_per_address: usize,
+    /// How often the relay pings each connection.
+    pub ping_interval_ms: u64,
+    /// A connection that sends nothing (pongs included) for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A connection that does not take a message within this time is closed.
+    pub send_timeout_ms: u64,
 }
 
 /// `[rtmp]`
@@ -380,6 +398,29 @@ impl Config {
                 "must be empty or at least 16 characters",
             );
         }
+        if self.channel.max_connections == 0 {
+            return bad("channel.max_connections", "must be at least 1");
+        }
+        if !(1..=self.channel.max_connections).contains(&self.channel.max_per_address) {
+            return bad(
+                "channel.max_per_address",
+                "must be 1..=channel.max_connections",
+            );
+        }
+        if !(100..=600_000).contains(&self.channel.ping_interval_ms) {
+            return bad("channel.ping_interval_ms", "must be 100..=600000");
+        }
+        if self.channel.idle_timeout_ms <= self.channel.ping_interval_ms
+            || self.channel.idle_timeout_ms > 3_600_000
+        {
+            return bad(
+                "channel.idle_timeout_ms",
+                "must be above channel.ping_interval_ms and at most 3600000",
+            );
+        }
+        if !(100..=600_000).contains(&self.channel.send_timeout_ms) {
+            return bad("channel.send_timeout_ms", "must be 100..=600000");
+        }
         if !(100..=2000).contains(&self.hls.part_target_ms) {
             return bad("hls.part_target_ms", "must be 100..=2000");
         }
@@ -653,6 +694,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hls.part_target_ms"), "{err}");
+        let err = Config::from_toml_str_with_env(
+            "[channel]\nping_interval_ms = 5000\nidle_timeout_ms = 5000\n",
+            no_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("channel.idle_timeout_ms"), "{err}");
         let err = Config::from_toml_str_with_env("[hls]\nbogus = 1\n", no_env())
             .unwrap_err()
             .to_string();

@@ -162,6 +162,8 @@ pub fn render_media(p: &MediaPlaylist) -> String {
     out.push_str("#EXTM3U\n#EXT-X-VERSION:6\n");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", p.target_duration);
     if let Some(part) = p.part_target {
+        // PART-HOLD-BACK from the value as printed, so it is at least three times it.
+        let part = (part * 1000.0).round() / 1000.0;
         let _ = writeln!(
             out,
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}",
@@ -357,5 +359,37 @@ mod tests {
         assert_eq!(parsed.segments.len(), 1);
         assert_eq!(parsed.segments[0].uri, "s10.m4s");
         assert_eq!(parsed.discontinuity_sequence, 1);
+    }
+
+    #[test]
+    fn part_hold_back_is_three_printed_part_targets() {
+        for part in [0.3306, 0.3304, 0.427, 0.4, 1.0005, 0.33333] {
+            let text = render_media(&MediaPlaylist {
+                target_duration: 2,
+                part_target: Some(part),
+                media_sequence: 0,
+                discontinuity_sequence: 0,
+                segments: Vec::new(),
+                open_parts: Vec::new(),
+                open_discontinuity: false,
+                open_map_uri: None,
+                open_program_date_time: None,
+                preload_hint: None,
+                rendition_reports: Vec::new(),
+                ended: false,
+            });
+            let value = |key: &str| -> f64 {
+                let at = text.find(key).unwrap() + key.len();
+                text[at..]
+                    .split(|c: char| c != '.' && !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let target = value("PART-TARGET=");
+            let hold = value("PART-HOLD-BACK=");
+            assert!(hold >= 3.0 * target - 1e-9, "{part}: {hold} < 3 x {target}");
+        }
     }
 }

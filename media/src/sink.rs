@@ -88,6 +88,10 @@ pub trait Publish: Send + Sync {
 
     /// Whether [`Publish::publish`] would grant this request now, without starting a
     /// session: for protocols that must answer before their handshake completes (SRT).
+    ///
+    /// It runs on another library's thread (libsrt's receive thread, shared by every
+    /// connection on the port), so it must answer at once: from the configuration and a
+    /// snapshot, never waiting on a lock that work is done under. `publish` decides for good.
     fn check(&self, _request: &PublishRequest) -> Result<(), PublishError> {
         Ok(())
     }

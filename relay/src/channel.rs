@@ -1,23 +1,36 @@
 //! The live channel of a lecture: `GET /ws/NAME` upgrades to a WebSocket on which the relay
 //! pushes the lecture's state (scheduled, live, reconnecting, ended; title; dialects) as it
 //! changes and viewer counts every few seconds, and a classroom can send a text question or
-//! raise its hand. The lecture's operator reads those at `GET /api/v1/streams/NAME/questions`.
+//! raise its hand. The lecture's operator reads those at `GET /api/v1/streams/NAME/questions`;
+//! a player refused a channel polls the same state at `GET /api/v1/streams/NAME/state`.
 //!
 //! Everything a client sends is bounded: 4 KiB per message, a token bucket of messages,
 //! 500 characters per question, 64 per sender name, control characters removed. Messages are
 //! stored as plain text and never rendered as HTML by anything we ship.
+//!
+//! What a client holds is bounded too (`[channel]`): connections in all and per address
+//! (refused before the upgrade), a ping every `ping_interval_ms` and a close after
+//! `idle_timeout_ms` without a frame from the client (a socket that does not read never
+//! answers a ping), and a deadline on every send.
+//!
+//! A lecture's state is built once per change and shared: one task follows the hub's events
+//! and puts the serialized state of each watched lecture in a `watch` channel that all its
+//! sockets read. Questions are kept only for lectures that exist (configured or published)
+//! and are forgotten with the lecture they were asked in.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{Message, WebSocket};
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info};
 
 use crate::http::{ApiError, AppState};
@@ -31,8 +44,6 @@ pub const MAX_QUESTION_CHARS: usize = 500;
 pub const MAX_FROM_CHARS: usize = 64;
 /// Questions kept per lecture.
 pub const MAX_KEPT: usize = 1000;
-/// Live-channel connections the relay accepts.
-pub const MAX_CONNECTIONS: usize = 20_000;
 /// How often viewer counts are pushed.
 const VIEWERS_EVERY: Duration = Duration::from_secs(5);
 
@@ -51,81 +62,334 @@ pub struct Question {
     pub text: Option<String>,
 }
 
-/// Questions by lecture, and live-channel connection counts.
+/// The questions of one lecture name.
+#[derive(Debug)]
+struct Kept {
+    /// The lecture they were asked in (its start time, which tells two lectures of one name
+    /// apart), or none for questions asked before a configured lecture started.
+    instance: Option<SystemTime>,
+    list: VecDeque<Question>,
+}
+
+/// Live-channel connections: in all, per client address, per lecture.
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+    by_lecture: HashMap<String, usize>,
+}
+
+/// The shared messages of one watched lecture.
+#[derive(Debug)]
+struct Watched {
+    /// The serialized state; none once the name is no lecture at all.
+    state: watch::Sender<Option<Utf8Bytes>>,
+    /// The serialized viewer counts, refreshed every [`VIEWERS_EVERY`].
+    viewers: watch::Sender<Utf8Bytes>,
+}
+
+/// Questions by lecture, live-channel connections, and the shared state of every lecture a
+/// live channel watches.
 #[derive(Debug, Default)]
 pub struct Questions {
-    by_lecture: Mutex<HashMap<String, VecDeque<Question>>>,
+    by_lecture: Mutex<HashMap<String, Kept>>,
     next: AtomicU64,
-    connections: Mutex<HashMap<String, usize>>,
-    total: AtomicUsize,
+    connections: Mutex<Connections>,
+    watched: Mutex<HashMap<String, Watched>>,
+    /// Held from a state's build to its send, so an older build never overwrites a newer.
+    refreshing: Mutex<()>,
+    follower: std::sync::OnceLock<()>,
+    state_builds: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why a live channel was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// `channel.max_connections` reached.
+    Full,
+    /// `channel.max_per_address` reached for this client.
+    Address,
+}
+
+/// The address a client is counted under: IPv4 as is, IPv6 by its /64 (one host may hold a
+/// whole /64), IPv4-mapped IPv6 as the IPv4 address.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 impl Questions {
+    /// Adds a question to the lecture `name` of `hub`, if that lecture exists (published, or
+    /// configured and not yet started).
     fn add(
         &self,
+        hub: &Hub,
         lecture: &str,
         kind: &'static str,
         from: Option<String>,
         text: Option<String>,
-    ) -> u64 {
+    ) -> Option<u64> {
+        // Checked and stored under one lock, so the lecture cannot be forgotten (and its
+        // questions pruned, see `prune`) in between.
+        let mut map = lock(&self.by_lecture);
+        let instance = hub.lecture(lecture).map(|l| l.started);
+        if instance.is_none() && hub.config().lecture(lecture).is_none() {
+            return None;
+        }
+        let kept = map.entry(lecture.to_string()).or_insert_with(|| Kept {
+            instance,
+            list: VecDeque::new(),
+        });
+        if kept.instance != instance {
+            if kept.instance.is_some() {
+                // Asked in an earlier lecture of this name.
+                kept.list.clear();
+            }
+            kept.instance = instance;
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let q = Question {
+        if kept.list.len() >= MAX_KEPT {
+            kept.list.pop_front();
+        }
+        kept.list.push_back(Question {
             id,
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind,
             from,
             text,
-        };
-        let mut map = self.by_lecture.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.entry(lecture.to_string()).or_default();
-        if list.len() >= MAX_KEPT {
-            list.pop_front();
-        }
-        list.push_back(q);
-        id
+        });
+        Some(id)
     }
 
-    /// The questions of a lecture, oldest first.
-    pub fn list(&self, lecture: &str) -> Vec<Question> {
-        self.by_lecture
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(lecture)
-            .map(|l| l.iter().cloned().collect())
-            .unwrap_or_default()
+    /// The questions of the current lecture `lecture`, oldest first.
+    pub fn list(&self, hub: &Hub, lecture: &str) -> Vec<Question> {
+        let map = lock(&self.by_lecture);
+        let Some(kept) = map.get(lecture) else {
+            return Vec::new();
+        };
+        let instance = hub.lecture(lecture).map(|l| l.started);
+        if kept.instance.is_some() && kept.instance != instance {
+            return Vec::new();
+        }
+        kept.list.iter().cloned().collect()
+    }
+
+    /// Forgets the questions of `lecture` if the lecture they were asked in is gone.
+    fn prune(&self, hub: &Hub, lecture: &str) {
+        let mut map = lock(&self.by_lecture);
+        let Some(kept) = map.get(lecture) else {
+            return;
+        };
+        let instance = hub.lecture(lecture).map(|l| l.started);
+        if kept.instance.is_some() && kept.instance != instance {
+            map.remove(lecture);
+        }
+    }
+
+    /// Lecture names questions are kept for.
+    pub fn kept(&self) -> usize {
+        lock(&self.by_lecture).len()
+    }
+
+    /// How many times a lecture's state was built for live channels (once per change of a
+    /// watched lecture, not once per socket).
+    pub fn state_builds(&self) -> u64 {
+        self.state_builds.load(Ordering::Relaxed)
     }
 
     /// Open live-channel connections of a lecture.
     pub fn connections(&self, lecture: &str) -> usize {
-        *self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        *lock(&self.connections)
+            .by_lecture
             .get(lecture)
             .unwrap_or(&0)
     }
 
-    fn join(&self, lecture: &str) -> bool {
-        if self.total.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return false;
+    /// Takes a connection slot for a client at `peer` (unknown: counted in the total only).
+    fn reserve(&self, config: &config::ChannelConfig, peer: Option<IpAddr>) -> Result<(), Refused> {
+        let mut c = lock(&self.connections);
+        if c.total >= config.max_connections {
+            return Err(Refused::Full);
         }
-        *self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(lecture.to_string())
-            .or_default() += 1;
-        true
+        if let Some(ip) = peer {
+            let n = c.by_address.entry(ip).or_default();
+            if *n >= config.max_per_address {
+                return Err(Refused::Address);
+            }
+            *n += 1;
+        }
+        c.total += 1;
+        Ok(())
     }
 
-    fn leave(&self, lecture: &str) {
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        let mut map = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(lecture) {
-            *n = n.saturating_sub(1);
+    fn release(&self, peer: Option<IpAddr>, lecture: Option<&str>) {
+        let mut c = lock(&self.connections);
+        c.total = c.total.saturating_sub(1);
+        if let Some(ip) = peer
+            && let Some(n) = c.by_address.get_mut(&ip)
+        {
+            *n -= 1;
             if *n == 0 {
-                map.remove(lecture);
+                c.by_address.remove(&ip);
+            }
+        }
+        if let Some(name) = lecture
+            && let Some(n) = c.by_lecture.get_mut(name)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_lecture.remove(name);
+            }
+        }
+    }
+
+    fn join(&self, lecture: &str) {
+        *lock(&self.connections)
+            .by_lecture
+            .entry(lecture.to_string())
+            .or_default() += 1;
+    }
+
+    fn build_state(&self, hub: &Hub, name: &str) -> Option<Utf8Bytes> {
+        self.state_builds.fetch_add(1, Ordering::Relaxed);
+        state(hub, name).map(|v| Utf8Bytes::from(v.to_string()))
+    }
+
+    fn build_viewers(&self, hub: &Hub, name: &str) -> Utf8Bytes {
+        let webrtc: usize = hub
+            .lecture(name)
+            .map(|l| l.webrtc_viewers().values().sum())
+            .unwrap_or(0);
+        let v =
+            json!({ "type": "viewers", "webrtc": webrtc, "live_channel": self.connections(name) });
+        Utf8Bytes::from(v.to_string())
+    }
+
+    /// The shared state and viewer counts of `name`, for one more live channel.
+    fn watch(
+        &self,
+        hub: &Arc<Hub>,
+        name: &str,
+    ) -> (
+        watch::Receiver<Option<Utf8Bytes>>,
+        watch::Receiver<Utf8Bytes>,
+    ) {
+        self.follow(hub);
+        if let Some(w) = lock(&self.watched).get(name) {
+            return (w.state.subscribe(), w.viewers.subscribe());
+        }
+        // Built outside the lock (the state reads the packager); a second channel arriving
+        // meanwhile finds the first one's entry or puts its own, equally fresh.
+        let state = self.build_state(hub, name);
+        let viewers = self.build_viewers(hub, name);
+        let receivers = {
+            let mut watched = lock(&self.watched);
+            let w = watched.entry(name.to_string()).or_insert_with(|| Watched {
+                state: watch::channel(state).0,
+                viewers: watch::channel(viewers).0,
+            });
+            (w.state.subscribe(), w.viewers.subscribe())
+        };
+        // A change between the build and the insert found no entry to refresh.
+        self.refresh(hub, name);
+        receivers
+    }
+
+    /// A live channel of `name` ended: its shared state goes with the last one.
+    fn unwatch(&self, name: &str) {
+        let mut watched = lock(&self.watched);
+        if watched
+            .get(name)
+            .is_some_and(|w| w.state.receiver_count() == 0)
+        {
+            watched.remove(name);
+        }
+    }
+
+    /// Rebuilds the state of `name` if a live channel watches it, and wakes those channels
+    /// only if it changed.
+    fn refresh(&self, hub: &Hub, name: &str) {
+        let Some(tx) = lock(&self.watched).get(name).map(|w| w.state.clone()) else {
+            return;
+        };
+        let _one_at_a_time = lock(&self.refreshing);
+        let next = self.build_state(hub, name);
+        tx.send_if_modified(|cur| {
+            let changed = *cur != next;
+            *cur = next;
+            changed
+        });
+    }
+
+    /// The current state of `name` as a live channel would get it (shared when watched).
+    fn current_state(&self, hub: &Hub, name: &str) -> Option<Utf8Bytes> {
+        if let Some(w) = lock(&self.watched).get(name) {
+            return w.state.borrow().clone();
+        }
+        state(hub, name).map(|v| Utf8Bytes::from(v.to_string()))
+    }
+
+    /// Starts, once, the task that follows the hub's events: rebuilds the state of watched
+    /// lectures that changed, forgets the questions of lectures that are gone, and refreshes
+    /// viewer counts. It holds the hub weakly and ends with it.
+    fn follow(&self, hub: &Arc<Hub>) {
+        self.follower.get_or_init(|| {
+            let events = hub.subscribe();
+            tokio::spawn(follow_hub(Arc::downgrade(hub), events));
+        });
+    }
+}
+
+async fn follow_hub(hub: Weak<Hub>, mut events: broadcast::Receiver<crate::hub::HubEvent>) {
+    let mut tick = tokio::time::interval(VIEWERS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(hub) = hub.upgrade() else { return };
+                let q = &hub.questions;
+                match ev {
+                    Ok(e) => {
+                        q.refresh(&hub, &e.lecture);
+                        q.prune(&hub, &e.lecture);
+                    }
+                    // Missed some: every watched lecture may have changed, any may be gone.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let names: Vec<String> = lock(&q.watched).keys().cloned().collect();
+                        for name in names {
+                            q.refresh(&hub, &name);
+                        }
+                        let kept: Vec<String> = lock(&q.by_lecture).keys().cloned().collect();
+                        for name in kept {
+                            q.prune(&hub, &name);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+            _ = tick.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                let q = &hub.questions;
+                let watched: Vec<(String, watch::Sender<Utf8Bytes>)> = lock(&q.watched)
+                    .iter()
+                    .map(|(n, w)| (n.clone(), w.viewers.clone()))
+                    .collect();
+                for (name, tx) in watched {
+                    // Read by each channel on its own tick: no wake-up here.
+                    tx.send_replace(q.build_viewers(&hub, &name));
+                }
             }
         }
     }
@@ -181,28 +445,108 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
     }))
 }
 
+/// Whether `name` is a lecture a channel may follow (now or once it is published).
+fn exists(hub: &Hub, name: &str) -> bool {
+    media::sink::valid_stream_name(name)
+        && (hub.config().lectures.allow_unconfigured
+            || hub.config().lecture(name).is_some()
+            || hub.lecture(name).is_some())
+}
+
+/// A live-channel connection slot, given back on drop.
+struct Slot {
+    hub: Arc<Hub>,
+    peer: Option<IpAddr>,
+    lecture: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.hub
+            .questions
+            .release(self.peer, self.lecture.as_deref());
+    }
+}
+
+fn refusal(status: StatusCode, message: String) -> Response {
+    let mut r = ApiError::new(status, message).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    r
+}
+
 /// `GET /ws/NAME`
 pub async fn upgrade(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     s.hub.note_demand(&name);
-    if !media::sink::valid_stream_name(&name) || state(&s.hub, &name).is_none() {
+    if !exists(&s.hub, &name) {
         return ApiError::new(StatusCode::NOT_FOUND, format!("no lecture {name:?}"))
             .into_response();
     }
-    let hub = s.hub.clone();
+    let config = &s.hub.config().channel;
+    let peer = peer.map(|p| address_key(p.0.0.ip()));
+    match s.hub.questions.reserve(config, peer) {
+        Ok(()) => {}
+        Err(Refused::Full) => {
+            debug!(lecture = %name, "live channel refused: {} connections", config.max_connections);
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the live channel is full: poll /api/v1/streams/{name}/state"),
+            );
+        }
+        Err(Refused::Address) => {
+            debug!(lecture = %name, remote = ?peer, "live channel refused: {} connections from this address", config.max_per_address);
+            return refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "at most {} live channels per address: poll /api/v1/streams/{name}/state",
+                    config.max_per_address
+                ),
+            );
+        }
+    }
+    // From here the slot is given back however the upgrade ends.
+    let mut slot = Slot {
+        hub: s.hub.clone(),
+        peer,
+        lecture: None,
+    };
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            if !hub.questions.join(&name) {
-                debug!(lecture = %name, "live channel refused: too many connections");
-                return;
-            }
-            run(hub.clone(), &name, socket).await;
-            hub.questions.leave(&name);
+            let hub = slot.hub.clone();
+            hub.questions.join(&name);
+            slot.lecture = Some(name.clone());
+            let (state_rx, viewers_rx) = hub.questions.watch(&hub, &name);
+            run(&hub, &name, socket, state_rx, viewers_rx).await;
+            hub.questions.unwatch(&name);
+            drop(slot);
         })
+}
+
+/// `GET /api/v1/streams/NAME/state`: what the live channel pushes, for players that could
+/// not open one (they poll this instead).
+pub async fn state_api(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    s.hub.note_demand(&name);
+    let body = exists(&s.hub, &name)
+        .then(|| s.hub.questions.current_state(&s.hub, &name))
+        .flatten()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no lecture {name:?}")))?;
+    let mut r = axum::body::Bytes::from(body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
 }
 
 #[derive(Deserialize)]
@@ -245,54 +589,88 @@ impl Bucket {
     }
 }
 
-async fn send(socket: &mut WebSocket, v: &Value) -> bool {
-    socket
-        .send(Message::Text(v.to_string().into()))
-        .await
-        .is_ok()
+/// One live channel's socket with its send deadline.
+struct Channel {
+    socket: WebSocket,
+    send_timeout: Duration,
 }
 
-async fn run(hub: Arc<Hub>, name: &str, mut socket: WebSocket) {
-    let mut events = hub.subscribe();
-    let mut tick = tokio::time::interval(VIEWERS_EVERY);
+impl Channel {
+    /// Sends `m`; false if the client is gone or did not take it in time.
+    async fn send(&mut self, m: Message) -> bool {
+        matches!(
+            tokio::time::timeout(self.send_timeout, self.socket.send(m)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn send_json(&mut self, v: &Value) -> bool {
+        self.send(Message::Text(v.to_string().into())).await
+    }
+}
+
+async fn run(
+    hub: &Hub,
+    name: &str,
+    socket: WebSocket,
+    mut state_rx: watch::Receiver<Option<Utf8Bytes>>,
+    viewers_rx: watch::Receiver<Utf8Bytes>,
+) {
+    let config = &hub.config().channel;
+    let mut ch = Channel {
+        socket,
+        send_timeout: Duration::from_millis(config.send_timeout_ms),
+    };
+    let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+    let ping_every = Duration::from_millis(config.ping_interval_ms);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut viewers = tokio::time::interval(VIEWERS_EVERY);
+    viewers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut bucket = Bucket {
         tokens: Bucket::BURST,
         last: Instant::now(),
     };
     let mut strikes = 0;
-    let Some(initial) = state(&hub, name) else {
+    let Some(initial) = state_rx.borrow_and_update().clone() else {
         return;
     };
-    if !send(&mut socket, &initial).await {
+    if !ch.send(Message::Text(initial)).await {
         return;
     }
     loop {
         tokio::select! {
-            ev = events.recv() => {
-                let relevant = match ev {
-                    Ok(e) => &*e.lecture == name,
-                    // Missed some: re-send the state anyway.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-                    Err(_) => return,
-                };
-                if relevant {
-                    let Some(st) = state(&hub, name) else { return };
-                    if !send(&mut socket, &st).await {
-                        return;
-                    }
+            changed = state_rx.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-            }
-            _ = tick.tick() => {
-                let webrtc: usize = hub
-                    .lecture(name)
-                    .map(|l| l.webrtc_viewers().values().sum())
-                    .unwrap_or(0);
-                let v = json!({ "type": "viewers", "webrtc": webrtc, "live_channel": hub.questions.connections(name) });
-                if !send(&mut socket, &v).await {
+                let Some(st) = state_rx.borrow_and_update().clone() else { return };
+                if !ch.send(Message::Text(st)).await {
+                    debug!(lecture = %name, "live channel closed: a state update was not taken in time");
                     return;
                 }
             }
-            msg = socket.recv() => {
+            _ = viewers.tick() => {
+                let v = viewers_rx.borrow().clone();
+                if !ch.send(Message::Text(v)).await {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if !ch.send(Message::Ping(Default::default())).await {
+                    return;
+                }
+            }
+            () = &mut idle => {
+                debug!(lecture = %name, "live channel closed: nothing from the client in {idle_timeout:?}");
+                let _ = ch.send(Message::Close(None)).await;
+                return;
+            }
+            msg = ch.socket.recv() => {
+                // Any frame, a pong included, shows the client is there and reading.
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | None => return,
@@ -317,18 +695,14 @@ async fn run(hub: Arc<Hub>, name: &str, mut socket: WebSocket) {
                             } else {
                                 let from = from.map(|f| clean(&f, MAX_FROM_CHARS)).filter(|f| !f.is_empty());
                                 let from = from.map(|f| f.chars().take(MAX_FROM_CHARS).collect());
-                                let id = hub.questions.add(name, "question", from, Some(text));
-                                info!(lecture = %name, id, "question received");
-                                json!({ "type": "ack", "id": id })
+                                ack(hub, name, "question", from, Some(text))
                             }
                         }
                         Ok(ClientMessage::Hand { from }) => {
                             let from = from
                                 .map(|f| clean(&f, MAX_FROM_CHARS).chars().take(MAX_FROM_CHARS).collect::<String>())
                                 .filter(|f| !f.is_empty());
-                            let id = hub.questions.add(name, "hand", from, None);
-                            info!(lecture = %name, id, "hand raised");
-                            json!({ "type": "ack", "id": id })
+                            ack(hub, name, "hand", from, None)
                         }
                         Err(e) => {
                             strikes += 1;
@@ -336,16 +710,36 @@ async fn run(hub: Arc<Hub>, name: &str, mut socket: WebSocket) {
                         }
                     }
                 };
-                if !send(&mut socket, &reply).await {
+                if !ch.send_json(&reply).await {
                     return;
                 }
                 if strikes >= 10 {
                     info!(lecture = %name, "live channel closed: too many bad or too frequent messages");
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = ch.send(Message::Close(None)).await;
                     return;
                 }
             }
         }
+    }
+}
+
+/// Stores a question or a raised hand; the reply for the client.
+fn ack(
+    hub: &Hub,
+    name: &str,
+    kind: &'static str,
+    from: Option<String>,
+    text: Option<String>,
+) -> Value {
+    match hub.questions.add(hub, name, kind, from, text) {
+        Some(id) => {
+            info!(lecture = %name, id, "{kind} received");
+            json!({ "type": "ack", "id": id })
+        }
+        None => json!({
+            "type": "error",
+            "error": "the lecture is not live: questions open when it starts",
+        }),
     }
 }
 
@@ -381,7 +775,7 @@ pub async fn questions(
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    if state(&s.hub, &name).is_none() {
+    if !exists(&s.hub, &name) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no lecture {name:?}"),
@@ -404,7 +798,7 @@ pub async fn questions(
         );
         return Ok(r);
     }
-    Ok(axum::Json(json!({ "questions": s.hub.questions.list(&name) })).into_response())
+    Ok(axum::Json(json!({ "questions": s.hub.questions.list(&s.hub, &name) })).into_response())
 }
 
 #[cfg(test)]
@@ -469,14 +863,195 @@ mod tests {
         assert!(!operator_allowed(&tok, "free", Some(""), far));
     }
 
+    fn hub(extra: &str) -> Arc<Hub> {
+        let text = format!(
+            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 1\n{extra}"
+        );
+        Hub::new(Arc::new(
+            config::Config::from_toml_str_with_env(&text, std::iter::empty()).unwrap(),
+        ))
+    }
+
+    fn publish(hub: &Hub, name: &str) -> Box<dyn media::sink::MediaSink> {
+        use media::sink::Publish;
+        hub.publish(media::sink::PublishRequest {
+            stream: name.into(),
+            key: None,
+            language: None,
+            protocol: "test",
+            remote: None,
+        })
+        .unwrap()
+    }
+
+    /// Gives the lecture a dialect and something playable.
+    fn send_audio(sink: &mut Box<dyn media::sink::MediaSink>) {
+        use media::aac::AacParams;
+        use media::{MediaEvent, TrackId};
+        let info =
+            media::TrackInfo::new(media::CodecParams::Aac(AacParams::lc(48_000, 2).unwrap()));
+        sink.handle(MediaEvent::Track {
+            id: TrackId(1),
+            info,
+        })
+        .unwrap();
+        for i in 0..200 {
+            let frame = media::Frame {
+                dts: i * 1024,
+                pts: i * 1024,
+                keyframe: true,
+                data: bytes::Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+            };
+            sink.handle(MediaEvent::Frame {
+                track: TrackId(1),
+                frame,
+            })
+            .unwrap();
+        }
+    }
+
     #[test]
     fn questions_are_bounded() {
-        let q = Questions::default();
+        let hub = hub("[[lecture]]\nname = \"a\"\n");
+        let q = &hub.questions;
         for i in 0..(MAX_KEPT + 5) {
-            q.add("a", "question", None, Some(format!("{i}")));
+            q.add(&hub, "a", "question", None, Some(format!("{i}")));
         }
-        let l = q.list("a");
+        let l = q.list(&hub, "a");
         assert_eq!(l.len(), MAX_KEPT);
         assert_eq!(l[0].text.as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn questions_belong_to_a_lecture_and_go_with_it() {
+        let hub = hub("[[lecture]]\nname = \"planned\"\n");
+        let q = &hub.questions;
+        // No list for a name that is no lecture.
+        assert_eq!(q.add(&hub, "ghost", "hand", None, None), None);
+        assert_eq!(q.kept(), 0);
+        // A configured lecture takes questions before it starts; they stay with it.
+        q.add(&hub, "planned", "question", None, Some("early".into()))
+            .unwrap();
+        let mut sink = publish(&hub, "planned");
+        send_audio(&mut sink);
+        q.add(&hub, "planned", "hand", None, None).unwrap();
+        assert_eq!(q.list(&hub, "planned").len(), 2);
+        // An unconfigured lecture, while it exists.
+        let mut other = publish(&hub, "free");
+        send_audio(&mut other);
+        q.add(&hub, "free", "hand", None, None).unwrap();
+        assert_eq!(q.kept(), 2);
+        // Both end, and are forgotten after their retention: so are their questions.
+        drop((sink, other));
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(1100));
+        assert_eq!(q.list(&hub, "free").len(), 1, "kept while it is retained");
+        hub.maintain(t + Duration::from_millis(2300));
+        assert!(hub.lecture("free").is_none());
+        assert!(q.list(&hub, "free").is_empty());
+        assert!(q.list(&hub, "planned").is_empty());
+        q.prune(&hub, "free");
+        q.prune(&hub, "planned");
+        assert_eq!(q.kept(), 0);
+        // The next lecture of a name starts with none of the last one's questions, even
+        // before the last one's were pruned.
+        let mut again = publish(&hub, "free");
+        send_audio(&mut again);
+        q.add(&hub, "free", "question", None, Some("new".into()))
+            .unwrap();
+        drop(again);
+        hub.maintain(t + Duration::from_millis(3400));
+        hub.maintain(t + Duration::from_millis(4600));
+        let mut third = publish(&hub, "free");
+        send_audio(&mut third);
+        q.add(&hub, "free", "hand", None, None).unwrap();
+        let l = q.list(&hub, "free");
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].kind, "hand");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn state_is_built_once_per_change_and_questions_pruned_when_the_lecture_goes() {
+        let hub = hub("");
+        let mut sink = publish(&hub, "p");
+        let watchers: Vec<_> = (0..200).map(|_| hub.questions.watch(&hub, "p")).collect();
+        let mut rx = watchers[0].0.clone();
+        assert!(
+            rx.borrow_and_update()
+                .as_ref()
+                .unwrap()
+                .contains("\"starting\""),
+            "{:?}",
+            rx.borrow()
+        );
+        let builds = hub.questions.state_builds();
+        send_audio(&mut sink);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                rx.changed().await.unwrap();
+                if rx
+                    .borrow_and_update()
+                    .as_ref()
+                    .unwrap()
+                    .contains("\"live\"")
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("live state pushed");
+        // Two changes (a dialect, then media): a build each, shared by 200 channels.
+        let during = hub.questions.state_builds() - builds;
+        assert!((1..=3).contains(&during), "{during} builds");
+        assert!(
+            watchers
+                .iter()
+                .all(|(s, _)| s.borrow().as_ref().unwrap().contains("\"live\""))
+        );
+
+        hub.questions.add(&hub, "p", "hand", None, None).unwrap();
+        drop(sink);
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(1100));
+        hub.maintain(t + Duration::from_millis(2300));
+        assert!(hub.lecture("p").is_none());
+        // The follower saw the lecture go and pruned its questions.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while hub.questions.kept() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("questions of a forgotten lecture pruned");
+        drop((watchers, rx));
+        hub.questions.unwatch("p");
+        assert!(lock(&hub.questions.watched).is_empty());
+    }
+
+    #[test]
+    fn connection_slots_are_capped_in_all_and_per_address() {
+        let hub = hub("[channel]\nmax_connections = 5\nmax_per_address = 2\n");
+        let (q, c) = (&hub.questions, &hub.config().channel);
+        let ip = |s: &str| Some(address_key(s.parse().unwrap()));
+        assert_eq!(q.reserve(c, ip("192.0.2.1")), Ok(()));
+        assert_eq!(q.reserve(c, ip("::ffff:192.0.2.1")), Ok(()));
+        assert_eq!(q.reserve(c, ip("192.0.2.1")), Err(Refused::Address));
+        // One IPv6 host holds a whole /64.
+        assert_eq!(q.reserve(c, ip("2001:db8:1:2::1")), Ok(()));
+        assert_eq!(q.reserve(c, ip("2001:db8:1:2:ffff::9")), Ok(()));
+        assert_eq!(
+            q.reserve(c, ip("2001:db8:1:2:aaaa::7")),
+            Err(Refused::Address)
+        );
+        assert_eq!(q.reserve(c, None), Ok(()));
+        assert_eq!(q.reserve(c, ip("198.51.100.1")), Err(Refused::Full));
+        q.release(ip("192.0.2.1"), None);
+        assert_eq!(q.reserve(c, ip("192.0.2.1")), Ok(()));
+        q.join("x");
+        assert_eq!(q.connections("x"), 1);
+        q.release(ip("192.0.2.1"), Some("x"));
+        assert_eq!(q.connections("x"), 0);
+        assert_eq!(q.reserve(c, ip("198.51.100.1")), Ok(()));
     }
 }

@@ -45,6 +45,10 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/api/v1/streams/{name}/questions",
             get(crate::channel::questions),
         )
+        .route(
+            "/api/v1/streams/{name}/state",
+            get(crate::channel::state_api),
+        )
         .route("/ws/{name}", get(crate::channel::upgrade))
         .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
@@ -464,16 +468,14 @@ async fn rendition_file(
                 Some(Err(())) => Err(ApiError::bad_request(
                     "_HLS_msn/_HLS_part too far beyond the live edge",
                 )),
-                // Timed out: most likely the publisher is reconnecting. Answer with the
-                // playlist as it is (uncacheable) rather than 503, so players keep waiting
-                // through a publisher gap instead of giving up.
-                None => {
-                    let text = l
-                        .hls()
-                        .media_playlist(r)
-                        .ok_or_else(|| ApiError::not_found("rendition gone"))?;
-                    Ok(playlist_response(text, "no-cache"))
-                }
+                // Timed out (the publisher is reconnecting, most likely): RFC 8216bis
+                // 6.2.5.2 asks for 503; a playlist without the part asked for would break
+                // the blocking-reload contract (Apple's players reject it, -15410). Players
+                // retry, and ours keep retrying through a publisher gap.
+                None => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the requested segment or part is not available yet",
+                )),
             }
         }
         FileRequest::Init(v) => {

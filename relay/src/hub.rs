@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use config::Config;
@@ -100,6 +100,7 @@ pub struct Lecture {
     health: Mutex<InputHealth>,
     /// Dialects an interpreter is contributing right now.
     contributors: Mutex<std::collections::BTreeSet<String>>,
+    admission: Arc<AdmissionSnapshot>,
 }
 
 impl Lecture {
@@ -186,26 +187,33 @@ impl Lecture {
         self.webrtc.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ends publishing session `session` if it is still the lecture's.
+    ///
+    /// Every transition of a lecture changes its state and its packager under the state
+    /// lock (lock order: hub map, then state, then packager), so a publisher coming back
+    /// at the same moment finds the old session either still live or wholly closed.
     fn end_session(&self, session: u64) {
-        let mut st = self.state();
-        if st.session != session || st.status != Status::Live {
-            return;
-        }
-        st.status = Status::Reconnecting {
-            since: Instant::now(),
+        let v = {
+            let mut st = self.state();
+            if st.session != session || st.status != Status::Live {
+                return;
+            }
+            st.status = Status::Reconnecting {
+                since: Instant::now(),
+            };
+            st.publisher = None;
+            let mut hls = self.hls();
+            hls.end_session();
+            hls.version()
         };
-        st.publisher = None;
-        drop(st);
-        let mut hls = self.hls();
-        hls.end_session();
-        let v = hls.version();
-        drop(hls);
         self.notify(v);
         self.announce();
     }
 
-    /// Tells live-channel listeners that this lecture's state changed.
+    /// Tells live-channel listeners that this lecture's state changed, and brings the
+    /// admission snapshot up to date (every status change is followed by this).
     pub fn announce(&self) {
+        self.admission.update(self);
         let _ = self.events.send(HubEvent {
             lecture: self.name.as_str().into(),
         });
@@ -235,20 +243,96 @@ impl Lecture {
             .collect()
     }
 
-    fn finish(&self) {
+    /// Starts publishing session `session`: the lecture's first, or a publisher coming back
+    /// within the grace period. Refused with the lecture's status if it is live (another
+    /// publisher has it) or ended.
+    fn begin_session(&self, session: u64, publisher: PublisherInfo) -> Result<(), Status> {
         let mut st = self.state();
-        st.status = Status::Ended {
-            since: Instant::now(),
+        match st.status {
+            // A lecture just created is live with no session yet.
+            Status::Live if st.session != 0 || st.sessions != 0 => return Err(st.status),
+            Status::Ended { .. } => return Err(st.status),
+            _ => {}
+        }
+        st.status = Status::Live;
+        st.session = session;
+        st.sessions += 1;
+        st.publisher = Some(publisher);
+        self.hls().begin_session();
+        self.taps.new_session();
+        Ok(())
+    }
+
+    /// Ends the lecture if its status is still `seen` (what the caller decided on): a
+    /// publisher that came back meanwhile keeps it. Whether it ended.
+    fn finish_if(&self, seen: Status) -> bool {
+        let v = {
+            let mut st = self.state();
+            if st.status != seen {
+                return false;
+            }
+            st.status = Status::Ended {
+                since: Instant::now(),
+            };
+            st.publisher = None;
+            st.session = 0;
+            let mut hls = self.hls();
+            hls.finish();
+            hls.version()
         };
-        st.publisher = None;
-        st.session = 0;
-        drop(st);
-        let mut hls = self.hls();
-        hls.finish();
-        let v = hls.version();
-        drop(hls);
         self.notify(v);
         self.announce();
+        true
+    }
+}
+
+/// Which lectures are live or waiting for their publisher, for [`Publish::check`], which
+/// runs on libsrt's receive thread (one per SRT port) and so must never wait on the hub's
+/// locks. Copy on write: a reader clones the `Arc` (the lock is held for that alone) and
+/// reads the map unlocked; [`Lecture::announce`] writes.
+#[derive(Debug, Default)]
+struct AdmissionSnapshot {
+    /// Lecture name → (which `Lecture`, by address; whether a publisher is sending).
+    /// Ended lectures are not in it.
+    current: RwLock<Arc<HashMap<String, (usize, bool)>>>,
+    /// Serialises writers, so each writes the status it read last.
+    writer: Mutex<()>,
+}
+
+impl AdmissionSnapshot {
+    fn get(&self) -> Arc<HashMap<String, (usize, bool)>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, lecture: &Lecture) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let id = lecture as *const Lecture as usize;
+        let entry = match lecture.status() {
+            Status::Live => Some((id, true)),
+            Status::Reconnecting { .. } => Some((id, false)),
+            Status::Ended { .. } => None,
+        };
+        let current = self.get();
+        let old = current.get(&lecture.name);
+        let next = match entry {
+            _ if old == entry.as_ref() => return,
+            // A lecture of that name that replaced this one is not ended.
+            None if old.is_none_or(|o| o.0 != id) => return,
+            None => {
+                let mut next = (*current).clone();
+                next.remove(&lecture.name);
+                next
+            }
+            Some(e) => {
+                let mut next = (*current).clone();
+                next.insert(lecture.name.clone(), e);
+                next
+            }
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     }
 }
 
@@ -264,6 +348,7 @@ pub struct Hub {
     demand: Mutex<HashMap<String, Option<Instant>>>,
     /// Where level meters come from, when the relay measures sound levels.
     meters: std::sync::OnceLock<Arc<dyn media::encode::Transcoders>>,
+    admission: Arc<AdmissionSnapshot>,
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -291,6 +376,7 @@ impl Hub {
             ),
             config,
             meters: std::sync::OnceLock::new(),
+            admission: Arc::default(),
         })
     }
 
@@ -344,16 +430,17 @@ impl Hub {
         let mut remove = Vec::new();
         for lecture in self.list() {
             let had_media = lecture.has_media();
-            match lecture.status() {
+            let status = lecture.status();
+            match status {
                 // Nobody can be watching a lecture that never had media: no grace needed.
-                Status::Reconnecting { .. } if !had_media => {
+                Status::Reconnecting { .. } if !had_media && lecture.finish_if(status) => {
                     info!(lecture = %lecture.name, "publisher left before sending media: lecture dropped");
-                    lecture.finish();
                     remove.push(lecture.name.clone());
                 }
-                Status::Reconnecting { since } if now.duration_since(since) >= grace => {
+                Status::Reconnecting { since }
+                    if now.duration_since(since) >= grace && lecture.finish_if(status) =>
+                {
                     info!(lecture = %lecture.name, "publisher did not return within {grace:?}: lecture ended");
-                    lecture.finish();
                 }
                 Status::Ended { since } if now.duration_since(since) >= retention => {
                     remove.push(lecture.name.clone());
@@ -426,7 +513,21 @@ impl Hub {
             events: self.events.clone(),
             health: Mutex::default(),
             contributors: Mutex::default(),
+            admission: self.admission.clone(),
         })
+    }
+
+    /// Whether one more lecture may go live (`lectures.max_live`).
+    fn room_for_another(&self, map: &HashMap<String, Arc<Lecture>>) -> Result<(), PublishError> {
+        let live = map
+            .values()
+            .filter(|l| !matches!(l.status(), Status::Ended { .. }))
+            .count();
+        if live >= self.config.lectures.max_live {
+            Err(PublishError::TooManyLectures)
+        } else {
+            Ok(())
+        }
     }
 
     fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
@@ -707,23 +808,18 @@ impl Publish for Hub {
         asked || watching
     }
 
+    /// Answers from the configuration and the admission snapshot, taking none of the hub's
+    /// locks: [`Hub::publish`] decides for good.
     fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
         self.check_key(request)?;
-        let map = self.lectures();
-        match map.get(&request.stream).map(|l| l.status()) {
-            Some(Status::Live) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
-            Some(_) => Ok(()),
-            None => {
-                let live = map
-                    .values()
-                    .filter(|l| !matches!(l.status(), Status::Ended { .. }))
-                    .count();
-                if live >= self.config.lectures.max_live {
-                    Err(PublishError::TooManyLectures)
-                } else {
-                    Ok(())
-                }
+        let live = self.admission.get();
+        match live.get(&request.stream) {
+            Some((_, true)) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
+            Some((_, false)) => Ok(()),
+            None if live.len() >= self.config.lectures.max_live => {
+                Err(PublishError::TooManyLectures)
             }
+            None => Ok(()),
         }
     }
 
@@ -733,43 +829,33 @@ impl Publish for Hub {
             return Err(e);
         }
         let mut map = self.lectures();
-        let lecture = match map.get(&request.stream) {
-            Some(l) => match l.status() {
-                Status::Live => return Err(PublishError::AlreadyPublishing(request.stream)),
-                Status::Reconnecting { .. } => l.clone(),
-                Status::Ended { .. } => {
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let publisher = PublisherInfo {
+            protocol: request.protocol,
+            remote: request.remote,
+            since: SystemTime::now(),
+        };
+        // The map lock serialises publishers, but maintenance may end the lecture found here
+        // at any moment: the lecture decides under its own lock (`begin_session`).
+        let lecture = loop {
+            let l = match map.get(&request.stream) {
+                Some(l) if !matches!(l.status(), Status::Ended { .. }) => l.clone(),
+                // A new lecture, or a new one in place of an ended one: either counts
+                // against the limit.
+                _ => {
+                    self.room_for_another(&map)?;
                     let l = self.new_lecture(&request.stream);
                     map.insert(request.stream.clone(), l.clone());
                     l
                 }
-            },
-            None => {
-                let live = map
-                    .values()
-                    .filter(|l| !matches!(l.status(), Status::Ended { .. }))
-                    .count();
-                if live >= self.config.lectures.max_live {
-                    return Err(PublishError::TooManyLectures);
-                }
-                let l = self.new_lecture(&request.stream);
-                map.insert(request.stream.clone(), l.clone());
-                l
+            };
+            match l.begin_session(session, publisher.clone()) {
+                Ok(()) => break l,
+                Err(Status::Live) => return Err(PublishError::AlreadyPublishing(request.stream)),
+                // Ended by maintenance a moment ago: the next round starts a new lecture.
+                Err(_) => continue,
             }
         };
-        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut st = lecture.state();
-            st.status = Status::Live;
-            st.session = session;
-            st.sessions += 1;
-            st.publisher = Some(PublisherInfo {
-                protocol: request.protocol,
-                remote: request.remote,
-                since: SystemTime::now(),
-            });
-        }
-        lecture.hls().begin_session();
-        lecture.taps.new_session();
         lecture.announce();
         drop(map);
         info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
@@ -1050,6 +1136,65 @@ mod tests {
     }
 
     #[test]
+    fn admission_check_waits_on_no_hub_lock() {
+        // `check` runs on libsrt's receive thread for the whole SRT port: it answers from a
+        // snapshot even while the hub and a lecture are locked by someone else.
+        let hub = hub("[[lecture]]\nname = \"xihe\"\npublish_key = \"right-key-123\"\n");
+        let _a = hub.publish(req("a", None)).unwrap();
+        let lecture = hub.lecture("a").unwrap();
+        let lectures = hub.lectures();
+        let state = lecture.state();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = hub.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((
+                h.check(&req("a", None)),
+                h.check(&req("b", None)),
+                h.check(&req("xihe", Some("wrong-key-123"))),
+            ));
+        });
+        let answers = rx.recv_timeout(Duration::from_secs(5));
+        drop(state);
+        drop(lectures);
+        let (a, b, xihe) = answers.expect("check waited on the hub's locks");
+        assert!(matches!(a, Err(PublishError::AlreadyPublishing(_))));
+        assert_eq!(b, Ok(()));
+        assert!(matches!(xihe, Err(PublishError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn admission_snapshot_follows_the_lecture_life() {
+        let hub = hub("");
+        let mut a = hub.publish(req("a", None)).unwrap();
+        publish_some_media(&mut a);
+        let _b = hub.publish(req("b", None)).unwrap();
+        assert!(matches!(
+            hub.check(&req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        // Reconnecting: its publisher may come back; it still counts as live.
+        drop(a);
+        assert_eq!(hub.check(&req("a", None)), Ok(()));
+        assert!(matches!(
+            hub.check(&req("c", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        // Ended, then forgotten: room for another lecture.
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(1100));
+        assert_eq!(hub.check(&req("c", None)), Ok(()));
+        hub.maintain(t + Duration::from_millis(2300));
+        assert!(hub.lecture("a").is_none());
+        assert_eq!(hub.check(&req("a", None)), Ok(()));
+        // A new lecture of the same name is live again.
+        let _a2 = hub.publish(req("a", None)).unwrap();
+        assert!(matches!(
+            hub.check(&req("a", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+    }
+
+    #[test]
     fn keys_and_limits() {
         let hub = hub("[[lecture]]\nname = \"xihe\"\npublish_key = \"right-key-123\"\n");
         assert!(matches!(
@@ -1085,5 +1230,116 @@ mod tests {
             closed.publish(req("x", None)),
             Err(PublishError::UnknownLecture(_))
         ));
+    }
+
+    #[test]
+    fn max_live_counts_a_name_whose_lecture_ended() {
+        let text = "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 60\nmax_live = 1\n";
+        let hub = Hub::new(Arc::new(
+            Config::from_toml_str_with_env(text, std::iter::empty()).unwrap(),
+        ));
+        let mut a = hub.publish(req("a", None)).unwrap();
+        publish_some_media(&mut a);
+        drop(a);
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(1100));
+        assert!(matches!(
+            hub.lecture("a").unwrap().status(),
+            Status::Ended { .. }
+        ));
+        let _b = hub.publish(req("b", None)).unwrap();
+        // "a" ended but is still listed (retention): publishing it again is a new live
+        // lecture and must count against max_live like any other.
+        assert!(matches!(
+            hub.check(&req("a", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        assert!(matches!(
+            hub.publish(req("a", None)),
+            Err(PublishError::TooManyLectures)
+        ));
+        let live = hub
+            .list()
+            .iter()
+            .filter(|l| !matches!(l.status(), Status::Ended { .. }))
+            .count();
+        assert_eq!(live, 1);
+    }
+
+    #[test]
+    fn a_sink_returned_by_publish_never_sees_its_lecture_ended() {
+        // Publishers come and go on one name while maintenance runs as if the grace period
+        // were always over: every transition races with every other. A sink that publish()
+        // returned must find its lecture live until it is dropped.
+        let text = "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 0\nended_retention_s = 0\nmax_live = 8\n";
+        let hub = Hub::new(Arc::new(
+            Config::from_toml_str_with_env(text, std::iter::empty()).unwrap(),
+        ));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let maintainer = {
+            let (hub, stop) = (hub.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    hub.maintain(Instant::now() + Duration::from_secs(3600));
+                }
+            })
+        };
+        let frame = |i: i64| MediaEvent::Frame {
+            track: TrackId(1),
+            frame: media::Frame {
+                dts: i * 1024,
+                pts: i * 1024,
+                keyframe: true,
+                data: bytes::Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
+            },
+        };
+        let publishers: Vec<_> = (0..3)
+            .map(|_| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(6);
+                    let mut rounds = 0;
+                    while Instant::now() < deadline && rounds < 1_000_000 {
+                        rounds += 1;
+                        let Ok(mut sink) = hub.publish(req("race", None)) else {
+                            continue;
+                        };
+                        let lecture = hub.lecture("race").unwrap();
+                        let info = media::TrackInfo::new(media::CodecParams::Aac(
+                            media::aac::AacParams::lc(48_000, 2).unwrap(),
+                        ));
+                        if let Err(e) = sink.handle(MediaEvent::Track {
+                            id: TrackId(1),
+                            info,
+                        }) {
+                            failures.push(format!("track refused: {e}"));
+                        }
+                        for i in 0..3 {
+                            if let Err(e) = sink.handle(frame(i)) {
+                                failures.push(format!("frame refused: {e}"));
+                            }
+                            if lecture.hls().is_ended() {
+                                failures.push("playlists ended under a live sink".into());
+                            }
+                        }
+                        drop(sink);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let failures: Vec<String> = publishers
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        maintainer.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failures, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
     }
 }

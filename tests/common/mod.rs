@@ -272,6 +272,15 @@ impl Netns {
     /// The namespace's own non-loopback address.
     pub const ADDRESS: &'static str = "10.99.0.1";
 
+    /// A default route over the namespace's own veth pair, which leads nowhere outside it.
+    /// Firefox gathers ICE candidates only on the default route's interface: without one
+    /// it has none, and it pairs none with a loopback address either.
+    pub fn default_route(&self) {
+        run_ok(
+            Command::new("ip").args(["-n", &self.name, "route", "add", "default", "dev", "jt0"]),
+        );
+    }
+
     /// Links this namespace to `other` with a veth pair: this side `10.99.1.1`, theirs
     /// `10.99.1.2`. With `kbit`, what this side sends over the link is limited to that rate
     /// (a token bucket, as a slow uplink would): a viewer behind a poor link.

@@ -6,6 +6,8 @@ export const ANALYSE = `
     const v = el.media;
     v.muted = false;
     const ctx = new AudioContext();
+    // Firefox creates it suspended until asked (Chromium runs it at once).
+    await Promise.race([ctx.resume(), new Promise((r) => setTimeout(r, 2000))]);
     const src = v.srcObject ? ctx.createMediaStreamSource(v.srcObject) : ctx.createMediaElementSource(v);
     const an = ctx.createAnalyser();
     an.fftSize = 8192;

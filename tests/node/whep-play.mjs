@@ -1,14 +1,17 @@
-// Watches a lecture over WHEP in headless Chromium, from a page of another origin
-// (about:blank, so CORS is exercised), and reports JSON:
+// Watches a lecture over WHEP in headless Chromium (BROWSER=firefox: Firefox ESR), from a
+// page of another origin (about:blank, so CORS is exercised), and reports JSON:
 //   node whep-play.mjs SERVER STREAM LANG SWITCH_TO SECONDS SCREENSHOT_DIR
+// - offerH264 / answerVideo: whether the browser offered H.264, whether the answer has video
 // - connect: ICE connected -> first video frame decoded (ms)
 // - the dominant audio frequency before and after POSTing a dialect switch, and how long
 //   after the request the new tone was heard
 // - framesDecoded / currentTime over time
 import { launch } from "./browser.mjs";
+import { launchFirefox } from "./firefox.mjs";
 
 const [server, stream, lang, switchTo, seconds, shots] = process.argv.slice(2);
-const browser = await launch();
+const firefox = process.env.BROWSER === "firefox";
+const browser = firefox ? await launchFirefox() : await launch();
 const result = { errors: [] };
 try {
   const page = await browser.newPage();
@@ -35,6 +38,7 @@ try {
       };
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
+      out.offerH264 = /^a=rtpmap:\d+ H264\/90000/m.test(pc.localDescription.sdp);
       const resp = await fetch(`${server}/whep/${stream}?lang=${lang}`, {
         method: "POST",
         headers: { "Content-Type": "application/sdp" },
@@ -48,6 +52,7 @@ try {
         out.body = answer;
         return out;
       }
+      out.answerVideo = /^m=video [1-9]/m.test(answer);
       await pc.setRemoteDescription({ type: "answer", sdp: answer });
       const stats = async () => {
         const s = { video: {}, audio: {} };
@@ -56,17 +61,21 @@ try {
         });
         return s;
       };
-      // First decoded frame.
+      // First decoded frame (of a picture the answer accepted).
       let firstDecodedAt = null;
-      for (let i = 0; i < 400 && firstDecodedAt === null; i++) {
+      for (let i = 0; i < 400 && firstDecodedAt === null && out.answerVideo; i++) {
         const s = await stats();
         if ((s.video.framesDecoded ?? 0) > 0) firstDecodedAt = performance.now();
         else await new Promise((r) => setTimeout(r, 10));
       }
+      // Sound only: wait for ICE instead (up to 10 s, past the player's 6 s timeout).
+      for (let i = 0; i < 1000 && connectedAt === null && !out.answerVideo; i++) await new Promise((r) => setTimeout(r, 10));
       out.connectMs = connectedAt === null ? null : connectedAt - t0;
       out.firstFrameAfterConnectMs = firstDecodedAt && connectedAt ? firstDecodedAt - connectedAt : null;
       // Audio analysis.
       const ctx = new AudioContext();
+      // Firefox creates it suspended until asked (Chromium runs it at once).
+      await Promise.race([ctx.resume(), new Promise((r) => setTimeout(r, 2000))]);
       const src = ctx.createMediaStreamSource(new MediaStream(ms.getAudioTracks()));
       // A fine analyser for the pitch, and a short one (43 ms window at 48 kHz, 23 Hz bins:
       // enough to tell 440 from 660 Hz) to notice a switch without adding much delay.
@@ -153,7 +162,7 @@ try {
     { server, stream, lang, switchTo, seconds },
   );
   Object.assign(result, r);
-  await page.screenshot({ path: `${shots}/whep-playing.png` });
+  await page.screenshot({ path: `${shots}/whep-playing${firefox ? "-firefox" : ""}.png` });
 } catch (e) {
   result.errors.push(String(e));
 } finally {

@@ -38,6 +38,12 @@ const SRT_EPOLL_ENABLE_EMPTY: i32 = 1;
 // SRT_ERRNO values that are not failures of a non-blocking call.
 const SRT_EASYNCRCV: c_int = 6002;
 const SRT_ETIMEOUT: c_int = 6003;
+// SRT_ERRNO values that mean the caller is gone: the connection class (failed, lost, not
+// connected) and a socket id libsrt no longer knows (closed and removed).
+const SRT_ECONNFAIL: c_int = 2000;
+const SRT_ECONNLOST: c_int = 2001;
+const SRT_ENOCONN: c_int = 2002;
+const SRT_EINVSOCK: c_int = 5004;
 
 /// syslog's LOG_CRIT: libsrt logs only what is critical; we log the rest ourselves.
 const LOG_CRIT: c_int = 2;
@@ -148,8 +154,8 @@ fn check(ret: c_int) -> Result<c_int> {
 }
 
 /// Takes a reference on libsrt's global state (its threads): libsrt counts
-/// `srt_startup`/`srt_cleanup` pairs and stops its threads at the last cleanup. Every
-/// listener and poller holds one, so that when the last is dropped libsrt shuts down cleanly;
+/// `srt_startup`/`srt_cleanup` pairs and stops its threads (closing every socket) at the last
+/// cleanup. Every listener, poller and accepted socket holds one, so that when the last is dropped libsrt shuts down cleanly;
 /// left running, its threads block the process's exit (a global condition variable destroyed
 /// at exit while they still wait on it).
 fn startup() -> Result<()> {
@@ -263,6 +269,7 @@ unsafe fn from_sockaddr(addr: *const libc::sockaddr) -> Option<SocketAddr> {
 
 /// An application reject code sent to a refused caller (libsrt's `SRT_REJX_*`, 1000–1999;
 /// a caller sees it as 2000 + the code's last three digits… e.g. 1404 arrives as 2404).
+/// `src/shim.c` checks the named ones against libsrt's `access_control.h` at build time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RejectCode(pub i32);
 
@@ -330,8 +337,9 @@ unsafe extern "C" fn on_listen(
     peer: *const libc::sockaddr,
     stream_id: *const c_char,
 ) -> c_int {
-    // SAFETY: `opaque` is the `&'static Box<Admit>` leaked in `Listener::bind`; `peer` and
-    // `stream_id` are valid for this call per libsrt's contract (stream id NUL-terminated).
+    // SAFETY: `opaque` is the `Box<Admit>` that the `Listener` owns and frees only after
+    // `srt_close` has detached this callback (see `Listener`'s drop); `peer` and `stream_id`
+    // are valid for this call per libsrt's contract (stream id NUL-terminated).
     let (admit, peer, sid) = unsafe {
         let admit = &*(opaque as *const Box<Admit>);
         let sid = if stream_id.is_null() {
@@ -369,13 +377,22 @@ unsafe extern "C" fn on_listen(
 /// An SRT listener (non-blocking).
 pub struct Listener {
     sock: RawSocket,
+    /// The admission callback libsrt calls on its receive thread, owned here (boxed twice:
+    /// C gets a thin pointer to the fat `Box<Admit>`); freed in `drop` after `srt_close`.
+    admit: Option<std::ptr::NonNull<Box<Admit>>>,
 }
 
+// SAFETY: the socket id is a plain integer libsrt lets any thread use; the callback is
+// `Send + Sync` and only ever read through a shared reference (here and on libsrt's thread).
+unsafe impl Send for Listener {}
+// SAFETY: as above: no method mutates anything through `&self`.
+unsafe impl Sync for Listener {}
+
 impl Listener {
-    /// Binds `addr` and listens; `admit` decides about each caller.
+    /// Binds `addr` and listens; `admit` decides about each caller, on libsrt's receive
+    /// thread (shared by every connection on the port), so it must answer at once.
     ///
-    /// `admit` lives as long as the process: libsrt may call it on its own thread until the
-    /// listener is closed, so it is never freed (listeners are made once per server).
+    /// `admit` is dropped with the listener, or at once when binding fails.
     pub fn bind(addr: SocketAddr, opts: &ListenerOptions, admit: Box<Admit>) -> Result<Listener> {
         startup()?;
         // SAFETY: plain constructor.
@@ -385,8 +402,9 @@ impl Listener {
             cleanup();
             return Err(e);
         }
-        // From here its drop closes the socket and gives back the reference.
-        let listener = Listener { sock };
+        // From here its drop closes the socket, frees the callback and gives back the
+        // reference, whichever step below fails.
+        let mut listener = Listener { sock, admit: None };
         // Accepted sockets inherit these.
         set_flag_bool(sock, SRTO_RCVSYN, false)?;
         set_flag_bool(sock, SRTO_SNDSYN, false)?;
@@ -395,17 +413,11 @@ impl Listener {
         let (sa, len) = to_sockaddr(addr);
         // SAFETY: `sa` is a valid socket address of length `len`.
         check(unsafe { srt_bind(sock, (&sa as *const libc::sockaddr_storage).cast(), len) })?;
-        // Boxed twice: C gets a thin pointer (to the fat `Box<Admit>`).
-        #[allow(clippy::borrowed_box)]
-        let admit: &'static Box<Admit> = Box::leak(Box::new(admit));
-        // SAFETY: the opaque pointer is 'static and `on_listen` reads it as what it is.
-        check(unsafe {
-            srt_listen_callback(
-                sock,
-                on_listen,
-                (admit as *const Box<Admit>).cast_mut().cast(),
-            )
-        })?;
+        let admit = std::ptr::NonNull::from(Box::leak(Box::new(admit)));
+        listener.admit = Some(admit);
+        // SAFETY: the pointer stays valid until `drop` has closed the socket, after which
+        // libsrt no longer calls the callback; `on_listen` reads it as what it is.
+        check(unsafe { srt_listen_callback(sock, on_listen, admit.as_ptr().cast()) })?;
         // SAFETY: a bound socket.
         check(unsafe { srt_listen(sock, opts.backlog.max(1) as c_int) })?;
         Ok(listener)
@@ -422,6 +434,8 @@ impl Listener {
     }
 
     /// The next caller whose handshake completed, or `None` if there is none now.
+    ///
+    /// The connection holds its own reference on libsrt, so it may outlive the listener.
     pub fn accept(&self) -> Result<Option<(Socket, Option<SocketAddr>)>> {
         // SAFETY: sockaddr_storage is plain data; libsrt writes at most `len` bytes.
         let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -444,14 +458,27 @@ impl Listener {
         }
         // SAFETY: libsrt filled `sa` for the accepted socket.
         let peer = unsafe { from_sockaddr((&sa as *const libc::sockaddr_storage).cast()) };
+        // libsrt is started (the listener holds a reference), so this only counts one more.
+        if let Err(e) = startup() {
+            // SAFETY: the socket just accepted, closed once.
+            unsafe { srt_close(s) };
+            return Err(e);
+        }
         Ok(Some((Socket { sock: s }, peer)))
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // SAFETY: our socket, closed once.
+        // SAFETY: our socket, closed once. For a listener `srt_close` detaches it from the
+        // receive queue under the lock libsrt's receive thread holds while it runs the
+        // callback (libsrt 1.5 `CUDT::notListening`), so when it returns the callback is
+        // neither running nor called again.
         unsafe { srt_close(self.sock) };
+        if let Some(admit) = self.admit.take() {
+            // SAFETY: made by `Box::leak` in `bind`, freed once, no longer reachable from C.
+            drop(unsafe { Box::from_raw(admit.as_ptr()) });
+        }
         cleanup();
     }
 }
@@ -477,7 +504,8 @@ fn local_addr(sock: RawSocket) -> Result<SocketAddr> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SocketId(pub i32);
 
-/// An accepted caller (non-blocking), closed on drop.
+/// An accepted caller (non-blocking), closed on drop. It holds a reference on libsrt's
+/// global state of its own, like a listener and a poller.
 pub struct Socket {
     sock: RawSocket,
 }
@@ -554,8 +582,8 @@ impl Socket {
         let e = SrtError::last();
         match e.code {
             SRT_EASYNCRCV | SRT_ETIMEOUT => Ok(Recv::WouldBlock),
-            // Connection lost, not connected, broken, closed: the caller is gone.
-            2001..=2999 | 5004 => Ok(Recv::Closed),
+            // Connection failed, lost, not connected, or the socket closed: the caller is gone.
+            SRT_ECONNFAIL | SRT_ECONNLOST | SRT_ENOCONN | SRT_EINVSOCK => Ok(Recv::Closed),
             _ => Err(e),
         }
     }
@@ -592,6 +620,7 @@ impl Drop for Socket {
     fn drop(&mut self) {
         // SAFETY: our socket, closed once.
         unsafe { srt_close(self.sock) };
+        cleanup();
     }
 }
 
@@ -740,6 +769,42 @@ mod tests {
         let admit: Box<Admit> = Box::new(|_| Admission::Reject(RejectCode::NOT_FOUND));
         let e = Listener::bind(addr, &opts, admit).err().unwrap();
         assert!(!e.message.is_empty());
+    }
+
+    #[test]
+    fn the_admission_callback_is_freed_with_its_listener() {
+        // What the callback holds (the relay's hub) goes when the listener goes, also when
+        // binding fails after the callback was handed to libsrt.
+        let held = std::sync::Arc::new(());
+        let admit_holding = |held: &std::sync::Arc<()>| -> Box<Admit> {
+            let held = held.clone();
+            Box::new(move |_| {
+                let _ = &held;
+                Admission::Reject(RejectCode::NOT_FOUND)
+            })
+        };
+        let opts = ListenerOptions {
+            latency_ms: 120,
+            peer_idle_timeout_ms: 5000,
+            backlog: 8,
+        };
+        let l =
+            Listener::bind("127.0.0.1:0".parse().unwrap(), &opts, admit_holding(&held)).unwrap();
+        assert_eq!(std::sync::Arc::strong_count(&held), 2);
+        let addr = l.local_addr().unwrap();
+        // The same port again: libsrt shares the UDP socket and refuses a second listener on it.
+        assert!(Listener::bind(addr, &opts, admit_holding(&held)).is_err());
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            2,
+            "freed after a failed bind"
+        );
+        drop(l);
+        assert_eq!(
+            std::sync::Arc::strong_count(&held),
+            1,
+            "freed with the listener"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 /* Reads the few statistics jiangtang reports out of libsrt's SRT_TRACEBSTATS, so the Rust
  * side never mirrors that large struct's layout by hand. */
 #include <srt/srt.h>
+#include <srt/access_control.h>
 #include <stdint.h>
 
 typedef struct {
@@ -42,4 +43,11 @@ _Static_assert(SRTO_PEERIDLETIMEO == 55, "SRTO_PEERIDLETIMEO");
 _Static_assert(SRT_EPOLL_IN == 0x1 && SRT_EPOLL_ERR == 0x8, "SRT_EPOLL_*");
 _Static_assert(SRT_EPOLL_ENABLE_EMPTY == 1, "SRT_EPOLL_ENABLE_EMPTY");
 _Static_assert(SRT_EASYNCRCV == 6002 && SRT_ETIMEOUT == 6003, "SRT_ERRNO");
+_Static_assert(SRT_ECONNFAIL == 2000 && SRT_ECONNLOST == 2001 && SRT_ENOCONN == 2002, "SRT_ERRNO connection");
+_Static_assert(SRT_EINVSOCK == 5004, "SRT_EINVSOCK");
+/* RejectCode's named codes. */
+_Static_assert(SRT_REJX_BAD_REQUEST == 1400 && SRT_REJX_UNAUTHORIZED == 1401, "SRT_REJX_*");
+_Static_assert(SRT_REJX_OVERLOAD == 1402 && SRT_REJX_FORBIDDEN == 1403, "SRT_REJX_*");
+_Static_assert(SRT_REJX_NOTFOUND == 1404 && SRT_REJX_BAD_MODE == 1405, "SRT_REJX_*");
+_Static_assert(SRT_REJX_CONFLICT == 1409 && SRT_REJX_ISE == 1500, "SRT_REJX_*");
 _Static_assert(sizeof(SRTSOCKET) == sizeof(int), "SRTSOCKET");

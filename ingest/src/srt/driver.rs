@@ -37,6 +37,9 @@ const REFUSALS_LOGGED: u32 = 20;
 const STATS_EVERY: Duration = Duration::from_secs(1);
 /// After the first notice of a kind, at most one log line per kind this often.
 const NOTICE_EVERY: Duration = Duration::from_secs(10);
+/// After a failed accept the listener is left alone this long, so a failure that persists
+/// neither spins the thread every publisher shares nor floods the log.
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// A running SRT listener; dropping it stops the thread and closes every connection.
 pub struct SrtServer {
@@ -97,6 +100,46 @@ impl Refusals {
     }
 }
 
+/// Failed accepts: when to try again, and a log of them throttled like [`Refusals`].
+#[derive(Default)]
+struct AcceptErrors {
+    paused_until: Option<Instant>,
+    window: Option<Instant>,
+    suppressed: u64,
+}
+
+impl AcceptErrors {
+    /// Notes a failure at `now`; returns whether to log it (the first of each
+    /// [`NOTICE_EVERY`], with how many were not logged since).
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        self.paused_until = Some(now + ACCEPT_PAUSE);
+        if self
+            .window
+            .is_some_and(|w| now.duration_since(w) < NOTICE_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.window = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+
+    /// Whether accepting is paused at `now`.
+    fn paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|t| now < t)
+    }
+
+    /// Ends a pause that is over at `now`; returns whether there was one.
+    fn resume(&mut self, now: Instant) -> bool {
+        if self.paused_until.is_some() && !self.paused(now) {
+            self.paused_until = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn reject_code(e: &PublishError) -> RejectCode {
     match e {
         PublishError::Unauthorized(_) => RejectCode::UNAUTHORIZED,
@@ -116,7 +159,9 @@ fn request(id: &streamid::StreamId, peer: Option<SocketAddr>) -> PublishRequest 
     }
 }
 
-/// Decides about one caller during its handshake.
+/// Decides about one caller during its handshake, on libsrt's receive thread (shared by
+/// every connection on the port): it waits on nothing, [`Publish::check`] answers from a
+/// snapshot.
 fn admit(
     caller: CallerRequest<'_>,
     publish: &dyn Publish,
@@ -193,6 +238,7 @@ pub fn start(
                 conns: HashMap::new(),
                 connections,
                 max_connections: config.srt.max_connections,
+                accept_errors: AcceptErrors::default(),
             }
             .run(&stop2)
         })
@@ -343,6 +389,7 @@ struct Driver {
     conns: HashMap<SocketId, Conn>,
     connections: Arc<AtomicUsize>,
     max_connections: usize,
+    accept_errors: AcceptErrors,
 }
 
 impl Driver {
@@ -367,6 +414,12 @@ impl Driver {
                 contained(c, forward_aac);
             }
             let now = Instant::now();
+            if self.accept_errors.resume(now) {
+                // Watch the listener again; what waits is accepted at its next readiness.
+                if let Err(e) = self.poller.add(self.listener.id()) {
+                    self.accept_failed(&e, now);
+                }
+            }
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
                 self.tick(now);
@@ -382,7 +435,9 @@ impl Driver {
 
     fn on_ready(&mut self, r: &Ready, buf: &mut [u8]) {
         if r.id == self.listener.id() {
-            self.accept_all();
+            if !self.accept_errors.paused(Instant::now()) {
+                self.accept_all();
+            }
             return;
         }
         let Some(c) = self.conns.get_mut(&r.id) else {
@@ -403,7 +458,7 @@ impl Driver {
                 Ok(Some(x)) => x,
                 Ok(None) => return,
                 Err(e) => {
-                    warn!("srt accept failed: {e}");
+                    self.accept_failed(&e, Instant::now());
                     return;
                 }
             };
@@ -453,6 +508,22 @@ impl Driver {
                     warn!(stream = %id.stream, remote = ?peer, "srt publisher dropped after the handshake: {e}")
                 }
             }
+        }
+    }
+
+    /// Stops watching the listener for [`ACCEPT_PAUSE`] and logs the failure, throttled.
+    fn accept_failed(&mut self, e: &SrtError, now: Instant) {
+        self.poller.remove(self.listener.id());
+        if let Some(suppressed) = self.accept_errors.failed(now) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more since the last report)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "srt accept failed: {e}{more}; new publishers wait {} ms",
+                ACCEPT_PAUSE.as_millis()
+            );
         }
     }
 
@@ -561,5 +632,42 @@ fn forward_aac(c: &mut Conn) {
             c.closing = Some(e.to_string());
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_accept_pauses_the_listener_and_is_logged_once_per_window() {
+        let t = Instant::now();
+        let mut a = AcceptErrors::default();
+        assert!(!a.paused(t));
+        assert_eq!(a.failed(t), Some(0), "the first failure is logged");
+        assert!(a.paused(t + ACCEPT_PAUSE - Duration::from_millis(1)));
+        assert!(!a.resume(t + ACCEPT_PAUSE / 2));
+        assert!(a.resume(t + ACCEPT_PAUSE));
+        assert!(!a.paused(t + ACCEPT_PAUSE));
+        assert!(!a.resume(t + ACCEPT_PAUSE), "nothing to resume");
+
+        // A failure that persists for a minute, with the thread waking every 10 ms: accept is
+        // tried about once a second, and logged once per NOTICE_EVERY with the count left out.
+        let (mut tried, mut logged, mut left_out) = (0, 0, 0);
+        let mut now = t + ACCEPT_PAUSE;
+        while now < t + Duration::from_secs(61) {
+            a.resume(now);
+            if !a.paused(now) {
+                tried += 1;
+                if let Some(n) = a.failed(now) {
+                    logged += 1;
+                    left_out += n;
+                }
+            }
+            now += Duration::from_millis(10);
+        }
+        assert!((55..=61).contains(&tried), "{tried} accepts in a minute");
+        assert_eq!(logged, 6);
+        assert_eq!(left_out + logged, tried);
     }
 }

@@ -4,8 +4,10 @@
 // WebRTC (WHEP) first for low latency, LL-HLS when WebRTC is missing, refused or blocked,
 // audio only on request. Lecture state comes from the live channel (WebSocket): a countdown
 // before the start, "reconnecting" while the lecture hall's stream is away, "ended" at the end.
+// While no channel is open (the relay refused one, or the network dropped it) the player polls
+// the same state from the API and keeps trying the channel.
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
-import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, WhepEngine, webrtcAvailable } from "./engines";
+import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
 
 export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported";
@@ -26,6 +28,9 @@ interface LectureState {
 }
 
 const STORAGE_KEY = "jiangtang.dialect";
+/** How often the lecture state is polled while no live channel is open (plus up to 1 s, so
+ *  many players refused at once do not poll in step). */
+const POLL_MS = 4000;
 
 // Icons as SVG paths (24x24): emoji fonts are missing on many classroom PCs.
 const ICONS: Record<string, string> = {
@@ -83,6 +88,7 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .audio-card[hidden] { display: none; }
 .notice { position: absolute; left: 8px; right: 8px; bottom: 8px; display: flex; flex-wrap: wrap; gap: 8px; align-items: center; justify-content: space-between; padding: 8px 12px; border-radius: 8px; background: #000c; }
 .notice[hidden] { display: none; }
+.notice.top { top: 44px; bottom: auto; }
 .notice button { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #666; background: #333; color: #fff; padding: 0 12px; cursor: pointer; }
 :host([fill]) { display: flex; flex-direction: column; height: 100%; }
 :host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
@@ -105,10 +111,13 @@ export class JiangtangPlayer extends HTMLElement {
   private ws: WebSocket | null = null;
   private wsRetry = 0;
   private wsTimer = 0;
+  private pollTimer = 0;
+  private polling = false;
   private tickTimer = 0;
   private failures = 0;
   private restartTimer = 0;
   private forcedHls = false;
+  private codecNoticeTimer = 0;
   /** Playing sound only because the link could not carry the picture. */
   private weakNetwork = false;
   private stalls: number[] = [];
@@ -208,6 +217,7 @@ export class JiangtangPlayer extends HTMLElement {
     window.clearInterval(this.tickTimer);
     window.clearTimeout(this.wsTimer);
     window.clearTimeout(this.restartTimer);
+    this.stopPolling();
     this.ws?.close();
     this.ws = null;
     this.stopEngine();
@@ -220,6 +230,7 @@ export class JiangtangPlayer extends HTMLElement {
       this.forcedHls = false;
       this.weakNetwork = false;
       this.el.notice.hidden = true;
+      this.hideCodecNotice();
       this.failures = 0;
       this.restartEngine();
     } else if (name === "lang" && value) {
@@ -270,6 +281,14 @@ export class JiangtangPlayer extends HTMLElement {
     restore.textContent = t.restoreVideo;
     restore.addEventListener("click", () => this.restoreVideo());
     notice.append(noticeText, restore);
+    // Why this browser gets no picture over WebRTC (and what it plays instead).
+    const codec = this.make("div", "codec-notice notice top", frame);
+    codec.hidden = true;
+    codec.setAttribute("role", "status");
+    this.make("span", "codec-text", codec);
+    const dismiss = this.make("button", "codec-dismiss", codec);
+    dismiss.textContent = t.dismiss;
+    dismiss.addEventListener("click", () => this.hideCodecNotice());
     const overlay = this.make("div", "overlay", frame);
     overlay.setAttribute("role", "status");
     overlay.setAttribute("aria-live", "polite");
@@ -369,7 +388,8 @@ export class JiangtangPlayer extends HTMLElement {
   }
 
   private updateAudioCard(): void {
-    const audio = this.engine?.mode === "audio";
+    const e = this.engine;
+    const audio = e?.mode === "audio" || (e instanceof WhepEngine && e.soundOnly);
     this.el.frame.classList.toggle("audio", audio);
     this.el["audio-card"].hidden = !audio;
     const name = this.dialects.find((d) => d.lang === this._dialect)?.name ?? "";
@@ -388,6 +408,21 @@ export class JiangtangPlayer extends HTMLElement {
       mute.replaceChildren(icon(this.video.muted ? "muted" : "sound"));
       mute.setAttribute("aria-label", this.video.muted ? t.unmute : t.mute);
     }
+  }
+
+  /** Says why the picture does not come over WebRTC here; it stays a while, or until
+   *  dismissed. */
+  private showCodecNotice(text: string): void {
+    this.el["codec-text"].textContent = text;
+    this.el["codec-notice"].hidden = false;
+    window.clearTimeout(this.codecNoticeTimer);
+    this.codecNoticeTimer = window.setTimeout(() => this.hideCodecNotice(), 20_000);
+  }
+
+  private hideCodecNotice(): void {
+    window.clearTimeout(this.codecNoticeTimer);
+    const n = this.el["codec-notice"];
+    if (n) n.hidden = true;
   }
 
   private flash(text: string): void {
@@ -500,6 +535,7 @@ export class JiangtangPlayer extends HTMLElement {
       }
       if (m.type === "state") {
         this.wsRetry = 0;
+        this.stopPolling();
         this.lecture = m as LectureState;
         this.applyLecture();
       } else if (m.type === "viewers") {
@@ -509,8 +545,42 @@ export class JiangtangPlayer extends HTMLElement {
       }
     };
     ws.onclose = () => {
-      if (this.ws === ws) this.scheduleChannel();
+      if (this.ws !== ws) return;
+      this.startPolling();
+      this.scheduleChannel();
     };
+  }
+
+  /** No live channel: learn the state from the API until one opens again. */
+  private startPolling(): void {
+    if (this.polling || !this.connected) return;
+    this.polling = true;
+    this.emit("fallback", { from: "channel", reason: "no live channel: polling the lecture state" });
+    this.poll();
+  }
+
+  private stopPolling(): void {
+    this.polling = false;
+    window.clearTimeout(this.pollTimer);
+  }
+
+  private async poll(): Promise<void> {
+    if (!this.polling) return;
+    try {
+      const url = `${this.server()}/api/v1/streams/${encodeURIComponent(this.stream())}/state`;
+      const r = await fetch(url, { cache: "no-store" });
+      const m = r.ok ? await r.json() : null;
+      // A channel may have opened meanwhile: what it pushes wins.
+      if (this.polling && m?.type === "state") {
+        this.lecture = m as LectureState;
+        this.applyLecture();
+      }
+    } catch {
+      /* offline for now: try again */
+    }
+    if (!this.polling) return;
+    window.clearTimeout(this.pollTimer);
+    this.pollTimer = window.setTimeout(() => this.poll(), POLL_MS + Math.random() * 1000);
   }
 
   private scheduleChannel(): void {
@@ -621,16 +691,27 @@ export class JiangtangPlayer extends HTMLElement {
     if (this.engineStarting) return;
     this.engineStarting = true;
     this.setState(this._state === "reconnecting" ? "reconnecting" : "connecting");
-    for (const mode of this.modes()) {
-      const engine = mode === "webrtc" ? new WhepEngine(this.options()) : mode === "hls" ? new HlsEngine(this.options()) : new AudioEngine(this.options());
+    const modes = this.modes();
+    for (const mode of modes) {
+      // WebRTC without a picture is worth nothing when LL-HLS can bring the picture next.
+      const options = { ...this.options(), needPicture: mode === "webrtc" && modes.includes("hls") };
+      const engine = mode === "webrtc" ? new WhepEngine(options) : mode === "hls" ? new HlsEngine(options) : new AudioEngine(options);
       try {
         await engine.start();
         this.engine = engine;
         this.emit("modechange", { mode });
         this.updateAudioCard();
+        if (engine instanceof WhepEngine && engine.soundOnly && this.lecture?.has_video) {
+          this.showCodecNotice(this.t.webrtcSoundOnly);
+        }
         break;
       } catch (e) {
         engine.stop();
+        if (e instanceof NoPictureError) {
+          // The browser, not the network: WebRTC will not bring a picture on this page.
+          this.forcedHls = true;
+          this.showCodecNotice(this.t.noWebrtcPicture);
+        }
         this.emit("fallback", { from: mode, reason: String(e) });
       }
     }

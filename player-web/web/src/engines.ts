@@ -23,6 +23,23 @@ export interface EngineOptions {
   onPlaying: () => void;
   /** The picture stalled or froze: the network cannot keep up with the stream. */
   onStall?: () => void;
+  /** WebRTC only: an answer without a picture (sound only) is a failure, because another
+   *  engine can bring the picture. Without it the engine plays the sound alone. */
+  needPicture?: boolean;
+}
+
+/** The relay answered with sound only: this browser offered no video codec it sends
+ *  (H.264), e.g. Firefox without its OpenH264 plugin. */
+export class NoPictureError extends Error {
+  constructor() {
+    super("no picture over WebRTC in this browser: it offers no H.264 video");
+    this.name = "NoPictureError";
+  }
+}
+
+/** Whether an SDP answer accepted a video m-section (a rejected one has port 0). */
+export function answerHasVideo(sdp: string): boolean {
+  return sdp.split(/\r?\n/).some((l) => /^m=video [1-9]/.test(l));
 }
 
 export function webrtcAvailable(): boolean {
@@ -40,6 +57,8 @@ export class WhepEngine implements Engine {
   private session: string | null = null;
   private connectTimer = 0;
   private statsTimer = 0;
+  /** The answer brought sound only (see NoPictureError). */
+  soundOnly = false;
 
   constructor(private o: EngineOptions) {}
 
@@ -76,7 +95,11 @@ export class WhepEngine implements Engine {
       throw new Error(`WHEP answered ${resp.status}`);
     }
     this.session = resp.headers.get("Location");
-    await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+    const answer = await resp.text();
+    this.soundOnly = !answerHasVideo(answer);
+    // Known from the answer itself: no need to wait for ICE to find out there is no picture.
+    if (this.soundOnly && this.o.needPicture) throw new NoPictureError();
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
     // Freezes (WebRTC's own count of pictures held too long), or no picture at all for a
     // while once connected, mean the link is too slow for the video.
     let freezes = 0;
@@ -93,6 +116,7 @@ export class WhepEngine implements Engine {
         }
       });
       for (; freezes < now; freezes++) this.o.onStall?.();
+      if (this.soundOnly) return;
       still = frames > decoded ? 0 : still + 1;
       decoded = frames;
       if (still >= 2) {
@@ -174,7 +198,22 @@ export class HlsEngine implements Engine {
   }
 
   private attach(): void {
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30, liveDurationInfinity: true });
+    const hls = new Hls({
+      lowLatencyMode: true,
+      backBufferLength: 30,
+      liveDurationInfinity: true,
+      // A blocking playlist reload that cannot be answered in time gets a 503 (RFC 8216bis
+      // 6.2.5.2), e.g. while the hall's encoder reconnects: keep asking instead of giving up
+      // after hls.js's default two retries.
+      playlistLoadPolicy: {
+        default: {
+          maxTimeToFirstByteMs: 10000,
+          maxLoadTimeMs: 20000,
+          timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 },
+          errorRetry: { maxNumRetry: 12, retryDelayMs: 500, maxRetryDelayMs: 4000 },
+        },
+      },
+    });
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => {
       this.retries = 0;

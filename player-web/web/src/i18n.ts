@@ -32,6 +32,9 @@ const zh = {
   noPlayback: "此浏览器无法播放",
   weakNetwork: "网络较差，已改为仅播放声音",
   restoreVideo: "恢复画面",
+  noWebrtcPicture: "此浏览器无法通过 WebRTC 显示画面（缺少 H.264 解码），已改用 HLS 播放，延迟会多几秒",
+  webrtcSoundOnly: "此浏览器通过 WebRTC 只能播放声音（缺少 H.264 解码）；选择“流畅 (HLS)”可看画面",
+  dismiss: "知道了",
 };
 
 const en: typeof zh = {
@@ -65,6 +68,9 @@ const en: typeof zh = {
   noPlayback: "This browser cannot play the lecture",
   weakNetwork: "The connection is too slow for the picture: playing the sound only",
   restoreVideo: "Show the picture again",
+  noWebrtcPicture: "This browser cannot show the picture over WebRTC (it has no H.264): playing over HLS, a few seconds further behind",
+  webrtcSoundOnly: "This browser gets only the sound over WebRTC (it has no H.264); choose Smooth (HLS) for the picture",
+  dismiss: "OK",
 };
 
 export type Texts = typeof zh;

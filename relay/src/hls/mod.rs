@@ -7,4 +7,6 @@ pub mod multivariant;
 pub mod packager;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 pub(crate) mod tests;

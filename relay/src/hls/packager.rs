@@ -48,7 +48,9 @@ const MAX_PENDING: usize = 2000;
 const MAX_SKEW: i64 = 10 * TICKS;
 /// How much audio arrives with no video declared before a session counts as audio-only.
 const AUDIO_ONLY_AFTER: i64 = 2 * TICKS;
-/// Completed segments whose parts are still kept (and listed) near the live edge.
+/// Parts are listed for at most this many segments (the open one included) and this many
+/// target durations from the end of the playlist (RFC 8216bis 6.2.2); they stay servable
+/// for as long again after that.
 const PART_SEGMENTS: usize = 3;
 /// Extra completed segments kept beyond the playlist window, for clients a little behind.
 const EXTRA_SEGMENTS: usize = 2;
@@ -82,13 +84,58 @@ impl Settings {
             target_duration: segment_ms.div_ceil(1000).max(1),
         }
     }
+}
 
-    /// `PART-TARGET` as advertised: the cutting target plus 10 %. Audio renditions close
-    /// their parts at the video's boundaries on their own frame grid, so their parts can be
-    /// up to one audio frame longer than the video's; the advertised target must cover them
-    /// (RFC 8216bis 4.4.4.9: every part <= PART-TARGET, non-final parts >= 85 % of it).
-    pub fn advertised_part_target(&self) -> f64 {
-        self.part_target as f64 * 1.1 / TICKS as f64
+/// A part is closed early when the next frame would end it more than this beyond its
+/// nominal length: the measured frame interval and millisecond timestamps are each off by
+/// a couple of milliseconds over a part.
+const PART_GUARD: i64 = 6 * TICKS / 1000;
+/// How much later than expected the frame after a part may come (capture jitter) before
+/// the time it left is cut as a gap.
+const PART_SLACK: i64 = 10 * TICKS / 1000;
+/// Shortest nominal part: below it, AAC's frame grid and timestamp jitter cannot keep every
+/// part between 85 % and 100 % of `PART-TARGET`.
+const MIN_PART: i64 = 300 * TICKS / 1000;
+/// Leader frames over which the frame interval is averaged before it is smoothed instead.
+const FRAME_AVERAGE: u32 = 64;
+/// The shortest audio frame a part may have to stretch by (AAC at 48 kHz).
+const MIN_AUDIO_FRAME: i64 = 1024 * TICKS / 48_000;
+
+/// How long parts are, decided once per lecture from the configured target and the frame
+/// rate, so that every part fits `PART-TARGET` and every non-final part is at least 85 % of
+/// it (RFC 8216bis 4.4.4.9). Parts hold whole frames: at 25 fps a 300 ms target gives
+/// 320 ms parts (8 frames), at 12 fps a 400 ms target 417 ms (5 frames).
+#[derive(Debug, Clone, Copy)]
+struct PartLength {
+    /// The leader's part length: a whole number of frames.
+    nominal: i64,
+    /// Close a part before the next frame if that frame would end it beyond this.
+    guard: i64,
+    /// Longest part of the leader; a frame coming later than this after its part began
+    /// leaves a gap behind it.
+    limit: i64,
+    /// `PART-TARGET` in milliseconds: the longest part of any rendition. Audio renditions
+    /// close their parts at the frame of their own grid nearest the leader's boundary, so
+    /// an audio part is a whole number of frames within one frame of the leader's part.
+    advertised_ms: u64,
+}
+
+impl PartLength {
+    /// Parts of `frames` frames of `frame` ticks each (at least [`MIN_PART`] long).
+    fn of_frames(frames: i64, frame: i64, audio_frame: i64) -> Self {
+        let frame = frame.max(1);
+        let frames = frames.max((MIN_PART + frame - 1) / frame).max(1);
+        let nominal = frames * frame;
+        let guard = nominal + PART_GUARD;
+        let limit = guard + PART_SLACK;
+        let audio = audio_frame.max(MIN_AUDIO_FRAME);
+        let advertised = limit.max((limit / audio + 1) * audio);
+        PartLength {
+            nominal,
+            guard,
+            limit,
+            advertised_ms: (advertised as u64 * 1000).div_ceil(TICKS as u64),
+        }
     }
 }
 
@@ -163,6 +210,8 @@ pub struct Segment {
     pub pdt: SystemTime,
     /// Frames in it.
     pub frames: u32,
+    /// No media at all (`EXT-X-GAP`): every part of it is a gap.
+    pub gap: bool,
 }
 
 #[derive(Debug)]
@@ -282,6 +331,29 @@ impl Rendition {
             .and_then(|s| s.parts.last().map(|p| (s.msn, p.index)))
     }
 
+    /// Half an audio frame in ticks (audio parts end at the frame nearest the leader's
+    /// boundary); zero for video.
+    fn half_frame(&self) -> i64 {
+        match &self.info.codec {
+            CodecParams::Aac(a) if a.sample_rate > 0 => {
+                aac::SAMPLES_PER_FRAME as i64 * TICKS / a.sample_rate as i64 / 2
+            }
+            _ => 0,
+        }
+    }
+
+    /// Wall-clock time of the end of the last part (its segment's program date-time plus
+    /// the parts up to it).
+    pub fn live_edge(&self) -> Option<SystemTime> {
+        let (pdt, parts) = match (&self.open, self.segments.back()) {
+            (Some(o), _) if !o.parts.is_empty() => (o.pdt, &o.parts),
+            (_, Some(s)) => (s.pdt, &s.parts),
+            _ => return None,
+        };
+        let d: f64 = parts.iter().map(|p| p.duration).sum();
+        Some(pdt + Duration::from_secs_f64(d.max(0.0)))
+    }
+
     /// Where the next part will be: `(msn, part index)`.
     pub fn next_part(&self) -> (u64, u32) {
         match (&self.open, self.segments.back()) {
@@ -318,7 +390,14 @@ pub struct Packager {
     lead_part_start: Option<i64>,
     lead_seg_start: i64,
     lead_last: Option<i64>,
+    /// Wall-clock arrival of the leader's last frame.
+    lead_arrival: Option<SystemTime>,
+    /// Parts were cut on the clock alone since the leader's last frame (it paused).
+    lead_paused: bool,
     est_frame: i64,
+    /// First leader frame of the current run of evenly spaced frames, and how many since.
+    est_from: Option<(i64, u32)>,
+    part_len: Option<PartLength>,
     next_msn: u64,
     next_part: u32,
     dseq: u64,
@@ -332,6 +411,8 @@ pub struct Packager {
     anchor: Option<(i64, SystemTime)>,
     last_end: i64,
     leader_latest: i64,
+    /// Latest media time of any track in the session.
+    head: i64,
     ended: bool,
     version: u64,
 }
@@ -352,7 +433,11 @@ impl Packager {
             lead_part_start: None,
             lead_seg_start: 0,
             lead_last: None,
+            lead_arrival: None,
+            lead_paused: false,
             est_frame: TICKS / 25,
+            est_from: None,
+            part_len: None,
             next_msn: 0,
             next_part: 0,
             dseq: 0,
@@ -365,6 +450,7 @@ impl Packager {
             anchor: None,
             last_end: 0,
             leader_latest: 0,
+            head: 0,
             ended: false,
             version: 0,
         }
@@ -494,6 +580,9 @@ impl Packager {
         self.session_start = None;
         self.leader = None;
         self.lead_last = None;
+        self.lead_arrival = None;
+        self.lead_paused = false;
+        self.est_from = None;
         if self.session > 1 {
             self.pending_discontinuity = true;
         }
@@ -508,8 +597,15 @@ impl Packager {
 
     /// Ends the current publishing session: completes the open segment of every rendition.
     pub fn end_session(&mut self) {
-        if let (Some(_), Some(last)) = (self.lead_part_start, self.lead_last) {
-            let end = last + self.est_frame;
+        if let (Some(part_start), Some(last)) = (self.lead_part_start, self.lead_last) {
+            // The session's media ends with its last frame, or with the other tracks when
+            // they ran on past the leader.
+            let end = (last + self.est_frame).max(self.head).max(part_start + 1);
+            let limit = self
+                .part_len
+                .unwrap_or_else(|| self.provisional_part_len())
+                .limit;
+            self.cut_parts_without_leader(end, limit, None);
             self.close_leader_part(end, true, true, None);
         }
         self.lead_part_start = None;
@@ -553,7 +649,7 @@ impl Packager {
                 keyframe: frame.keyframe,
                 data: frame.data,
             };
-            return self.push_follower(r, p);
+            return self.push_follower(r, p, now);
         }
         let last_end = self.last_end;
         let offset = *self.offset.get_or_insert_with(|| {
@@ -570,11 +666,16 @@ impl Packager {
             && self.lead_part_start.is_some()
         {
             let t = t_in + offset;
-            if (t - self.leader_latest).abs() > MAX_SKEW {
+            // Where the leader is: its last frame, or where parts were cut without it while
+            // it paused.
+            let reference = self
+                .leader_latest
+                .max(self.lead_part_start.unwrap_or(i64::MIN));
+            if (t - reference).abs() > MAX_SKEW {
                 // This track's clock is far from the leader's (a publisher whose audio and
                 // video timestamps disagree): line it up with the leader instead of treating
                 // all of it as late or early.
-                let skew = self.leader_latest - t;
+                let skew = reference - t;
                 tracing::warn!(
                     rendition = %self.renditions[r].id,
                     "track timestamps are {:.1} s away from the leader's; realigned",
@@ -593,6 +694,32 @@ impl Packager {
             data: frame.data,
         };
         p.t = rescale(p.dts, ts, HZ);
+        if self.leader == Some(r)
+            && self.lead_paused
+            && let Some(part_start) = self.lead_part_start
+            && p.t < part_start
+        {
+            // The leader comes back from a pause with a clock that did not run through it
+            // (an encoder that stalled): the time it missed is already cut as gaps. Continue
+            // its clock from where its silence ends, by the wall clock, so it stays with the
+            // audio that went on.
+            let silent = self
+                .lead_arrival
+                .and_then(|a| now.duration_since(a).ok())
+                .map_or(0, |d| (d.as_secs_f64() * TICKS as f64) as i64);
+            let resume_at = (self.leader_latest + silent).max(part_start);
+            let shift = resume_at - p.t;
+            tracing::warn!(
+                rendition = %self.renditions[r].id,
+                "track resumed {:.1} s behind the lecture after a pause; moved forward",
+                shift as f64 / TICKS as f64
+            );
+            self.renditions[r].skew += shift;
+            let shift_r = rescale(shift, HZ, ts);
+            p.dts += shift_r;
+            p.pts += shift_r;
+            p.t = rescale(p.dts, ts, HZ);
+        }
         if p.t < 0 {
             return None;
         }
@@ -610,7 +737,7 @@ impl Packager {
                     // this is an audio-only lecture and the audio must lead.
                     let first = self.renditions[r].pending.front().map_or(p.t, |f| f.t);
                     if p.t - first < AUDIO_ONLY_AFTER {
-                        return self.push_follower(r, p);
+                        return self.push_follower(r, p, now);
                     }
                     self.leader = Some(r);
                     let held = std::mem::take(&mut self.renditions[r].pending);
@@ -623,7 +750,7 @@ impl Packager {
         if self.leader == Some(r) {
             self.push_leader(r, p, now)
         } else {
-            self.push_follower(r, p)
+            self.push_follower(r, p, now)
         }
     }
 
@@ -639,6 +766,7 @@ impl Packager {
             self.start_segment(p.t, Some(now));
             self.lead_part_start = Some(p.t);
             self.session_start = Some(p.t);
+            self.lead_arrival = Some(now);
             self.note_leader_frame(p.t);
             let start = p.t;
             self.renditions[r].pending.push_back(p);
@@ -650,18 +778,30 @@ impl Packager {
             return Some(placed);
         };
         let last = self.lead_last.unwrap_or(part_start);
-        if p.t < last {
-            // Decode time went backwards: not decodable in order; drop the frame.
+        if p.t < last || p.t < part_start {
+            // Decode time went backwards (or into time already cut without it): not
+            // decodable in order; drop the frame.
             return None;
         }
-        let dur = p.t - last;
-        if dur > 0 && dur < TICKS {
-            self.est_frame = dur;
+        self.lead_arrival = Some(now);
+        let len = self.part_len.unwrap_or_else(|| self.provisional_part_len());
+        if p.t - part_start > len.limit {
+            // A hole in the leader longer than a part (a pause, a stall): cut the time it
+            // missed into parts without it, and start a segment with this frame.
+            self.cut_parts_without_leader(p.t, len.limit, Some(now));
+            self.close_leader_part(p.t, true, false, Some(now));
+            if !p.keyframe {
+                self.cut_requested = true;
+            }
+            self.est_from = Some((p.t, 1));
+        } else {
+            self.measure_frame_interval(p.t, p.t - last);
         }
+        self.lead_paused = false;
+        let part_start = self.lead_part_start.unwrap_or(part_start);
         let seg_elapsed = p.t - self.lead_seg_start;
         let tolerance = self.est_frame / 2;
-        // Longest segment whose duration still rounds to the target duration.
-        let hard_limit = self.s.target_duration as i64 * TICKS + TICKS / 2 - TICKS / 100;
+        let hard_limit = self.hard_limit();
         let on_keyframe =
             p.keyframe && (seg_elapsed + tolerance >= self.s.segment_target || self.cut_requested);
         let forced = !on_keyframe && seg_elapsed + self.est_frame > hard_limit;
@@ -677,9 +817,22 @@ impl Packager {
         }
         let new_segment = on_keyframe || forced;
         let part_elapsed = p.t - part_start;
-        let new_part =
-            new_segment || part_elapsed + self.est_frame > self.s.part_target + TICKS / 1000;
+        let len = self.part_len.unwrap_or_else(|| self.provisional_part_len());
+        // Closest to the nominal length, and never beyond the longest part.
+        let new_part = new_segment
+            || part_elapsed + self.est_frame / 2 > len.nominal
+            || part_elapsed + self.est_frame > len.guard;
         if new_part && p.t > part_start {
+            if self.part_len.is_none() {
+                // Fixed by the first part: as many frames as it holds (near the target, the
+                // frame rate seen so far), so that part itself fits.
+                self.part_len = Some(if new_segment {
+                    len
+                } else {
+                    let frames = (part_elapsed as f64 / self.est_frame.max(1) as f64).round();
+                    PartLength::of_frames(frames as i64, self.est_frame, self.audio_frame())
+                });
+            }
             self.close_leader_part(p.t, new_segment, false, Some(now));
             if forced {
                 // Cut between keyframes: the next keyframe starts a segment however soon,
@@ -695,10 +848,93 @@ impl Packager {
     fn note_leader_frame(&mut self, t: i64) {
         self.lead_last = Some(t);
         self.leader_latest = self.leader_latest.max(t);
+        self.head = self.head.max(t);
         self.last_end = self.last_end.max(t + self.est_frame);
     }
 
-    fn push_follower(&mut self, r: RenditionIdx, mut p: Pending) -> Option<Placed> {
+    /// Follows the leader's frame interval: averaged over its first frames (millisecond
+    /// timestamps make single intervals jitter), then smoothed.
+    fn measure_frame_interval(&mut self, t: i64, dur: i64) {
+        if dur <= 0 || dur >= TICKS / 2 {
+            // A jump or a stall, not the frame rate.
+            self.est_from = Some((t, 1));
+            return;
+        }
+        match &mut self.est_from {
+            Some((first, n)) if *n < FRAME_AVERAGE => {
+                *n += 1;
+                self.est_frame = (t - *first) / (*n as i64 - 1);
+            }
+            Some(_) => self.est_frame += (dur - self.est_frame) / 16,
+            None => {
+                self.est_from = Some((t - dur, 2));
+                self.est_frame = dur;
+            }
+        }
+    }
+
+    /// Longest segment whose duration still rounds to the target duration.
+    fn hard_limit(&self) -> i64 {
+        self.s.target_duration as i64 * TICKS + TICKS / 2 - TICKS / 100
+    }
+
+    /// The longest audio frame of the lecture's renditions, in ticks (rounded up).
+    fn audio_frame(&self) -> i64 {
+        self.renditions
+            .iter()
+            .filter_map(|r| match &r.info.codec {
+                CodecParams::Aac(a) if a.sample_rate > 0 => Some(
+                    (aac::SAMPLES_PER_FRAME as i64 * TICKS).div_euclid(a.sample_rate as i64) + 1,
+                ),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(MIN_AUDIO_FRAME)
+    }
+
+    /// The part length the frames so far suggest, before it is fixed by the first part.
+    fn provisional_part_len(&self) -> PartLength {
+        let frame = self.est_frame.max(1);
+        let frames = (self.s.part_target as f64 / frame as f64).round() as i64;
+        PartLength::of_frames(frames, frame, self.audio_frame())
+    }
+
+    /// `PART-TARGET` as advertised, in seconds.
+    pub fn part_target(&self) -> f64 {
+        self.part_len
+            .unwrap_or_else(|| self.provisional_part_len())
+            .advertised_ms as f64
+            / 1000.0
+    }
+
+    /// Cuts the leader's parts on the clock alone while it sends nothing, until less than
+    /// `keep` is left before `until`: the part it has open is stretched to the nominal
+    /// length (its last frame lasts until then), the parts after it are gaps (silence for
+    /// an audio leader). Segments end as they would with frames, on time.
+    fn cut_parts_without_leader(&mut self, until: i64, keep: i64, now: Option<SystemTime>) {
+        let Some(mut cur) = self.lead_part_start else {
+            return;
+        };
+        let len = self.part_len.unwrap_or_else(|| self.provisional_part_len());
+        self.part_len = Some(len);
+        let hard_limit = self.hard_limit();
+        while until - cur > keep {
+            let end = cur + len.nominal;
+            let seg = end - self.lead_seg_start;
+            let ends_segment =
+                seg + len.nominal / 2 >= self.s.segment_target || seg + len.limit > hard_limit;
+            self.close_leader_part(end, ends_segment, false, now);
+            self.lead_paused = true;
+            cur = end;
+        }
+    }
+
+    fn push_follower(
+        &mut self,
+        r: RenditionIdx,
+        mut p: Pending,
+        now: SystemTime,
+    ) -> Option<Placed> {
         let rend = &mut self.renditions[r];
         if rend.kind() == TrackKind::Audio
             && let CodecParams::Aac(_) = rend.info.codec
@@ -726,10 +962,34 @@ impl Packager {
             pts: p.pts,
         };
         self.last_end = self.last_end.max(p.t);
+        self.head = self.head.max(p.t);
+        let t = p.t;
         if rend.pending.len() >= MAX_PENDING {
             rend.pending.pop_front();
         }
         rend.pending.push_back(p);
+        if let (Some(leader), Some(part_start)) = (self.leader, self.lead_part_start)
+            && leader != r
+        {
+            // The leader paused while this track goes on (SRT, RTSP and WHIP drop video
+            // until the next keyframe after a loss; encoders hiccup): keep the timeline
+            // moving without it, the lag allowance behind this track. Only when the leader
+            // has really stopped arriving, so a track whose clock merely runs ahead of the
+            // leader's never turns the leader's frames into gaps.
+            let lag = self.s.follower_max_lag;
+            let lead_ref = self.lead_last.unwrap_or(part_start).max(part_start);
+            let quiet = self
+                .lead_arrival
+                .and_then(|a| now.duration_since(a).ok())
+                .is_some_and(|d| d.as_secs_f64() * TICKS as f64 > lag as f64);
+            if t - lead_ref > lag && quiet {
+                let nominal = self
+                    .part_len
+                    .unwrap_or_else(|| self.provisional_part_len())
+                    .nominal;
+                self.cut_parts_without_leader(t - lag, nominal - 1, Some(now));
+            }
+        }
         self.drain_follower(r);
         self.trim_boundaries();
         Some(placed)
@@ -778,7 +1038,10 @@ impl Packager {
             flush,
         };
         self.boundaries.push_back(b);
-        self.close_part(leader, b, false);
+        // An audio leader that paused (its source dropped while other dialects go on) is
+        // filled with silence like any quiet dialect.
+        let fill = self.renditions[leader].kind() == TrackKind::Audio;
+        self.close_part(leader, b, fill);
         if ends_segment {
             self.next_msn += 1;
             self.next_part = 0;
@@ -811,8 +1074,9 @@ impl Packager {
                 self.renditions[r].next_boundary += 1;
                 continue;
             }
-            let has_beyond = rend.pending.back().is_some_and(|f| f.t >= b.end);
-            let lagging = self.leader_latest - b.end > self.s.follower_max_lag;
+            let half = rend.half_frame();
+            let has_beyond = rend.pending.back().is_some_and(|f| f.t + half >= b.end);
+            let lagging = self.head - b.end > self.s.follower_max_lag;
             if !(b.flush || has_beyond || lagging) {
                 break;
             }
@@ -872,12 +1136,13 @@ impl Packager {
     fn close_part(&mut self, r: RenditionIdx, b: Boundary, fill_to_end: bool) {
         let meta = self.meta_for(b.msn);
         let instance_window = self.s.window;
+        let target_duration = self.s.target_duration;
         let rend = &mut self.renditions[r];
         rend.next_boundary += 1;
 
         if rend.open.as_ref().is_some_and(|o| o.msn != b.msn) {
             // Should not happen (boundaries come in order); finish what is open.
-            finish_segment(rend, instance_window);
+            finish_segment(rend, instance_window, target_duration);
         }
         if rend.open.is_none() {
             if rend.init_dirty || rend.inits.is_empty() {
@@ -905,9 +1170,11 @@ impl Packager {
         }
 
         let ts = rend.info.timescale;
+        let half = rend.half_frame();
         let mut frames: Vec<Pending> = Vec::new();
         while let Some(f) = rend.pending.front() {
-            if b.flush || f.t < b.end {
+            // An audio frame goes to the part holding most of it.
+            if b.flush || f.t + half < b.end {
                 frames.push(rend.pending.pop_front().expect("front exists"));
             } else {
                 break;
@@ -961,7 +1228,7 @@ impl Packager {
         open.frames += frames.len() as u32;
         open.parts.push(part);
         if b.ends_segment {
-            finish_segment(rend, instance_window);
+            finish_segment(rend, instance_window, target_duration);
         }
     }
 
@@ -981,7 +1248,7 @@ impl Packager {
             .get(r)?
             .segments
             .iter()
-            .find(|s| s.msn == msn)
+            .find(|s| s.msn == msn && !s.gap && !s.data.is_empty())
             .map(|s| s.data.clone())
     }
 
@@ -1048,6 +1315,27 @@ impl Packager {
         if msn > last_msn + 2 {
             return Readiness::TooFarAhead;
         }
+        // RFC 8216bis 6.2.5.2: a part more than the Advance Part Limit (three seconds'
+        // worth of parts, at least three) past the last one is refused at once.
+        if let (Some(p), Some((lm, lp))) = (part, rend.last_part()) {
+            let part_target = self.part_target();
+            let limit = if part_target < 1.0 {
+                3.0 / part_target
+            } else {
+                3.0
+            };
+            let nominal = self
+                .part_len
+                .unwrap_or_else(|| self.provisional_part_len())
+                .nominal;
+            let per_segment = (self.s.segment_target as f64 / nominal.max(1) as f64)
+                .round()
+                .max(1.0);
+            let ahead = (msn as f64 - lm as f64) * per_segment + p as f64 - lp as f64;
+            if ahead > limit {
+                return Readiness::TooFarAhead;
+            }
+        }
         Readiness::Wait
     }
 
@@ -1073,7 +1361,25 @@ impl Packager {
             let skip = rend.segments.len().saturating_sub(self.s.window);
             rend.segments.iter().skip(skip).collect()
         };
-        let part_from = listed.len().saturating_sub(PART_SEGMENTS);
+        // Parts only near the end: at most PART_SEGMENTS segments with parts (the open one
+        // counts while the lecture goes on: its parts or its preload hint), each starting
+        // within three target durations of the end.
+        let open_len: f64 = rend
+            .open
+            .as_ref()
+            .map_or(0.0, |o| o.parts.iter().map(|p| p.duration).sum());
+        let limit = 3.0 * self.s.target_duration as f64 + 1e-6;
+        let mut part_from = listed.len();
+        let mut from_end = open_len;
+        let mut groups = usize::from(!self.ended || rend.open.is_some());
+        for s in listed.iter().rev() {
+            from_end += s.duration;
+            groups += 1;
+            if groups > PART_SEGMENTS || from_end > limit {
+                break;
+            }
+            part_from -= 1;
+        }
         let segments = listed
             .iter()
             .enumerate()
@@ -1088,7 +1394,7 @@ impl Packager {
                 } else {
                     Vec::new()
                 },
-                gap: !s.parts.is_empty() && s.parts.iter().all(|p| p.gap),
+                gap: s.gap,
             })
             .collect::<Vec<_>>();
         let first = listed.first();
@@ -1114,7 +1420,7 @@ impl Packager {
             .collect();
         let playlist = MediaPlaylist {
             target_duration: self.s.target_duration,
-            part_target: Some(self.s.advertised_part_target()),
+            part_target: Some(self.part_target()),
             media_sequence,
             discontinuity_sequence,
             segments,
@@ -1198,9 +1504,10 @@ fn audio_with_silence(
     out
 }
 
-fn finish_segment(rend: &mut Rendition, window: usize) {
+fn finish_segment(rend: &mut Rendition, window: usize, target_duration: u64) {
     let Some(open) = rend.open.take() else { return };
     let duration: f64 = open.parts.iter().map(|p| p.duration).sum();
+    let gap = !open.parts.is_empty() && open.parts.iter().all(|p| p.gap);
     let len: usize = open.parts.iter().map(|p| p.data.len()).sum();
     let mut data = BytesMut::with_capacity(len);
     for p in &open.parts {
@@ -1216,13 +1523,24 @@ fn finish_segment(rend: &mut Rendition, window: usize) {
         init_version: open.init_version,
         pdt: open.pdt,
         frames: open.frames,
+        gap,
     });
     while rend.segments.len() > window + EXTRA_SEGMENTS {
         rend.segments.pop_front();
     }
-    // Parts are only needed near the live edge.
-    let keep_parts_from = rend.segments.len().saturating_sub(PART_SEGMENTS + 1);
-    for s in rend.segments.iter_mut().take(keep_parts_from) {
+    // Parts are only needed near the live edge: while listed, and three target durations
+    // after (RFC 8216bis 6.2.2), with one segment to spare.
+    let keep = (6 * target_duration) as f64;
+    let mut from_end = 0.0;
+    let mut keep_from = rend.segments.len();
+    for s in rend.segments.iter().rev() {
+        if from_end > keep {
+            break;
+        }
+        from_end += s.duration;
+        keep_from -= 1;
+    }
+    for s in rend.segments.iter_mut().take(keep_from.saturating_sub(1)) {
         if !s.parts.is_empty() {
             s.parts.clear();
         }

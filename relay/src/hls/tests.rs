@@ -218,8 +218,8 @@ fn playlists_parse_and_report_renditions() {
     assert_eq!(pl.target_duration, 2);
     assert_eq!(pl.media_sequence, 0);
     assert!(pl.segments.len() >= 3);
-    assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.320"));
-    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.440"));
+    assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.281"));
+    assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.427"));
     assert!(text.contains("#EXT-X-MAP:URI=\"init-t-0.mp4\""));
     assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2027-01-15T08:00:00.000Z"));
     assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio-cmn/index.m3u8\""));
@@ -283,6 +283,12 @@ fn blocking_reload_readiness() {
     assert_eq!(p.blocking_ready(v, 1, Some(0)), Readiness::Wait);
     assert_eq!(p.blocking_ready(v, 2, None), Readiness::Wait);
     assert_eq!(p.blocking_ready(v, 3, None), Readiness::TooFarAhead);
+    // RFC 8216bis 6.2.5.2: parts more than the Advance Part Limit (3 s of parts) ahead of
+    // the last one are refused at once, not held.
+    assert_eq!(p.blocking_ready(v, 1, Some(2)), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 1, Some(9)), Readiness::TooFarAhead);
+    assert_eq!(p.blocking_ready(v, 2, Some(0)), Readiness::Wait);
+    assert_eq!(p.blocking_ready(v, 2, Some(4)), Readiness::TooFarAhead);
     assert!(p.part_upcoming(v, 1, 0));
     assert!(!p.part_upcoming(v, 7, 0));
     let before = p.version();
@@ -694,4 +700,49 @@ fn a_contributed_dialect_joins_the_timeline_and_stays_as_silence() {
             s.duration
         );
     }
+}
+
+#[test]
+fn gaps_stay_marked_for_the_whole_window_and_are_not_served() {
+    // A lecture with video, then a publisher that sends sound only: the video rendition
+    // goes on as gaps, listed with EXT-X-GAP for as long as they are in the playlist, and
+    // a gap segment is not served (an empty 200 would be cached as media for a year).
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 4_000);
+    p.end_session();
+    let mut audio_only = Source::new(&mut p, false, &["cmn"], 50);
+    audio_only.wall_ms = 5_000;
+    audio_only.run_until(&mut p, 30_000);
+    let v = p.rendition_by_id("video").unwrap();
+    let text = p.media_playlist(v).unwrap();
+    let listed: Vec<(bool, u64)> = {
+        let mut out = Vec::new();
+        let mut gap = false;
+        for line in text.lines() {
+            if line == "#EXT-X-GAP" {
+                gap = true;
+            } else if let Some(uri) = line.strip_prefix("seg-t-") {
+                out.push((gap, uri.trim_end_matches(".m4s").parse().unwrap()));
+                gap = false;
+            }
+        }
+        out
+    };
+    assert_eq!(listed.len(), 6, "{text}");
+    for (gap, msn) in &listed {
+        assert!(
+            gap,
+            "segment {msn} of the audio-only session lost its EXT-X-GAP:\n{text}"
+        );
+        assert!(p.segment(v, *msn).is_none(), "gap segment {msn} is served");
+        let seg = p.renditions()[v]
+            .segments()
+            .find(|s| s.msn == *msn)
+            .unwrap();
+        assert!(seg.gap);
+    }
+    // The dialect itself is real audio throughout.
+    let a = p.rendition_by_id("audio-cmn").unwrap();
+    assert!(p.renditions()[a].segments().all(|s| !s.gap));
 }

@@ -382,7 +382,7 @@ async fn answer_offer(
             format!("offer not acceptable: {e}"),
         )
     })?;
-    let answer = one_media_stream(&answer.to_sdp_string());
+    let answer = answer_sdp(&answer.to_sdp_string());
     if !h264_mode1_negotiated(&answer) && !negotiated(&answer, "opus/48000") {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -519,6 +519,75 @@ fn one_media_stream(answer: &str) -> String {
         }
     }
     out
+}
+
+/// The answer as a viewer gets it (see [`one_media_stream`], [`candidates_in_bundle`]).
+fn answer_sdp(answer: &str) -> String {
+    candidates_in_bundle(&one_media_stream(answer))
+}
+
+/// Moves the answer's ICE candidates into the m-section that tags its BUNDLE group (the
+/// group's first mid, RFC 8843). str0m writes them into the first m-section even when it
+/// rejected that one (`m=video 0` for a browser that offers no H.264, e.g. Firefox without
+/// its OpenH264 plugin); browsers read candidates only from the bundled sections, so ICE
+/// would have nothing to check and the viewer would wait for its timeout.
+fn candidates_in_bundle(answer: &str) -> String {
+    let Some(group) = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=group:BUNDLE "))
+        .map(|m| m.split_whitespace().collect::<Vec<_>>())
+    else {
+        return answer.to_string();
+    };
+    let Some(tag) = group.first() else {
+        return answer.to_string();
+    };
+    // The session part, then one entry per m-section, each line with its line ending.
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in answer.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        sections.last_mut().expect("never empty").push(line);
+    }
+    let mid = |s: &[&str]| {
+        s.iter()
+            .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .map(str::to_string)
+    };
+    let is_candidate =
+        |l: &str| l.starts_with("a=candidate:") || l.starts_with("a=end-of-candidates");
+    let Some(target) = (1..sections.len()).find(|&i| mid(&sections[i]).as_deref() == Some(*tag))
+    else {
+        return answer.to_string();
+    };
+    let mut moved: Vec<&str> = Vec::new();
+    for (i, section) in sections.iter_mut().enumerate().skip(1) {
+        let bundled = mid(section).is_some_and(|m| group.contains(&m.as_str()));
+        if i == target || bundled {
+            continue;
+        }
+        section.retain(|l| {
+            if is_candidate(l) {
+                moved.push(l);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    if moved.is_empty() {
+        return answer.to_string();
+    }
+    let section = &mut sections[target];
+    moved.retain(|l| !section.contains(l));
+    // Where str0m puts them: right after the connection line (or the m= line).
+    let at = section
+        .iter()
+        .position(|l| l.starts_with("c="))
+        .map_or(1, |i| i + 1);
+    section.splice(at..at, moved);
+    sections.concat().concat()
 }
 
 /// Whether the answer has an active m-line with this codec.
@@ -727,6 +796,110 @@ mod tests {
         assert!(!h264_mode1_negotiated(inactive));
         let last = "v=0\r\nm=audio 9 X 111\r\nm=video 9 X 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
         assert!(h264_mode1_negotiated(last));
+    }
+
+    /// Each m-section of an SDP text: its mid, its port and its lines.
+    fn sections(sdp: &str) -> Vec<(String, String, Vec<&str>)> {
+        let mut out: Vec<(String, String, Vec<&str>)> = Vec::new();
+        for line in sdp.lines() {
+            if let Some(m) = line.strip_prefix("m=") {
+                let port = m.split_whitespace().nth(1).unwrap_or("").to_string();
+                out.push((String::new(), port, Vec::new()));
+            }
+            if let Some(s) = out.last_mut() {
+                if let Some(mid) = line.strip_prefix("a=mid:") {
+                    s.0 = mid.to_string();
+                }
+                s.2.push(line);
+            }
+        }
+        out
+    }
+
+    fn bundle(sdp: &str) -> Vec<&str> {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("a=group:BUNDLE "))
+            .map(|m| m.split_whitespace().collect())
+            .unwrap_or_default()
+    }
+
+    /// The answer a viewer's offer gets, as `answer_offer` makes it.
+    fn answer_for(offer: &str) -> String {
+        install_crypto();
+        let mut rtc = codecs().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host("127.0.0.1:8189".parse().unwrap(), "udp").unwrap());
+        let offer = SdpOffer::from_sdp_string(offer).unwrap();
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap();
+        answer_sdp(&answer.to_sdp_string())
+    }
+
+    /// Every candidate line of the answer sits in a bundled m-section, and the first one of
+    /// the group (where browsers look) has them all.
+    fn assert_candidates_bundled(answer: &str) {
+        let group = bundle(answer);
+        let sections = sections(answer);
+        let is_candidate = |l: &&str| l.starts_with("a=candidate:");
+        for (mid, _, lines) in &sections {
+            assert!(
+                group.contains(&mid.as_str()) || !lines.iter().any(is_candidate),
+                "a candidate in m-section {mid}, outside the BUNDLE group {group:?}:\n{answer}"
+            );
+        }
+        let tag = sections
+            .iter()
+            .find(|(mid, _, _)| Some(&mid.as_str()) == group.first())
+            .expect("the BUNDLE group names an m-section");
+        assert!(
+            tag.2.iter().any(is_candidate),
+            "no candidate in the bundle's first m-section:\n{answer}"
+        );
+    }
+
+    #[test]
+    fn candidates_move_out_of_rejected_sections() {
+        let answer = "v=0\r\na=group:BUNDLE 1 2\r\nm=video 0 X 0\r\nc=IN IP4 0.0.0.0\r\na=candidate:a 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\na=mid:0\r\nm=audio 9 X 111\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\nm=audio 9 X 111\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n";
+        let out = candidates_in_bundle(answer);
+        assert_eq!(
+            out,
+            "v=0\r\na=group:BUNDLE 1 2\r\nm=video 0 X 0\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\nm=audio 9 X 111\r\nc=IN IP4 0.0.0.0\r\na=candidate:a 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\na=mid:1\r\nm=audio 9 X 111\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n"
+        );
+        // Already where browsers look, or no BUNDLE group to go by: left as it is.
+        assert_eq!(candidates_in_bundle(&out), out);
+        let unbundled = answer.replace("a=group:BUNDLE 1 2\r\n", "");
+        assert_eq!(candidates_in_bundle(&unbundled), unbundled);
+    }
+
+    #[test]
+    fn firefox_without_h264_is_answered_with_sound_and_reachable_candidates() {
+        // Firefox ESR as Debian ships it: VP8, VP9 and AV1, no H.264 (no OpenH264 plugin).
+        let answer = answer_for(include_str!("testdata/firefox-esr-153-offer.sdp"));
+        let sections = sections(&answer);
+        assert_eq!(
+            sections
+                .iter()
+                .map(|(mid, port, _)| (mid.as_str(), port.as_str()))
+                .collect::<Vec<_>>(),
+            [("0", "0"), ("1", "9")],
+            "video rejected, audio accepted:\n{answer}"
+        );
+        assert_eq!(bundle(&answer), ["1"]);
+        assert!(negotiated(&answer, "opus/48000"), "{answer}");
+        assert!(!h264_mode1_negotiated(&answer), "{answer}");
+        assert_candidates_bundled(&answer);
+    }
+
+    #[test]
+    fn firefox_with_openh264_is_answered_with_h264_mode_1() {
+        let answer = answer_for(include_str!("testdata/firefox-esr-153-openh264-offer.sdp"));
+        assert_eq!(bundle(&answer), ["0", "1"]);
+        assert!(h264_mode1_negotiated(&answer), "{answer}");
+        assert!(
+            answer.contains("\r\nm=video 9 UDP/TLS/RTP/SAVPF 126 ")
+                && answer.contains("a=rtpmap:126 H264/90000"),
+            "Firefox's packetization-mode 1 type first:\n{answer}"
+        );
+        assert!(negotiated(&answer, "opus/48000"), "{answer}");
+        assert_candidates_bundled(&answer);
     }
 
     #[test]

@@ -108,6 +108,7 @@ async fn answer_offer(
             )
         })?
         .to_sdp_string();
+    let answer = super::candidates_in_bundle(&answer);
     let has_video = h264_mode1_negotiated(&answer);
     let has_audio = negotiated(&answer, "opus/48000");
     let request = PublishRequest {
