@@ -29,6 +29,30 @@ fn browser_like_offer() -> String {
     offer(str0m::Rtc::builder().build(Instant::now()), true, true)
 }
 
+/// An offer to receive `n` audio tracks (each its own m-line).
+fn offer_of_m_lines(n: usize) -> String {
+    let mut rtc = str0m::Rtc::builder().build(Instant::now());
+    let mut api = rtc.sdp_api();
+    for _ in 0..n {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
+    api.apply().expect("an offer").0.to_sdp_string()
+}
+
+/// A trickle-ICE fragment of `n` host candidates.
+fn candidates(n: usize) -> String {
+    let mut frag =
+        String::from("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\na=mid:0\r\n");
+    for i in 0..n {
+        frag.push_str(&format!(
+            "a=candidate:{i} 1 udp 2130706431 10.0.{}.{} 50000 typ host\r\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    frag
+}
+
 fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
@@ -101,6 +125,21 @@ fn bad_offers_get_clear_errors() {
             good.clone().into_bytes(),
             404,
             "no live lecture",
+        ),
+        // Media sections cost the engine for the session's life: a few are enough.
+        (
+            "/whep/w1",
+            Some("application/sdp"),
+            offer_of_m_lines(9).into_bytes(),
+            400,
+            "9 m-lines; at most 8",
+        ),
+        (
+            "/whep/w1",
+            Some("application/sdp"),
+            offer_of_m_lines(60).into_bytes(),
+            400,
+            "60 m-lines",
         ),
         (
             "/whep/w1?lang=hak",
@@ -222,6 +261,15 @@ fn session_resource_delete_patch_dialect_and_etag() {
             "a=candidate:garbage\r\n",
             "application/trickle-ice-sdpfrag"
         ),
+        400
+    );
+    // Candidates are taken (and, ICE-lite, not used) up to a cap per PATCH.
+    assert_eq!(
+        patch(None, &candidates(64), "application/trickle-ice-sdpfrag"),
+        204
+    );
+    assert_eq!(
+        patch(None, &candidates(65), "application/trickle-ice-sdpfrag"),
         400
     );
 

@@ -368,6 +368,27 @@ fn bad_offers_keys_and_lectures_get_clear_errors() {
     );
     assert_eq!(st, 406, "{body}");
     assert!(body["error"].as_str().unwrap().contains("H.264"), "{body}");
+    // Far more media sections than a publisher needs.
+    let many = {
+        let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+        let mut api = rtc.sdp_api();
+        for _ in 0..40 {
+            api.add_media(
+                str0m::media::MediaKind::Audio,
+                str0m::media::Direction::SendOnly,
+                None,
+                None,
+                None,
+            );
+        }
+        api.apply().unwrap().0.to_sdp_string()
+    };
+    let (st, body, _) = whip_post(&s, "/whip/keyed", Some("hall-key-123"), sdp, &many);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("40 m-lines"),
+        "{body}"
+    );
     // An interpreter needs a live lecture.
     let (st, body, _) = whip_post(
         &s,

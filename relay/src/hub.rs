@@ -80,6 +80,9 @@ struct LectureState {
 pub struct Lecture {
     /// Stream name.
     pub name: String,
+    /// This instance of the lecture, unique in the process: a lecture that ends and is
+    /// published again under its name is another instance.
+    pub id: u64,
     /// Title from configuration.
     pub title: Option<String>,
     /// Dialect of audio that does not say its own.
@@ -587,8 +590,10 @@ impl Hub {
             }
             _ => RecordingSlot::Off,
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Arc::new(Lecture {
             name: name.to_string(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             title: configured.and_then(|l| l.title.clone()),
             default_language: Language::parse(default_language)
                 .unwrap_or_else(|_| Language::parse("cmn").expect("valid tag")),

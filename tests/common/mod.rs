@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod rtmp;
+pub mod whep;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -9,4 +9,4 @@ pub mod packager;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

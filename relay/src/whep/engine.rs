@@ -5,13 +5,20 @@
 //! `Rtc` is followed by a full drain of its output (str0m's contract). Nothing here waits on
 //! a viewer: packets are sent with `try_send_to` and dropped (and counted) if the kernel
 //! buffer is full, so one viewer's slow network never slows another.
+//!
+//! Failures are contained at three depths: a panic inside one session closes that session;
+//! one while parsing or matching a datagram (bytes anyone can send) drops that datagram; any
+//! other panic restarts the engine without its sessions, on the same channels, so new offers
+//! work again at once (logged, counted in `engine_restarts`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use media::encode::{AudioEncoder, AudioSource, Transcoders};
 use media::sink::{MediaSink, TransportStats};
 use media::{CodecParams, MediaEvent, TrackKind};
@@ -22,7 +29,7 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::stats::Stats;
 use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
@@ -53,12 +60,13 @@ pub enum Command {
         /// Whether it existed.
         reply: oneshot::Sender<bool>,
     },
-    /// Trickled remote candidates.
+    /// Trickled remote candidates, which an ICE-lite agent has no use for: the peer runs
+    /// the checks, and its binding requests tell us its addresses. Counted and dropped.
     Candidates {
         /// Session id.
         id: String,
-        /// Parsed candidates.
-        candidates: Vec<str0m::Candidate>,
+        /// How many.
+        count: usize,
         /// Whether the session exists.
         reply: oneshot::Sender<bool>,
     },
@@ -78,6 +86,24 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Option<serde_json::Value>>,
     },
+    /// Tests only: make the engine fail.
+    #[cfg(test)]
+    Fault {
+        /// Where.
+        fault: Fault,
+        /// Once armed.
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A failure a test makes the engine have (a panic where a bug would panic).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// While parsing the next datagram.
+    Datagram,
+    /// In the next maintenance.
+    Maintenance,
 }
 
 /// A viewer handed over by the HTTP side.
@@ -138,15 +164,15 @@ struct Publisher {
 pub enum Media {
     /// A video frame in Annex B with parameter sets before keyframes.
     Video {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
         /// The frame.
         frame: Arc<VideoFrame>,
     },
     /// An Opus packet of one dialect.
     Audio {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
         /// Dialect.
         lang: Arc<str>,
         /// Presentation time, 48 kHz on the lecture timeline.
@@ -158,8 +184,8 @@ pub enum Media {
     },
     /// The feeder fell behind: viewers of this lecture must wait for a keyframe.
     Lagged {
-        /// Lecture name.
-        lecture: Arc<str>,
+        /// The lecture instance ([`Lecture::id`]).
+        lecture: u64,
     },
 }
 
@@ -288,13 +314,36 @@ pub struct Engine {
     sessions: Vec<Session>,
     publishers: Vec<Publisher>,
     by_remote: HashMap<SocketAddr, String>,
-    feeds: HashMap<Arc<str>, Feed>,
+    /// By lecture instance ([`Lecture::id`]), not by name: a lecture ended and published
+    /// again under its name is another feed, even while viewers of the old one remain.
+    feeds: HashMap<u64, Feed>,
     media_tx: mpsc::Sender<Media>,
     hub: Arc<Hub>,
     transcoders: Arc<dyn Transcoders>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
+    /// When a failed datagram was last logged.
+    datagram_failure_logged: Option<Instant>,
+    #[cfg(test)]
+    fault: Option<Fault>,
 }
+
+/// The engine's inputs: they outlive a failure of the engine, so a restarted engine reads
+/// on where the failed one stopped.
+struct Inbox {
+    commands: mpsc::Receiver<Command>,
+    media: mpsc::Receiver<Media>,
+    net: mpsc::Receiver<Datagram>,
+}
+
+/// Whose a datagram is.
+enum Owner {
+    Publisher(usize),
+    Viewer(usize),
+}
+
+/// How often the engine checks its sessions (connect timeouts, ended lectures, new dialects).
+pub const MAINTAIN_EVERY: Duration = Duration::from_millis(500);
 
 /// Channels into a running engine.
 pub struct Handles {
@@ -304,13 +353,14 @@ pub struct Handles {
 
 impl Engine {
     /// Starts the engine and its socket readers. `sockets` maps each announced address to
-    /// the socket bound for it.
+    /// the socket bound for it; maintenance runs every `maintain_every` ([`MAINTAIN_EVERY`]).
     pub fn start(
         sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
         hub: Arc<Hub>,
         transcoders: Arc<dyn Transcoders>,
         stats: Arc<Stats>,
         connect_timeout: Duration,
+        maintain_every: Duration,
     ) -> Handles {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (media_tx, media_rx) = mpsc::channel(4096);
@@ -334,18 +384,67 @@ impl Engine {
             transcoders,
             stats,
             connect_timeout,
+            datagram_failure_logged: None,
+            #[cfg(test)]
+            fault: None,
         };
-        tokio::spawn(engine.run(cmd_rx, media_rx, net_rx));
+        let inbox = Inbox {
+            commands: cmd_rx,
+            media: media_rx,
+            net: net_rx,
+        };
+        tokio::spawn(engine.supervise(inbox, maintain_every));
         Handles { commands: cmd_tx }
     }
 
-    async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut media: mpsc::Receiver<Media>,
-        mut net: mpsc::Receiver<Datagram>,
-    ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+    /// Runs the engine; after a panic, drops every session and runs it again on the same
+    /// inputs. Viewers and publishers of the failed engine reconnect (players do by
+    /// themselves); offers and commands queued meanwhile are served by the new one.
+    async fn supervise(mut self, mut inbox: Inbox, maintain_every: Duration) {
+        let mut last_failure: Option<Instant> = None;
+        loop {
+            let outcome = AssertUnwindSafe(self.run(&mut inbox, maintain_every))
+                .catch_unwind()
+                .await;
+            let Err(panic) = outcome else { return };
+            self.stats.engine_restarts.inc();
+            let (viewers, publishers) = self.reset();
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            error!(
+                viewers,
+                publishers,
+                restarts = self.stats.engine_restarts.get(),
+                "WebRTC engine failed ({why}); restarted without its sessions"
+            );
+            // A failure that comes straight back must not spin.
+            if last_failure.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            last_failure = Some(Instant::now());
+        }
+    }
+
+    /// Drops every session, publisher and feed, as after a failure: counted as ended, so the
+    /// capacity and the lectures' viewer counts stay true. Returns how many of each.
+    fn reset(&mut self) -> (usize, usize) {
+        let viewers = std::mem::take(&mut self.sessions);
+        for s in &viewers {
+            s.lecture.webrtc_leave(&s.lang);
+            self.stats.sessions_ended.inc();
+        }
+        let publishers = std::mem::take(&mut self.publishers);
+        self.stats.publishers_ended.add(publishers.len() as u64);
+        self.by_remote.clear();
+        self.feeds.clear();
+        (viewers.len(), publishers.len())
+    }
+
+    async fn run(&mut self, inbox: &mut Inbox, maintain_every: Duration) {
+        let mut tick = tokio::time::interval(maintain_every);
         loop {
             let next = self
                 .sessions
@@ -360,9 +459,9 @@ impl Engine {
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
-                Some(d) = net.recv() => self.on_datagram(d),
-                Some(c) = commands.recv() => self.on_command(c),
-                Some(m) = media.recv() => self.on_media(m),
+                Some(d) = inbox.net.recv() => self.on_datagram(d),
+                Some(c) = inbox.commands.recv() => self.on_command(c),
+                Some(m) = inbox.media.recv() => self.on_media(m),
                 _ = tokio::time::sleep_until(next.into()) => self.on_timeout(Instant::now()),
                 _ = tick.tick() => self.maintain(Instant::now()),
                 else => break,
@@ -372,9 +471,59 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, d: Datagram) {
+        // Parsing and matching read bytes anyone can send, before any session vouches for
+        // them: a bug there costs this datagram, not the engine.
+        let claimed = std::panic::catch_unwind(AssertUnwindSafe(|| self.claim(&d)));
+        let (owner, input) = match claimed {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => return,
+            Err(_) => {
+                self.stats.datagrams_failed.inc();
+                let now = Instant::now();
+                if self
+                    .datagram_failure_logged
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.datagram_failure_logged = Some(now);
+                    warn!(source = %d.source, failed = self.stats.datagrams_failed.get(), "a datagram failed inside the engine (a bug); dropped");
+                }
+                return;
+            }
+        };
+        match owner {
+            Owner::Publisher(i) => {
+                let p = &mut self.publishers[i];
+                self.by_remote.insert(d.source, p.id.clone());
+                contained_publisher(p, &self.stats, |p| {
+                    if let Err(e) = p.rtc.handle_input(input) {
+                        debug!(session = %p.id, "input: {e}");
+                    }
+                    drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
+                });
+            }
+            Owner::Viewer(i) => {
+                let s = &mut self.sessions[i];
+                self.by_remote.insert(d.source, s.id.clone());
+                contained(s, &self.stats, |s| {
+                    if let Err(e) = s.rtc.handle_input(input) {
+                        debug!(session = %s.id, "input: {e}");
+                    }
+                    drive(s, &self.sockets, &self.stats);
+                });
+                self.after_drive(i);
+            }
+        }
+    }
+
+    /// Parses a datagram and finds the publisher or viewer it belongs to.
+    fn claim<'a>(&mut self, d: &'a Datagram) -> Option<(Owner, Input<'a>)> {
+        #[cfg(test)]
+        if self.fault.take_if(|f| *f == Fault::Datagram).is_some() {
+            panic!("injected fault: a datagram breaks the parser");
+        }
         let Ok(contents) = d.data.as_ref().try_into() else {
             self.stats.bad_datagrams.inc();
-            return;
+            return None;
         };
         let input = Input::Receive(
             Instant::now(),
@@ -400,17 +549,9 @@ impl Engine {
                     .flatten()
             });
         if let Some(i) = publisher {
-            let p = &mut self.publishers[i];
-            self.by_remote.insert(d.source, p.id.clone());
-            contained_publisher(p, &self.stats, |p| {
-                if let Err(e) = p.rtc.handle_input(input) {
-                    debug!(session = %p.id, "input: {e}");
-                }
-                drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
-            });
-            return;
+            return Some((Owner::Publisher(i), input));
         }
-        let idx = match known {
+        let viewer = match known {
             Some(id) => self
                 .sessions
                 .iter()
@@ -418,19 +559,13 @@ impl Engine {
             None => None,
         }
         .or_else(|| self.sessions.iter().position(|s| s.rtc.accepts(&input)));
-        let Some(i) = idx else {
-            self.stats.unmatched_datagrams.inc();
-            return;
-        };
-        let s = &mut self.sessions[i];
-        self.by_remote.insert(d.source, s.id.clone());
-        contained(s, &self.stats, |s| {
-            if let Err(e) = s.rtc.handle_input(input) {
-                debug!(session = %s.id, "input: {e}");
+        match viewer {
+            Some(i) => Some((Owner::Viewer(i), input)),
+            None => {
+                self.stats.unmatched_datagrams.inc();
+                None
             }
-            drive(s, &self.sockets, &self.stats);
-        });
-        self.after_drive(i);
+        }
     }
 
     /// Things a drain may have made due: the first media after connecting.
@@ -463,33 +598,15 @@ impl Engine {
                 }
                 let _ = reply.send(existed);
             }
-            Command::Candidates {
-                id,
-                candidates,
-                reply,
-            } => {
-                if let Some(p) = self.publishers.iter_mut().find(|p| p.id == id) {
-                    contained_publisher(p, &self.stats, |p| {
-                        for c in candidates {
-                            p.rtc.add_remote_candidate(c);
-                        }
-                        drive_publisher(p, &self.sockets, &self.stats, self.transcoders.as_ref());
-                    });
-                    let _ = reply.send(true);
-                    return;
+            Command::Candidates { id, count, reply } => {
+                // Adding them would cost the engine a rescan and re-sort of the session's
+                // candidate pairs each, for candidates it never uses.
+                let exists = self.publishers.iter().any(|p| p.id == id)
+                    || self.sessions.iter().any(|s| s.id == id);
+                if exists {
+                    self.stats.candidates_ignored.add(count as u64);
                 }
-                let Some(i) = self.sessions.iter().position(|s| s.id == id) else {
-                    let _ = reply.send(false);
-                    return;
-                };
-                let s = &mut self.sessions[i];
-                contained(s, &self.stats, |s| {
-                    for c in candidates {
-                        s.rtc.add_remote_candidate(c);
-                        drive(s, &self.sockets, &self.stats);
-                    }
-                });
-                let _ = reply.send(true);
+                let _ = reply.send(exists);
             }
             Command::Dialect { id, lang, reply } => {
                 let Some(s) = self.sessions.iter_mut().find(|s| s.id == id) else {
@@ -528,6 +645,11 @@ impl Engine {
                     })
                 });
                 let _ = reply.send(info);
+            }
+            #[cfg(test)]
+            Command::Fault { fault, reply } => {
+                self.fault = Some(fault);
+                let _ = reply.send(());
             }
         }
     }
@@ -600,16 +722,12 @@ impl Engine {
         let Some(s) = self.sessions.iter().find(|s| s.id == id) else {
             return;
         };
-        let (name, lecture, lang) = (
-            s.lecture_name.clone(),
-            s.lecture.clone(),
-            s.lang.to_string(),
-        );
+        let (lecture, lang) = (s.lecture.clone(), s.lang.to_string());
         let media_tx = self.media_tx.clone();
         let stats = self.stats.clone();
-        let feed = self.feeds.entry(name.clone()).or_insert_with(|| Feed {
+        let feed = self.feeds.entry(lecture.id).or_insert_with(|| Feed {
             lecture: lecture.clone(),
-            video: tokio::spawn(feed_video(lecture.clone(), name.clone(), media_tx, stats)),
+            video: tokio::spawn(feed_video(lecture.clone(), media_tx, stats)),
             dialects: HashMap::new(),
             audio_lag: None,
             video_lag: None,
@@ -625,7 +743,6 @@ impl Engine {
             if !feed.dialects.contains_key(&d) {
                 let task = tokio::spawn(feed_audio(
                     feed.lecture.clone(),
-                    name.clone(),
                     d.clone(),
                     self.transcoders.clone(),
                     self.media_tx.clone(),
@@ -650,7 +767,7 @@ impl Engine {
                 let hold = feed.hold();
                 self.stats.av_hold_ms.observe(hold.as_secs_f64() * 1000.0);
                 if hold.is_zero() && feed.held.is_empty() {
-                    self.deliver_video(&lecture, &frame, Duration::ZERO);
+                    self.deliver_video(lecture, &frame, Duration::ZERO);
                 } else {
                     feed.held.push_back((now + hold, hold, frame));
                 }
@@ -667,7 +784,7 @@ impl Engine {
                     smooth(&mut feed.audio_lag, lag.as_secs_f64() * 1000.0);
                 }
                 for s in self.sessions.iter_mut() {
-                    if s.lecture_name != lecture || s.lang != lang || !s.connected || s.dead {
+                    if s.lecture.id != lecture || s.lang != lang || !s.connected || s.dead {
                         continue;
                     }
                     let Some((mid, Some(pt))) = s.audio else {
@@ -700,22 +817,18 @@ impl Engine {
                 }
             }
             Media::Lagged { lecture } => {
-                for s in self
-                    .sessions
-                    .iter_mut()
-                    .filter(|s| s.lecture_name == lecture)
-                {
+                for s in self.sessions.iter_mut().filter(|s| s.lecture.id == lecture) {
                     s.waiting_keyframe = true;
                 }
             }
         }
     }
 
-    /// Writes a video frame to every started viewer of `lecture`.
-    fn deliver_video(&mut self, lecture: &Arc<str>, frame: &Arc<VideoFrame>, held: Duration) {
+    /// Writes a video frame to every started viewer of the lecture instance `lecture`.
+    fn deliver_video(&mut self, lecture: u64, frame: &Arc<VideoFrame>, held: Duration) {
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
-            if s.lecture_name != *lecture || !s.started || s.dead {
+            if s.lecture.id != lecture || !s.started || s.dead {
                 continue;
             }
             if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
@@ -751,14 +864,14 @@ impl Engine {
     /// Sends video whose wait for the audio is over.
     fn release_held(&mut self, now: Instant) {
         let mut due = Vec::new();
-        for (name, feed) in self.feeds.iter_mut() {
+        for (lecture, feed) in self.feeds.iter_mut() {
             while feed.held.front().is_some_and(|h| h.0 <= now) {
                 let (_, hold, frame) = feed.held.pop_front().expect("checked");
-                due.push((name.clone(), hold, frame));
+                due.push((*lecture, hold, frame));
             }
         }
-        for (name, hold, frame) in due {
-            self.deliver_video(&name, &frame, hold);
+        for (lecture, hold, frame) in due {
+            self.deliver_video(lecture, &frame, hold);
         }
     }
 
@@ -789,6 +902,10 @@ impl Engine {
     }
 
     fn maintain(&mut self, now: Instant) {
+        #[cfg(test)]
+        if self.fault.take_if(|f| *f == Fault::Maintenance).is_some() {
+            panic!("injected fault: maintenance breaks");
+        }
         for p in self.publishers.iter_mut() {
             if !p.connected && now.duration_since(p.created) > self.connect_timeout {
                 info!(session = %p.id, lecture = %p.stream, "publisher did not connect within {:?}", self.connect_timeout);
@@ -877,7 +994,7 @@ impl Engine {
             }
         }
         self.feeds
-            .retain(|name, _| self.sessions.iter().any(|s| s.lecture_name == *name));
+            .retain(|id, _| self.sessions.iter().any(|s| s.lecture.id == *id));
         // A burst of viewers (or of offers that never connected) must not keep its memory:
         // each slot holds a whole Rtc.
         if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
@@ -1280,12 +1397,7 @@ async fn read_socket(
     }
 }
 
-async fn feed_video(
-    lecture: Arc<Lecture>,
-    name: Arc<str>,
-    tx: mpsc::Sender<Media>,
-    stats: Arc<Stats>,
-) {
+async fn feed_video(lecture: Arc<Lecture>, tx: mpsc::Sender<Media>, stats: Arc<Stats>) {
     let mut rx = lecture.taps.subscribe(&TapTrack::Video);
     loop {
         match rx.recv().await {
@@ -1293,7 +1405,7 @@ async fn feed_video(
                 let Some(frame) = annexb(&f) else { continue };
                 if tx
                     .send(Media::Video {
-                        lecture: name.clone(),
+                        lecture: lecture.id,
                         frame: Arc::new(frame),
                     })
                     .await
@@ -1306,7 +1418,7 @@ async fn feed_video(
                 stats.feed_lagged.add(n);
                 if tx
                     .send(Media::Lagged {
-                        lecture: name.clone(),
+                        lecture: lecture.id,
                     })
                     .await
                     .is_err()
@@ -1321,7 +1433,6 @@ async fn feed_video(
 
 async fn feed_audio(
     lecture: Arc<Lecture>,
-    name: Arc<str>,
     lang: String,
     transcoders: Arc<dyn Transcoders>,
     tx: mpsc::Sender<Media>,
@@ -1346,14 +1457,13 @@ async fn feed_audio(
             .as_ref()
             .is_none_or(|(c, _)| !Arc::ptr_eq(c, &frame.codec) && **c != *frame.codec)
         {
-            let (out, lec, lec_name, dialect) =
-                (tx.clone(), lecture.clone(), name.clone(), lang_arc.clone());
+            let (out, lec, dialect) = (tx.clone(), lecture.clone(), lang_arc.clone());
             let stats2 = stats.clone();
             let on_packet = Box::new(move |p: media::encode::Packet| {
                 let now = Instant::now();
                 let wallclock = lec.taps.wallclock_of(p.pts, 48_000).unwrap_or(now).min(now);
                 let m = Media::Audio {
-                    lecture: lec_name.clone(),
+                    lecture: lec.id,
                     lang: dialect.clone(),
                     pts: p.pts,
                     wallclock,
@@ -1365,11 +1475,11 @@ async fn feed_audio(
             });
             match transcoders.aac_to_opus(aac, on_packet) {
                 Ok(e) => {
-                    info!(lecture = %name, dialect = %lang, "opus encoder started");
+                    info!(lecture = %lecture.name, dialect = %lang, "opus encoder started");
                     encoder = Some((frame.codec.clone(), e));
                 }
                 Err(e) => {
-                    warn!(lecture = %name, dialect = %lang, "cannot transcode to opus: {e}");
+                    warn!(lecture = %lecture.name, dialect = %lang, "cannot transcode to opus: {e}");
                     return;
                 }
             }
@@ -1377,7 +1487,7 @@ async fn feed_audio(
         if let Some((_, e)) = encoder.as_mut()
             && let Err(err) = e.push(frame.pts, frame.timescale, &frame.data)
         {
-            debug!(lecture = %name, dialect = %lang, "opus encoder input: {err}");
+            debug!(lecture = %lecture.name, dialect = %lang, "opus encoder input: {err}");
         }
     }
 }

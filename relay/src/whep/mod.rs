@@ -12,6 +12,8 @@
 //! renegotiation). See `docs/protocols/whep.md`.
 
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod stats;
 pub mod whip;
 pub mod whip_media;
@@ -44,8 +46,16 @@ use stats::Stats;
 
 /// Most lines accepted in an SDP offer (Janus's cap after an OSS-Fuzz timeout).
 const MAX_SDP_LINES: usize = 10_000;
+/// Most media sections (`m=` lines) in an offer: viewers and publishers need two (video,
+/// audio); every further one costs the engine for the session's life.
+const MAX_M_LINES: usize = 8;
+/// Most candidates in one trickle-ICE PATCH (a browser gathers a handful).
+const MAX_TRICKLE_CANDIDATES: usize = 64;
 /// Video packets each viewer keeps for retransmission (about 2 s at 2.5 Mbit/s).
 const SEND_BUFFER_VIDEO: usize = 500;
+/// Longest a handler waits for the engine (room in its queue, then its answer): it answers
+/// in microseconds unless it is stuck, and a request must not hang with it.
+const ENGINE_WAIT: Duration = Duration::from_secs(5);
 
 /// The WHEP service.
 pub struct Whep {
@@ -106,18 +116,43 @@ impl Whep {
         hub: Arc<Hub>,
         transcoders: Arc<dyn media::encode::Transcoders>,
     ) -> Arc<Whep> {
+        Whep::start_with(sockets, hub, transcoders, engine::MAINTAIN_EVERY)
+    }
+
+    /// [`Whep::start`] with the engine's maintenance every `maintain_every`.
+    pub(crate) fn start_with(
+        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        hub: Arc<Hub>,
+        transcoders: Arc<dyn media::encode::Transcoders>,
+        maintain_every: Duration,
+    ) -> Arc<Whep> {
         install_crypto();
         let stats = Arc::new(Stats::default());
         let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
         candidates.sort();
         let timeout = Duration::from_millis(hub.config().webrtc.connect_timeout_ms);
-        let handles = Engine::start(sockets, hub.clone(), transcoders, stats.clone(), timeout);
+        let handles = Engine::start(
+            sockets,
+            hub.clone(),
+            transcoders,
+            stats.clone(),
+            timeout,
+            maintain_every,
+        );
         Arc::new(Whep {
             commands: handles.commands,
             hub,
             candidates,
             stats,
         })
+    }
+
+    /// Makes the engine fail (a panic) where `fault` says, once.
+    #[cfg(test)]
+    pub(crate) async fn fault(&self, fault: engine::Fault) {
+        ask(self, |reply| Command::Fault { fault, reply })
+            .await
+            .expect("engine armed");
     }
 
     /// The announced media addresses.
@@ -231,6 +266,25 @@ fn engine_stopped() -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped")
 }
 
+fn engine_busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "WebRTC engine did not answer in time",
+    )
+}
+
+/// Room for one command in the engine's queue, waiting at most [`ENGINE_WAIT`].
+async fn reserve(w: &Whep) -> Result<mpsc::Permit<'_, Command>, ApiError> {
+    match tokio::time::timeout(ENGINE_WAIT, w.commands.reserve()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(engine_stopped()),
+        Err(_) => {
+            tracing::warn!("WebRTC engine queue full for {ENGINE_WAIT:?}; request refused");
+            Err(engine_busy())
+        }
+    }
+}
+
 /// Dialects a lecture offers, in rendition order.
 fn dialects(l: &Lecture) -> Vec<String> {
     l.hls()
@@ -315,16 +369,7 @@ async fn answer_offer(
     if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
         return Ok(at_capacity(stream));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
-    if text.lines().count() > MAX_SDP_LINES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the offer has too many lines",
-        ));
-    }
-    let offer = SdpOffer::from_sdp_string(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
+    let offer = parse_offer(body)?;
     let mut rtc = w.new_rtc(
         codecs()
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
@@ -346,7 +391,7 @@ async fn answer_offer(
     }
     // Room in the engine's queue first: from the count below to the handover nothing may
     // wait (a request dropped while waiting would leave its count taken for ever).
-    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
+    let permit = reserve(w).await?;
     // Counted here, not when the engine takes it, so back-to-back offers see each other.
     if !w.stats.sessions_started.inc_within(
         &w.stats.sessions_ended,
@@ -366,6 +411,27 @@ async fn answer_offer(
         lang,
     })));
     Ok(created(answer, &format!("/whep/{stream}/{id}"), &id))
+}
+
+/// An offer's SDP, within the limits on its size: lines, media sections.
+fn parse_offer(body: &[u8]) -> Result<SdpOffer, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
+    if text.lines().count() > MAX_SDP_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the offer has too many lines",
+        ));
+    }
+    let m_lines = text.lines().filter(|l| l.starts_with("m=")).count();
+    if m_lines > MAX_M_LINES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the offer has {m_lines} m-lines; at most {MAX_M_LINES} are accepted"),
+        ));
+    }
+    SdpOffer::from_sdp_string(text)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))
 }
 
 /// `201 Created` for an accepted offer (WHEP or WHIP): the SDP answer, the session
@@ -570,14 +636,23 @@ fn h264_mode1_negotiated(answer: &str) -> bool {
     active && h264.iter().any(|pt| mode1.contains(pt))
 }
 
+/// Sends the engine a command and waits for its answer, together at most [`ENGINE_WAIT`].
 async fn ask<T>(w: &Whep, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
-    w.commands
-        .send(make(tx))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))?;
-    rx.await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "WebRTC engine stopped"))
+    let asked = async {
+        w.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| engine_stopped())?;
+        rx.await.map_err(|_| engine_stopped())
+    };
+    match tokio::time::timeout(ENGINE_WAIT, asked).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            tracing::warn!("WebRTC engine did not answer within {ENGINE_WAIT:?}");
+            Err(engine_busy())
+        }
+    }
 }
 
 fn no_session() -> ApiError {
@@ -638,24 +713,25 @@ async fn patch(
             "ICE restarts are not supported; start a new session",
         ));
     }
-    let mut candidates = Vec::new();
-    for line in text.lines().take(MAX_SDP_LINES) {
-        if let Some(c) = line.strip_prefix("a=")
-            && c.starts_with("candidate:")
-        {
-            let c = Candidate::from_sdp_string(c).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}"))
-            })?;
-            candidates.push(c);
-        }
+    let candidates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("a="))
+        .filter(|c| c.starts_with("candidate:"))
+        .take(MAX_TRICKLE_CANDIDATES + 1)
+        .collect();
+    if candidates.len() > MAX_TRICKLE_CANDIDATES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a PATCH carries at most {MAX_TRICKLE_CANDIDATES} candidates"),
+        ));
     }
-    if ask(&w, |reply| Command::Candidates {
-        id,
-        candidates,
-        reply,
-    })
-    .await?
-    {
+    // Checked, so a client learns its fragment is broken, but not used: we are ICE-lite.
+    for c in &candidates {
+        Candidate::from_sdp_string(c)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}")))?;
+    }
+    let count = candidates.len();
+    if ask(&w, |reply| Command::Candidates { id, count, reply }).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_session())

@@ -123,6 +123,13 @@ pub struct Stats {
     pub sessions_timed_out: Counter,
     /// Sessions closed because the engine failed (panicked) while handling them.
     pub sessions_failed: Counter,
+    /// Times the engine failed outside any one session and was restarted without its
+    /// sessions.
+    pub engine_restarts: Counter,
+    /// Datagrams dropped because parsing or matching them failed (panicked).
+    pub datagrams_failed: Counter,
+    /// Trickled remote candidates received (and not used: we are ICE-lite).
+    pub candidates_ignored: Counter,
     /// WHIP publishers (and interpreters) accepted.
     pub publishers_started: Counter,
     /// WHIP publishers removed.
@@ -165,7 +172,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 18] = [
+        let counters: [(&str, &Counter, &str); 21] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -195,6 +202,21 @@ impl Stats {
                 "sessions_failed",
                 &self.sessions_failed,
                 "WHEP sessions closed after a failure inside the engine",
+            ),
+            (
+                "engine_restarts",
+                &self.engine_restarts,
+                "WebRTC engine restarts after a failure outside one session",
+            ),
+            (
+                "datagrams_failed",
+                &self.datagrams_failed,
+                "UDP datagrams dropped after a failure parsing or matching them",
+            ),
+            (
+                "candidates_ignored",
+                &self.candidates_ignored,
+                "trickled ICE candidates received and not used (ICE-lite)",
             ),
             ("datagrams_sent", &self.datagrams_sent, "UDP datagrams sent"),
             (

@@ -18,13 +18,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use media::sink::{Publish, PublishError, PublishRequest};
 use serde::Deserialize;
-use str0m::change::SdpOffer;
 use tracing::{info, warn};
 
 use super::engine::{Command, NewPublisher};
-use super::{
-    MAX_SDP_LINES, Whep, codecs, content_type_is, engine_stopped, h264_mode1_negotiated, negotiated,
-};
+use super::{Whep, codecs, content_type_is, h264_mode1_negotiated, negotiated};
 use crate::http::ApiError;
 use crate::hub::ContributeError;
 
@@ -98,16 +95,7 @@ async fn answer_offer(
             "too many WebRTC publishers; publish over RTMP or SRT",
         ));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the offer is not UTF-8 text"))?;
-    if text.lines().count() > MAX_SDP_LINES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the offer has too many lines",
-        ));
-    }
-    let offer = SdpOffer::from_sdp_string(text)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed SDP offer: {e}")))?;
+    let offer = super::parse_offer(body)?;
     // Ingress statistics once a second: the input's health in the API.
     let mut rtc = w.new_rtc(codecs().set_stats_interval(Some(Duration::from_secs(1))))?;
     let answer = rtc
@@ -131,7 +119,7 @@ async fn answer_offer(
         remote: None,
     };
     // As for viewers: room in the queue first, so nothing waits between count and handover.
-    let permit = w.commands.reserve().await.map_err(|_| engine_stopped())?;
+    let permit = super::reserve(w).await?;
     // Counted here, so that back-to-back offers see each other; before the lecture is
     // touched, so that a refused offer changes nothing.
     if !w.stats.publishers_started.inc_within(

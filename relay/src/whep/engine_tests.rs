@@ -1,0 +1,479 @@
+//! The engine with real peers in one process: str0m viewers on their own UDP sockets doing
+//! ICE, DTLS and SRTP against the engine's socket, offers through the WHEP routes, lectures
+//! published into the hub (synthetic H.264 at 25 fps, a keyframe a second).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bytes::Bytes;
+use media::h264::H264Params;
+use media::sink::{Publish, PublishRequest};
+use media::{CodecParams, Frame, MediaEvent, TrackId, TrackInfo};
+use str0m::change::SdpAnswer;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use super::engine::Fault;
+use super::{ENGINE_WAIT, Whep};
+use crate::hub::{Hub, Lecture, Status};
+
+/// Grace period of the rig's lectures.
+const GRACE: Duration = Duration::from_secs(1);
+
+struct Rig {
+    hub: Arc<Hub>,
+    whep: Arc<Whep>,
+    router: Router,
+    /// The engine's UDP address.
+    media: std::net::SocketAddr,
+}
+
+impl Rig {
+    /// A hub and a WHEP engine on a loopback port, maintained every `maintain_every`.
+    async fn start(maintain_every: Duration) -> Rig {
+        let toml = format!(
+            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = {}\n",
+            GRACE.as_secs()
+        );
+        let config = config::Config::from_toml_str_with_env(&toml, std::iter::empty()).unwrap();
+        let hub = Hub::new(Arc::new(config));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let media = socket.local_addr().unwrap();
+        let sockets = HashMap::from([(media, Arc::new(socket))]);
+        let whep = Whep::start_with(
+            sockets,
+            hub.clone(),
+            Arc::new(transcode::opus::GstTranscoders),
+            maintain_every,
+        );
+        let router = whep.router();
+        Rig {
+            hub,
+            whep,
+            router,
+            media,
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str, ct: Option<&str>, body: &[u8]) -> Answer {
+        let mut r = Request::builder().method(method).uri(path);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(r.body(Body::from(body.to_vec())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        Answer {
+            status,
+            location,
+            body,
+        }
+    }
+
+    /// A viewer of `stream` that has offered, been answered and started ICE.
+    async fn viewer(&self, stream: &str) -> Viewer {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let a = self
+            .request(
+                "POST",
+                &format!("/whep/{stream}"),
+                Some("application/sdp"),
+                offer.to_sdp_string().as_bytes(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+        let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(&a.body).unwrap()).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let frames = Arc::new(AtomicU64::new(0));
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(receive(rtc, socket, frames.clone(), connected.clone()));
+        Viewer {
+            location: a.location.unwrap(),
+            frames,
+            connected,
+            task,
+        }
+    }
+
+    /// The session resource's state, `None` once the engine has no such session.
+    async fn info(&self, location: &str) -> Option<serde_json::Value> {
+        let a = self.request("GET", location, None, b"").await;
+        match a.status {
+            StatusCode::OK => Some(serde_json::from_slice(&a.body).unwrap()),
+            StatusCode::NOT_FOUND => None,
+            s => panic!("GET {location}: {s} {:?}", a.body),
+        }
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    body: Bytes,
+}
+
+/// A WHEP viewer: a str0m client counting the video frames it receives.
+struct Viewer {
+    location: String,
+    frames: Arc<AtomicU64>,
+    connected: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+impl Viewer {
+    fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` more video frames than now have arrived; `false` after `timeout`.
+    async fn gets_frames(&self, n: u64, timeout: Duration) -> bool {
+        let target = self.frames() + n;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.frames() >= target {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    async fn connects(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.connected.load(Ordering::Relaxed) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The viewer's side of the connection, until it fails or is aborted.
+async fn receive(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    frames: Arc<AtomicU64>,
+    connected: Arc<AtomicBool>,
+) {
+    let local = socket.local_addr().unwrap();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => connected.store(true, Ordering::Relaxed),
+                Ok(Output::Event(Event::MediaData(m)))
+                    if m.params.spec().codec == str0m::format::Codec::H264 =>
+                {
+                    frames.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return,
+            }
+        };
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(50));
+        let input = tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let Ok((n, source)) = r else { continue };
+                let Ok(contents) = buf[..n].try_into() else { continue };
+                Input::Receive(Instant::now(), Receive {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: local,
+                    contents,
+                })
+            }
+            _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
+        };
+        if rtc.handle_input(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// A publisher sending 25 fps H.264 (a keyframe a second) into a lecture until stopped.
+struct Lecturer {
+    lecture: Arc<Lecture>,
+    task: JoinHandle<()>,
+}
+
+impl Lecturer {
+    fn start(hub: &Arc<Hub>, name: &str) -> Lecturer {
+        let mut sink = hub
+            .publish(PublishRequest {
+                stream: name.into(),
+                key: None,
+                language: None,
+                protocol: "test",
+                remote: None,
+            })
+            .unwrap();
+        let lecture = hub.lecture(name).unwrap();
+        let video = TrackInfo::new(CodecParams::H264(
+            H264Params::from_sps_pps(crate::hls::tests::SPS, crate::hls::tests::PPS).unwrap(),
+        ));
+        sink.handle(MediaEvent::Track {
+            id: TrackId(1),
+            info: video,
+        })
+        .unwrap();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(40));
+            for i in 0i64.. {
+                tick.tick().await;
+                let keyframe = i % 25 == 0;
+                // One slice NAL unit, length-prefixed.
+                let mut data = vec![0, 0, 0x03, 0xe8, if keyframe { 0x65 } else { 0x41 }];
+                data.resize(4 + 1000, (i % 251) as u8);
+                let frame = Frame {
+                    dts: i * 3600,
+                    pts: i * 3600,
+                    keyframe,
+                    data: Bytes::from(data),
+                };
+                if sink
+                    .handle(MediaEvent::Frame {
+                        track: TrackId(1),
+                        frame,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Lecturer { lecture, task }
+    }
+
+    /// The publisher leaves (its sink is dropped with the task).
+    async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republished_lecture_feeds_viewers_who_join_before_maintenance() {
+    // No maintenance during the test: the old instance's viewer is still in the engine when
+    // the new instance's viewer arrives, as happens when both fall between two ticks.
+    let rig = Rig::start(Duration::from_secs(3600)).await;
+    let a1 = Lecturer::start(&rig.hub, "a");
+    let first = a1.lecture.clone();
+    let v1 = rig.viewer("a").await;
+    assert!(
+        v1.connects(Duration::from_secs(10)).await,
+        "viewer of A1 connects"
+    );
+    assert!(
+        v1.gets_frames(25, Duration::from_secs(10)).await,
+        "viewer of A1 gets frames"
+    );
+
+    a1.stop().await;
+    rig.hub
+        .maintain(Instant::now() + GRACE + Duration::from_secs(1));
+    assert!(matches!(first.status(), Status::Ended { .. }));
+    let a2 = Lecturer::start(&rig.hub, "a");
+    assert!(
+        !Arc::ptr_eq(&first, &a2.lecture),
+        "a new instance of the lecture"
+    );
+
+    let v2 = rig.viewer("a").await;
+    assert!(
+        v2.connects(Duration::from_secs(10)).await,
+        "viewer of A2 connects"
+    );
+    // More than the GOP burst it gets at start (at most 25 frames): live frames of A2.
+    assert!(
+        v2.gets_frames(60, Duration::from_secs(10)).await,
+        "the viewer of the republished lecture got {} frames",
+        v2.frames()
+    );
+    let info = rig.info(&v2.location).await.unwrap();
+    assert_eq!(info["connected"], true);
+    drop(v1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_that_breaks_the_parser_costs_only_that_datagram() {
+    let rig = Rig::start(super::engine::MAINTAIN_EVERY).await;
+    let _a = Lecturer::start(&rig.hub, "a");
+    let viewer = rig.viewer("a").await;
+    assert!(viewer.connects(Duration::from_secs(10)).await);
+    assert!(viewer.gets_frames(10, Duration::from_secs(10)).await);
+
+    rig.whep.fault(Fault::Datagram).await;
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger
+        .send_to(b"\x00\x01\x00\x00not a session's", rig.media)
+        .await
+        .unwrap();
+    // The engine and its viewer went on; the failure was counted.
+    assert!(
+        viewer.gets_frames(50, Duration::from_secs(10)).await,
+        "the viewer kept getting frames"
+    );
+    assert_eq!(rig.info(&viewer.location).await.unwrap()["connected"], true);
+    let stats = &rig.whep.stats;
+    assert_eq!(stats.datagrams_failed.get(), 1);
+    assert_eq!(stats.engine_restarts.get(), 0);
+    assert_eq!(stats.sessions_failed.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_in_maintenance_restarts_the_engine_without_its_sessions() {
+    let rig = Rig::start(Duration::from_millis(100)).await;
+    let a = Lecturer::start(&rig.hub, "a");
+    let before = rig.viewer("a").await;
+    assert!(before.connects(Duration::from_secs(10)).await);
+    assert!(before.gets_frames(10, Duration::from_secs(10)).await);
+    assert_eq!(a.lecture.webrtc_viewers().values().sum::<usize>(), 1);
+
+    rig.whep.fault(Fault::Maintenance).await;
+    // The engine answers again, without its sessions (which were counted out).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.info(&before.location).await.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the old session outlived the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = rig.whep.stats.clone();
+    assert_eq!(stats.engine_restarts.get(), 1);
+    assert_eq!(rig.whep.viewers(), 0);
+    assert_eq!(a.lecture.webrtc_viewers().values().sum::<usize>(), 0);
+    let mut metrics = String::new();
+    stats.render(&mut metrics);
+    assert!(
+        metrics.contains("jiangtang_webrtc_engine_restarts_total 1\n"),
+        "{metrics}"
+    );
+
+    // New offers work at once.
+    let after = rig.viewer("a").await;
+    assert!(after.connects(Duration::from_secs(10)).await);
+    assert!(
+        after.gets_frames(30, Duration::from_secs(10)).await,
+        "a viewer after the restart gets frames"
+    );
+    assert_eq!(stats.engine_restarts.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn handlers_answer_503_when_the_engine_does_not() {
+    super::install_crypto();
+    let config =
+        config::Config::from_toml_str_with_env("[demo]\nenabled = false\n", std::iter::empty())
+            .unwrap();
+    let hub = Hub::new(Arc::new(config));
+    let _publisher = hub
+        .publish(PublishRequest {
+            stream: "a".into(),
+            key: None,
+            language: None,
+            protocol: "test",
+            remote: None,
+        })
+        .unwrap();
+    // An engine that takes one command and never reads it.
+    let (commands, _stuck) = tokio::sync::mpsc::channel(1);
+    let whep = Arc::new(Whep {
+        commands,
+        hub,
+        candidates: vec!["127.0.0.1:9".parse().unwrap()],
+        stats: Default::default(),
+    });
+    let rig = Rig {
+        hub: whep.hub.clone(),
+        router: whep.router(),
+        whep,
+        media: "127.0.0.1:9".parse().unwrap(),
+    };
+    let waited = Instant::now();
+    let test_clock = tokio::time::Instant::now();
+    // A question (the command is queued, the answer never comes).
+    let answer = tokio::time::timeout(
+        ENGINE_WAIT * 10,
+        rig.request("DELETE", "/whep/a/0123", None, b""),
+    )
+    .await
+    .expect("DELETE answered");
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    // An offer (the queue is full: no room for it).
+    let mut client = Rtc::builder().build(Instant::now());
+    let mut api = client.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    let answer = tokio::time::timeout(
+        ENGINE_WAIT * 10,
+        rig.request(
+            "POST",
+            "/whep/a",
+            Some("application/sdp"),
+            offer.to_sdp_string().as_bytes(),
+        ),
+    )
+    .await
+    .expect("offer answered");
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        answer.body
+    );
+    assert!(
+        std::str::from_utf8(&answer.body)
+            .unwrap()
+            .contains("did not answer in time")
+    );
+    // Each after the engine wait (on the paused test clock), and no viewer left counted.
+    let took = test_clock.elapsed();
+    assert!(
+        took >= ENGINE_WAIT * 2 && took < ENGINE_WAIT * 3,
+        "{took:?}"
+    );
+    assert!(waited.elapsed() < ENGINE_WAIT, "the test clock was paused");
+    assert_eq!(rig.whep.viewers(), 0);
+}
