@@ -117,6 +117,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             srt_passphrase: None,
             starts_at: None,
             ends_at: None,
+            hall: None,
+            category: None,
+            seats: None,
+            visibility: None,
         });
     }
     let config = Arc::new(config);
