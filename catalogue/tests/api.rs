@@ -597,7 +597,7 @@ async fn capacity_race(db: Db) {
         .map(|b| b.ticket_code.clone())
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for code in confirmed.iter().take(10).cloned() {
+    for code in confirmed.iter().take(10) {
         let (http, url) = (h.http.clone(), h.url(&format!("/api/v1/bookings/{code}")));
         tasks.spawn(async move { http.delete(url).send().await.unwrap().status() });
     }

@@ -606,10 +606,8 @@ impl Config {
             })
         };
         let c = &self.catalogue;
-        if !c.database_url.is_empty()
-            && !(c.database_url.starts_with("postgres://")
-                || c.database_url.starts_with("postgresql://"))
-        {
+        let url = c.database_url.as_str();
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return bad(
                 "catalogue.database_url",
                 "must be empty or a postgres:// URL",
@@ -636,9 +634,8 @@ impl Config {
                 "must be an IANA time zone such as Asia/Shanghai",
             );
         }
-        if !c.webhook_url.is_empty()
-            && !(c.webhook_url.starts_with("http://") || c.webhook_url.starts_with("https://"))
-        {
+        let hook = c.webhook_url.as_str();
+        if !(hook.is_empty() || hook.starts_with("http://") || hook.starts_with("https://")) {
             return bad(
                 "catalogue.webhook_url",
                 "must be empty or an http(s):// URL",

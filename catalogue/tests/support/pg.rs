@@ -17,6 +17,8 @@ pub struct Cluster {
     pub port: u16,
     /// Its directory.
     pub dir: PathBuf,
+    /// The watchdog shell; it ends only after this process, so it is never waited for.
+    _watchdog: std::process::Child,
 }
 
 /// Options for a cluster.
@@ -152,7 +154,7 @@ impl Cluster {
                 dir.display(),
                 parent = std::process::id(),
             );
-            Command::new("sh")
+            let mut watchdog = Command::new("sh")
                 .args(["-c", &script])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -167,10 +169,16 @@ impl Cluster {
                     .map(|s| s.success())
                     .unwrap_or(false);
                 if ready {
-                    return Cluster { port, dir };
+                    return Cluster {
+                        port,
+                        dir,
+                        _watchdog: watchdog,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
             eprintln!(
                 "postgres did not start on port {port} (attempt {attempt}): {}",
                 std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
