@@ -800,6 +800,48 @@ mod tests {
     }
 
     #[test]
+    fn catalogue_keys_are_checked() {
+        let c = Config::from_toml_str_with_env("", no_env()).unwrap();
+        assert!(c.catalogue.enabled);
+        assert_eq!(c.catalogue.no_show_limit, 3);
+        assert_eq!(c.catalogue.sqlite_synchronous, "full");
+        let ok = "[[lecture]]\nname = \"x\"\nstarts_at = \"2026-12-01T19:30:00+08:00\"\nseats = 80\nhall = \"西和讲堂\"\ncategory = \"culture\"\nvisibility = \"booking\"\n";
+        let c = Config::from_toml_str_with_env(ok, no_env()).unwrap();
+        assert_eq!(c.lecture[0].seats, Some(80));
+        for (toml, key) in [
+            (
+                "[[lecture]]\nname = \"x\"\nseats = 80\n",
+                "lecture[0].seats",
+            ),
+            (
+                "[[lecture]]\nname = \"x\"\nvisibility = \"secret\"\n",
+                "lecture[0].visibility",
+            ),
+            (
+                "[catalogue]\ndatabase_url = \"mysql://x\"\n",
+                "catalogue.database_url",
+            ),
+            (
+                "[catalogue]\nsqlite_synchronous = \"off\"\n",
+                "catalogue.sqlite_synchronous",
+            ),
+            (
+                "[catalogue]\ntimezone = \"Mars/Base\"\n",
+                "catalogue.timezone",
+            ),
+            (
+                "[catalogue]\nwebhook_url = \"ftp://x\"\n",
+                "catalogue.webhook_url",
+            ),
+        ] {
+            let err = Config::from_toml_str_with_env(toml, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn dialect_tags_match_whatever_their_case() {
         let c = Config::from_toml_str_with_env("[dialects]\n\"zh-HK\" = \"港式粤语\"\n", no_env())
             .unwrap();
