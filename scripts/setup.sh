@@ -20,6 +20,9 @@ want_pkgs=(
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi python3-gst-1.0
   # network namespaces with firewall rules (a viewer behind a firewall that drops UDP)
   iproute2 nftables
+  # the catalogue's tests and benchmarks run a throwaway PostgreSQL cluster (initdb, pg_ctl);
+  # its iCal feeds are parsed by Python's icalendar
+  postgresql python3-icalendar
 )
 
 missing=()

@@ -107,6 +107,18 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         warn!("jemalloc background purging unavailable: {e}");
     }
+    // The catalogue takes the file's lectures (not the demo, which is the relay's own).
+    let programme = if config.catalogue.enabled {
+        let c = catalogue::Catalogue::open(catalogue::Settings::from_config(&config))
+            .await
+            .context("opening the catalogue database")?;
+        c.import_config(&config.lecture)
+            .await
+            .context("importing [[lecture]] entries into the catalogue")?;
+        Some(c)
+    } else {
+        None
+    };
     if config.demo.enabled && config.lecture(&config.demo.name).is_none() {
         // The demo is always allowed to publish, even when only configured lectures are.
         config.lecture.push(config::LectureConfig {
@@ -120,6 +132,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             // It never ends: recording it would only fill the disk.
             record: Some(false),
             retention_days: None,
+            hall: None,
+            category: None,
+            seats: None,
+            visibility: None,
         });
     }
     if config.hls.part_target_ms < 300 {
@@ -167,6 +183,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
+    if let Some(c) = &programme {
+        app = app.merge(c.router());
+    }
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
     hub.set_level_meters(transcoders.clone());
@@ -245,6 +264,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         }
         ingest::rtsp::start(config.clone(), publish, transcoders.clone())
     });
+    if let Some(c) = &programme {
+        tasks.spawn(c.clone().run(stopped()));
+        tasks.spawn(tell_catalogue_when_live(hub.clone(), c.clone(), stopped()));
+    }
     let stop_http = stopped();
     tasks.spawn(async move {
         // Client addresses reach handlers that need them (the operator API's loopback rule).
@@ -299,7 +322,44 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    if let Some(c) = programme {
+        c.close().await;
+    }
     Ok(())
+}
+
+/// Tells the catalogue when a lecture goes live (it marks the occurrence on now and sends
+/// the "goes live" webhook to those who booked it, once per occurrence).
+async fn tell_catalogue_when_live(
+    hub: Arc<relay::Hub>,
+    programme: catalogue::Catalogue,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut events = hub.subscribe();
+    let mut live = std::collections::HashSet::<String>::new();
+    let watch = async {
+        loop {
+            let name = match events.recv().await {
+                Ok(e) => e.lecture.to_string(),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let is_live = hub
+                .lecture(&name)
+                .is_some_and(|l| l.status() == relay::hub::Status::Live);
+            if !is_live {
+                live.remove(&name);
+            } else if live.insert(name.clone())
+                && let Err(e) = programme.lecture_went_live(&name).await
+            {
+                warn!(lecture = %name, "catalogue: {e}");
+            }
+        }
+    };
+    tokio::select! {
+        _ = stop => {}
+        _ = watch => {}
+    }
 }
 
 async fn shutdown_signal() {

@@ -43,6 +43,10 @@ fn serve_without_a_config_file_runs_the_demo_on_the_default_ports() {
     let page = curl(&ns, "http://127.0.0.1:8080/play/demo").expect("the player page");
     assert!(page.contains("<jiangtang-player"), "{page}");
     assert!(curl(&ns, "http://127.0.0.1:8080/healthz").is_some());
+    // The programme, in ./jiangtang.db as shipped.
+    let categories =
+        curl(&ns, "http://127.0.0.1:8080/api/v1/categories").expect("the catalogue's API");
+    assert!(categories.contains("理论宣讲"), "{categories}");
 
     // OBS's and ffmpeg's default RTMP port.
     let mut publisher = Proc(

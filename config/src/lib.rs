@@ -69,6 +69,8 @@ pub struct Config {
     pub lecture: Vec<LectureConfig>,
     /// The built-in demo lecture.
     pub demo: DemoConfig,
+    /// The programme: halls, lectures, bookings (the `catalogue` crate).
+    pub catalogue: CatalogueConfig,
 }
 
 /// `[http]`
@@ -317,6 +319,59 @@ pub struct LectureConfig {
     /// Days this lecture's recordings are kept, instead of `recording.retention_days`.
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// The hall it takes place in, by name (created in the catalogue if new).
+    #[serde(default)]
+    pub hall: Option<String>,
+    /// Its category: `theory`, `education`, `culture`, `science`, `fitness` (or the Chinese
+    /// name).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Bookable seats at the hall; booking is open when given (needs `starts_at`).
+    #[serde(default)]
+    pub seats: Option<u32>,
+    /// `public` (default), `booking` (watching needs a booking) or `private` (unlisted,
+    /// watching needs a token).
+    #[serde(default)]
+    pub visibility: Option<String>,
+}
+
+/// `[catalogue]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogueConfig {
+    /// Whether the catalogue (programme, bookings, `/api/v1/lectures`) runs.
+    pub enabled: bool,
+    /// The SQLite database file, used when `database_url` is empty.
+    pub database_path: std::path::PathBuf,
+    /// `postgres://...`: the PostgreSQL database several relays share.
+    pub database_url: String,
+    /// Most database connections (PostgreSQL; SQLite's readers).
+    pub max_connections: u32,
+    /// SQLite `synchronous`: `full` (a commit is on disk before it is answered) or `normal`
+    /// (a commit survives a crash of jiangtang but not a power cut).
+    pub sqlite_synchronous: String,
+    /// Time zone of weekly series (their weekday and time of day).
+    pub timezone: String,
+    /// A seat can be cancelled by its holder until this long before the start.
+    pub cancel_deadline_minutes: u32,
+    /// Booking closes this long before the start.
+    pub booking_closes_minutes: u32,
+    /// Someone with this many unused seat bookings may book no more seats; 0 for never.
+    pub no_show_limit: u32,
+    /// Unused bookings older than this are forgotten.
+    pub no_show_window_days: u32,
+    /// The "starting soon" webhook and the iCal alarm come this long before the start.
+    pub reminder_minutes: u32,
+    /// Bookings and cancellations each client address may make per minute.
+    pub bookings_per_minute: u32,
+    /// Where webhook events are POSTed as JSON; empty for none.
+    pub webhook_url: String,
+    /// Signs each webhook body (`X-Jiangtang-Signature: sha256=HMAC`); empty for unsigned.
+    pub webhook_secret: String,
+    /// Delivery attempts of one event before it is given up.
+    pub webhook_max_attempts: u32,
+    /// After a publish key is rotated the previous key still works for this long.
+    pub key_rotation_grace_minutes: u32,
 }
 
 /// `[demo]`
@@ -597,6 +652,7 @@ impl Config {
                 );
             }
         }
+        self.validate_catalogue()?;
         if self.demo.enabled {
             if !valid_name(&self.demo.name) {
                 return bad("demo.name", "must be a valid stream name");
@@ -620,6 +676,82 @@ impl Config {
                 if !(20..=20_000).contains(hz) {
                     return bad(&format!("demo.tones.{tag}"), "must be 20..=20000 Hz");
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_catalogue(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let c = &self.catalogue;
+        let url = c.database_url.as_str();
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad(
+                "catalogue.database_url",
+                "must be empty or a postgres:// URL",
+            );
+        }
+        if c.database_url.is_empty() && c.database_path.as_os_str().is_empty() {
+            return bad(
+                "catalogue.database_path",
+                "must name a file when database_url is empty",
+            );
+        }
+        if !(1..=100).contains(&c.max_connections) {
+            return bad("catalogue.max_connections", "must be 1..=100");
+        }
+        if !matches!(c.sqlite_synchronous.as_str(), "full" | "normal") {
+            return bad(
+                "catalogue.sqlite_synchronous",
+                "must be \"full\" or \"normal\"",
+            );
+        }
+        if jiff::tz::TimeZone::get(&c.timezone).is_err() {
+            return bad(
+                "catalogue.timezone",
+                "must be an IANA time zone such as Asia/Shanghai",
+            );
+        }
+        let hook = c.webhook_url.as_str();
+        if !(hook.is_empty() || hook.starts_with("http://") || hook.starts_with("https://")) {
+            return bad(
+                "catalogue.webhook_url",
+                "must be empty or an http(s):// URL",
+            );
+        }
+        if !(1..=100).contains(&c.webhook_max_attempts) {
+            return bad("catalogue.webhook_max_attempts", "must be 1..=100");
+        }
+        if c.bookings_per_minute == 0 {
+            return bad("catalogue.bookings_per_minute", "must be at least 1");
+        }
+        for (i, l) in self.lecture.iter().enumerate() {
+            if let Some(v) = l.visibility.as_deref()
+                && !matches!(v, "public" | "booking" | "private")
+            {
+                return bad(
+                    &format!("lecture[{i}].visibility"),
+                    "must be public, booking or private",
+                );
+            }
+            if l.seats.is_some() && l.starts_at.is_none() {
+                return bad(&format!("lecture[{i}].seats"), "needs starts_at");
+            }
+            if let (Some(s), Some(e)) = (l.starts_at, l.ends_at)
+                && e <= s
+            {
+                return bad(&format!("lecture[{i}].ends_at"), "must be after starts_at");
+            }
+            if l.hall
+                .as_deref()
+                .is_some_and(|h| h.trim().is_empty() || h.len() > 200)
+            {
+                return bad(&format!("lecture[{i}].hall"), "must be 1-200 bytes");
             }
         }
         Ok(())
@@ -755,6 +887,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dialects.x y"), "{err}");
+    }
+
+    #[test]
+    fn catalogue_keys_are_checked() {
+        let c = Config::from_toml_str_with_env("", no_env()).unwrap();
+        assert!(c.catalogue.enabled);
+        assert_eq!(c.catalogue.no_show_limit, 3);
+        assert_eq!(c.catalogue.sqlite_synchronous, "full");
+        let ok = "[[lecture]]\nname = \"x\"\nstarts_at = \"2026-12-01T19:30:00+08:00\"\nseats = 80\nhall = \"西和讲堂\"\ncategory = \"culture\"\nvisibility = \"booking\"\n";
+        let c = Config::from_toml_str_with_env(ok, no_env()).unwrap();
+        assert_eq!(c.lecture[0].seats, Some(80));
+        for (toml, key) in [
+            (
+                "[[lecture]]\nname = \"x\"\nseats = 80\n",
+                "lecture[0].seats",
+            ),
+            (
+                "[[lecture]]\nname = \"x\"\nvisibility = \"secret\"\n",
+                "lecture[0].visibility",
+            ),
+            (
+                "[catalogue]\ndatabase_url = \"mysql://x\"\n",
+                "catalogue.database_url",
+            ),
+            (
+                "[catalogue]\nsqlite_synchronous = \"off\"\n",
+                "catalogue.sqlite_synchronous",
+            ),
+            (
+                "[catalogue]\ntimezone = \"Mars/Base\"\n",
+                "catalogue.timezone",
+            ),
+            (
+                "[catalogue]\nwebhook_url = \"ftp://x\"\n",
+                "catalogue.webhook_url",
+            ),
+        ] {
+            let err = Config::from_toml_str_with_env(toml, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`model`]: tracks, frames, languages, events.
 //! - [`sink`]: the publish seam between inputs and the relay.
+//! - [`admission`]: the seam that decides who may publish and who may watch.
 //! - [`encode`]: the seam to audio transcoders (AAC to Opus).
 //! - [`h264`], [`aac`]: codec configuration records and the facts they give.
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them.
@@ -15,6 +16,7 @@
 //! - [`m3u8`]: HLS playlists with the Low-Latency tags.
 
 pub mod aac;
+pub mod admission;
 pub mod encode;
 pub mod flv;
 pub mod fmp4;

@@ -98,6 +98,13 @@ impl Server {
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
+        // The catalogue's SQLite file lives with the test, unless the test says where.
+        if !extra.contains("database_path") && !extra.contains("database_url") {
+            cmd.env(
+                "JIANGTANG_CATALOGUE_DATABASE_PATH",
+                format!("\"{}\"", dir.0.join("catalogue.db").display()),
+            );
+        }
         cmd.args(["serve", "--config"]).arg(&path);
         Server::run(
             cmd,
@@ -113,8 +120,10 @@ impl Server {
     /// free whatever else runs on this machine.
     pub fn start_as_shipped_in(netns: &Netns) -> Server {
         let mut cmd = netns.command(env!("CARGO_BIN_EXE_jiangtang"));
-        cmd.arg("serve");
-        Server::run(cmd, tempdir::Dir::new(), true, true, false)
+        let dir = tempdir::Dir::new();
+        // The shipped default puts the catalogue in ./jiangtang.db: here, the test's own.
+        cmd.arg("serve").current_dir(&dir.0);
+        Server::run(cmd, dir, true, true, false)
     }
 
     fn run(
@@ -214,6 +223,12 @@ impl Server {
                     .and_then(|v| v.parse::<f64>().ok())
             })
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// Kills the relay with SIGKILL, as a crash or the OOM killer would, and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// True while the process runs.

@@ -1,0 +1,112 @@
+//! Who may publish or watch a lecture: the seam between the relay, which asks, and whatever
+//! knows the programme (the catalogue, the configuration), which answers.
+//!
+//! The relay asks on every publish attempt and on every playback request (each HLS playlist,
+//! part and segment, each WHEP offer), so answers must come from memory: an implementation
+//! keeps what it needs in RAM and refreshes it itself. Keys and tokens are secrets: an
+//! implementation compares them in constant time and never logs them.
+
+/// Why a publisher or viewer is refused, in words a player or an encoder's log can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Nothing is known under that stream name and unknown names may not be used.
+    UnknownStream,
+    /// The publish key is missing or wrong.
+    BadKey,
+    /// The lecture needs a playback token and none was given.
+    TokenMissing,
+    /// The token is malformed or its signature does not match (tampered, or made elsewhere).
+    TokenInvalid,
+    /// The token was made for another lecture.
+    TokenOtherLecture,
+    /// The token has expired.
+    TokenExpired,
+}
+
+impl Refusal {
+    /// A short lower-case reason for an error body or a log line.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::UnknownStream => "no such lecture",
+            Refusal::BadKey => "wrong or missing publish key",
+            Refusal::TokenMissing => "this lecture needs a playback token",
+            Refusal::TokenInvalid => "the playback token is not valid",
+            Refusal::TokenOtherLecture => "the playback token is for another lecture",
+            Refusal::TokenExpired => "the playback token has expired",
+        }
+    }
+}
+
+/// One admission's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted.
+    Allow,
+    /// Refused, with the reason.
+    Deny(Refusal),
+    /// This admission knows nothing of the stream: ask the next one (the binary chains them,
+    /// e.g. the configuration's demo lecture, then the catalogue, then the
+    /// `allow_unconfigured` rule).
+    NotMine,
+}
+
+/// Decides who may publish and who may watch.
+pub trait Admission: Send + Sync + 'static {
+    /// Whether a publisher presenting `key` may publish `stream`. Called once per
+    /// connection attempt: a publisher admitted earlier is never re-checked, so rotating a
+    /// key does not drop the live publisher.
+    fn may_publish(&self, stream: &str, key: Option<&str>) -> Verdict;
+
+    /// Whether a viewer presenting `token` may watch `stream` (live or its replay).
+    fn may_watch(&self, stream: &str, token: Option<&str>) -> Verdict;
+}
+
+/// Asks each admission in turn; the first that is not [`Verdict::NotMine`] decides.
+pub fn chain(admissions: &[&dyn Admission], ask: impl Fn(&dyn Admission) -> Verdict) -> Verdict {
+    for a in admissions {
+        match ask(*a) {
+            Verdict::NotMine => continue,
+            v => return v,
+        }
+    }
+    Verdict::NotMine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Only(&'static str);
+
+    impl Admission for Only {
+        fn may_publish(&self, stream: &str, key: Option<&str>) -> Verdict {
+            match (stream == self.0, key == Some("k")) {
+                (false, _) => Verdict::NotMine,
+                (true, true) => Verdict::Allow,
+                (true, false) => Verdict::Deny(Refusal::BadKey),
+            }
+        }
+        fn may_watch(&self, stream: &str, _token: Option<&str>) -> Verdict {
+            if stream == self.0 {
+                Verdict::Allow
+            } else {
+                Verdict::NotMine
+            }
+        }
+    }
+
+    #[test]
+    fn chain_asks_until_one_knows() {
+        let (a, b) = (Only("a"), Only("b"));
+        let list: [&dyn Admission; 2] = [&a, &b];
+        assert_eq!(
+            chain(&list, |x| x.may_publish("b", Some("k"))),
+            Verdict::Allow
+        );
+        assert_eq!(
+            chain(&list, |x| x.may_publish("b", None)),
+            Verdict::Deny(Refusal::BadKey)
+        );
+        assert_eq!(chain(&list, |x| x.may_watch("c", None)), Verdict::NotMine);
+    }
+}
