@@ -13,6 +13,8 @@ use media::sink::Publish;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+mod webhooks;
+
 /// jemalloc returns freed pages to the system on a timer (glibc's malloc keeps them in its
 /// arenas), and reports the heap in use, which `/metrics` shows.
 #[global_allocator]
@@ -176,6 +178,48 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let hooks = if config.recording.webhook_url.is_empty() {
+        None
+    } else {
+        let dir = config.recording.dir.join(".webhooks");
+        let max = config.recording.webhook_max_attempts;
+        let outbox = tokio::task::spawn_blocking(move || {
+            recorder::outbox::Outbox::open(&dir, max)
+                .with_context(|| format!("opening the webhook queue in {}", dir.display()))
+        })
+        .await??;
+        let hooks = webhooks::Webhooks::new(Arc::new(outbox), &config.http.public_url);
+        tokio::spawn(webhooks::watch_lectures(hub.clone(), hooks.clone()));
+        tokio::spawn(webhooks::deliver(
+            hooks.clone(),
+            config.recording.webhook_url.clone(),
+            config.recording.webhook_secret.clone(),
+        ));
+        Some(hooks)
+    };
+    if let Some(library) = &recordings {
+        let (hooks, programme, rt) = (
+            hooks.clone(),
+            programme.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        library.on_notice(Arc::new(move |notice, rec| {
+            if let Some(h) = &hooks {
+                h.notice(notice, rec);
+            }
+            if notice == recorder::Notice::Ended
+                && webhooks::replayable(rec)
+                && let Some(c) = programme.clone()
+            {
+                let (lecture, url) = (rec.meta().lecture, format!("/replay/{}/index.m3u8", rec.id));
+                rt.spawn(async move {
+                    if let Err(e) = c.replay_ready(&lecture, &url).await {
+                        warn!(%lecture, "catalogue: {e}");
+                    }
+                });
+            }
+        }));
+    }
 
     let http = TcpListener::bind(config.http.listen)
         .await

@@ -12,58 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// ffmpeg sending testsrc2 and one sine tone per `(language, Hz)` as MPEG-TS over SRT.
-fn ffmpeg_srt(url: &str, tones: &[(&str, u32)], extra_in: &[&str]) -> Command {
-    let mut c = Command::new("ffmpeg");
-    c.args(["-nostdin", "-loglevel", "error", "-re"])
-        .args(extra_in)
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]);
-    for (_, hz) in tones {
-        c.args([
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency={hz}:sample_rate=48000"),
-        ]);
-    }
-    c.args(["-map", "0:v"]);
-    for i in 0..tones.len() {
-        c.args(["-map", &format!("{}:a", i + 1)]);
-    }
-    c.args([
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-    ])
-    .args([
-        "-g",
-        "50",
-        "-keyint_min",
-        "50",
-        "-pix_fmt",
-        "yuv420p",
-        "-b:v",
-        "500k",
-    ])
-    .args(["-c:a", "aac", "-b:a", "64k", "-ac", "1"]);
-    for (i, (lang, _)) in tones.iter().enumerate() {
-        c.args([&format!("-metadata:s:a:{i}"), &format!("language={lang}")]);
-    }
-    c.args(["-f", "mpegts", url]);
-    c.stdin(Stdio::null()).stdout(Stdio::null());
-    c
-}
-
-fn srt_url(s: &Server, streamid: &str, extra: &str) -> String {
-    format!(
-        "srt://{}?streamid={streamid}&latency=300000{extra}",
-        s.srt.expect("SRT listening")
-    )
-}
-
 fn api(s: &Server, name: &str) -> Value {
     serde_json::from_str(&get_text(&s.url(&format!("/api/v1/streams/{name}")))).unwrap()
 }

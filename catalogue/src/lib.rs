@@ -34,6 +34,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 pub use db::{Backend, Location};
+pub use events::sign;
 pub use model::*;
 
 /// What went wrong, in words for the API's `{"error": ...}`.

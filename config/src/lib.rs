@@ -82,6 +82,9 @@ pub struct HttpConfig {
     /// Bearer token for the operator API (questions of any lecture); empty for none. A
     /// lecture's own `publish_key` also opens its questions.
     pub operator_token: String,
+    /// The address viewers reach the relay at, put in front of paths in webhook bodies;
+    /// empty leaves them as paths.
+    pub public_url: String,
 }
 
 /// `[channel]`
@@ -285,6 +288,10 @@ pub struct RecordingConfig {
     /// URL to POST JSON to when a lecture starts, when it ends, and when its replay is
     /// ready; empty for none.
     pub webhook_url: String,
+    /// HMAC-SHA256 key signing each webhook body; empty for unsigned.
+    pub webhook_secret: String,
+    /// Attempts of one webhook event before it is given up.
+    pub webhook_max_attempts: u32,
 }
 
 /// `[[lecture]]`
@@ -538,6 +545,16 @@ impl Config {
         if !(hook.is_empty() || hook.starts_with("http://") || hook.starts_with("https://")) {
             return bad(
                 "recording.webhook_url",
+                "must be an http:// or https:// URL, or empty",
+            );
+        }
+        if !(1..=100).contains(&self.recording.webhook_max_attempts) {
+            return bad("recording.webhook_max_attempts", "must be 1..=100");
+        }
+        let public = &self.http.public_url;
+        if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
+            return bad(
+                "http.public_url",
                 "must be an http:// or https:// URL, or empty",
             );
         }

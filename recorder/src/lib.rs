@@ -35,6 +35,7 @@
 
 pub mod index;
 pub mod meta;
+pub mod outbox;
 pub mod playlist;
 mod space;
 pub mod store;
@@ -46,7 +47,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 
 pub use meta::{Meta, RenditionMeta, State};
-pub use store::{Library, Recorder, Recording, RecordingConfig};
+pub use store::{Library, Notice, Recorder, Recording, RecordingConfig};
 
 /// What the packager hands the recorder, in the order it happens.
 #[derive(Debug, Clone)]

@@ -52,6 +52,36 @@ pub struct Metrics {
     pub expired: AtomicU64,
 }
 
+/// What happened to a recording, told to the hook set with [`Library::on_notice`] (the
+/// relay turns these into webhooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Its lecture began and it is being written.
+    Started,
+    /// Writing stopped (disk full, unwritable, too slow); the reason is in its meta.
+    Failed,
+    /// Writing resumed after a failure.
+    Resumed,
+    /// Its lecture ended and it is closed: its final state and duration are in its meta.
+    Ended,
+}
+
+/// The hook told of every [`Notice`]; called on the writer's thread, so it must not block.
+pub type NoticeHook = Arc<dyn Fn(Notice, &Arc<Recording>) + Send + Sync>;
+
+/// Where the hook is, shared by the library and its writers (set once the relay has one).
+#[derive(Default, Clone)]
+pub(crate) struct Notifier(Arc<RwLock<Option<NoticeHook>>>);
+
+impl Notifier {
+    pub(crate) fn tell(&self, notice: Notice, recording: &Arc<Recording>) {
+        let hook = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(notice, recording);
+        }
+    }
+}
+
 /// One segment of a recorded rendition: contiguous bytes of its `media.m4s`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -348,6 +378,7 @@ pub struct Library {
     damaged: RwLock<Vec<(String, String)>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    notifier: Notifier,
 }
 
 impl Library {
@@ -360,6 +391,7 @@ impl Library {
             recordings: RwLock::default(),
             damaged: RwLock::default(),
             metrics: Arc::default(),
+            notifier: Notifier::default(),
         };
         if let Err(e) = std::fs::create_dir_all(&lib.config.dir) {
             error!(dir = %lib.config.dir.display(), "recordings folder: {e}; lectures will not be recorded until it can be created");
@@ -397,6 +429,11 @@ impl Library {
         info!(dir = %lib.config.dir.display(), recordings = found.len(), "recordings found");
         *lib.recordings_mut() = found;
         lib
+    }
+
+    /// Sets the hook told when a recording starts, fails, resumes and ends.
+    pub fn on_notice(&self, hook: NoticeHook) {
+        *self.notifier.0.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// The settings.
@@ -495,8 +532,10 @@ impl Library {
             dropped.clone(),
             self.config.clone(),
             self.metrics.clone(),
+            self.notifier.clone(),
         )?;
         info!(recording = %id, lecture, "recording started");
+        self.notifier.tell(Notice::Started, &recording);
         Ok(Recorder {
             tx,
             pending,

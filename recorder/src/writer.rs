@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::index::{Line, PartLine};
 use crate::meta::{Interruption, RenditionMeta, State};
-use crate::store::{Metrics, Recording, RecordingConfig, absorb};
+use crate::store::{Metrics, Notice, Notifier, Recording, RecordingConfig, absorb};
 use crate::{Event, PartMeta};
 
 /// Starts the writer of `recording`.
@@ -27,12 +27,14 @@ pub(crate) fn spawn(
     dropped: Arc<AtomicBool>,
     config: RecordingConfig,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
 ) -> std::io::Result<()> {
     let name = format!("rec-{}", recording.id);
     let mut w = Writer {
         recording,
         config,
         metrics,
+        notifier,
         pending,
         dropped,
         files: HashMap::new(),
@@ -62,6 +64,7 @@ struct Writer {
     recording: Arc<Recording>,
     config: RecordingConfig,
     metrics: Arc<Metrics>,
+    notifier: Notifier,
     pending: Arc<AtomicUsize>,
     dropped: Arc<AtomicBool>,
     files: HashMap<Arc<str>, Files>,
@@ -378,6 +381,7 @@ impl Writer {
             warn!(recording = %self.recording.id, "recording.json: {e}");
         }
         info!(recording = %self.recording.id, msn = part.msn, "recording resumed after: {reason}");
+        self.notifier.tell(Notice::Resumed, &self.recording);
         true
     }
 
@@ -403,6 +407,7 @@ impl Writer {
         if let Err(e) = meta.save(self.recording.dir()) {
             warn!(recording = %self.recording.id, "recording.json: {e}");
         }
+        self.notifier.tell(Notice::Failed, &self.recording);
     }
 
     /// The lecture is over (or the relay stops): flush, and mark the recording done.
@@ -433,6 +438,7 @@ impl Writer {
                 error!(recording = %self.recording.id, "recording.json could not be written at the end ({e}); it will be recovered at the next start")
             }
         }
+        self.notifier.tell(Notice::Ended, &self.recording);
     }
 }
 

@@ -442,6 +442,9 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         "has_video": live.as_ref().is_some_and(|l| l.has_video()),
         "hls": format!("/hls/{name}/index.m3u8"),
         "whep": format!("/whep/{name}"),
+        // "Watch from the beginning" while live; the replays once it is over.
+        "recording": live.as_ref().and_then(|l| l.recording()).map(|r| crate::replay::brief(&r)),
+        "replays": hub.recordings().map(|lib| crate::replay::replays_of(lib, name, 10)).unwrap_or_default(),
     }))
 }
 

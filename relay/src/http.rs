@@ -172,6 +172,7 @@ fn schedule_view(st: &Value) -> Value {
         "hls": st["hls"],
         "whep": st["whep"],
         "tracks": [],
+        "replays": st["replays"],
     })
 }
 
@@ -270,6 +271,7 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
         "webrtc_viewers": l.webrtc_viewers(),
         "contributors": l.contributors(),
         "tracks": tracks,
+        "recording": l.recording().map(|r| crate::replay::brief(&r)),
     })
 }
 

@@ -94,6 +94,36 @@ pub fn describe(rec: &Recording) -> Value {
     })
 }
 
+/// A short view of a recording, for a lecture's state: enough to start watching it.
+pub fn brief(rec: &Recording) -> Value {
+    let c = rec.contents();
+    json!({
+        "id": rec.id,
+        "state": c.meta.state.as_str(),
+        "live": c.live,
+        "started": c.meta.started.to_string(),
+        "duration_s": c.duration().map(|d| (d * 1000.0).round() / 1000.0),
+        "hls": format!("/replay/{}/index.m3u8", rec.id),
+        "reason": c.meta.reason,
+    })
+}
+
+/// The finished recordings of lecture `name` that can be replayed, newest first (at most
+/// `max`).
+pub fn replays_of(library: &Library, name: &str, max: usize) -> Vec<Value> {
+    library
+        .list()
+        .iter()
+        .rev()
+        .filter(|r| {
+            let c = r.contents();
+            c.meta.lecture == name && !c.live && c.duration().is_some_and(|d| d > 0.0)
+        })
+        .take(max)
+        .map(|r| brief(r))
+        .collect()
+}
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     lecture: Option<String>,

@@ -68,6 +68,13 @@ impl Server {
         Server::launch(netns, extra, "127.0.0.1:0")
     }
 
+    /// Like [`Server::start`], run through `wrapper` (a program and its arguments that
+    /// end by executing the command after them, e.g. `unshare --mount ... sh -c '...' sh`),
+    /// so the relay's pid is the wrapper's.
+    pub fn start_wrapped(wrapper: &[&str], extra: &str) -> Server {
+        Server::launch_with(None, wrapper, extra, "127.0.0.1:0")
+    }
+
     /// Like [`Server::start_in`], with HTTP on every address of the namespace, so that
     /// peers in another namespace linked to it ([`Netns::link`]) reach it too. `http` stays
     /// a loopback address for the tests' own requests.
@@ -76,12 +83,27 @@ impl Server {
     }
 
     fn launch(netns: Option<&Netns>, extra: &str, http_listen: &str) -> Server {
+        Server::launch_with(netns, &[], extra, http_listen)
+    }
+
+    fn launch_with(
+        netns: Option<&Netns>,
+        wrapper: &[&str],
+        extra: &str,
+        http_listen: &str,
+    ) -> Server {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("jiangtang.toml");
         std::fs::write(&path, extra).unwrap();
-        let mut cmd = match netns {
-            Some(ns) => ns.command(env!("CARGO_BIN_EXE_jiangtang")),
-            None => Command::new(env!("CARGO_BIN_EXE_jiangtang")),
+        let bin = env!("CARGO_BIN_EXE_jiangtang");
+        let mut cmd = match (netns, wrapper.split_first()) {
+            (Some(ns), _) => ns.command(bin),
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            (None, None) => Command::new(bin),
         };
         // Loopback only, on ports the OS picks; the demo only where a test asks for it. In a
         // namespace of the test's own, WebRTC takes its non-loopback address (browsers
@@ -103,6 +125,13 @@ impl Server {
             cmd.env(
                 "JIANGTANG_CATALOGUE_DATABASE_PATH",
                 format!("\"{}\"", dir.0.join("catalogue.db").display()),
+            );
+        }
+        // Recordings go with the test too (not into the working directory, the package).
+        if !(extra.contains("[recording]") && extra.contains("dir =")) {
+            cmd.env(
+                "JIANGTANG_RECORDING_DIR",
+                format!("\"{}\"", dir.0.join("recordings").display()),
             );
         }
         cmd.args(["serve", "--config"]).arg(&path);
@@ -366,7 +395,7 @@ impl Drop for Netns {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -464,6 +493,58 @@ pub fn ffmpeg_publish_args(url: &str, size: &str, fps: u32, tone_hz: u32, extra:
         .spawn()
         .expect("ffmpeg (install with scripts/setup.sh)");
     Proc(child)
+}
+
+/// ffmpeg sending testsrc2 and one sine tone per `(language, Hz)` as MPEG-TS over SRT.
+pub fn ffmpeg_srt(url: &str, tones: &[(&str, u32)], extra_in: &[&str]) -> Command {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-nostdin", "-loglevel", "error", "-re"])
+        .args(extra_in)
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"]);
+    for (_, hz) in tones {
+        c.args([
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={hz}:sample_rate=48000"),
+        ]);
+    }
+    c.args(["-map", "0:v"]);
+    for i in 0..tones.len() {
+        c.args(["-map", &format!("{}:a", i + 1)]);
+    }
+    c.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+    ])
+    .args([
+        "-g",
+        "50",
+        "-keyint_min",
+        "50",
+        "-pix_fmt",
+        "yuv420p",
+        "-b:v",
+        "500k",
+    ])
+    .args(["-c:a", "aac", "-b:a", "64k", "-ac", "1"]);
+    for (i, (lang, _)) in tones.iter().enumerate() {
+        c.args([&format!("-metadata:s:a:{i}"), &format!("language={lang}")]);
+    }
+    c.args(["-f", "mpegts", url]);
+    c.stdin(Stdio::null()).stdout(Stdio::null());
+    c
+}
+
+pub fn srt_url(s: &Server, streamid: &str, extra: &str) -> String {
+    format!(
+        "srt://{}?streamid={streamid}&latency=300000{extra}",
+        s.srt.expect("SRT listening")
+    )
 }
 
 /// A request with a body: status, headers, body.
