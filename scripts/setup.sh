@@ -23,6 +23,8 @@ want_pkgs=(
   # the catalogue's tests and benchmarks run a throwaway PostgreSQL cluster (initdb, pg_ctl);
   # its iCal feeds are parsed by Python's icalendar
   postgresql python3-icalendar
+  # benchmarks: nginx with its RTMP module, what a district would run instead (HLS, recording)
+  nginx libnginx-mod-rtmp
 )
 
 missing=()

@@ -4,3 +4,47 @@
 pub mod flv;
 pub mod proc;
 pub mod publisher;
+
+use anyhow::{Context, bail};
+
+/// The benchmarks' lecture as FLV: 30 s of 1280x720 25 fps H.264 at `kbps` (GOP 2 s) and AAC
+/// 128 kbit/s, encoded by ffmpeg once and kept in the temp folder.
+pub fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
+    let path = std::env::temp_dir().join(format!("jiangtang-bench-{kbps}.flv"));
+    if !path.exists() {
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                "30",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-g",
+                "50",
+                "-keyint_min",
+                "50",
+            ])
+            .args([
+                "-b:v",
+                &format!("{kbps}k"),
+                "-maxrate",
+                &format!("{kbps}k"),
+                "-bufsize",
+                &format!("{}k", kbps * 2),
+            ])
+            .args([
+                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
+            ])
+            .arg(&path)
+            .status()
+            .context("ffmpeg")?;
+        if !status.success() {
+            bail!("ffmpeg failed to encode the lecture");
+        }
+    }
+    Ok(std::fs::read(path)?)
+}

@@ -6,7 +6,7 @@ use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
@@ -315,7 +315,7 @@ fn init_versions(rendition_dir: &Path) -> Vec<u32> {
 /// The handle a live lecture holds: hands its packager's events to the recording's writer
 /// without ever waiting. Dropping it ends the recording.
 pub struct Recorder {
-    tx: SyncSender<Event>,
+    tx: Sender<Event>,
     pending: Arc<AtomicUsize>,
     dropped: Arc<AtomicBool>,
     limit: usize,
@@ -336,9 +336,11 @@ impl Recorder {
             return;
         }
         self.pending.fetch_add(size, Ordering::Relaxed);
-        match self.tx.try_send(event) {
+        // Unbounded in count, bounded in bytes by `limit` (a bounded std channel would
+        // allocate all its slots up front: megabytes per lecture).
+        match self.tx.send(event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(_) => {
                 self.pending.fetch_sub(size, Ordering::Relaxed);
                 self.drop_event();
             }
@@ -522,7 +524,7 @@ impl Library {
         crate::meta::sync_dir(&self.config.dir)?;
         let recording = Arc::new(Recording::new(dir, meta, Some(BTreeMap::new()), true));
         self.recordings_mut().insert(id.clone(), recording.clone());
-        let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
+        let (tx, rx) = std::sync::mpsc::channel();
         let pending = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicBool::new(false));
         crate::writer::spawn(

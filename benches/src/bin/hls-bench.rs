@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use benches::encode_lecture;
 use benches::proc::{Relay, cpu_seconds, rss_mib};
 use benches::publisher::{SendLog, publish};
 use clap::Parser;
@@ -48,46 +49,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(15))
         .build()
         .expect("client")
-}
-
-fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
-    let path = std::env::temp_dir().join(format!("jiangtang-bench-{kbps}.flv"));
-    if !path.exists() {
-        let status = std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-y"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args([
-                "-t",
-                "30",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                "50",
-                "-keyint_min",
-                "50",
-            ])
-            .args([
-                "-b:v",
-                &format!("{kbps}k"),
-                "-maxrate",
-                &format!("{kbps}k"),
-                "-bufsize",
-                &format!("{}k", kbps * 2),
-            ])
-            .args([
-                "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
-            ])
-            .arg(&path)
-            .status()
-            .context("ffmpeg")?;
-        if !status.success() {
-            bail!("ffmpeg failed to encode the lecture");
-        }
-    }
-    Ok(std::fs::read(path)?)
 }
 
 /// `(last msn, last part)` and hint of a media playlist.
