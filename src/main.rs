@@ -145,8 +145,31 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             config.hls.part_target_ms
         );
     }
+    for l in &config.lecture {
+        if l.publish_key.is_none() && !(config.demo.enabled && l.name == config.demo.name) {
+            warn!(lecture = %l.name, "[[lecture]] without publish_key: anyone may publish it");
+        }
+    }
     let config = Arc::new(config);
     let hub = relay::Hub::new(config.clone());
+    // Deny by default: the demo, the catalogue's lectures (with their keys and playback
+    // tokens), the file's [[lecture]] entries, and other names only when allowed.
+    let mut chain: relay::admission::Chain = Vec::new();
+    if config.demo.enabled {
+        chain.push(Arc::new(relay::admission::FileLectures::new(
+            config.lecture.iter().filter(|l| l.name == config.demo.name),
+        )));
+    }
+    if let Some(c) = &programme {
+        chain.push(Arc::new(c.clone()));
+    }
+    chain.push(Arc::new(relay::admission::FileLectures::new(
+        &config.lecture,
+    )));
+    chain.push(Arc::new(relay::admission::Unconfigured(
+        config.lectures.allow_unconfigured,
+    )));
+    hub.set_admission(chain);
     tokio::spawn(hub.clone().run_maintenance());
     // Recordings: found (and those a stopped relay cut off recovered) before anything is
     // served; kept while the folder exists even when new lectures are not recorded.

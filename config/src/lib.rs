@@ -251,7 +251,8 @@ pub struct WebrtcConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LecturesConfig {
-    /// Whether any valid name may be published, or only `[[lecture]]` entries.
+    /// Whether any valid name may be published without a key, or only the demo, the
+    /// `[[lecture]]` entries and the catalogue's lectures (the default: deny).
     pub allow_unconfigured: bool,
     /// Dialect of a publisher's audio when neither `?lang=` nor the lecture says.
     pub default_language: String,
