@@ -66,6 +66,70 @@ enum Command {
     },
     /// Print the default configuration, with comments.
     DefaultConfig,
+    /// Operator accounts of the console (/admin), in the catalogue's database.
+    Operator {
+        /// Configuration file (for the catalogue's database).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Create an account; the password (at least 10 characters) is read from stdin.
+    Add {
+        /// Login name.
+        name: String,
+    },
+    /// Set an account's password (read from stdin); its sessions end.
+    Passwd {
+        /// Login name.
+        name: String,
+    },
+    /// List the accounts.
+    List,
+}
+
+/// Runs `jiangtang operator ...` against the configured catalogue.
+fn operator_command(config: Option<PathBuf>, action: OperatorAction) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => config::Config::load(&path)?,
+        None => config::Config::defaults()?,
+    };
+    let password = || -> anyhow::Result<String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let c = catalogue::Catalogue::open(catalogue::Settings::from_config(&config))
+            .await
+            .context("opening the catalogue database")?;
+        let result = match action {
+            OperatorAction::Add { name } => c
+                .add_operator(&name, &password()?, false)
+                .await
+                .map(|a| println!("operator {} created", a.name)),
+            OperatorAction::Passwd { name } => c
+                .add_operator(&name, &password()?, true)
+                .await
+                .map(|a| println!("password of {} set", a.name)),
+            OperatorAction::List => c.operators().await.map(|list| {
+                for a in list {
+                    println!("{}", a.name);
+                }
+            }),
+        };
+        c.close().await;
+        result.map_err(anyhow::Error::from)
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +139,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config::DEFAULT_TOML);
             Ok(())
         }
+        Command::Operator { config, action } => operator_command(config, action),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -207,7 +272,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     println!("jiangtang: http listening on {}", http.local_addr()?);
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
     if let Some(c) = &programme {
-        app = app.merge(c.router());
+        let live: Arc<dyn site::Live> = Arc::new(RelayLive(hub.clone()));
+        app = app
+            .merge(c.router())
+            .merge(site::Site::new(c.clone(), live, config.clone()).router());
     }
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
@@ -349,6 +417,46 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         c.close().await;
     }
     Ok(())
+}
+
+/// What the pages learn from the relay.
+struct RelayLive(Arc<relay::Hub>);
+
+impl site::Live for RelayLive {
+    fn live_streams(&self) -> Vec<String> {
+        self.0
+            .list()
+            .iter()
+            .filter(|l| l.status() == relay::hub::Status::Live && l.has_media())
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    fn replays(&self) -> Vec<site::Replay> {
+        let Some(lib) = self.0.recordings() else {
+            return Vec::new();
+        };
+        let mut list: Vec<site::Replay> = lib
+            .list()
+            .iter()
+            .map(|r| {
+                let c = r.contents();
+                site::Replay {
+                    id: r.id.clone(),
+                    stream: c.meta.lecture.clone(),
+                    title: c.meta.title.clone(),
+                    started: c.meta.started,
+                    duration_s: c.duration(),
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| b.started.cmp(&a.started));
+        list
+    }
+
+    fn questions(&self, stream: &str) -> serde_json::Value {
+        serde_json::to_value(self.0.questions.list(&self.0, stream)).unwrap_or_default()
+    }
 }
 
 /// Tells the catalogue when a lecture goes live (it marks the occurrence on now and sends
