@@ -69,7 +69,7 @@ enum Command {
     /// Operator accounts of the console (/admin), in the catalogue's database.
     Operator {
         /// Configuration file (for the catalogue's database).
-        #[arg(long, short)]
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: OperatorAction,
@@ -271,11 +271,12 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
+    let mut pages = None;
     if let Some(c) = &programme {
         let live: Arc<dyn site::Live> = Arc::new(RelayLive(hub.clone()));
-        app = app
-            .merge(c.router())
-            .merge(site::Site::new(c.clone(), live, config.clone()).router());
+        let s = site::Site::new(c.clone(), live, &config);
+        app = app.merge(c.router()).merge(s.clone().router());
+        pages = Some(s);
     }
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
@@ -331,6 +332,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding RTMP to {}", config.rtmp.listen))?;
         println!("jiangtang: rtmp listening on {}", rtmp.local_addr()?);
+        if let Some(p) = &pages {
+            p.set_ports(Some(rtmp.local_addr()?.port()), None);
+        }
         let publish: Arc<dyn Publish> = hub.clone();
         tasks.spawn(ingest::rtmp::serve(
             rtmp,
@@ -344,6 +348,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         let srt = ingest::srt::start(config.clone(), publish, transcoders.clone())
             .with_context(|| format!("binding SRT to {}", config.srt.listen))?;
         println!("jiangtang: srt listening on udp {}", srt.local_addr());
+        if let Some(p) = &pages {
+            p.set_ports(None, Some(srt.local_addr().port()));
+        }
         Some(srt)
     } else {
         None
@@ -450,7 +457,7 @@ impl site::Live for RelayLive {
                 }
             })
             .collect();
-        list.sort_by(|a, b| b.started.cmp(&a.started));
+        list.sort_by_key(|r| std::cmp::Reverse(r.started));
         list
     }
 

@@ -176,8 +176,10 @@ impl Operator {
         {
             return Ok(Operator { session: None });
         }
-        if let Some(cookie) = crate::accounts::session_cookie(&parts.headers) {
-            if let Some(session) = c.session(&cookie).await.map_err(NotOperator::Db)? {
+        if let Some(cookie) = crate::accounts::session_cookie(&parts.headers)
+            && let Some(session) = c.session(&cookie).await.map_err(NotOperator::Db)?
+        {
+            {
                 let safe = parts.method == axum::http::Method::GET
                     || parts.method == axum::http::Method::HEAD;
                 let presented = parts

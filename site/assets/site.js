@@ -147,8 +147,16 @@
       stats.appendChild(dd);
     };
     var refresh = function () {
-      fetch("/api/v1/streams/" + encodeURIComponent(stream), { cache: "no-store" })
+      // The state first (known for every lecture of the programme); the figures only
+      // while something is published.
+      fetch("/api/v1/streams/" + encodeURIComponent(stream) + "/state", { cache: "no-store" })
         .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (st) {
+          if (!st || !/^(live|reconnecting|starting|ended)$/.test(st.status)) return null;
+          return fetch("/api/v1/streams/" + encodeURIComponent(stream), { cache: "no-store" }).then(function (r) {
+            return r.ok ? r.json() : null;
+          });
+        })
         .then(function (s) {
           stats.textContent = "";
           if (!s || s.status === "scheduled" || s.status === "idle" || !s.tracks || !s.tracks.length) {

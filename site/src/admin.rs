@@ -76,6 +76,7 @@ impl Console {
         )
     }
 
+    #[allow(clippy::result_large_err)] // Returned once per form, straight to the client.
     fn check(&self, presented: &str) -> Result<(), Response> {
         if accounts::csrf_matches(&self.session, presented) {
             Ok(())
@@ -503,10 +504,7 @@ fn parse_visibility(v: &str) -> Visibility {
 async fn lecture_fields(site: &Site, ui: Ui, l: Option<&Lecture>) -> String {
     let t = ui.t();
     let c = &site.catalogue;
-    let (cats, halls) = match tokio::try_join!(c.categories(), c.halls()) {
-        Ok(x) => x,
-        Err(_) => (Vec::new(), Vec::new()),
-    };
+    let (cats, halls) = tokio::try_join!(c.categories(), c.halls()).unwrap_or_default();
     let mut cat_opts = String::from("<option value=\"\">–</option>");
     for cat in &cats {
         let sel = l
@@ -802,28 +800,39 @@ async fn lecture(
     );
 
     // How to stream.
-    let host = request_host(&headers);
-    let rtmp_port = site.config.rtmp.listen.port();
-    let srt_port = site.config.srt.listen.port();
-    let http_port = site.config.http.listen.port();
+    let host = esc(&request_host(&headers));
+    let authority = esc(&crate::request_authority(&headers));
+    let (rtmp_port, srt_port) = site.ports();
     let stream = &l.stream;
     let k = &key.publish_key;
+    let rtmp = match rtmp_port {
+        Some(p) => format!(
+            "<dt>{}</dt><dd><code>rtmp://{host}:{p}/live</code></dd><dt>{}</dt><dd><code class=\"secret\">{}?key={}</code></dd>",
+            t.obs_server,
+            t.obs_key,
+            esc(stream),
+            esc(k)
+        ),
+        None => String::new(),
+    };
+    let srt = match srt_port {
+        Some(p) => format!(
+            "<dt>{}</dt><dd><code class=\"secret\">srt://{host}:{p}?streamid=publish:{}:{}</code></dd>",
+            t.srt_url,
+            esc(stream),
+            esc(k)
+        ),
+        None => String::new(),
+    };
     let _ = write!(
         body,
-        "<section class=\"card\" id=\"stream\"><h2>{how}</h2><dl class=\"howto\">\
-         <dt>{obs_server}</dt><dd><code>rtmp://{host}:{rtmp_port}/live</code></dd>\
-         <dt>{obs_key}</dt><dd><code class=\"secret\">{stream}?key={k}</code></dd>\
-         <dt>{srt}</dt><dd><code class=\"secret\">srt://{host}:{srt_port}?streamid=publish:{stream}:{k}</code></dd>\
-         <dt>{whip}</dt><dd><code>http://{host}:{http_port}/whip/{stream}</code></dd>\
+        "<section class=\"card\" id=\"stream\"><h2>{how}</h2><dl class=\"howto\">{rtmp}{srt}\
+         <dt>{whip}</dt><dd><code>http://{authority}/whip/{stream}</code></dd>\
          <dt>{whip_token}</dt><dd><code class=\"secret\">{k}</code></dd></dl>{prev}\
          <form method=\"post\" action=\"{rotate}\">{csrf}<button type=\"submit\">{rotate_key}</button> <small>{note}</small></form></section>",
         how = t.how_to_stream,
-        obs_server = t.obs_server,
-        obs_key = t.obs_key,
-        srt = t.srt_url,
         whip = t.whip_url,
         whip_token = t.whip_token,
-        host = esc(&host),
         stream = esc(stream),
         k = esc(k),
         prev = key

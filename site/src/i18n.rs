@@ -43,7 +43,7 @@ impl Ui {
     }
 
     /// A category's name in this language.
-    pub fn category<'a>(self, c: &'a catalogue::Category) -> &'a str {
+    pub fn category(self, c: &catalogue::Category) -> &str {
         match self {
             Ui::Zh => &c.name_zh,
             Ui::En => &c.name_en,

@@ -58,17 +58,38 @@ pub trait Live: Send + Sync + 'static {
 pub struct Site {
     catalogue: Catalogue,
     live: Arc<dyn Live>,
-    config: Arc<config::Config>,
+    /// The RTMP and SRT ports publishers use (as bound: the configuration may say 0).
+    ports: Arc<std::sync::RwLock<(Option<u16>, Option<u16>)>>,
 }
 
 impl Site {
     /// Pages over `catalogue`, with what is live from `live`.
-    pub fn new(catalogue: Catalogue, live: Arc<dyn Live>, config: Arc<config::Config>) -> Site {
+    pub fn new(catalogue: Catalogue, live: Arc<dyn Live>, config: &config::Config) -> Site {
+        let port =
+            |enabled: bool, a: std::net::SocketAddr| (enabled && a.port() != 0).then_some(a.port());
         Site {
             catalogue,
             live,
-            config,
+            ports: Arc::new(std::sync::RwLock::new((
+                port(config.rtmp.enabled, config.rtmp.listen),
+                port(config.srt.enabled, config.srt.listen),
+            ))),
         }
+    }
+
+    /// The ports RTMP and SRT listen on, once bound (for "how to stream").
+    pub fn set_ports(&self, rtmp: Option<u16>, srt: Option<u16>) {
+        let mut p = self.ports.write().unwrap_or_else(|e| e.into_inner());
+        if rtmp.is_some() {
+            p.0 = rtmp;
+        }
+        if srt.is_some() {
+            p.1 = srt;
+        }
+    }
+
+    pub(crate) fn ports(&self) -> (Option<u16>, Option<u16>) {
+        *self.ports.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The routes: `/`, `/lectures/...`, `/tickets/...`, `/admin/...`, `/assets/...`.
@@ -199,6 +220,17 @@ pub(crate) fn see_other(to: &str) -> Response {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// The host (with its port, if any) the browser used, for the WHIP address.
+pub(crate) fn request_authority(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+        .collect()
 }
 
 /// The host (without port) the browser used, for the "how to stream" addresses.

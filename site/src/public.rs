@@ -237,7 +237,8 @@ pub async fn front(State(site): State<Site>, Query(q): Query<FrontQuery>) -> Res
         .live
         .replays()
         .into_iter()
-        .filter(|r| public_stream(&site, &r.stream))
+        // Something to watch (not a publisher that left at once), of a public lecture.
+        .filter(|r| r.duration_s.is_some_and(|d| d >= 10.0) && public_stream(&site, &r.stream))
         .take(12)
         .collect();
     if replays.is_empty() {
