@@ -68,6 +68,70 @@ enum Command {
     },
     /// Print the default configuration, with comments.
     DefaultConfig,
+    /// Operator accounts of the console (/admin), in the catalogue's database.
+    Operator {
+        /// Configuration file (for the catalogue's database).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: OperatorAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorAction {
+    /// Create an account; the password (at least 10 characters) is read from stdin.
+    Add {
+        /// Login name.
+        name: String,
+    },
+    /// Set an account's password (read from stdin); its sessions end.
+    Passwd {
+        /// Login name.
+        name: String,
+    },
+    /// List the accounts.
+    List,
+}
+
+/// Runs `jiangtang operator ...` against the configured catalogue.
+fn operator_command(config: Option<PathBuf>, action: OperatorAction) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) => config::Config::load(&path)?,
+        None => config::Config::defaults()?,
+    };
+    let password = || -> anyhow::Result<String> {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let c = catalogue::Catalogue::open(catalogue::Settings::from_config(&config))
+            .await
+            .context("opening the catalogue database")?;
+        let result = match action {
+            OperatorAction::Add { name } => c
+                .add_operator(&name, &password()?, false)
+                .await
+                .map(|a| println!("operator {} created", a.name)),
+            OperatorAction::Passwd { name } => c
+                .add_operator(&name, &password()?, true)
+                .await
+                .map(|a| println!("password of {} set", a.name)),
+            OperatorAction::List => c.operators().await.map(|list| {
+                for a in list {
+                    println!("{}", a.name);
+                }
+            }),
+        };
+        c.close().await;
+        result.map_err(anyhow::Error::from)
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", config::DEFAULT_TOML);
             Ok(())
         }
+        Command::Operator { config, action } => operator_command(config, action),
         Command::Serve { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -147,8 +212,31 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             config.hls.part_target_ms
         );
     }
+    for l in &config.lecture {
+        if l.publish_key.is_none() && !(config.demo.enabled && l.name == config.demo.name) {
+            warn!(lecture = %l.name, "[[lecture]] without publish_key: anyone may publish it");
+        }
+    }
     let config = Arc::new(config);
     let hub = relay::Hub::new(config.clone());
+    // Deny by default: the demo, the catalogue's lectures (with their keys and playback
+    // tokens), the file's [[lecture]] entries, and other names only when allowed.
+    let mut chain: relay::admission::Chain = Vec::new();
+    if config.demo.enabled {
+        chain.push(Arc::new(relay::admission::FileLectures::new(
+            config.lecture.iter().filter(|l| l.name == config.demo.name),
+        )));
+    }
+    if let Some(c) = &programme {
+        chain.push(Arc::new(c.clone()));
+    }
+    chain.push(Arc::new(relay::admission::FileLectures::new(
+        &config.lecture,
+    )));
+    chain.push(Arc::new(relay::admission::Unconfigured(
+        config.lectures.allow_unconfigured,
+    )));
+    hub.set_admission(chain);
     tokio::spawn(hub.clone().run_maintenance());
     // Recordings: found (and those a stopped relay cut off recovered) before anything is
     // served; kept while the folder exists even when new lectures are not recorded.
@@ -227,8 +315,12 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
     let mut app = relay::http::router(hub.clone()).merge(player_web::router());
+    let mut pages = None;
     if let Some(c) = &programme {
-        app = app.merge(c.router());
+        let live: Arc<dyn site::Live> = Arc::new(RelayLive(hub.clone()));
+        let s = site::Site::new(c.clone(), live, &config);
+        app = app.merge(c.router()).merge(s.clone().router());
+        pages = Some(s);
     }
     let transcoders: Arc<dyn media::encode::Transcoders> =
         Arc::new(transcode::opus::GstTranscoders);
@@ -284,6 +376,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding RTMP to {}", config.rtmp.listen))?;
         println!("jiangtang: rtmp listening on {}", rtmp.local_addr()?);
+        if let Some(p) = &pages {
+            p.set_ports(Some(rtmp.local_addr()?.port()), None);
+        }
         let publish: Arc<dyn Publish> = hub.clone();
         tasks.spawn(ingest::rtmp::serve(
             rtmp,
@@ -297,6 +392,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         let srt = ingest::srt::start(config.clone(), publish, transcoders.clone())
             .with_context(|| format!("binding SRT to {}", config.srt.listen))?;
         println!("jiangtang: srt listening on udp {}", srt.local_addr());
+        if let Some(p) = &pages {
+            p.set_ports(None, Some(srt.local_addr().port()));
+        }
         Some(srt)
     } else {
         None
@@ -370,6 +468,46 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         c.close().await;
     }
     Ok(())
+}
+
+/// What the pages learn from the relay.
+struct RelayLive(Arc<relay::Hub>);
+
+impl site::Live for RelayLive {
+    fn live_streams(&self) -> Vec<String> {
+        self.0
+            .list()
+            .iter()
+            .filter(|l| l.status() == relay::hub::Status::Live && l.has_media())
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    fn replays(&self) -> Vec<site::Replay> {
+        let Some(lib) = self.0.recordings() else {
+            return Vec::new();
+        };
+        let mut list: Vec<site::Replay> = lib
+            .list()
+            .iter()
+            .map(|r| {
+                let c = r.contents();
+                site::Replay {
+                    id: r.id.clone(),
+                    stream: c.meta.lecture.clone(),
+                    title: c.meta.title.clone(),
+                    started: c.meta.started,
+                    duration_s: c.duration(),
+                }
+            })
+            .collect();
+        list.sort_by_key(|r| std::cmp::Reverse(r.started));
+        list
+    }
+
+    fn questions(&self, stream: &str) -> serde_json::Value {
+        serde_json::to_value(self.0.questions.list(&self.0, stream)).unwrap_or_default()
+    }
 }
 
 /// Tells the catalogue when a lecture goes live (it marks the occurrence on now and sends

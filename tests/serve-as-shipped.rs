@@ -1,7 +1,8 @@
 //! The README's first command runs `jiangtang serve` with no config file: this starts it
 //! exactly so, on the default ports (inside a network namespace of the test's own, so they
 //! are free), and checks what the README promises there: the demo lecture live with its three
-//! dialects at :8080, the player page, and RTMP publishing on :1935.
+//! dialects at :8080, the player page, and RTMP publishing on :1935 — of a lecture in the
+//! programme, with its key (names nobody configured are refused).
 
 mod common;
 
@@ -48,21 +49,48 @@ fn serve_without_a_config_file_runs_the_demo_on_the_default_ports() {
         curl(&ns, "http://127.0.0.1:8080/api/v1/categories").expect("the catalogue's API");
     assert!(categories.contains("理论宣讲"), "{categories}");
 
-    // OBS's and ffmpeg's default RTMP port.
-    let mut publisher = Proc(
-        ns.command("ffmpeg")
-            .args(["-nostdin", "-loglevel", "error", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
-            .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
-            .args(["-f", "flv", "rtmp://127.0.0.1/live/hall"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("ffmpeg"),
+    // OBS's and ffmpeg's default RTMP port. Deny by default: a name nobody configured is
+    // refused; a lecture of the programme publishes with its own key.
+    let publish = |url: &str| {
+        Proc(
+            ns.command("ffmpeg")
+                .args(["-nostdin", "-loglevel", "error", "-re"])
+                .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+                .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
+                .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+                .args(["-f", "flv", url])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("ffmpeg"),
+        )
+    };
+    let mut refused = publish("rtmp://127.0.0.1/live/hall");
+    assert_eq!(
+        refused.wait(Duration::from_secs(20)),
+        Some(false),
+        "an unconfigured name is refused"
     );
+    // The operator API answers loopback clients when no operator token is set.
+    let created = ns
+        .command("curl")
+        .args(["-sf", "--max-time", "5", "-H", "content-type: application/json"])
+        .args([
+            "-d",
+            r#"{"title":"讲堂","stream":"hall","starts_at":"2099-01-01T11:00:00Z","ends_at":"2099-01-01T12:00:00Z"}"#,
+            "http://127.0.0.1:8080/api/v1/lectures",
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let key: serde_json::Value = serde_json::from_str(
+        &curl(&ns, "http://127.0.0.1:8080/api/v1/stream-keys/hall").expect("the stream key"),
+    )
+    .unwrap();
+    let key = key["publish_key"].as_str().unwrap();
+    let mut publisher = publish(&format!("rtmp://127.0.0.1/live/hall?key={key}"));
     let listed = wait_until(Duration::from_secs(30), "the published lecture", || {
         curl(&ns, "http://127.0.0.1:8080/hls/hall/video/index.m3u8")
             .filter(|t| t.contains("#EXTINF"))

@@ -145,29 +145,63 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-/// Whether a request acts for an operator: it carries the operator token as a bearer
-/// token, or no token is configured and it comes from this machine.
-fn operator_allowed(token: &str, bearer: Option<&str>, peer: Option<IpAddr>) -> bool {
-    if token.is_empty() {
-        return peer.is_some_and(|ip| ip.is_loopback());
-    }
-    bearer.is_some_and(|b| bool::from(b.as_bytes().ct_eq(token.as_bytes())))
+/// An operator's request. Every write an operator makes (halls, lectures, series,
+/// check-in, exports, keys) takes this extractor, so how operators are recognised lives in
+/// one place: the operator token as a bearer token (scripts), a console session cookie
+/// (with its CSRF token in `X-CSRF-Token` on anything but GET and HEAD), or, while no
+/// operator token is set and no operator account exists, a client on this machine.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// The logged-in operator, when it came with a session (not the token).
+    pub session: Option<crate::accounts::Session>,
 }
 
-/// An operator's request. Every write an operator makes (halls, lectures, series,
-/// check-in, exports, keys) takes this extractor, so how operators are recognised can
-/// change in one place.
-#[derive(Debug, Clone, Copy)]
-pub struct Operator;
+/// Why a request is not an operator's.
+enum NotOperator {
+    Unauthenticated,
+    Csrf,
+    Db(Error),
+}
 
 impl Operator {
-    fn check(parts: &Parts, c: &Catalogue) -> bool {
+    async fn check(parts: &Parts, c: &Catalogue) -> Result<Operator, NotOperator> {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        operator_allowed(&c.settings().operator_token, bearer, peer(parts))
+        let token = &c.settings().operator_token;
+        if !token.is_empty()
+            && bearer.is_some_and(|b| bool::from(b.as_bytes().ct_eq(token.as_bytes())))
+        {
+            return Ok(Operator { session: None });
+        }
+        if let Some(cookie) = crate::accounts::session_cookie(&parts.headers)
+            && let Some(session) = c.session(&cookie).await.map_err(NotOperator::Db)?
+        {
+            {
+                let safe = parts.method == axum::http::Method::GET
+                    || parts.method == axum::http::Method::HEAD;
+                let presented = parts
+                    .headers
+                    .get("x-csrf-token")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !safe && !crate::accounts::csrf_matches(&session, presented) {
+                    return Err(NotOperator::Csrf);
+                }
+                return Ok(Operator {
+                    session: Some(session),
+                });
+            }
+        }
+        if token.is_empty()
+            && peer(parts).is_some_and(|ip| ip.is_loopback())
+            && !c.has_operators().await.map_err(NotOperator::Db)?
+        {
+            return Ok(Operator { session: None });
+        }
+        Err(NotOperator::Unauthenticated)
     }
 }
 
@@ -175,16 +209,25 @@ impl FromRequestParts<Catalogue> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, c: &Catalogue) -> Result<Self, ApiError> {
-        if Operator::check(parts, c) {
-            Ok(Operator)
-        } else {
-            info!(path = %parts.uri.path(), "catalogue: operator request refused");
-            let mut e = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "this needs the operator token as a bearer token",
-            );
-            e.challenge = true;
-            Err(e)
+        match Operator::check(parts, c).await {
+            Ok(op) => Ok(op),
+            Err(NotOperator::Db(e)) => Err(e.into()),
+            Err(NotOperator::Csrf) => {
+                info!(path = %parts.uri.path(), "catalogue: operator request without its CSRF token");
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a console session's changes need its CSRF token (X-CSRF-Token)",
+                ))
+            }
+            Err(NotOperator::Unauthenticated) => {
+                info!(path = %parts.uri.path(), "catalogue: operator request refused");
+                let mut e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "this needs an operator: log in at /admin, or send the operator token as a bearer token",
+                );
+                e.challenge = true;
+                Err(e)
+            }
         }
     }
 }
@@ -199,7 +242,7 @@ impl FromRequestParts<Catalogue> for MaybeOperator {
         parts: &mut Parts,
         c: &Catalogue,
     ) -> Result<Self, std::convert::Infallible> {
-        Ok(MaybeOperator(Operator::check(parts, c)))
+        Ok(MaybeOperator(Operator::check(parts, c).await.is_ok()))
     }
 }
 
@@ -219,13 +262,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// Token buckets per client address: `per_minute` requests a minute, in bursts of as many.
-pub struct RateLimiter {
+/// Token buckets per client address (or another key: an account's name): `per_minute`
+/// requests a minute, in bursts of as many.
+pub struct RateLimiter<K = IpAddr> {
     per_minute: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq> RateLimiter<K> {
     /// Most entries kept; beyond it full buckets are forgotten.
     const MAX_ENTRIES: usize = 10_000;
 
@@ -238,7 +282,7 @@ impl RateLimiter {
     }
 
     /// Takes one request from `ip`'s bucket; false when it is empty.
-    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+    pub fn take(&self, ip: K, now: Instant) -> bool {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let rate = self.per_minute / 60.0;
         if map.len() >= Self::MAX_ENTRIES {
@@ -256,6 +300,14 @@ impl RateLimiter {
         } else {
             false
         }
+    }
+}
+
+impl Catalogue {
+    /// Takes one booking or cancellation from `ip`'s allowance (`bookings_per_minute`);
+    /// false when it is used up. The pages' booking forms share it with the API.
+    pub fn booking_allowed(&self, ip: IpAddr) -> bool {
+        self.inner.limiter.take(ip, Instant::now())
     }
 }
 
@@ -723,7 +775,7 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("the operator token (http.operator_token)"))
+                    .description(Some("the operator token (http.operator_token); the console's session cookie works too, with X-CSRF-Token on changes"))
                     .build(),
             ),
         );
@@ -784,6 +836,7 @@ impl Catalogue {
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
                 header::HeaderName::from_static("idempotency-key"),
+                header::HeaderName::from_static("x-csrf-token"),
             ])
             .max_age(Duration::from_secs(600));
         router
@@ -803,19 +856,6 @@ impl Catalogue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn operators_need_the_token_or_loopback_when_none() {
-        let lo = Some(IpAddr::from([127, 0, 0, 1]));
-        let far = Some(IpAddr::from([192, 0, 2, 7]));
-        assert!(operator_allowed("", None, lo));
-        assert!(!operator_allowed("", None, far));
-        assert!(!operator_allowed("", None, None));
-        let t = "operator-token-0123";
-        assert!(!operator_allowed(t, None, lo));
-        assert!(operator_allowed(t, Some(t), far));
-        assert!(!operator_allowed(t, Some("operator-token-012"), far));
-    }
 
     #[test]
     fn rate_limit_refills() {

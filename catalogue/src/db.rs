@@ -46,16 +46,30 @@ pub(crate) struct Db {
     pub backend: Backend,
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalogue",
-    include_str!("../migrations/sqlite/0001_catalogue.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalogue",
-    include_str!("../migrations/postgres/0001_catalogue.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalogue",
+        include_str!("../migrations/sqlite/0001_catalogue.sql"),
+    ),
+    (
+        2,
+        "operators",
+        include_str!("../migrations/sqlite/0002_operators.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalogue",
+        include_str!("../migrations/postgres/0001_catalogue.sql"),
+    ),
+    (
+        2,
+        "operators",
+        include_str!("../migrations/postgres/0002_operators.sql"),
+    ),
+];
 
 fn migrator(list: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(

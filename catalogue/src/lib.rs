@@ -12,11 +12,13 @@
 //! - `programme`: halls, categories, lectures, series, the `[[lecture]]` import, keys.
 //! - `bookings`: booking, the waiting list, cancelling, check-in, attendance export.
 //! - `events`: the webhook outbox, its delivery, and the reminders that fill it.
+//! - [`accounts`]: operator accounts (argon2id), console sessions and CSRF tokens.
 //! - [`admission`]: who may publish and watch, from an in-memory copy of the catalogue.
 //! - [`ical`]: iCalendar feeds.
 //! - [`api`]: the axum router, the operator extractor and the OpenAPI document.
 //! - [`clock`]: the time, passed in.
 
+pub mod accounts;
 pub mod admission;
 pub mod api;
 mod bookings;
@@ -98,8 +100,17 @@ pub struct Settings {
     pub webhook: Option<Webhook>,
     /// The previous publish key works this many seconds after a rotation.
     pub key_rotation_grace_s: i64,
-    /// The operator's bearer token (`http.operator_token`); empty: loopback clients only.
+    /// The operator's bearer token (`http.operator_token`); empty: loopback clients only
+    /// (and only while no operator account exists).
     pub operator_token: String,
+    /// How long a console session lasts, in seconds.
+    pub session_s: i64,
+    /// Console logins per client address per minute.
+    pub login_per_address: u32,
+    /// Console logins per account per minute.
+    pub login_per_account: u32,
+    /// Session cookies are `Secure`.
+    pub secure_cookies: bool,
 }
 
 impl Settings {
@@ -132,6 +143,10 @@ impl Settings {
             }),
             key_rotation_grace_s: i64::from(k.key_rotation_grace_minutes) * 60,
             operator_token: c.http.operator_token.clone(),
+            session_s: i64::from(k.session_hours) * 3600,
+            login_per_address: k.login_attempts_per_address,
+            login_per_account: k.login_attempts_per_account,
+            secure_cookies: k.secure_cookies,
         }
     }
 
@@ -164,6 +179,11 @@ struct Inner {
     outbox_wake: tokio::sync::Notify,
     /// Bookings per client address.
     limiter: api::RateLimiter,
+    /// Console logins per client address and per account.
+    login_by_address: api::RateLimiter,
+    login_by_account: api::RateLimiter<String>,
+    /// Some operator account exists (cached once true).
+    has_operators: std::sync::atomic::AtomicBool,
 }
 
 impl Catalogue {
@@ -180,6 +200,8 @@ impl Catalogue {
         let db = db::Db::open(&settings.location, settings.max_connections).await?;
         let token_secret = programme::token_secret(&db).await?;
         let limiter = api::RateLimiter::new(settings.bookings_per_minute);
+        let login_by_address = api::RateLimiter::new(settings.login_per_address);
+        let login_by_account = api::RateLimiter::new(settings.login_per_account);
         let c = Catalogue {
             inner: Arc::new(Inner {
                 db,
@@ -189,6 +211,9 @@ impl Catalogue {
                 token_secret,
                 outbox_wake: tokio::sync::Notify::new(),
                 limiter,
+                login_by_address,
+                login_by_account,
+                has_operators: Default::default(),
             }),
         };
         c.refresh_admission().await?;

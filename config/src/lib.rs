@@ -254,7 +254,8 @@ pub struct WebrtcConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LecturesConfig {
-    /// Whether any valid name may be published, or only `[[lecture]]` entries.
+    /// Whether any valid name may be published without a key, or only the demo, the
+    /// `[[lecture]]` entries and the catalogue's lectures (the default: deny).
     pub allow_unconfigured: bool,
     /// Dialect of a publisher's audio when neither `?lang=` nor the lecture says.
     pub default_language: String,
@@ -379,6 +380,15 @@ pub struct CatalogueConfig {
     pub webhook_max_attempts: u32,
     /// After a publish key is rotated the previous key still works for this long.
     pub key_rotation_grace_minutes: u32,
+    /// An operator's console session lasts this long after logging in.
+    pub session_hours: u32,
+    /// Console logins each client address may try per minute.
+    pub login_attempts_per_address: u32,
+    /// Console logins per minute for one account, wherever they come from.
+    pub login_attempts_per_account: u32,
+    /// Session cookies are `Secure` (sent over HTTPS only; browsers also send them to
+    /// `http://localhost`). Turn off only on a closed network served over plain HTTP.
+    pub secure_cookies: bool,
 }
 
 /// `[demo]`
@@ -746,6 +756,15 @@ impl Config {
         }
         if c.bookings_per_minute == 0 {
             return bad("catalogue.bookings_per_minute", "must be at least 1");
+        }
+        if !(1..=24 * 30).contains(&c.session_hours) {
+            return bad("catalogue.session_hours", "must be 1..=720");
+        }
+        if c.login_attempts_per_address == 0 || c.login_attempts_per_account == 0 {
+            return bad(
+                "catalogue.login_attempts_per_address",
+                "login attempts per address and per account must be at least 1",
+            );
         }
         for (i, l) in self.lecture.iter().enumerate() {
             if let Some(v) = l.visibility.as_deref()

@@ -79,7 +79,7 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=`
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=`
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct PlayQuery {
     lang: Option<String>,
@@ -87,6 +87,16 @@ pub struct PlayQuery {
     autoplay: Option<String>,
     muted: Option<String>,
     ui: Option<String>,
+    token: Option<String>,
+}
+
+/// Whether `t` has the shape of a playback token (`STREAM.EXPIRES.MAC`: stream-name
+/// characters), so it can become an attribute as it is.
+pub fn token_shaped(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 512
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn flag(v: &Option<String>, default: bool) -> bool {
@@ -116,6 +126,9 @@ fn player_attributes(stream: &str, q: &PlayQuery) -> String {
     }
     if let Some(ui) = q.ui.as_deref().filter(|u| matches!(*u, "zh" | "en")) {
         attrs.push_str(&format!(" ui=\"{ui}\""));
+    }
+    if let Some(token) = q.token.as_deref().filter(|t| token_shaped(t)) {
+        attrs.push_str(&format!(" token=\"{token}\""));
     }
     // Autoplay works in browsers when muted; the viewer unmutes with one tap.
     if flag(&q.autoplay, true) {
@@ -242,6 +255,7 @@ mod tests {
             autoplay: Some("0".into()),
             muted: None,
             ui: Some("fr".into()),
+            token: Some("x\" onerror=\"alert(1)".into()),
         };
         assert_eq!(
             player_attributes("xihe", &q),
@@ -249,11 +263,12 @@ mod tests {
         );
         let q = PlayQuery {
             lang: Some("YUE".into()),
+            token: Some("a.1900000000.00ff".into()),
             ..Default::default()
         };
         assert_eq!(
             player_attributes("a", &q),
-            "stream=\"a\" lang=\"yue\" autoplay muted"
+            "stream=\"a\" lang=\"yue\" token=\"a.1900000000.00ff\" autoplay muted"
         );
     }
 }

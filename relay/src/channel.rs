@@ -411,7 +411,7 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         Some(Status::Reconnecting { .. }) => "reconnecting",
         Some(Status::Ended { .. }) => "ended",
         None => {
-            if configured.is_none() && !hub.config().lectures.allow_unconfigured {
+            if configured.is_none() && !hub.known(name) {
                 return None;
             }
             match configured.and_then(|c| c.starts_at) {
@@ -451,9 +451,7 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
 /// Whether `name` is a lecture a channel may follow (now or once it is published).
 fn exists(hub: &Hub, name: &str) -> bool {
     media::sink::valid_stream_name(name)
-        && (hub.config().lectures.allow_unconfigured
-            || hub.config().lecture(name).is_some()
-            || hub.lecture(name).is_some())
+        && (hub.known(name) || hub.config().lecture(name).is_some() || hub.lecture(name).is_some())
 }
 
 /// A live-channel connection slot, given back on drop.
@@ -868,7 +866,7 @@ mod tests {
 
     fn hub(extra: &str) -> Arc<Hub> {
         let text = format!(
-            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 1\n{extra}"
+            "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\ngrace_period_s = 1\nended_retention_s = 1\n{extra}"
         );
         Hub::new(Arc::new(
             config::Config::from_toml_str_with_env(&text, std::iter::empty()).unwrap(),

@@ -53,6 +53,11 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/hls/{stream}/index.m3u8", get(multivariant_playlist))
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
         .merge(crate::replay::router())
+        // Playback tokens for lectures that need them, on every HLS and replay resource.
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            crate::admission::guard,
+        ))
         .layer(cors)
         .with_state(AppState { hub })
 }

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use config::Config;
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, SinkError};
 use media::{Language, MediaEvent, TrackId, TrackKind};
-use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
@@ -415,6 +414,9 @@ pub struct Hub {
     /// Where lectures are recorded.
     recordings: std::sync::OnceLock<Arc<recorder::Library>>,
     admission: Arc<AdmissionSnapshot>,
+    /// Who may publish and watch, as the binary chained it (else `default_chain`).
+    chain: std::sync::OnceLock<crate::admission::Chain>,
+    default_chain: crate::admission::Chain,
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -440,11 +442,44 @@ impl Hub {
                     .map(|c| (c.lecture.clone(), None))
                     .collect(),
             ),
-            config,
             meters: std::sync::OnceLock::new(),
             recordings: std::sync::OnceLock::new(),
             admission: Arc::default(),
+            chain: std::sync::OnceLock::new(),
+            default_chain: crate::admission::from_config(&config),
+            config,
         })
+    }
+
+    /// Decides who may publish and watch with `chain` (asked in order, see
+    /// [`crate::admission`]) instead of the configuration's lectures and
+    /// `allow_unconfigured` alone. Set once, before anything is published.
+    pub fn set_admission(&self, chain: crate::admission::Chain) {
+        let _ = self.chain.set(chain);
+    }
+
+    fn chain(&self) -> &[Arc<dyn media::admission::Admission>] {
+        self.chain.get().unwrap_or(&self.default_chain)
+    }
+
+    /// Whether `stream` may be published with `key`. Answered from memory, never waiting
+    /// on a lock held across IO (SRT asks on libsrt's receive thread).
+    pub fn may_publish(&self, stream: &str, key: Option<&str>) -> media::admission::Verdict {
+        crate::admission::may_publish(self.chain(), stream, key)
+    }
+
+    /// Whether `stream` (live, or its replays) may be watched with playback `token`.
+    pub fn may_watch(&self, stream: &str, token: Option<&str>) -> media::admission::Verdict {
+        crate::admission::may_watch(self.chain(), stream, token)
+    }
+
+    /// Whether `stream` names a lecture that may exist here: one that someone knows, or any
+    /// name when unconfigured names may be published.
+    pub fn known(&self, stream: &str) -> bool {
+        !matches!(
+            self.may_publish(stream, None),
+            media::admission::Verdict::Deny(media::admission::Refusal::UnknownStream)
+        )
     }
 
     /// Records lectures into `library` (those `recording.enabled` and their `record` say).
@@ -630,17 +665,14 @@ impl Hub {
     }
 
     fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
-        let configured = self.config.lecture(&request.stream);
-        if configured.is_none() && !self.config.lectures.allow_unconfigured {
-            return Err(PublishError::UnknownLecture(request.stream.clone()));
-        }
-        if let Some(expected) = configured.and_then(|l| l.publish_key.as_deref()) {
-            let given = request.key.as_deref().unwrap_or("");
-            if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
-                return Err(PublishError::Unauthorized(request.stream.clone()));
+        use media::admission::{Refusal, Verdict};
+        match self.may_publish(&request.stream, request.key.as_deref()) {
+            Verdict::Allow | Verdict::NotMine => Ok(()),
+            Verdict::Deny(Refusal::UnknownStream) => {
+                Err(PublishError::UnknownLecture(request.stream.clone()))
             }
+            Verdict::Deny(_) => Err(PublishError::Unauthorized(request.stream.clone())),
         }
-        Ok(())
     }
 }
 
@@ -1147,8 +1179,14 @@ mod tests {
     }
 
     fn hub_with(lectures: &str, extra: &str) -> Arc<Hub> {
+        // The tests publish names of their own choosing.
+        let open = if lectures.contains("allow_unconfigured") {
+            ""
+        } else {
+            "allow_unconfigured = true\n"
+        };
         let text = format!(
-            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 1\nmax_live = 2\n{lectures}\n{extra}"
+            "[demo]\nenabled = false\n[lectures]\n{open}grace_period_s = 1\nended_retention_s = 1\nmax_live = 2\n{lectures}\n{extra}"
         );
         Hub::new(Arc::new(
             Config::from_toml_str_with_env(&text, std::iter::empty()).unwrap(),
@@ -1335,7 +1373,7 @@ mod tests {
 
     #[test]
     fn max_live_counts_a_name_whose_lecture_ended() {
-        let text = "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 1\nended_retention_s = 60\nmax_live = 1\n";
+        let text = "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\ngrace_period_s = 1\nended_retention_s = 60\nmax_live = 1\n";
         let hub = Hub::new(Arc::new(
             Config::from_toml_str_with_env(text, std::iter::empty()).unwrap(),
         ));
@@ -1372,7 +1410,7 @@ mod tests {
         // Publishers come and go on one name while maintenance runs as if the grace period
         // were always over: every transition races with every other. A sink that publish()
         // returned must find its lecture live until it is dropped.
-        let text = "[demo]\nenabled = false\n[lectures]\ngrace_period_s = 0\nended_retention_s = 0\nmax_live = 8\n";
+        let text = "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\ngrace_period_s = 0\nended_retention_s = 0\nmax_live = 8\n";
         let hub = Hub::new(Arc::new(
             Config::from_toml_str_with_env(text, std::iter::empty()).unwrap(),
         ));

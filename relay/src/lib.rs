@@ -4,12 +4,15 @@
 //! - [`hub`]: lectures, publishing sessions, grace periods; implements [`media::sink::Publish`].
 //! - [`hls`]: LL-HLS packaging.
 //! - [`http`]: the axum router: HLS, API, health.
+//! - [`admission`]: who may publish and watch (the chain the binary builds), and the
+//!   playback-token guard in front of HLS, replays and WHEP.
 //! - [`align`]: places contributed tracks (interpreters) on the lecture timeline by arrival.
 //! - [`channel`]: the live channel (WebSocket): lecture state pushes, questions, raised hands.
 //! - [`replay`]: recordings as HLS from disk, and the recordings API.
 //! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
 //! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
+pub mod admission;
 pub mod align;
 pub mod channel;
 pub mod hls;

@@ -120,6 +120,11 @@ impl Server {
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
+        // Tests publish to names of their own choosing: open unless the test decides
+        // (the shipped default denies names nobody configured).
+        if !extra.contains("allow_unconfigured") {
+            cmd.env("JIANGTANG_LECTURES_ALLOW_UNCONFIGURED", "true");
+        }
         // The catalogue's SQLite file lives with the test, unless the test says where.
         if !extra.contains("database_path") && !extra.contains("database_url") {
             cmd.env(

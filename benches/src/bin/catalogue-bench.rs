@@ -1,6 +1,6 @@
 //! Catalogue benchmark: bookings per second under concurrency on SQLite and PostgreSQL,
-//! and `GET /api/v1/lectures` requests per second with 1,000 lectures in the catalogue,
-//! against the release binary. See BENCHMARKS.md.
+//! and `GET /api/v1/lectures` and the front page `/` requests per second with 1,000
+//! lectures in the catalogue, against the release binary. See BENCHMARKS.md.
 
 #[path = "../../../catalogue/tests/support/pg.rs"]
 mod pg;
@@ -237,6 +237,9 @@ async fn main() -> anyhow::Result<()> {
         for (what, path) in [
             ("list 100 of 1,000", "/api/v1/lectures"),
             ("list all 1,000", "/api/v1/lectures?limit=1000"),
+            // The page people open: HTML of the first 200 upcoming, grouped by category.
+            ("front page / of 1,000", "/"),
+            ("front page, one category", "/?category=culture"),
         ] {
             for &clients in &args.clients {
                 let url = Arc::new(format!("{base}{path}"));

@@ -7,10 +7,10 @@
 // While no channel is open (the relay refused one, or the network dropped it) the player polls
 // the same state from the API and keeps trying the channel.
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
-import { AudioEngine, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
+import { AudioEngine, DeniedError, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
 
-export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported";
+export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported" | "denied";
 type ModePref = Mode | "auto";
 
 interface Dialect {
@@ -98,7 +98,7 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 
 export class JiangtangPlayer extends HTMLElement {
   static get observedAttributes(): string[] {
-    return ["stream", "server", "lang", "mode", "muted", "ui"];
+    return ["stream", "server", "lang", "mode", "muted", "ui", "token"];
   }
 
   private root: ShadowRoot;
@@ -126,6 +126,8 @@ export class JiangtangPlayer extends HTMLElement {
   private _state: PlayerState = "loading";
   private _dialect: string | null = null;
   private connected = false;
+  /** Why the relay refuses to play this lecture here (a token reason code), if it does. */
+  private denied: string | null = null;
 
   constructor() {
     super();
@@ -206,6 +208,7 @@ export class JiangtangPlayer extends HTMLElement {
 
   connectedCallback(): void {
     this.connected = true;
+    this.denied = null;
     this.t = texts((this.getAttribute("ui") as Locale) ?? "zh");
     this.render();
     this.connectChannel();
@@ -463,8 +466,10 @@ export class JiangtangPlayer extends HTMLElement {
         reconnecting: t.reconnecting,
         ended: t.ended,
         unsupported: t.noPlayback,
+        denied: t.denied,
         playing: "",
       }[s] ?? "";
+    if (s === "denied") sub.textContent = this.deniedText();
     this.el.badge.className = s === "playing" ? "badge" : "badge off";
     this.tick();
   }
@@ -679,6 +684,8 @@ export class JiangtangPlayer extends HTMLElement {
       video: this.video,
       onFailure: (reason, fatal) => this.onFailure(reason, fatal),
       onStall: () => this.onStall(),
+      token: this.getAttribute("token"),
+      onDenied: (reason) => this.onDenied(reason),
       onPlaying: () => {
         this.failures = 0;
         if (this.lecture?.status === "reconnecting") this.setState("reconnecting");
@@ -688,7 +695,7 @@ export class JiangtangPlayer extends HTMLElement {
   }
 
   private async startEngine(): Promise<void> {
-    if (this.engineStarting) return;
+    if (this.engineStarting || this.denied) return;
     this.engineStarting = true;
     this.setState(this._state === "reconnecting" ? "reconnecting" : "connecting");
     const modes = this.modes();
@@ -707,6 +714,11 @@ export class JiangtangPlayer extends HTMLElement {
         break;
       } catch (e) {
         engine.stop();
+        if (e instanceof DeniedError) {
+          this.engineStarting = false;
+          this.onDenied(e.reason);
+          return;
+        }
         if (e instanceof NoPictureError) {
           // The browser, not the network: WebRTC will not bring a picture on this page.
           this.forcedHls = true;
@@ -726,6 +738,29 @@ export class JiangtangPlayer extends HTMLElement {
         (this.el["big-play"] as HTMLButtonElement).hidden = false;
         this.el.overlay.hidden = false;
       });
+    }
+  }
+
+  /** The relay refuses this lecture without a (valid) token: say why, and stop asking. */
+  private onDenied(reason: string): void {
+    this.denied = reason;
+    this.stopEngine();
+    this.emit("denied", { reason });
+    this.setState("denied");
+    this.applyOverlay();
+  }
+
+  private deniedText(): string {
+    const t = this.t;
+    switch (this.denied) {
+      case "token_missing":
+        return t.tokenMissing;
+      case "token_expired":
+        return t.tokenExpired;
+      case "token_other_lecture":
+        return t.tokenOtherLecture;
+      default:
+        return t.tokenInvalid;
     }
   }
 

@@ -26,6 +26,37 @@ export interface EngineOptions {
   /** WebRTC only: an answer without a picture (sound only) is a failure, because another
    *  engine can bring the picture. Without it the engine plays the sound alone. */
   needPicture?: boolean;
+  /** The playback token of a lecture that needs one (`?token=` on every request). */
+  token?: string | null;
+  /** The relay refused to play this lecture (401/403): `reason` is its code
+   *  (token_missing, token_expired, token_invalid, token_other_lecture). */
+  onDenied?: (reason: string) => void;
+}
+
+/** The relay refused playback: no token, or one that does not do. Trying another engine
+ *  would be refused the same way. */
+export class DeniedError extends Error {
+  constructor(readonly reason: string) {
+    super(`playback refused: ${reason}`);
+    this.name = "DeniedError";
+  }
+}
+
+/** `url` with the playback token in its query. */
+export function withToken(url: string, token: string | null | undefined): string {
+  if (!token) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
+/** The reason code of a refusal's JSON body, or one guessed from the status. */
+export function denialReason(status: number, body: string): string {
+  try {
+    const r = JSON.parse(body)?.reason;
+    if (typeof r === "string") return r;
+  } catch {
+    /* not JSON */
+  }
+  return status === 401 ? "token_missing" : "token_invalid";
 }
 
 /** The relay answered with sound only: this browser offered no video codec it sends
@@ -85,11 +116,15 @@ export class WhepEngine implements Engine {
     this.o.video.addEventListener("playing", this.o.onPlaying);
     await pc.setLocalDescription(await pc.createOffer());
     const lang = this.o.lang ? `?lang=${encodeURIComponent(this.o.lang)}` : "";
-    const resp = await fetch(`${this.o.server}/whep/${encodeURIComponent(this.o.stream)}${lang}`, {
+    const url = withToken(`${this.o.server}/whep/${encodeURIComponent(this.o.stream)}${lang}`, this.o.token);
+    const resp = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/sdp" },
       body: pc.localDescription?.sdp ?? "",
     });
+    if (resp.status === 401 || resp.status === 403) {
+      throw new DeniedError(denialReason(resp.status, await resp.text()));
+    }
     if (resp.status !== 201) {
       // 404: not live, 503: WebRTC full: both mean "use HLS", not "retry WebRTC".
       throw new Error(`WHEP answered ${resp.status}`);
@@ -181,7 +216,12 @@ export class HlsEngine implements Engine {
   private retries = 0;
   private retryTimer = 0;
 
-  constructor(private o: EngineOptions, private url = `${o.server}/hls/${encodeURIComponent(o.stream)}/index.m3u8`) {}
+  private url: string;
+
+  constructor(private o: EngineOptions, url = `${o.server}/hls/${encodeURIComponent(o.stream)}/index.m3u8`) {
+    // The relay puts the token on every URI of the playlists it answers.
+    this.url = withToken(url, o.token);
+  }
 
   async start(): Promise<void> {
     const v = this.o.video;
@@ -222,6 +262,21 @@ export class HlsEngine implements Engine {
     hls.on(Events.AUDIO_TRACKS_UPDATED, () => this.pickTrack());
     hls.on(Events.ERROR, (_e, data) => {
       if (data.details === ErrorDetails.BUFFER_STALLED_ERROR) this.o.onStall?.();
+      const status = data.response?.code;
+      if (status === 401 || status === 403) {
+        // Refused, not broken: retrying would be refused again.
+        let body = "";
+        try {
+          // Playlists are loaded as text; media (array buffers) have no text to read.
+          body = (data.networkDetails as XMLHttpRequest | undefined)?.responseText ?? "";
+        } catch {
+          /* not a text response */
+        }
+        hls.destroy();
+        if (this.hls === hls) this.hls = null;
+        this.o.onDenied?.(denialReason(status, body));
+        return;
+      }
       if (!data.fatal) return;
       if (data.type === ErrorTypes.MEDIA_ERROR && this.retries < 3) {
         this.retries++;
@@ -258,12 +313,22 @@ export class HlsEngine implements Engine {
   };
 
   private nativeError = (): void => {
+    // The browser's own HLS does not say why: ask once whether the relay refuses us.
+    fetch(this.url, { cache: "no-store" })
+      .then(async (r) => {
+        if (r.status === 401 || r.status === 403) this.o.onDenied?.(denialReason(r.status, await r.text()));
+        else this.retryNative();
+      })
+      .catch(() => this.retryNative());
+  };
+
+  private retryNative(): void {
     this.o.onFailure("HLS playback error", false);
     window.setTimeout(() => {
       this.o.video.src = this.url;
       this.o.video.play().catch(() => undefined);
     }, 2000);
-  };
+  }
 
   stop(): void {
     window.clearTimeout(this.retryTimer);

@@ -35,6 +35,11 @@ const zh = {
   noWebrtcPicture: "此浏览器无法通过 WebRTC 显示画面（缺少 H.264 解码），已改用 HLS 播放，延迟会多几秒",
   webrtcSoundOnly: "此浏览器通过 WebRTC 只能播放声音（缺少 H.264 解码）；选择“流畅 (HLS)”可看画面",
   dismiss: "知道了",
+  denied: "无法观看",
+  tokenMissing: "此讲座需要观看凭证：预约后即可获得，或向主办方索取",
+  tokenExpired: "观看凭证已过期，请重新获取",
+  tokenInvalid: "观看凭证无效，请检查链接是否完整",
+  tokenOtherLecture: "此观看凭证属于另一场讲座",
 };
 
 const en: typeof zh = {
@@ -71,6 +76,11 @@ const en: typeof zh = {
   noWebrtcPicture: "This browser cannot show the picture over WebRTC (it has no H.264): playing over HLS, a few seconds further behind",
   webrtcSoundOnly: "This browser gets only the sound over WebRTC (it has no H.264); choose Smooth (HLS) for the picture",
   dismiss: "OK",
+  denied: "Cannot play",
+  tokenMissing: "This lecture needs a viewing pass: you get one when you book, or from the organiser",
+  tokenExpired: "Your viewing pass has expired: please get a new one",
+  tokenInvalid: "This viewing pass is not valid: check that the link is complete",
+  tokenOtherLecture: "This viewing pass is for another lecture",
 };
 
 export type Texts = typeof zh;

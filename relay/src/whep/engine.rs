@@ -1499,9 +1499,11 @@ mod tests {
 
     #[test]
     fn a_panic_inside_one_session_closes_only_that_session() {
-        let config =
-            config::Config::from_toml_str_with_env("[demo]\nenabled = false\n", std::iter::empty())
-                .unwrap();
+        let config = config::Config::from_toml_str_with_env(
+            "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
+            std::iter::empty(),
+        )
+        .unwrap();
         let hub = Hub::new(Arc::new(config));
         let _sink = hub
             .publish(PublishRequest {

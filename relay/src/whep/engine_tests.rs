@@ -41,7 +41,7 @@ impl Rig {
     /// A hub and a WHEP engine on a loopback port, maintained every `maintain_every`.
     async fn start(maintain_every: Duration) -> Rig {
         let toml = format!(
-            "[demo]\nenabled = false\n[lectures]\ngrace_period_s = {}\n",
+            "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\ngrace_period_s = {}\n",
             GRACE.as_secs()
         );
         let config = config::Config::from_toml_str_with_env(&toml, std::iter::empty()).unwrap();
@@ -404,9 +404,11 @@ async fn a_failure_in_maintenance_restarts_the_engine_without_its_sessions() {
 #[tokio::test(start_paused = true)]
 async fn handlers_answer_503_when_the_engine_does_not() {
     super::install_crypto();
-    let config =
-        config::Config::from_toml_str_with_env("[demo]\nenabled = false\n", std::iter::empty())
-            .unwrap();
+    let config = config::Config::from_toml_str_with_env(
+        "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
+        std::iter::empty(),
+    )
+    .unwrap();
     let hub = Hub::new(Arc::new(config));
     let _publisher = hub
         .publish(PublishRequest {

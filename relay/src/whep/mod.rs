@@ -217,6 +217,11 @@ impl Whep {
                 get(info).patch(patch).delete(delete).options(options),
             )
             .layer(DefaultBodyLimit::max(limit))
+            // Playback tokens for lectures that need them, before an offer costs anything.
+            .layer(axum::middleware::from_fn_with_state(
+                self.hub.clone(),
+                crate::admission::guard,
+            ))
             // Outermost: the CORS layer answers OPTIONS itself, and WHEP clients read these
             // from that answer too.
             .layer(cors)

@@ -1,0 +1,395 @@
+//! Who may publish and watch, as the relay asks it: the admissions the binary chains
+//! (`media::admission::chain`) and the HTTP guard that puts playback tokens in front of
+//! every HLS resource, replay and WHEP offer.
+//!
+//! The chain the binary builds is, in order: the configuration's demo lecture, the
+//! catalogue, the file's `[[lecture]]` entries, and [`Unconfigured`] (the
+//! `lectures.allow_unconfigured` rule, off by default). The first admission that knows a
+//! name decides; a name nobody knows may not be published and may be watched (there is
+//! nothing private about it).
+//!
+//! Playback tokens come as `?token=` (HLS players keep it because the guard appends it to
+//! every URI of the playlists it answers) or as `Authorization: Bearer` (WHEP). They are
+//! never logged: the relay logs no request URIs, and refusals name only the lecture and
+//! the reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use media::admission::{Admission, Refusal, Verdict};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tracing::info;
+
+use crate::hub::Hub;
+
+/// Lectures listed in the configuration file (`[[lecture]]`, and the demo): their publish
+/// key, if they give one. A listed lecture without a key is open to any publisher, as the
+/// file says; watching them needs no token (visibility needs the catalogue's tokens).
+#[derive(Debug, Default)]
+pub struct FileLectures {
+    keys: HashMap<String, Option<String>>,
+}
+
+impl FileLectures {
+    /// The given lectures.
+    pub fn new<'a>(lectures: impl IntoIterator<Item = &'a config::LectureConfig>) -> Self {
+        FileLectures {
+            keys: lectures
+                .into_iter()
+                .map(|l| (l.name.clone(), l.publish_key.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Admission for FileLectures {
+    fn may_publish(&self, stream: &str, key: Option<&str>) -> Verdict {
+        match self.keys.get(stream) {
+            None => Verdict::NotMine,
+            Some(None) => Verdict::Allow,
+            Some(Some(expected)) => {
+                let given = key.unwrap_or("");
+                if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny(Refusal::BadKey)
+                }
+            }
+        }
+    }
+
+    fn may_watch(&self, stream: &str, _token: Option<&str>) -> Verdict {
+        if self.keys.contains_key(stream) {
+            Verdict::Allow
+        } else {
+            Verdict::NotMine
+        }
+    }
+}
+
+/// The last word on names nobody else knows: publishing them only when
+/// `lectures.allow_unconfigured` says so; watching them always.
+#[derive(Debug, Clone, Copy)]
+pub struct Unconfigured(pub bool);
+
+impl Admission for Unconfigured {
+    fn may_publish(&self, _stream: &str, _key: Option<&str>) -> Verdict {
+        if self.0 {
+            Verdict::Allow
+        } else {
+            Verdict::Deny(Refusal::UnknownStream)
+        }
+    }
+
+    fn may_watch(&self, _stream: &str, _token: Option<&str>) -> Verdict {
+        Verdict::Allow
+    }
+}
+
+/// The admissions the hub asks, in order.
+pub type Chain = Vec<Arc<dyn Admission>>;
+
+/// The chain a hub uses until the binary sets its own: the file's lectures, then the
+/// `allow_unconfigured` rule.
+pub fn from_config(config: &config::Config) -> Chain {
+    vec![
+        Arc::new(FileLectures::new(&config.lecture)),
+        Arc::new(Unconfigured(config.lectures.allow_unconfigured)),
+    ]
+}
+
+/// Asks `chain` whether `stream` may be published with `key`; nobody knowing it is a
+/// refusal.
+pub fn may_publish(chain: &[Arc<dyn Admission>], stream: &str, key: Option<&str>) -> Verdict {
+    let list: Vec<&dyn Admission> = chain.iter().map(|a| a.as_ref()).collect();
+    match media::admission::chain(&list, |a| a.may_publish(stream, key)) {
+        Verdict::NotMine => Verdict::Deny(Refusal::UnknownStream),
+        v => v,
+    }
+}
+
+/// Asks `chain` whether `stream` may be watched with `token`; nobody knowing it lets it
+/// be watched.
+pub fn may_watch(chain: &[Arc<dyn Admission>], stream: &str, token: Option<&str>) -> Verdict {
+    let list: Vec<&dyn Admission> = chain.iter().map(|a| a.as_ref()).collect();
+    match media::admission::chain(&list, |a| a.may_watch(stream, token)) {
+        Verdict::NotMine => Verdict::Allow,
+        v => v,
+    }
+}
+
+/// A stable word for each refusal, for players to choose their message by.
+pub fn refusal_code(r: Refusal) -> &'static str {
+    match r {
+        Refusal::UnknownStream => "unknown_stream",
+        Refusal::BadKey => "bad_key",
+        Refusal::TokenMissing => "token_missing",
+        Refusal::TokenInvalid => "token_invalid",
+        Refusal::TokenOtherLecture => "token_other_lecture",
+        Refusal::TokenExpired => "token_expired",
+    }
+}
+
+/// The answer to a viewer refused: 401 when no token was given, 403 when the one given
+/// does not do; a JSON body with the reason in words and as a code.
+pub fn refused(r: Refusal) -> Response {
+    let status = match r {
+        Refusal::TokenMissing => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let mut resp = (
+        status,
+        axum::Json(json!({ "error": r.reason(), "reason": refusal_code(r) })),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"playback\""),
+        );
+    }
+    resp
+}
+
+/// What a request path asks to watch.
+#[derive(Debug, PartialEq, Eq)]
+enum Watched<'a> {
+    /// `/hls/STREAM/...` and `POST /whep/STREAM`.
+    Stream(&'a str),
+    /// `/replay/ID/...`: a recording, whose lecture decides.
+    Recording(&'a str),
+}
+
+fn watched<'a>(method: &Method, path: &'a str) -> Option<Watched<'a>> {
+    let mut parts = path.strip_prefix('/')?.split('/');
+    let first = parts.next()?;
+    let second = parts.next()?;
+    let rest = parts.count();
+    match first {
+        "hls" if rest >= 1 => Some(Watched::Stream(second)),
+        "replay" if rest >= 1 => Some(Watched::Recording(second)),
+        // The session resources below it are reached by their unguessable id.
+        "whep" if rest == 0 && method == Method::POST => Some(Watched::Stream(second)),
+        _ => None,
+    }
+}
+
+/// The playback token of a request: `token=` in the query, else a bearer token.
+fn token_of(req: &Request) -> Option<String> {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == "token")
+            .map(|(_, v)| v.to_string())
+    });
+    from_query.or_else(|| {
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+    })
+}
+
+/// Whether a token may go into playlist URIs as it is: tokens are `STREAM.EXPIRES.MAC`,
+/// made of stream-name characters.
+fn plain(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= 512
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Most bytes of a playlist the guard rewrites (a long replay's VOD playlist is far below).
+const MAX_PLAYLIST: usize = 32 << 20;
+
+/// The guard in front of HLS, replays and WHEP offers: asks the hub's admission chain with
+/// the request's token, answers 401/403 itself when refused, and for lectures that need
+/// a token carries it on: every URI in the playlists it passes gets `token=`, and their
+/// caching becomes `private`.
+pub async fn guard(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+    let Some(what) = watched(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let stream = match what {
+        Watched::Stream(s) => s.to_string(),
+        Watched::Recording(id) => {
+            match hub
+                .recordings()
+                .and_then(|lib| lib.get(id))
+                .map(|r| r.contents().meta.lecture.clone())
+            {
+                Some(lecture) => lecture,
+                // No such recording: the handler says so.
+                None => return next.run(req).await,
+            }
+        }
+    };
+    let token = token_of(&req);
+    match hub.may_watch(&stream, token.as_deref()) {
+        Verdict::Allow => {}
+        Verdict::Deny(r) => {
+            // The lecture and the reason; never the token, nor the URI that carries it.
+            info!(lecture = %stream, reason = r.reason(), "playback refused");
+            return refused(r);
+        }
+        Verdict::NotMine => {}
+    }
+    let protected = hub.may_watch(&stream, None) != Verdict::Allow;
+    let response = next.run(req).await;
+    if !protected {
+        return response;
+    }
+    let token = token.filter(|t| plain(t));
+    carry_token(response, token.as_deref()).await
+}
+
+/// Makes an answer for a token holder: private caching, and the token on every URI of a
+/// playlist.
+async fn carry_token(mut response: Response, token: Option<&str>) -> Response {
+    let h = response.headers_mut();
+    if let Some(cc) = h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()) {
+        let private = cc.replace("public", "private");
+        if let Ok(v) = HeaderValue::from_str(&private) {
+            h.insert(header::CACHE_CONTROL, v);
+        }
+    }
+    let is_playlist = h
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/vnd.apple.mpegurl"));
+    let Some(token) = token.filter(|_| is_playlist && response.status() == StatusCode::OK) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_PLAYLIST).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let out = with_token(&text, token);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(out))
+}
+
+fn append(uri: &str, token: &str) -> String {
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}token={token}")
+}
+
+/// `playlist` with `token=` on every URI: the lines that are URIs and every `URI="..."`
+/// attribute (media renditions, maps, parts, preload hints, rendition reports).
+pub fn with_token(playlist: &str, token: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + 64);
+    for line in playlist.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(b) => match b.strip_suffix('\r') {
+                Some(b2) => (b2, "\r\n"),
+                None => (b, "\n"),
+            },
+            None => (line, ""),
+        };
+        if body.is_empty() {
+        } else if body.starts_with('#') {
+            let mut rest = body;
+            while let Some(at) = rest.find("URI=\"") {
+                let start = at + 5;
+                out.push_str(&rest[..start]);
+                let Some(len) = rest[start..].find('"') else {
+                    rest = &rest[start..];
+                    break;
+                };
+                out.push_str(&append(&rest[start..start + len], token));
+                rest = &rest[start + len..];
+            }
+            out.push_str(rest);
+        } else {
+            out.push_str(&append(body, token));
+        }
+        out.push_str(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_are_guarded() {
+        let get = Method::GET;
+        assert_eq!(
+            watched(&get, "/hls/xihe/index.m3u8"),
+            Some(Watched::Stream("xihe"))
+        );
+        assert_eq!(
+            watched(&get, "/hls/xihe/video/part-k-1-2.m4s"),
+            Some(Watched::Stream("xihe"))
+        );
+        assert_eq!(
+            watched(&get, "/replay/r1/audio-yue/seg-3.m4s"),
+            Some(Watched::Recording("r1"))
+        );
+        assert_eq!(
+            watched(&Method::POST, "/whep/xihe"),
+            Some(Watched::Stream("xihe"))
+        );
+        assert_eq!(watched(&Method::PATCH, "/whep/xihe/abc"), None);
+        assert_eq!(watched(&Method::POST, "/whip/xihe"), None);
+        assert_eq!(watched(&get, "/api/v1/streams/xihe"), None);
+        assert_eq!(watched(&get, "/hls/xihe"), None);
+    }
+
+    #[test]
+    fn every_uri_gets_the_token() {
+        let p = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",URI=\"audio-cmn/index.m3u8\"\n\
+                 #EXT-X-STREAM-INF:BANDWIDTH=1\nvideo/index.m3u8\n\
+                 #EXT-X-MAP:URI=\"init-k-1.mp4\"\n\
+                 #EXT-X-PART:DURATION=0.4,URI=\"part-k-1-0.m4s\",INDEPENDENT=YES\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-k-1-1.m4s\"\n\
+                 #EXT-X-RENDITION-REPORT:URI=\"../audio-cmn/index.m3u8?x=1\",LAST-MSN=1\n\
+                 seg-k-1.m4s\r\n";
+        let out = with_token(p, "s.1.ab");
+        assert!(out.contains("URI=\"audio-cmn/index.m3u8?token=s.1.ab\""));
+        assert!(out.contains("\nvideo/index.m3u8?token=s.1.ab\n"));
+        assert!(out.contains("URI=\"init-k-1.mp4?token=s.1.ab\""));
+        assert!(out.contains("URI=\"part-k-1-0.m4s?token=s.1.ab\",INDEPENDENT=YES"));
+        assert!(out.contains("URI=\"part-k-1-1.m4s?token=s.1.ab\""));
+        assert!(out.contains("URI=\"../audio-cmn/index.m3u8?x=1&token=s.1.ab\",LAST-MSN=1"));
+        assert!(out.ends_with("seg-k-1.m4s?token=s.1.ab\r\n"));
+        assert!(out.starts_with("#EXTM3U\n#EXT-X-MEDIA"));
+    }
+
+    #[test]
+    fn file_lectures_and_the_unconfigured_rule() {
+        let cfg = config::Config::from_toml_str_with_env(
+            "[[lecture]]\nname = \"keyed\"\npublish_key = \"hall-key-123\"\n[[lecture]]\nname = \"open\"\n",
+            std::iter::empty(),
+        )
+        .unwrap();
+        let mut chain = from_config(&cfg);
+        assert_eq!(
+            may_publish(&chain, "keyed", Some("hall-key-123")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            may_publish(&chain, "keyed", Some("hall-key-12")),
+            Verdict::Deny(Refusal::BadKey)
+        );
+        assert_eq!(may_publish(&chain, "open", None), Verdict::Allow);
+        chain[1] = Arc::new(Unconfigured(false));
+        assert_eq!(
+            may_publish(&chain, "other", None),
+            Verdict::Deny(Refusal::UnknownStream)
+        );
+        assert_eq!(may_watch(&chain, "other", None), Verdict::Allow);
+        assert!(plain("xihe.2.1700000000.00ff") && !plain("a b") && !plain(""));
+    }
+}
