@@ -1121,19 +1121,34 @@ fn lock_sink(
     sink.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Says which sender reports the publisher's clock would not use (each is refused once).
+fn log_refused_reports(p: &mut Publisher) {
+    for r in p.clock.take_refused() {
+        let track = if r.track == whip_media::VIDEO {
+            "video"
+        } else {
+            "audio"
+        };
+        info!(session = %p.id, lecture = %p.stream, track, "publisher's sender report not used: {}", r.reason);
+    }
+}
+
 /// One depacketized frame from a publisher.
 fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders) {
     p.frames += 1;
     let sr = d.last_sender_info.map(|s| SenderClock {
         ntp: s.ntp_time,
         rtp: s.rtp_time.numer(),
+        packets: s.sender_packet_count,
     });
     let now = Instant::now();
     if Some(d.mid) == p.video_mid {
         if p.interpreter.is_some() {
             return;
         }
-        let Some(pts) = p.clock.place(d.time.numer(), 90_000, sr) else {
+        let placed = p.clock.place(whip_media::VIDEO, d.time.numer(), 90_000, sr);
+        log_refused_reports(p);
+        let Some(pts) = placed else {
             return;
         };
         // Browsers send keyframes only when asked; each segment needs one. Asked as each
@@ -1181,10 +1196,14 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
                 }
                 t
             }
-            None => match p.clock.place(d.time.numer(), rate, sr) {
-                Some(t) => t,
-                None => return,
-            },
+            None => {
+                let placed = p.clock.place(whip_media::AUDIO, d.time.numer(), rate, sr);
+                log_refused_reports(p);
+                match placed {
+                    Some(t) => t,
+                    None => return,
+                }
+            }
         };
         if t < 0 {
             return;
