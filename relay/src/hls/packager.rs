@@ -732,6 +732,15 @@ impl Packager {
                 );
                 self.renditions[r].skew += skew;
                 offset += skew;
+                if skew < 0 {
+                    // Moved back: what it placed ahead on its old clock, not yet cut into
+                    // parts, gives way to its frames from now on (which AAC's grid would
+                    // otherwise drop as late until they caught up: as long as the skew).
+                    let from = t + skew;
+                    let rend = &mut self.renditions[r];
+                    rend.pending.retain(|f| f.t < from);
+                    rend.next_dts = None;
+                }
             }
         }
         let off_r = rescale(offset, HZ, ts);

@@ -881,3 +881,58 @@ fn one_stray_leader_frame_an_hour_ahead_is_dropped() {
     let total: f64 = vsegs.iter().map(|s| s.duration).sum();
     assert!((7.9..=9.1).contains(&total), "{total} s of video");
 }
+
+#[test]
+fn a_dialect_realigned_back_is_placed_at_once() {
+    // The audio's clock runs ahead of the video's (9.5 s, then 10.5 s): realigned back to
+    // the video, its frames are placed from the moment of the realignment, not dropped as
+    // late until its timeline catches up with where it had been (10 s of silence in HLS and
+    // over WebRTC).
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &[], 50);
+    let (info, lang) = audio_info("cmn");
+    let a = p.set_track("audio-cmn", info, Some(lang), "cmn".into());
+    let mut placed = Vec::new();
+    let mut ai = 0i64;
+    for step in 0..(12_000 / 40) {
+        let ms = step * 40;
+        src.run_until(&mut p, ms);
+        let now = t0() + Duration::from_millis(ms as u64);
+        while ai * 1024 * 1000 / 48_000 <= ms {
+            let ahead_ms = match ai * 1024 * 1000 / 48_000 {
+                0..3_000 => 0,
+                3_000..5_000 => 9_500,
+                _ => 10_500,
+            };
+            let dts = (src.start_ms + ahead_ms) * 48 + ai * 1024;
+            let frame = Frame {
+                dts,
+                pts: dts,
+                keyframe: true,
+                data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7]),
+            };
+            placed.push((ai, p.push(a, frame, now).map(|x| x.dts)));
+            ai += 1;
+        }
+    }
+    let after: Vec<_> = placed
+        .iter()
+        .filter(|(i, _)| *i * 1024 * 1000 / 48_000 >= 5_000)
+        .collect();
+    assert!(
+        after.iter().all(|(_, x)| x.is_some()),
+        "{} of {} frames after the realignment dropped",
+        after.iter().filter(|(_, x)| x.is_none()).count(),
+        after.len()
+    );
+    // And they follow the video: in step with it by the end.
+    let v = src.video.unwrap();
+    let vend = p.renditions()[v].segments().last().unwrap();
+    let aend = p.renditions()[a].segments().last().unwrap();
+    assert_eq!(vend.msn, aend.msn);
+    let aframes = fragments(&aend.data);
+    assert!(
+        aframes.iter().map(|f| f.2).sum::<usize>() > 80,
+        "{aframes:?}"
+    );
+}
