@@ -394,6 +394,13 @@ async fn run(args: &Args, file: &Path, run: usize) -> anyhow::Result<RunResult> 
             .unwrap_or(0)
     };
     let timeline_jumps = counter("timeline_jumps");
+    // What the relay lost of the publisher's packets (str0m's ingress statistics).
+    let api = reqwest::get(format!("http://{}/api/v1/streams/soak", relay.http))
+        .await?
+        .text()
+        .await?;
+    let api: serde_json::Value = serde_json::from_str(&api).unwrap_or_default();
+    let transport = &api["input"]["transport"];
     let load = [
         "frames_skipped",
         "feed_lagged",
@@ -402,6 +409,10 @@ async fn run(args: &Args, file: &Path, run: usize) -> anyhow::Result<RunResult> 
     ]
     .iter()
     .map(|n| format!("{n} {}", counter(n)))
+    .chain([format!(
+        "publisher's packets received {}, lost {}",
+        transport["packets_received"], transport["packets_lost"]
+    )])
     .collect::<Vec<_>>()
     .join(", ");
     keep_logs(&dir)?;
