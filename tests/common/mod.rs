@@ -98,6 +98,13 @@ impl Server {
         if !extra.contains("[demo]") {
             cmd.env("JIANGTANG_DEMO_ENABLED", "false");
         }
+        // Recordings too (the default is ./recordings, which would land in the checkout).
+        if !extra.contains("[recording]") {
+            cmd.env(
+                "JIANGTANG_RECORDING_DIR",
+                format!("\"{}\"", dir.0.join("recordings").display()),
+            );
+        }
         // The catalogue's SQLite file lives with the test, unless the test says where.
         if !extra.contains("database_path") && !extra.contains("database_url") {
             cmd.env(
