@@ -4,12 +4,13 @@
 //! `whipinto` (a webrtc-rs WHIP client, built outside this repository: see
 //! `scripts/whipinto-soak.sh`) publishes it to `/whip/soak`, and N viewers — str0m clients
 //! doing real ICE, DTLS and SRTP on loopback, reassembling frames without decoding — count
-//! the RTP packets of each kind that reach them. Optionally everything runs pinned to one
-//! core (`--pin 0`), where the publisher's sender reports and media come late and bunched.
+//! the RTP packets of each kind that reach them. Optionally the relay, ffmpeg and whipinto run
+//! pinned to one core (`--pin 0`), as in issue 13.
 //!
-//! A run passes when every viewer got video at ≥ 80 % of the file's frame rate and Opus at ≥
-//! 80 % of 50 packets/s over the whole window, never went 2 s without either, and the relay
-//! logged no realignment of a track. Bounded: `--runs` × (start-up ≤ 60 s + `--seconds`).
+//! A run passes when every viewer got video at ≥ 80 % of 25 fps and Opus at ≥ 80 % of 50
+//! packets/s over the whole window, never went `--max-silence-ms` (2 s) without either, and
+//! the relay logged no realignment or jump of a track. Bounded: `--runs` × (start-up ≤ 40 s
+//! + `--seconds`).
 //!
 //!     scripts/whipinto-soak.sh --runs 4 --pin 0
 
