@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 
@@ -13,6 +14,8 @@ pub struct Relay {
     pub http: SocketAddr,
     /// RTMP address.
     pub rtmp: SocketAddr,
+    /// Its log lines (stderr), when started with [`Relay::start_logged`].
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Relay {
@@ -23,7 +26,29 @@ impl Relay {
 
     /// Like [`Relay::start`], with extra environment (configuration overrides) on top.
     pub fn start_with(binary: &str, env: &[(&str, &str)]) -> anyhow::Result<Relay> {
-        let mut child = Command::new(binary)
+        Relay::spawn(Command::new(binary), env, false)
+    }
+
+    /// Like [`Relay::start_with`], run through `wrapper` (such as `taskset -c 0`) when it is
+    /// not empty, keeping its log lines in [`Relay::log`] instead of passing them on.
+    pub fn start_logged(
+        binary: &str,
+        wrapper: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Relay> {
+        let cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        Relay::spawn(cmd, env, true)
+    }
+
+    fn spawn(mut cmd: Command, env: &[(&str, &str)], keep_log: bool) -> anyhow::Result<Relay> {
+        let mut child = cmd
             .arg("serve")
             .env("JIANGTANG_HTTP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_RTMP_LISTEN", "127.0.0.1:0")
@@ -36,9 +61,22 @@ impl Relay {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
-            .with_context(|| format!("starting {binary}"))?;
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let (mut http, mut rtmp) = (None, None);
@@ -58,6 +96,7 @@ impl Relay {
             child,
             http: http.context("http")?,
             rtmp: rtmp.context("rtmp")?,
+            log,
         })
     }
 

@@ -44,8 +44,14 @@ const SESSION_GAP: i64 = TICKS / 10;
 /// Frames a rendition may hold before the leader starts (bounded memory for a follower
 /// whose leader never sends a keyframe).
 const MAX_PENDING: usize = 2000;
-/// A follower further than this from the leader is realigned to it.
+/// A follower further than this from the leader is realigned to it; a leader's first frame
+/// this far from where the session's first frame put the lecture is realigned there; a
+/// leader jumping further ahead than the wall clock since its last frame, plus this, has
+/// jumped rather than paused.
 const MAX_SKEW: i64 = 10 * TICKS;
+/// A leader frame further back than this from the leader's last one is not a late frame
+/// but a clock that jumped (once a second frame agrees).
+const MAX_BACKSTEP: i64 = TICKS / 2;
 /// How much audio arrives with no video declared before a session counts as audio-only.
 const AUDIO_ONLY_AFTER: i64 = 2 * TICKS;
 /// Parts are listed for at most this many segments (the open one included) and this many
@@ -403,6 +409,11 @@ pub struct Packager {
     dseq: u64,
     session: u64,
     offset: Option<i64>,
+    /// Where the session's first frame was placed (any track's).
+    session_origin: i64,
+    /// A leader frame off the leader's timeline, held as evidence that its clock jumped: the
+    /// time it would have had on the leader's timeline is `t`.
+    jump_candidate: Option<i64>,
     session_start: Option<i64>,
     pending_discontinuity: bool,
     cut_requested: bool,
@@ -445,6 +456,8 @@ impl Packager {
             dseq: 0,
             session: 0,
             offset: None,
+            session_origin: 0,
+            jump_candidate: None,
             session_start: None,
             pending_discontinuity: false,
             cut_requested: false,
@@ -591,6 +604,7 @@ impl Packager {
         self.session += 1;
         self.warned_long_gop = false;
         self.offset = None;
+        self.jump_candidate = None;
         self.session_start = None;
         self.leader = None;
         self.lead_last = None;
@@ -668,15 +682,33 @@ impl Packager {
             };
             return self.push_follower(r, p, now);
         }
-        let last_end = self.last_end;
-        let offset = *self.offset.get_or_insert_with(|| {
-            let target = if last_end == 0 {
-                FIRST_START
-            } else {
-                last_end + SESSION_GAP
-            };
-            target - t_in
-        });
+        let offset = match self.offset {
+            Some(o) => o,
+            None => {
+                self.session_origin = if self.last_end == 0 {
+                    FIRST_START
+                } else {
+                    self.last_end + SESSION_GAP
+                };
+                *self.offset.insert(self.session_origin - t_in)
+            }
+        };
+        let leads = self.leader == Some(r)
+            || (self.leader.is_none() && self.renditions[r].kind() == TrackKind::Video);
+        if leads && self.lead_part_start.is_none() {
+            // The leader's first frame sets the lecture's timeline; the session's very first
+            // frame (another track's, perhaps with a wild clock) only said where it starts.
+            let t = t_in + offset + self.renditions[r].skew;
+            if (t - self.session_origin).abs() > MAX_SKEW {
+                let skew = self.session_origin - t;
+                tracing::warn!(
+                    rendition = %self.renditions[r].id,
+                    "track timestamps are {:.1} s away from the session's first frame; realigned",
+                    skew as f64 / TICKS as f64
+                );
+                self.renditions[r].skew += skew;
+            }
+        }
         let mut offset = offset + self.renditions[r].skew;
         if let Some(leader) = self.leader
             && leader != r
@@ -700,6 +732,15 @@ impl Packager {
                 );
                 self.renditions[r].skew += skew;
                 offset += skew;
+                if skew < 0 {
+                    // Moved back: what it placed ahead on its old clock, not yet cut into
+                    // parts, gives way to its frames from now on (which AAC's grid would
+                    // otherwise drop as late until they caught up: as long as the skew).
+                    let from = t + skew;
+                    let rend = &mut self.renditions[r];
+                    rend.pending.retain(|f| f.t < from);
+                    rend.next_dts = None;
+                }
             }
         }
         let off_r = rescale(offset, HZ, ts);
@@ -737,6 +778,12 @@ impl Packager {
             p.pts += shift_r;
             p.t = rescale(p.dts, ts, HZ);
         }
+        if self.leader == Some(r)
+            && let Some(part_start) = self.lead_part_start
+            && !self.leader_frame_fits(r, &mut p, part_start, now)
+        {
+            return None;
+        }
         if p.t < 0 {
             return None;
         }
@@ -769,6 +816,54 @@ impl Packager {
         } else {
             self.push_follower(r, p, now)
         }
+    }
+
+    /// Whether leader frame `p` may continue the leader's timeline, moving it (and the
+    /// leader's clock) when its clock jumped: back by more than [`MAX_BACKSTEP`], or ahead
+    /// by more than the wall clock since its last frame allows. One such frame is dropped as
+    /// a stray; a second that agrees with it shows the clock jumped, and the leader goes on
+    /// from where it was, by the wall clock — so no jump of a publisher's clock stops the
+    /// lecture (every later frame would otherwise be dropped as going back in time, or hours
+    /// of gaps cut).
+    fn leader_frame_fits(
+        &mut self,
+        r: RenditionIdx,
+        p: &mut Pending,
+        part_start: i64,
+        now: SystemTime,
+    ) -> bool {
+        let last = self.lead_last.unwrap_or(part_start);
+        let silent = self
+            .lead_arrival
+            .and_then(|a| now.duration_since(a).ok())
+            .map_or(0, |d| (d.as_secs_f64() * TICKS as f64) as i64);
+        if p.t >= last - MAX_BACKSTEP && p.t <= last + silent + MAX_SKEW {
+            self.jump_candidate = None;
+            return true;
+        }
+        let agrees = self.jump_candidate.is_some_and(|prev| {
+            let step = p.t - prev;
+            (0..=TICKS).contains(&step)
+        });
+        if !agrees {
+            self.jump_candidate = Some(p.t);
+            return false;
+        }
+        self.jump_candidate = None;
+        let resume_at = (self.leader_latest + silent.max(self.est_frame)).max(part_start);
+        let shift = resume_at - p.t;
+        tracing::warn!(
+            rendition = %self.renditions[r].id,
+            "track timestamps jumped {:.1} s; the lecture goes on from where it was",
+            -shift as f64 / TICKS as f64
+        );
+        let ts = self.renditions[r].info.timescale;
+        self.renditions[r].skew += shift;
+        let shift_r = rescale(shift, HZ, ts);
+        p.dts += shift_r;
+        p.pts += shift_r;
+        p.t = rescale(p.dts, ts, HZ);
+        true
     }
 
     fn push_leader(&mut self, r: RenditionIdx, p: Pending, now: SystemTime) -> Option<Placed> {

@@ -746,3 +746,193 @@ fn gaps_stay_marked_for_the_whole_window_and_are_not_served() {
     let a = p.rendition_by_id("audio-cmn").unwrap();
     assert!(p.renditions()[a].segments().all(|s| !s.gap));
 }
+
+/// A WHIP publisher's first second as a relay that trusted its first sender reports placed
+/// it (live777's `whipinto`: reports before any packet, their RTP time counted from zero):
+/// each track `*_wild` ticks (of its own timescale) off in its first second, then both on
+/// their true clock. Returns what `push` placed per rendition.
+fn wild_first_second(
+    p: &mut Packager,
+    v: RenditionIdx,
+    a: RenditionIdx,
+    audio_wild: i64,
+    video_wild: i64,
+) -> (Vec<i64>, Vec<i64>) {
+    let aac = |dts: i64| Frame {
+        dts,
+        pts: dts,
+        keyframe: true,
+        data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7]),
+    };
+    let (mut placed_v, mut placed_a) = (Vec::new(), Vec::new());
+    let mut ai = 0i64;
+    for vi in 0..400i64 {
+        // 25 fps, a keyframe every 2 s; the first second on the wild clock.
+        let wild = vi < 25;
+        let t = vi * 3600 + if wild { video_wild } else { 0 };
+        let now = t0() + Duration::from_millis(vi as u64 * 40);
+        // Audio up to this frame's time first (it comes sooner out of the encoders).
+        while ai * 1024 * 90_000 / 48_000 <= vi * 3600 {
+            let wild = ai < 47;
+            let t = ai * 1024 + if wild { audio_wild } else { 0 };
+            if let Some(x) = p.push(a, aac(t), now) {
+                placed_a.push(x.dts);
+            }
+            ai += 1;
+        }
+        if let Some(x) = p.push(
+            v,
+            Frame {
+                dts: t,
+                pts: t,
+                keyframe: vi % 50 == 0,
+                data: Bytes::from(vec![if vi % 50 == 0 { 0x65 } else { 0x41 }; 100]),
+            },
+            now,
+        ) {
+            placed_v.push(x.dts);
+        }
+    }
+    (placed_v, placed_a)
+}
+
+fn av_packager() -> (Packager, RenditionIdx, RenditionIdx) {
+    let mut p = packager();
+    p.begin_session();
+    let (info, lang) = audio_info("cmn");
+    let a = p.set_track("audio-cmn", info, Some(lang), "cmn".into());
+    let v = p.set_track("video", video_info(), None, String::new());
+    (p, v, a)
+}
+
+#[test]
+fn a_first_frame_on_a_wild_clock_does_not_keep_the_lecture_from_starting() {
+    // The audio's first frames come first, 18,987 s ahead of the clock both tracks then
+    // keep: the session's timeline was set by them, and every video frame fell before it.
+    let (mut p, v, a) = av_packager();
+    let (placed_v, placed_a) = wild_first_second(&mut p, v, a, 911_359_291, 0);
+    let vsegs: Vec<_> = p.renditions()[v].segments().collect();
+    assert!(vsegs.len() >= 6, "{} video segments", vsegs.len());
+    assert!(vsegs.iter().all(|s| !s.gap && s.frames == 50));
+    assert_eq!(placed_v.len(), 400, "every video frame placed");
+    assert!(placed_v.windows(2).all(|w| w[1] - w[0] == 3600));
+    // The audio follows the video once on its true clock.
+    let last_a = *placed_a.last().unwrap() as f64 / 48_000.0;
+    let last_v = *placed_v.last().unwrap() as f64 / 90_000.0;
+    assert!(
+        (last_a - last_v).abs() < 0.1,
+        "audio {last_a} video {last_v}"
+    );
+}
+
+#[test]
+fn a_leader_whose_clock_jumps_back_goes_on() {
+    // The video's first second (its first keyframe with it) on a clock 8,778 s ahead,
+    // then its true one: every frame after the jump went back in time.
+    let (mut p, v, a) = av_packager();
+    let (placed_v, placed_a) = wild_first_second(&mut p, v, a, 0, 790_065_828);
+    // One frame is held as evidence of the jump; every other one is placed, in order, a
+    // frame apart across the jump.
+    assert_eq!(placed_v.len(), 399, "video frames placed");
+    assert!(
+        placed_v
+            .windows(2)
+            .all(|w| w[1] - w[0] == 3600 || w[1] - w[0] == 7200),
+        "{:?}",
+        placed_v.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>()
+    );
+    let vsegs: Vec<_> = p.renditions()[v].segments().collect();
+    assert!(vsegs.len() >= 6, "{} video segments", vsegs.len());
+    assert!(vsegs.iter().all(|s| !s.gap));
+    let last_a = *placed_a.last().unwrap() as f64 / 48_000.0;
+    let last_v = *placed_v.last().unwrap() as f64 / 90_000.0;
+    assert!(
+        (last_a - last_v).abs() < 0.2,
+        "audio {last_a} video {last_v}"
+    );
+}
+
+#[test]
+fn one_stray_leader_frame_an_hour_ahead_is_dropped() {
+    // Not a pause (the wall clock moved 40 ms): cutting an hour of gaps for it, then
+    // dropping every later frame as going back in time, would end the lecture's picture.
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 3_000);
+    let v = src.video.unwrap();
+    let hour = 3600 * 90_000;
+    let now = t0() + Duration::from_millis(3_020);
+    assert!(
+        p.push(
+            v,
+            Frame {
+                dts: (src.start_ms + 3_020) * 90 + hour,
+                pts: (src.start_ms + 3_020) * 90 + hour,
+                keyframe: false,
+                data: Bytes::from_static(&[0x41; 10]),
+            },
+            now,
+        )
+        .is_none()
+    );
+    src.run_until(&mut p, 9_000);
+    let vsegs: Vec<_> = p.renditions()[v].segments().collect();
+    assert!(vsegs.iter().all(|s| !s.gap), "gaps cut for the stray frame");
+    let total: f64 = vsegs.iter().map(|s| s.duration).sum();
+    assert!((7.9..=9.1).contains(&total), "{total} s of video");
+}
+
+#[test]
+fn a_dialect_realigned_back_is_placed_at_once() {
+    // The audio's clock runs ahead of the video's (9.5 s, then 10.5 s): realigned back to
+    // the video, its frames are placed from the moment of the realignment, not dropped as
+    // late until its timeline catches up with where it had been (10 s of silence in HLS and
+    // over WebRTC).
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &[], 50);
+    let (info, lang) = audio_info("cmn");
+    let a = p.set_track("audio-cmn", info, Some(lang), "cmn".into());
+    let mut placed = Vec::new();
+    let mut ai = 0i64;
+    for step in 0..(12_000 / 40) {
+        let ms = step * 40;
+        src.run_until(&mut p, ms);
+        let now = t0() + Duration::from_millis(ms as u64);
+        while ai * 1024 * 1000 / 48_000 <= ms {
+            let ahead_ms = match ai * 1024 * 1000 / 48_000 {
+                0..3_000 => 0,
+                3_000..5_000 => 9_500,
+                _ => 10_500,
+            };
+            let dts = (src.start_ms + ahead_ms) * 48 + ai * 1024;
+            let frame = Frame {
+                dts,
+                pts: dts,
+                keyframe: true,
+                data: Bytes::from_static(&[1, 2, 3, 4, 5, 6, 7]),
+            };
+            placed.push((ai, p.push(a, frame, now).map(|x| x.dts)));
+            ai += 1;
+        }
+    }
+    let after: Vec<_> = placed
+        .iter()
+        .filter(|(i, _)| *i * 1024 * 1000 / 48_000 >= 5_000)
+        .collect();
+    assert!(
+        after.iter().all(|(_, x)| x.is_some()),
+        "{} of {} frames after the realignment dropped",
+        after.iter().filter(|(_, x)| x.is_none()).count(),
+        after.len()
+    );
+    // And they follow the video: in step with it by the end.
+    let v = src.video.unwrap();
+    let vend = p.renditions()[v].segments().last().unwrap();
+    let aend = p.renditions()[a].segments().last().unwrap();
+    assert_eq!(vend.msn, aend.msn);
+    let aframes = fragments(&aend.data);
+    assert!(
+        aframes.iter().map(|f| f.2).sum::<usize>() > 80,
+        "{aframes:?}"
+    );
+}

@@ -31,6 +31,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::rtp_line::RtpLine;
 use super::stats::Stats;
 use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
 use crate::align::Aligner;
@@ -254,8 +255,9 @@ struct Session {
     connected: bool,
     started: bool,
     waiting_keyframe: bool,
-    last_video_dts: Option<i64>,
-    last_audio_pts: Option<i64>,
+    /// This viewer's RTP timelines: the lecture's, continuous across its jumps.
+    video_line: RtpLine,
+    audio_line: RtpLine,
     next_timeout: Instant,
     dead: bool,
     frames_sent: u64,
@@ -279,6 +281,14 @@ struct Feed {
 
 /// Longest video is held back to wait for its audio.
 const MAX_AV_HOLD: Duration = Duration::from_millis(300);
+/// An Opus packet (20 ms at 48 kHz).
+const OPUS_FRAME: i64 = 960;
+/// How far behind what a viewer had audio may come and still be an overlap (a dialect
+/// switch's), not a jump back: 1 s at 48 kHz.
+const AUDIO_OVERLAP: i64 = 48_000;
+/// The same for video: frames of a GOP burst coming again live, at most the longest GOP
+/// the burst sends.
+const VIDEO_OVERLAP: i64 = crate::taps::MAX_GOP.as_secs() as i64 * 90_000;
 
 fn smooth(v: &mut Option<f64>, x: f64) {
     *v = Some(match *v {
@@ -669,8 +679,8 @@ impl Engine {
             connected: false,
             started: false,
             waiting_keyframe: false,
-            last_video_dts: None,
-            last_audio_pts: None,
+            video_line: RtpLine::default(),
+            audio_line: RtpLine::default(),
             next_timeout: Instant::now(),
             dead: false,
             frames_sent: 0,
@@ -791,11 +801,19 @@ impl Engine {
                         continue;
                     };
                     // After a dialect switch the new dialect's packets may overlap what was
-                    // already sent: keep the RTP timeline moving forward.
-                    if s.last_audio_pts.is_some_and(|p| pts <= p) {
+                    // already sent: keep the RTP timeline moving forward. A jump of the
+                    // dialect's lecture time (a realignment) is gone across.
+                    let jumps = s.audio_line.jumps();
+                    let Some(shift) =
+                        s.audio_line
+                            .admit(pts, 48_000, OPUS_FRAME, AUDIO_OVERLAP, Instant::now())
+                    else {
                         continue;
+                    };
+                    if s.audio_line.jumps() != jumps {
+                        self.stats.timeline_jumps.inc();
+                        debug!(session = %s.id, shift, "audio timeline jumped; the viewer's goes on");
                     }
-                    s.last_audio_pts = Some(pts);
                     if let Some(at) = s.switched_at.take() {
                         self.stats
                             .switch_ms
@@ -804,7 +822,7 @@ impl Engine {
                     contained(s, &self.stats, |s| {
                         if let Some(w) = s.rtc.writer(mid) {
                             let time = MediaTime::new(
-                                pts as u64,
+                                (pts + shift).max(0) as u64,
                                 str0m::media::Frequency::FORTY_EIGHT_KHZ,
                             );
                             match w.write(pt, wallclock, time, data.clone()) {
@@ -831,8 +849,18 @@ impl Engine {
             if s.lecture.id != lecture || !s.started || s.dead {
                 continue;
             }
-            if s.last_video_dts.is_some_and(|d| frame.dts <= d) {
+            // Frames the viewer already has (its GOP burst) are skipped; a jump of the
+            // video's lecture time is gone across.
+            let jumps = s.video_line.jumps();
+            let Some(shift) =
+                s.video_line
+                    .admit(frame.dts, 90_000, 3600, VIDEO_OVERLAP, Instant::now())
+            else {
                 continue;
+            };
+            if s.video_line.jumps() != jumps {
+                self.stats.timeline_jumps.inc();
+                debug!(session = %s.id, shift, "video timeline jumped; the viewer's goes on");
             }
             if s.waiting_keyframe {
                 if !frame.keyframe {
@@ -846,7 +874,7 @@ impl Engine {
                 write_video(
                     s,
                     frame,
-                    frame.pts,
+                    frame.pts + shift,
                     frame.wallclock,
                     &self.sockets,
                     &self.stats,
@@ -1121,19 +1149,34 @@ fn lock_sink(
     sink.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Says which sender reports the publisher's clock would not use (each is refused once).
+fn log_refused_reports(p: &mut Publisher) {
+    for r in p.clock.take_refused() {
+        let track = if r.track == whip_media::VIDEO {
+            "video"
+        } else {
+            "audio"
+        };
+        info!(session = %p.id, lecture = %p.stream, track, "publisher's sender report not used: {}", r.reason);
+    }
+}
+
 /// One depacketized frame from a publisher.
 fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders) {
     p.frames += 1;
     let sr = d.last_sender_info.map(|s| SenderClock {
         ntp: s.ntp_time,
         rtp: s.rtp_time.numer(),
+        packets: s.sender_packet_count,
     });
     let now = Instant::now();
     if Some(d.mid) == p.video_mid {
         if p.interpreter.is_some() {
             return;
         }
-        let Some(pts) = p.clock.place(d.time.numer(), 90_000, sr) else {
+        let placed = p.clock.place(whip_media::VIDEO, d.time.numer(), 90_000, sr);
+        log_refused_reports(p);
+        let Some(pts) = placed else {
             return;
         };
         // Browsers send keyframes only when asked; each segment needs one. Asked as each
@@ -1181,10 +1224,14 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
                 }
                 t
             }
-            None => match p.clock.place(d.time.numer(), rate, sr) {
-                Some(t) => t,
-                None => return,
-            },
+            None => {
+                let placed = p.clock.place(whip_media::AUDIO, d.time.numer(), rate, sr);
+                log_refused_reports(p);
+                match placed {
+                    Some(t) => t,
+                    None => return,
+                }
+            }
         };
         if t < 0 {
             return;
@@ -1330,7 +1377,6 @@ fn write_video(
     match w.write(pt, wallclock, time, frame.data.clone()) {
         Ok(()) => {
             s.frames_sent += 1;
-            s.last_video_dts = Some(frame.dts);
             stats.video_frames.inc();
             if frame.keyframe
                 && s.frames_sent <= 1
@@ -1357,15 +1403,17 @@ fn start_video(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, s
         s.waiting_keyframe = true;
         return;
     };
-    let (last_pts, last_wall) = (last.pts, last.wallclock);
+    let (last_pts, last_dts, last_wall) = (last.pts, last.dts, last.wallclock);
     let n = frames.len() as i64;
+    let shift = s.video_line.shift();
     for (i, f) in frames.iter().enumerate() {
         let behind = n - 1 - i as i64;
         let wall = last_wall
             .checked_sub(Duration::from_micros(behind as u64 * 11))
             .unwrap_or(last_wall);
-        write_video(s, f, last_pts - behind, wall, sockets, stats);
+        write_video(s, f, last_pts + shift - behind, wall, sockets, stats);
     }
+    s.video_line.sent(last_dts, Instant::now());
     stats.gop_bursts.inc();
 }
 
@@ -1526,8 +1574,8 @@ mod tests {
             connected: true,
             started: true,
             waiting_keyframe: false,
-            last_video_dts: None,
-            last_audio_pts: None,
+            video_line: RtpLine::default(),
+            audio_line: RtpLine::default(),
             next_timeout: Instant::now(),
             dead: false,
             frames_sent: 0,

@@ -112,11 +112,19 @@ impl Rig {
         let answer = SdpAnswer::from_sdp_string(std::str::from_utf8(&a.body).unwrap()).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         let frames = Arc::new(AtomicU64::new(0));
+        let audio = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(receive(rtc, socket, frames.clone(), connected.clone()));
+        let task = tokio::spawn(receive(
+            rtc,
+            socket,
+            frames.clone(),
+            audio.clone(),
+            connected.clone(),
+        ));
         Viewer {
             location: a.location.unwrap(),
             frames,
+            audio,
             connected,
             task,
         }
@@ -139,10 +147,11 @@ struct Answer {
     body: Bytes,
 }
 
-/// A WHEP viewer: a str0m client counting the video frames it receives.
+/// A WHEP viewer: a str0m client counting the video frames and Opus packets it receives.
 struct Viewer {
     location: String,
     frames: Arc<AtomicU64>,
+    audio: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -150,6 +159,10 @@ struct Viewer {
 impl Viewer {
     fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
+    }
+
+    fn audio_packets(&self) -> u64 {
+        self.audio.load(Ordering::Relaxed)
     }
 
     /// Waits until `n` more video frames than now have arrived; `false` after `timeout`.
@@ -188,6 +201,7 @@ async fn receive(
     mut rtc: Rtc,
     socket: UdpSocket,
     frames: Arc<AtomicU64>,
+    audio: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
 ) {
     let local = socket.local_addr().unwrap();
@@ -204,6 +218,9 @@ async fn receive(
                     if m.params.spec().codec == str0m::format::Codec::H264 =>
                 {
                     frames.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Output::Event(Event::MediaData(_))) => {
+                    audio.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return,
@@ -239,6 +256,17 @@ struct Lecturer {
 
 impl Lecturer {
     fn start(hub: &Arc<Hub>, name: &str) -> Lecturer {
+        Lecturer::start_with_audio(hub, name, None)
+    }
+
+    /// Like [`Lecturer::start`], with AAC (silence, 48 kHz stereo) as well when
+    /// `audio_ahead` is given: how far (ms) the audio's clock is ahead of the video's at
+    /// each moment (ms since the start).
+    fn start_with_audio(
+        hub: &Arc<Hub>,
+        name: &str,
+        audio_ahead: Option<fn(i64) -> i64>,
+    ) -> Lecturer {
         let mut sink = hub
             .publish(PublishRequest {
                 stream: name.into(),
@@ -257,10 +285,43 @@ impl Lecturer {
             info: video,
         })
         .unwrap();
+        let aac = media::aac::AacParams::lc(48_000, 2).unwrap();
+        if audio_ahead.is_some() {
+            sink.handle(MediaEvent::Track {
+                id: TrackId(2),
+                info: TrackInfo::new(CodecParams::Aac(aac)),
+            })
+            .unwrap();
+        }
+        let silence = Bytes::from_static(media::aac::silent_frame(2).unwrap());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(40));
+            let mut ai = 0i64;
             for i in 0i64.. {
                 tick.tick().await;
+                if let Some(ahead) = audio_ahead {
+                    // AAC frames (1024 samples) up to this video frame's time.
+                    while ai * 1024 * 1000 / 48_000 <= i * 40 {
+                        let ms = ai * 1024 * 1000 / 48_000;
+                        let dts = ai * 1024 + ahead(ms) * 48;
+                        let frame = Frame {
+                            dts,
+                            pts: dts,
+                            keyframe: true,
+                            data: silence.clone(),
+                        };
+                        if sink
+                            .handle(MediaEvent::Frame {
+                                track: TrackId(2),
+                                frame,
+                            })
+                            .is_err()
+                        {
+                            return;
+                        }
+                        ai += 1;
+                    }
+                }
                 let keyframe = i % 25 == 0;
                 // One slice NAL unit, length-prefixed.
                 let mut data = vec![0, 0, 0x03, 0xe8, if keyframe { 0x65 } else { 0x41 }];
@@ -478,4 +539,54 @@ async fn handlers_answer_503_when_the_engine_does_not() {
     );
     assert!(waited.elapsed() < ENGINE_WAIT, "the test clock was paused");
     assert_eq!(rig.whep.viewers(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialect_realigned_back_keeps_reaching_viewers_with_the_picture() {
+    // The audio's clock runs 9.5 s ahead of the picture's from 2 s, 10.5 s from 4 s: the
+    // packager moves it back 10.5 s then (a realignment), so its lecture time jumps back
+    // 9.5 s. Viewers had that audio already: the engine used to skip every packet until the
+    // lecture caught up, 9.5 s of silence (for ever when it happened again, as it did every
+    // 10 s with a WHIP publisher whose picture had stopped on the timeline).
+    let rig = Rig::start(super::engine::MAINTAIN_EVERY).await;
+    let lecturer = Lecturer::start_with_audio(
+        &rig.hub,
+        "a",
+        Some(|ms| match ms {
+            0..2_000 => 0,
+            2_000..4_000 => 9_500,
+            _ => 10_500,
+        }),
+    );
+    let viewers = [rig.viewer("a").await, rig.viewer("a").await];
+    for v in &viewers {
+        assert!(v.connects(Duration::from_secs(10)).await, "viewer connects");
+    }
+    // Until well past the realignment (and the transcoders' delay).
+    let started = Instant::now();
+    while Instant::now() < started + Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (audio0, video0): (Vec<u64>, Vec<u64>) = viewers
+        .iter()
+        .map(|v| (v.audio_packets(), v.frames()))
+        .unzip();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, v) in viewers.iter().enumerate() {
+        let audio = v.audio_packets() - audio0[i];
+        let video = v.frames() - video0[i];
+        // 3 s: 150 Opus packets and 75 frames when nothing is lost; the machine is shared.
+        assert!(
+            audio >= 100,
+            "viewer {i} got {audio} audio packets in 3 s after the realignment"
+        );
+        assert!(video >= 50, "viewer {i} got {video} frames in 3 s");
+    }
+    assert!(
+        rig.whep.stats.timeline_jumps.get() >= 2,
+        "the viewers' audio went across the jump: {}",
+        rig.whep.stats.timeline_jumps.get()
+    );
+    assert_eq!(rig.whep.stats.sessions_failed.get(), 0);
+    lecturer.stop().await;
 }

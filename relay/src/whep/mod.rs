@@ -14,6 +14,7 @@
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod rtp_line;
 pub mod stats;
 pub mod whip;
 pub mod whip_media;

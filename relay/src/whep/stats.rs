@@ -158,6 +158,9 @@ pub struct Stats {
     pub gop_bursts: Counter,
     /// Dialect switches.
     pub dialect_switches: Counter,
+    /// Jumps of a track's lecture time (a realignment, a clock that jumped) a viewer's RTP
+    /// timeline went across without a pause.
+    pub timeline_jumps: Counter,
     /// Connected to first keyframe written, ms.
     pub first_frame_ms: Histogram,
     /// Dialect switch request to the first packet of the new dialect written, ms.
@@ -172,7 +175,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 21] = [
+        let counters: [(&str, &Counter, &str); 22] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -243,6 +246,11 @@ impl Stats {
                 "audio_packets",
                 &self.audio_packets,
                 "Opus packets written to viewers",
+            ),
+            (
+                "timeline_jumps",
+                &self.timeline_jumps,
+                "jumps of a track's lecture time viewers' RTP timelines went across",
             ),
             (
                 "frames_skipped",
