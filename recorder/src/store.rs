@@ -348,6 +348,8 @@ pub struct Library {
     damaged: RwLock<Vec<(String, String)>>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Decodes posters ([`crate::poster`]).
+    poster: std::sync::OnceLock<Arc<dyn crate::poster::PosterMaker>>,
 }
 
 impl Library {
@@ -360,6 +362,7 @@ impl Library {
             recordings: RwLock::default(),
             damaged: RwLock::default(),
             metrics: Arc::default(),
+            poster: std::sync::OnceLock::new(),
         };
         if let Err(e) = std::fs::create_dir_all(&lib.config.dir) {
             error!(dir = %lib.config.dir.display(), "recordings folder: {e}; lectures will not be recorded until it can be created");
@@ -397,6 +400,14 @@ impl Library {
         info!(dir = %lib.config.dir.display(), recordings = found.len(), "recordings found");
         *lib.recordings_mut() = found;
         lib
+    }
+
+    /// Makes a poster for every recording with a picture: lectures recorded from now on as
+    /// soon as their first video segment is on disk, and at once those that lack one.
+    pub fn set_poster_maker(&self, maker: Arc<dyn crate::poster::PosterMaker>) {
+        if self.poster.set(maker.clone()).is_ok() {
+            crate::poster::backfill(self.list(), maker);
+        }
     }
 
     /// The settings.
@@ -495,6 +506,7 @@ impl Library {
             dropped.clone(),
             self.config.clone(),
             self.metrics.clone(),
+            self.poster.get().cloned(),
         )?;
         info!(recording = %id, lecture, "recording started");
         Ok(Recorder {
