@@ -79,10 +79,13 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=`
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&replay=`
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct PlayQuery {
     lang: Option<String>,
+    /// A recording to play (its id) instead of the live lecture.
+    #[serde(default)]
+    replay: Option<String>,
     mode: Option<String>,
     autoplay: Option<String>,
     muted: Option<String>,
@@ -116,6 +119,14 @@ fn player_attributes(stream: &str, q: &PlayQuery) -> String {
     }
     if let Some(ui) = q.ui.as_deref().filter(|u| matches!(*u, "zh" | "en")) {
         attrs.push_str(&format!(" ui=\"{ui}\""));
+    }
+    // Recording ids are folder names made of the lecture's name and a time.
+    if let Some(id) = q
+        .replay
+        .as_deref()
+        .filter(|id| media::sink::valid_stream_name(id))
+    {
+        attrs.push_str(&format!(" replay=\"{id}\""));
     }
     // Autoplay works in browsers when muted; the viewer unmutes with one tap.
     if flag(&q.autoplay, true) {
@@ -242,6 +253,7 @@ mod tests {
             autoplay: Some("0".into()),
             muted: None,
             ui: Some("fr".into()),
+            replay: Some("x\" onload=\"alert(1)".into()),
         };
         assert_eq!(
             player_attributes("xihe", &q),
@@ -254,6 +266,14 @@ mod tests {
         assert_eq!(
             player_attributes("a", &q),
             "stream=\"a\" lang=\"yue\" autoplay muted"
+        );
+        let q = PlayQuery {
+            replay: Some("20261206T193000Z-xihe".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            player_attributes("xihe", &q),
+            "stream=\"xihe\" replay=\"20261206T193000Z-xihe\" autoplay muted"
         );
     }
 }

@@ -35,6 +35,17 @@ const zh = {
   noWebrtcPicture: "此浏览器无法通过 WebRTC 显示画面（缺少 H.264 解码），已改用 HLS 播放，延迟会多几秒",
   webrtcSoundOnly: "此浏览器通过 WebRTC 只能播放声音（缺少 H.264 解码）；选择“流畅 (HLS)”可看画面",
   dismiss: "知道了",
+  replay: "回放",
+  watchReplay: "观看回放",
+  replays: "往期回放",
+  notLive: "现在没有直播",
+  fromStart: "从头观看",
+  backToLive: "回到直播",
+  backToList: "全部回放",
+  speed: "倍速",
+  seek: "播放进度",
+  download: "下载",
+  allDialects: "全部方言",
 };
 
 const en: typeof zh = {
@@ -71,6 +82,17 @@ const en: typeof zh = {
   noWebrtcPicture: "This browser cannot show the picture over WebRTC (it has no H.264): playing over HLS, a few seconds further behind",
   webrtcSoundOnly: "This browser gets only the sound over WebRTC (it has no H.264); choose Smooth (HLS) for the picture",
   dismiss: "OK",
+  replay: "Replay",
+  watchReplay: "Watch the replay",
+  replays: "Replays",
+  notLive: "Not live now",
+  fromStart: "Watch from the beginning",
+  backToLive: "Back to live",
+  backToList: "All replays",
+  speed: "Speed",
+  seek: "Position",
+  download: "Download",
+  allDialects: "All dialects",
 };
 
 export type Texts = typeof zh;
