@@ -106,6 +106,13 @@ impl Server {
                 format!("\"{}\"", dir.0.join("catalogue.db").display()),
             );
         }
+        // Recordings too, unless the test says where.
+        if !extra.contains("[recording]") {
+            cmd.env(
+                "JIANGTANG_RECORDING_DIR",
+                format!("\"{}\"", dir.0.join("recordings").display()),
+            );
+        }
         cmd.args(["serve", "--config"]).arg(&path);
         Server::run(
             cmd,
