@@ -120,10 +120,11 @@ fn replays_play_in_the_web_player_and_a_live_lecture_can_be_watched_from_the_beg
     let items = r["offered"]["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{r}");
     assert_eq!(items[1]["id"], first_id.as_str(), "newest first");
-    assert!(items.iter().all(|i| i["text"]
-        .as_str()
-        .unwrap()
-        .contains("西和讲堂 书法课")));
+    assert!(
+        items
+            .iter()
+            .all(|i| i["text"].as_str().unwrap().contains("西和讲堂 书法课"))
+    );
     for i in items {
         assert_eq!(
             i["poster"],
@@ -141,7 +142,10 @@ fn replays_play_in_the_web_player_and_a_live_lecture_can_be_watched_from_the_beg
     let p = &r["playing"];
     assert_eq!(p["replaying"], json!({ "id": first_id, "live": false }));
     assert_eq!(p["badge"], "Replay");
-    assert_eq!(p["poster"], format!("/replay/{first_id}/poster.jpg").as_str());
+    assert_eq!(
+        p["poster"],
+        format!("/replay/{first_id}/poster.jpg").as_str()
+    );
     assert!((f(&p["duration"]) - first_duration).abs() < 1.5, "{r}");
     assert_eq!(
         r["hlsTracks"],
@@ -152,7 +156,10 @@ fn replays_play_in_the_web_player_and_a_live_lecture_can_be_watched_from_the_beg
         ])
     );
     assert!(f(&r["advanced"]) > 1.0, "{r}");
-    assert!((f(&r["hzBefore"]) - 440.0).abs() < 10.0, "普通话 first: {r}");
+    assert!(
+        (f(&r["hzBefore"]) - 440.0).abs() < 10.0,
+        "普通话 first: {r}"
+    );
     assert!((f(&r["hzAfter"]) - 660.0).abs() < 10.0, "粤语 after: {r}");
     assert_eq!(r["afterSwitch"]["dialect"], "yue");
     for k in ["seek70", "seek15"] {
