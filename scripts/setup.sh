@@ -23,6 +23,8 @@ want_pkgs=(
   # the catalogue's tests and benchmarks run a throwaway PostgreSQL cluster (initdb, pg_ctl);
   # its iCal feeds are parsed by Python's icalendar
   postgresql python3-icalendar
+  # replay-bench compares replay serving with nginx serving the same files
+  nginx
 )
 
 missing=()

@@ -278,7 +278,8 @@ async fn download(
                 return Ok(r);
             }
             Ok(Some((start, n))) => {
-                let mut r = (StatusCode::PARTIAL_CONTENT, body(dl, start, n)).into_response();
+                let mut r =
+                    (StatusCode::PARTIAL_CONTENT, body(dl, start, n).await?).into_response();
                 if let Ok(v) =
                     HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + n - 1))
                 {
@@ -289,7 +290,7 @@ async fn download(
                 r
             }
             Ok(None) => {
-                let mut r = (StatusCode::OK, body(dl.clone(), 0, len)).into_response();
+                let mut r = (StatusCode::OK, body(dl.clone(), 0, len).await?).into_response();
                 r.headers_mut()
                     .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                 r
@@ -318,10 +319,23 @@ async fn download(
 }
 
 /// Bytes `[start, start + n)` of the download, read from disk a step at a time as the
-/// client takes them.
-fn body(dl: Arc<Download>, start: u64, n: u64) -> Body {
+/// client takes them. The first step is read before answering, so the headers and the
+/// first bytes leave together (and a small range is one write).
+async fn body(dl: Arc<Download>, start: u64, n: u64) -> Result<Body, ApiError> {
     let end = start + n;
-    let stream = futures_util::stream::try_unfold(start, move |pos| {
+    let first = (n).min(READ_STEP);
+    let d2 = dl.clone();
+    let head = blocking(move || d2.read(start, first)).await?;
+    if head.len() as u64 != first {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the recording changed under a download",
+        ));
+    }
+    if first == n {
+        return Ok(Body::from(head));
+    }
+    let rest = futures_util::stream::try_unfold(start + first, move |pos| {
         let dl = dl.clone();
         async move {
             if pos >= end {
@@ -339,7 +353,11 @@ fn body(dl: Arc<Download>, start: u64, n: u64) -> Body {
             Ok::<_, std::io::Error>(Some((Bytes::from(data), pos + step)))
         }
     });
-    Body::from_stream(stream)
+    let head =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) });
+    Ok(Body::from_stream(futures_util::StreamExt::chain(
+        head, rest,
+    )))
 }
 
 /// `GET /replay/ID/poster.jpg`

@@ -40,6 +40,8 @@ const POLL_MS = 4000;
 const RECORDINGS_POLL_MS = 5000;
 /** ...at most this many times in a row. */
 const RECORDINGS_TRIES = 24;
+/** Seconds a live lecture's recording must hold before it can be watched from the start. */
+const LIVE_RECORDING_MIN_S = 8;
 
 // Icons as SVG paths (24x24): emoji fonts are missing on many classroom PCs.
 const ICONS: Record<string, string> = {
@@ -794,7 +796,8 @@ export class JiangtangPlayer extends HTMLElement {
     }
     if (this.recordingsFor !== key || !this.connected) return;
     this.recordings = all.filter((r) => !isLive(r));
-    this.liveRecording = all.find(isLive) ?? null;
+    // Offered once it holds a few whole segments (its EVENT playlist lists only those).
+    this.liveRecording = all.find((r) => isLive(r) && (r.duration_s ?? 0) >= LIVE_RECORDING_MIN_S) ?? null;
     this.updateFromStart();
     this.offerReplays();
     this.applyOverlay();
