@@ -5,7 +5,8 @@
 //! After it ends, `/play/NAME` lists both replays with their posters; the chosen one plays
 //! with hls.js (the dialects as named, tagged audio renditions), switches dialect (the tone
 //! heard changes), seeks with the bar, plays at 2×, offers its downloads, and the MP4
-//! download itself plays and seeks in a plain `<video>`. Screenshots go to
+//! download itself plays and seeks in a plain `<video>`; `/play/NAME?replay=ID` plays one
+//! replay directly. Screenshots go to
 //! `target/test-screenshots/`.
 
 mod common;
@@ -204,4 +205,9 @@ fn replays_play_in_the_web_player_and_a_live_lecture_can_be_watched_from_the_beg
         "{r}"
     );
     assert!(f(&mp4["moved"]) > 0.5, "the MP4 plays on after a seek: {r}");
+    assert_eq!(
+        r["linked"]["replaying"],
+        json!({ "id": first_id, "live": false }),
+        "/play/hall?replay=ID: {r}"
+    );
 }

@@ -7,7 +7,7 @@
 //   replay      /play/STREAM after the lecture: the list of its replays (posters), pick
 //               RECORDING_ID, play it with hls.js, switch dialect (the tone heard changes),
 //               seek, play at 2×; the download links; the MP4 download itself plays and
-//               seeks in a <video>
+//               seeks in a <video>; /play/STREAM?replay=RECORDING_ID plays it directly
 import { launch } from "./browser.mjs";
 import { ANALYSE } from "./audio.mjs";
 
@@ -218,6 +218,17 @@ try {
       await new Promise((r) => setTimeout(r, 1500));
       return { duration, size, seekedTo: at, moved: v.currentTime - at };
     }, mp4);
+    // A link to one replay: /play/NAME?replay=ID plays it at once.
+    await page.goto(`${server}/play/${stream}?ui=en&replay=${recordingId}`);
+    await page.waitForFunction(
+      (id) => {
+        const e = document.querySelector("jiangtang-player");
+        return e?.replaying?.id === id && e.state === "playing" && e.media.currentTime > 1;
+      },
+      recordingId,
+      { timeout: 30000 },
+    );
+    result.linked = await player(page);
   } else {
     throw new Error(`unknown scenario ${scenario}`);
   }
