@@ -253,6 +253,12 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         let library =
             Arc::new(tokio::task::spawn_blocking(move || recorder::Library::open(rc)).await?);
         hub.set_recordings(library.clone());
+        // Posters: the first picture of each recording, decoded by GStreamer, at most
+        // 1280 pixels wide.
+        library.set_poster_maker(Arc::new(|init: &[u8], seg: &[u8], w: u32, h: u32| {
+            let size = transcode::poster::poster_size(w, h, 1280);
+            transcode::poster::jpeg(init, seg, Some(size)).map(|j| j.data)
+        }));
         let expiring = library.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));

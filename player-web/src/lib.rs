@@ -79,10 +79,13 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=`
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=&replay=`
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct PlayQuery {
     lang: Option<String>,
+    /// A recording to play (its id) instead of the live lecture.
+    #[serde(default)]
+    replay: Option<String>,
     mode: Option<String>,
     autoplay: Option<String>,
     muted: Option<String>,
@@ -129,6 +132,14 @@ fn player_attributes(stream: &str, q: &PlayQuery) -> String {
     }
     if let Some(token) = q.token.as_deref().filter(|t| token_shaped(t)) {
         attrs.push_str(&format!(" token=\"{token}\""));
+    }
+    // Recording ids are folder names made of the lecture's name and a time.
+    if let Some(id) = q
+        .replay
+        .as_deref()
+        .filter(|id| media::sink::valid_stream_name(id))
+    {
+        attrs.push_str(&format!(" replay=\"{id}\""));
     }
     // Autoplay works in browsers when muted; the viewer unmutes with one tap.
     if flag(&q.autoplay, true) {
@@ -256,6 +267,7 @@ mod tests {
             muted: None,
             ui: Some("fr".into()),
             token: Some("x\" onerror=\"alert(1)".into()),
+            replay: Some("x\" onload=\"alert(1)".into()),
         };
         assert_eq!(
             player_attributes("xihe", &q),
@@ -269,6 +281,14 @@ mod tests {
         assert_eq!(
             player_attributes("a", &q),
             "stream=\"a\" lang=\"yue\" token=\"a.1900000000.00ff\" autoplay muted"
+        );
+        let q = PlayQuery {
+            replay: Some("20261206T193000Z-xihe".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            player_attributes("xihe", &q),
+            "stream=\"xihe\" replay=\"20261206T193000Z-xihe\" autoplay muted"
         );
     }
 }

@@ -13,6 +13,7 @@
 //! video/init-0.mp4          a rendition's initialization segments, one per codec change
 //! video/media.m4s           its parts (moof + mdat), appended as they close
 //! video/index.txt           one line per part written, one per segment completed (index.rs)
+//! poster.jpg                the first picture, once the first video segment is written (poster.rs)
 //! audio-yue/...             the same for every dialect
 //! ```
 //!
@@ -35,8 +36,10 @@
 
 pub mod index;
 pub mod meta;
+pub mod mp4;
 pub mod outbox;
 pub mod playlist;
+pub mod poster;
 mod space;
 pub mod store;
 mod writer;

@@ -381,6 +381,8 @@ pub struct Library {
     /// Counters.
     pub metrics: Arc<Metrics>,
     notifier: Notifier,
+    /// Decodes posters ([`crate::poster`]).
+    poster: std::sync::OnceLock<Arc<dyn crate::poster::PosterMaker>>,
 }
 
 impl Library {
@@ -394,6 +396,7 @@ impl Library {
             damaged: RwLock::default(),
             metrics: Arc::default(),
             notifier: Notifier::default(),
+            poster: std::sync::OnceLock::new(),
         };
         if let Err(e) = std::fs::create_dir_all(&lib.config.dir) {
             error!(dir = %lib.config.dir.display(), "recordings folder: {e}; lectures will not be recorded until it can be created");
@@ -436,6 +439,14 @@ impl Library {
     /// Sets the hook told when a recording starts, fails, resumes and ends.
     pub fn on_notice(&self, hook: NoticeHook) {
         *self.notifier.0.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Makes a poster for every recording with a picture: lectures recorded from now on as
+    /// soon as their first video segment is on disk, and at once those that lack one.
+    pub fn set_poster_maker(&self, maker: Arc<dyn crate::poster::PosterMaker>) {
+        if self.poster.set(maker.clone()).is_ok() {
+            crate::poster::backfill(self.list(), maker);
+        }
     }
 
     /// The settings.
@@ -534,7 +545,7 @@ impl Library {
             dropped.clone(),
             self.config.clone(),
             self.metrics.clone(),
-            self.notifier.clone(),
+            (self.notifier.clone(), self.poster.get().cloned()),
         )?;
         info!(recording = %id, lecture, "recording started");
         self.notifier.tell(Notice::Started, &recording);

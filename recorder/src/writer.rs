@@ -27,7 +27,7 @@ pub(crate) fn spawn(
     dropped: Arc<AtomicBool>,
     config: RecordingConfig,
     metrics: Arc<Metrics>,
-    notifier: Notifier,
+    (notifier, poster): (Notifier, Option<Arc<dyn crate::poster::PosterMaker>>),
 ) -> std::io::Result<()> {
     let name = format!("rec-{}", recording.id);
     let mut w = Writer {
@@ -43,6 +43,7 @@ pub(crate) fn spawn(
         dropped_msn: None,
         resume_from: 0,
         last_resume_try: None,
+        poster: poster.map(crate::poster::Pending::new),
     };
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
@@ -79,6 +80,8 @@ struct Writer {
     /// Parts of earlier segments than this are not written (they were cut by a failure).
     resume_from: u64,
     last_resume_try: Option<Instant>,
+    /// The poster, made once the first video segment is on disk.
+    poster: Option<crate::poster::Pending>,
 }
 
 /// How often a failed recording looks again at whether it can resume.
@@ -155,6 +158,14 @@ impl Writer {
                 if let Err(e) = self.end_segment(&rendition, msn) {
                     self.fail(io_reason(&e));
                     return;
+                }
+                if let Some(p) = &self.poster
+                    && self
+                        .inits
+                        .get(&rendition)
+                        .is_some_and(|(_, _, track)| track.is_video())
+                {
+                    p.segment_done(&self.recording);
                 }
                 self.check_space();
             }

@@ -9,6 +9,7 @@
 //! - [`align`]: places contributed tracks (interpreters) on the lecture timeline by arrival.
 //! - [`channel`]: the live channel (WebSocket): lecture state pushes, questions, raised hands.
 //! - [`replay`]: recordings as HLS from disk, and the recordings API.
+//! - [`replay_media`]: a replay's MP4 download (remuxed on the fly) and its poster.
 //! - [`taps`]: frames on the lecture timeline for other outputs, with a GOP cache.
 //! - [`whep`]: WebRTC playback (WHEP) with in-session dialect switching.
 
@@ -19,6 +20,7 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod replay;
+pub mod replay_media;
 pub mod taps;
 pub mod whep;
 

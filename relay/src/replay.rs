@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/recordings/{id}", get(one).delete(delete))
         .route("/replay/{id}/index.m3u8", get(multivariant))
         .route("/replay/{id}/{rendition}/{file}", get(rendition_file))
+        .merge(crate::replay_media::router())
 }
 
 fn library(s: &AppState) -> Result<&Arc<Library>, ApiError> {
@@ -32,14 +33,14 @@ fn library(s: &AppState) -> Result<&Arc<Library>, ApiError> {
         .ok_or_else(|| ApiError::not_found("this relay keeps no recordings"))
 }
 
-fn recording(s: &AppState, id: &str) -> Result<Arc<Recording>, ApiError> {
+pub(crate) fn recording(s: &AppState, id: &str) -> Result<Arc<Recording>, ApiError> {
     library(s)?
         .get(id)
         .ok_or_else(|| ApiError::not_found(format!("no recording {id:?}")))
 }
 
 /// Runs blocking disk work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -64,6 +65,12 @@ async fn blocking<T: Send + 'static>(
 
 /// The API view of a recording.
 pub fn describe(rec: &Recording) -> Value {
+    let mut view = describe_recording(rec);
+    crate::replay_media::add_links(rec, &mut view);
+    view
+}
+
+fn describe_recording(rec: &Recording) -> Value {
     let c = rec.contents();
     let m = &c.meta;
     let ts = |t: jiff::Timestamp| t.to_string();
@@ -239,7 +246,7 @@ fn fnv(data: &[u8]) -> u64 {
     })
 }
 
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -388,7 +395,7 @@ async fn rendition_file(
 
 /// Parses a single `Range: bytes=...` against a resource of `len` bytes: `Ok(None)` for no
 /// (or an ignored, multi-part) range, `Err(())` for one that cannot be satisfied.
-fn range(headers: &HeaderMap, len: u64, etag: &str) -> Result<Option<(u64, u64)>, ()> {
+pub(crate) fn range(headers: &HeaderMap, len: u64, etag: &str) -> Result<Option<(u64, u64)>, ()> {
     let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
@@ -427,7 +434,7 @@ fn range(headers: &HeaderMap, len: u64, etag: &str) -> Result<Option<(u64, u64)>
 
 /// A media file (immutable): 304 for a matching ETag, 206 for a range, 416 for a range
 /// that cannot be satisfied.
-async fn media_response(
+pub(crate) async fn media_response(
     headers: &HeaderMap,
     etag: &str,
     kind: &'static str,

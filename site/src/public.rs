@@ -385,12 +385,16 @@ pub async fn lecture(
             .find(|r| r.stream == l.stream && (from..=to).contains(&r.started.as_second()));
         match replay {
             Some(r) if !needs_token => {
-                let src = play_src(&format!("/replay/{}/index.m3u8", esc(&r.id)));
+                // The web player plays the replay everywhere (hls.js where the browser has
+                // no HLS of its own), with its dialects, seek bar, speeds and downloads.
+                let src = play_src(&format!("/play/{}", esc(&l.stream)));
+                let sep = if src.contains('?') { "&amp;" } else { "?" };
+                let src = format!("{src}{sep}replay={}", esc(&r.id));
                 let _ = write!(
                     body,
-                    "<h2>{}</h2><div class=\"player\"><video controls playsinline preload=\"none\" src=\"{src}\"></video></div>\
-                     <p><a class=\"button\" href=\"{src}\">{}</a></p>",
-                    t.watch_replay, t.watch_replay
+                    "<h2>{}</h2><div class=\"player\"><iframe src=\"{src}\" title=\"{}\" allow=\"autoplay; fullscreen\" allowfullscreen></iframe></div>",
+                    t.watch_replay,
+                    esc(&l.title)
                 );
             }
             Some(_) => {

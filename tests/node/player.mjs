@@ -200,7 +200,11 @@ try {
     await waitPlaying(page);
     result.layout = await page.evaluate(() => {
       const r = document.querySelector("jiangtang-player").shadowRoot;
-      const controls = [...r.querySelectorAll(".bar button, .bar select, .bar input")].map((e) => e.getBoundingClientRect());
+      // Controls shown now (a hidden one, e.g. "watch from the beginning" before there is a
+      // recording, takes no room and cannot be tapped).
+      const controls = [...r.querySelectorAll(".bar button, .bar select, .bar input")]
+        .filter((e) => e.getClientRects().length > 0)
+        .map((e) => e.getBoundingClientRect());
       return {
         scrollWidth: document.documentElement.scrollWidth,
         scrollHeight: document.documentElement.scrollHeight,

@@ -6,6 +6,7 @@
 //! - [`opus`]: AAC to Opus for WebRTC viewers.
 //! - [`aac`]: Opus or G.711 to AAC for HLS (WebRTC publishers, IP cameras).
 //! - [`level`]: the sound level of a dialect, for the lecture's health.
+//! - [`poster`]: a recording's poster, the first picture of its video as a JPEG.
 //! - [`fed`]: the appsrc-fed pipeline shape they share.
 
 pub mod aac;
@@ -13,6 +14,7 @@ pub mod demo;
 pub mod fed;
 pub mod level;
 pub mod opus;
+pub mod poster;
 #[cfg(test)]
 mod test_audio;
 

@@ -6,9 +6,13 @@
 // before the start, "reconnecting" while the lecture hall's stream is away, "ended" at the end.
 // While no channel is open (the relay refused one, or the network dropped it) the player polls
 // the same state from the API and keeps trying the channel.
+// After the lecture (or at any time, from its list) the player plays its recordings: a
+// replay with a seek bar, speeds and downloads; while live, "watch from the beginning"
+// plays the recording so far and catches up, with a way back to live (replay.ts).
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
 import { AudioEngine, DeniedError, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
+import { Recording, ReplayControls, ReplayEngine, fetchRecording, fetchRecordings, isLive, posterOf, replayPicker } from "./replay";
 
 export type PlayerState = "loading" | "scheduled" | "idle" | "connecting" | "playing" | "reconnecting" | "ended" | "unsupported" | "denied";
 type ModePref = Mode | "auto";
@@ -31,6 +35,13 @@ const STORAGE_KEY = "jiangtang.dialect";
 /** How often the lecture state is polled while no live channel is open (plus up to 1 s, so
  *  many players refused at once do not poll in step). */
 const POLL_MS = 4000;
+/** How often the lecture's recordings are looked at while one is awaited (a live lecture's,
+ *  for "watch from the beginning"; an ended lecture's, until its replay is ready). */
+const RECORDINGS_POLL_MS = 5000;
+/** ...at most this many times in a row. */
+const RECORDINGS_TRIES = 24;
+/** Seconds a live lecture's recording must hold before it can be watched from the start. */
+const LIVE_RECORDING_MIN_S = 8;
 
 // Icons as SVG paths (24x24): emoji fonts are missing on many classroom PCs.
 const ICONS: Record<string, string> = {
@@ -40,6 +51,7 @@ const ICONS: Record<string, string> = {
   sound: "M3 9v6h4l5 5V4L7 9zm13.5 3A4.5 4.5 0 0 0 14 8v8a4.5 4.5 0 0 0 2.5-4zM14 3.2v2.1c2.9.9 5 3.5 5 6.7s-2.1 5.8-5 6.7v2.1c4-.9 7-4.5 7-8.8s-3-7.9-7-8.8z",
   hand: "M21 7a2 2 0 0 0-2 2v4h-1V4a2 2 0 0 0-4 0v7h-1V2a2 2 0 0 0-4 0v9H8V5a2 2 0 0 0-4 0v10c0 4.4 3.6 8 8 8s8-3.6 8-8V9a2 2 0 0 0 1-2z",
   info: "M11 7h2v2h-2zm0 4h2v6h-2zm1-9a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 18a8 8 0 1 1 0-16 8 8 0 0 1 0 16z",
+  restart: "M12 5V1L7 6l5 5V7a6 6 0 1 1-6 6H4a8 8 0 1 0 8-8z",
 };
 
 function icon(name: string): SVGSVGElement {
@@ -93,12 +105,31 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 :host([fill]) { display: flex; flex-direction: column; height: 100%; }
 :host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
 :host([fill]) video { height: 100%; aspect-ratio: auto; object-fit: contain; }
-@media (max-width: 480px) { .bar .lbl { display: none; } }
+.replay-bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; padding: 8px 8px 0; background: #111; }
+.replay-bar[hidden] { display: none; }
+.replay-bar .seek { flex: 1 1 100%; min-width: 0; accent-color: #e33; }
+.replay-bar .time { font-variant-numeric: tabular-nums; opacity: .9; }
+.replay-bar label { display: inline-flex; align-items: center; gap: 6px; }
+.replay-bar button, .replay-bar select, .replay-bar summary { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #444; background: #222; color: #eee; padding: 0 10px; cursor: pointer; }
+.replay-bar summary { display: inline-flex; align-items: center; list-style: none; }
+.replay-bar details[open] { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; }
+.replay-bar details[hidden], .replay-bar button[hidden] { display: none; }
+.replay-bar a { color: #8cf; padding: 4px 6px; }
+.bar [hidden] { display: none; }
+.bar.replaying .live-only, .bar:not(.replaying) .replay-only { display: none; }
+.replays { display: flex; flex-direction: column; gap: 8px; align-items: stretch; max-width: 520px; width: 100%; max-height: 70%; overflow: auto; }
+.replays:empty { display: none; }
+.replays-title { font-weight: 600; }
+.replays .replay-item { display: flex; gap: 10px; align-items: center; text-align: left; padding: 6px; border-radius: 8px; border: 1px solid #444; background: #222c; color: #eee; font: inherit; cursor: pointer; }
+.replays .replay-item img { width: 96px; aspect-ratio: 16 / 9; object-fit: cover; border-radius: 4px; background: #000; }
+.replays .replay-item span { display: flex; flex-direction: column; }
+.bar button:focus-visible, .replay-bar :focus-visible, .replays button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
+@media (max-width: 480px) { .bar .lbl, .replay-bar .lbl { display: none; } }
 `;
 
 export class JiangtangPlayer extends HTMLElement {
   static get observedAttributes(): string[] {
-    return ["stream", "server", "lang", "mode", "muted", "ui", "token"];
+    return ["stream", "server", "lang", "mode", "muted", "ui", "token", "replay"];
   }
 
   private root: ShadowRoot;
@@ -128,6 +159,16 @@ export class JiangtangPlayer extends HTMLElement {
   private connected = false;
   /** Why the relay refuses to play this lecture here (a token reason code), if it does. */
   private denied: string | null = null;
+  /** The recording being played, and whether its lecture is still live (watched from the
+   *  beginning). */
+  private replay: { rec: Recording; live: boolean } | null = null;
+  /** The lecture's finished recordings, newest first, and its live one. */
+  private recordings: Recording[] = [];
+  private liveRecording: Recording | null = null;
+  private recordingsTimer = 0;
+  private recordingsFor = "";
+  private recordingsTries = 0;
+  private replayControls: ReplayControls | null = null;
 
   constructor() {
     super();
@@ -148,9 +189,17 @@ export class JiangtangPlayer extends HTMLElement {
   get dialect(): string | null {
     return this._dialect;
   }
-  /** The lecture's dialects. */
+  /** The lecture's dialects (the recording's, during a replay). */
   get dialects(): Dialect[] {
-    return this.lecture?.dialects ?? [];
+    return this.replay?.rec.dialects ?? this.lecture?.dialects ?? [];
+  }
+  /** The recording being played: its id, and whether its lecture is still live. */
+  get replaying(): { id: string; live: boolean } | null {
+    return this.replay ? { id: this.replay.rec.id, live: this.replay.live } : null;
+  }
+  /** The lecture's recordings that can be replayed, newest first. */
+  get replays(): Recording[] {
+    return this.recordings;
   }
   /** The lecture's title. */
   get lectureTitle(): string | null {
@@ -199,6 +248,24 @@ export class JiangtangPlayer extends HTMLElement {
     return this.sendChannel({ type: "hand", from: this.getAttribute("from") ?? undefined });
   }
 
+  /** Plays the recording `id` (a replay), from its beginning. */
+  async watchReplay(id: string): Promise<void> {
+    const rec = this.recordings.find((r) => r.id === id) ?? (await fetchRecording(this.server(), id));
+    if (!rec) throw new Error(`no recording ${id}`);
+    this.startReplay(rec);
+  }
+
+  /** While the lecture is live: plays its recording from the beginning, to catch up. */
+  watchFromStart(): void {
+    if (this.liveRecording) this.startReplay(this.liveRecording);
+  }
+
+  /** Leaves a replay for the live lecture. */
+  backToLive(): void {
+    this.stopReplay();
+    this.applyLecture();
+  }
+
   /** Seconds behind live, as the engine estimates it. */
   latency(): Promise<number | null> {
     return this.engine ? this.engine.latency() : Promise.resolve(null);
@@ -213,6 +280,8 @@ export class JiangtangPlayer extends HTMLElement {
     this.render();
     this.connectChannel();
     this.tickTimer = window.setInterval(() => this.tick(), 1000);
+    const replay = this.getAttribute("replay");
+    if (replay) this.watchReplay(replay).catch((e) => this.emit("playbackerror", { reason: String(e), mode: null }));
   }
 
   disconnectedCallback(): void {
@@ -223,6 +292,9 @@ export class JiangtangPlayer extends HTMLElement {
     this.stopPolling();
     this.ws?.close();
     this.ws = null;
+    window.clearTimeout(this.recordingsTimer);
+    this.recordingsFor = "";
+    this.replay = null;
     this.stopEngine();
   }
 
@@ -241,6 +313,8 @@ export class JiangtangPlayer extends HTMLElement {
     } else if (name === "muted") {
       this.video.muted = value !== null;
       this.updateButtons();
+    } else if (name === "replay" && value) {
+      this.watchReplay(value).catch(() => undefined);
     } else if (name === "ui") {
       this.t = texts((value as Locale) ?? "zh");
       this.render();
@@ -305,7 +379,23 @@ export class JiangtangPlayer extends HTMLElement {
       bigPlay.hidden = true;
       this.video.play().catch(() => undefined);
     });
+    this.make("div", "replays", overlay);
     this.root.appendChild(frame);
+
+    this.replayControls = new ReplayControls(
+      {
+        video: this.video,
+        texts: t,
+        backToLive: () => this.backToLive(),
+        backToList: () => {
+          this.stopReplay();
+          this.applyLecture();
+          this.offerReplays();
+        },
+      },
+      this.server(),
+    );
+    this.root.appendChild(this.replayControls.root);
 
     const bar = this.make("div", "bar");
     const play = this.make("button", "play", bar);
@@ -317,13 +407,17 @@ export class JiangtangPlayer extends HTMLElement {
     });
     const badge = this.make("span", "badge off", bar);
     badge.textContent = t.live;
+    const fromStart = this.make("button", "from-start live-only", bar) as HTMLButtonElement;
+    fromStart.append(icon("restart"), ` ${t.fromStart}`);
+    fromStart.hidden = true;
+    fromStart.addEventListener("click", () => this.watchFromStart());
     const dl = this.make("label", "", bar);
     const dlt = this.make("span", "lbl", dl);
     dlt.textContent = t.dialect;
     const dialect = this.make("select", "dialect", dl) as HTMLSelectElement;
     dialect.setAttribute("aria-label", t.dialect);
     dialect.addEventListener("change", () => this.setDialect(dialect.value).catch(() => undefined));
-    const ml = this.make("label", "", bar);
+    const ml = this.make("label", "mode-label live-only", bar);
     const mlt = this.make("span", "lbl", ml);
     mlt.textContent = t.mode;
     const mode = this.make("select", "mode", ml) as HTMLSelectElement;
@@ -341,12 +435,12 @@ export class JiangtangPlayer extends HTMLElement {
     }
     mode.value = this.getAttribute("mode") ?? "auto";
     mode.addEventListener("change", () => this.setMode(mode.value as ModePref));
-    const hand = this.make("button", "hand", bar);
+    const hand = this.make("button", "hand live-only", bar);
     hand.append(icon("hand"), ` ${t.hand}`);
     hand.addEventListener("click", () => {
       if (this.raiseHand()) this.flash(t.sent);
     });
-    const form = this.make("form", "ask", bar) as HTMLFormElement;
+    const form = this.make("form", "ask live-only", bar) as HTMLFormElement;
     const input = this.make("input", "question", form) as HTMLInputElement;
     input.maxLength = 500;
     input.placeholder = t.askPlaceholder;
@@ -470,6 +564,8 @@ export class JiangtangPlayer extends HTMLElement {
         playing: "",
       }[s] ?? "";
     if (s === "denied") sub.textContent = this.deniedText();
+    // Not live, but its replays are offered: say so rather than "not started".
+    if (s === "idle" && this.recordings.length > 0) msg.textContent = t.notLive;
     this.el.badge.className = s === "playing" ? "badge" : "badge off";
     this.tick();
   }
@@ -601,29 +697,26 @@ export class JiangtangPlayer extends HTMLElement {
     return true;
   }
 
-  /** Applies a lecture state pushed by the relay. */
-  private applyLecture(): void {
-    const l = this.lecture;
-    if (!l) return;
-    this.el.title.textContent = l.title ?? "";
-    // Dialects: the attribute, else what this device chose before, else the lecture's default.
+  /** Fills the dialect picker with `dialects` and picks one: the attribute, else what this
+   *  device chose before, else the default. */
+  private fillDialects(dialects: Dialect[]): void {
     const select = this.el.dialect as HTMLSelectElement;
     select.replaceChildren();
-    for (const d of l.dialects) {
+    for (const d of dialects) {
       const o = document.createElement("option");
       o.value = d.lang;
       o.textContent = d.name;
       select.appendChild(o);
     }
-    select.disabled = l.dialects.length < 2;
+    select.disabled = dialects.length < 2;
     let remembered: string | null = null;
     try {
       remembered = localStorage.getItem(STORAGE_KEY);
     } catch {
       /* blocked */
     }
-    const want = [this._dialect, this.getAttribute("lang"), remembered, l.dialects.find((d) => d.default)?.lang, l.dialects[0]?.lang].find(
-      (x) => x && l.dialects.some((d) => d.lang === x),
+    const want = [this._dialect, this.getAttribute("lang"), remembered, dialects.find((d) => d.default)?.lang, dialects[0]?.lang].find(
+      (x) => x && dialects.some((d) => d.lang === x),
     );
     if (want && want !== this._dialect) {
       this._dialect = want;
@@ -631,6 +724,24 @@ export class JiangtangPlayer extends HTMLElement {
     }
     if (this._dialect) select.value = this._dialect;
     this.updateAudioCard();
+  }
+
+  /** Applies a lecture state pushed by the relay. */
+  private applyLecture(): void {
+    const l = this.lecture;
+    if (!l) return;
+    this.watchRecordings(l.status);
+    if (this.replay) {
+      // A replay goes on whatever the live lecture does; one watched from the beginning
+      // becomes an ordinary replay when its lecture ends.
+      if (this.replay.live && l.status !== "live" && l.status !== "reconnecting" && l.status !== "starting") {
+        this.replay.live = false;
+        this.replayControls?.liveEnded();
+      }
+      return;
+    }
+    this.el.title.textContent = l.title ?? "";
+    this.fillDialects(l.dialects);
     switch (l.status) {
       case "scheduled":
       case "idle":
@@ -664,6 +775,114 @@ export class JiangtangPlayer extends HTMLElement {
     }
   }
 
+  // ---- replays ---------------------------------------------------------------------------
+
+  /** Follows the lecture's recordings: while it is live, until its recording can be watched
+   *  from the beginning; otherwise until its latest recording is ready to replay. */
+  private watchRecordings(status: LectureState["status"]): void {
+    const live = status === "live" || status === "reconnecting" || status === "starting";
+    const key = `${this.stream()}|${live ? "live" : "over"}`;
+    if (this.recordingsFor === key) return;
+    this.recordingsFor = key;
+    window.clearTimeout(this.recordingsTimer);
+    this.recordingsTries = 0;
+    this.liveRecording = null;
+    this.updateFromStart();
+    this.loadRecordings(live);
+  }
+
+  private async loadRecordings(live: boolean): Promise<void> {
+    const key = this.recordingsFor;
+    let all: Recording[] = [];
+    try {
+      all = await fetchRecordings(this.server(), this.stream());
+    } catch {
+      /* offline for now: try again */
+    }
+    if (this.recordingsFor !== key || !this.connected) return;
+    this.recordings = all.filter((r) => !isLive(r));
+    // Offered once it holds a few whole segments (its EVENT playlist lists only those).
+    this.liveRecording = all.find((r) => isLive(r) && (r.duration_s ?? 0) >= LIVE_RECORDING_MIN_S) ?? null;
+    this.updateFromStart();
+    this.offerReplays();
+    this.applyOverlay();
+    // Keep looking, a while, when what is awaited is not there yet: the live lecture's
+    // recording (its first segment comes within seconds, unless the lecture is not
+    // recorded), or an ended lecture's replay that is being finished.
+    const waiting = live ? !this.liveRecording : this.lecture?.status === "ended" && all.some(isLive);
+    window.clearTimeout(this.recordingsTimer);
+    if (waiting && this.recordingsTries++ < RECORDINGS_TRIES) {
+      this.recordingsTimer = window.setTimeout(() => this.loadRecordings(live), RECORDINGS_POLL_MS);
+    }
+  }
+
+  private updateFromStart(): void {
+    const b = this.el["from-start"];
+    if (b) b.hidden = !this.liveRecording || !!this.replay;
+  }
+
+  /** Where the lecture is not live: the overlay offers its replays. */
+  private offerReplays(): void {
+    const box = this.el.replays;
+    if (!box) return;
+    const status = this.lecture?.status;
+    const over = status === "ended" || status === "idle" || status === "scheduled";
+    if (this.replay || !over || this.recordings.length === 0) {
+      box.replaceChildren();
+      if (!this.replay) this.video.removeAttribute("poster");
+      return;
+    }
+    const picker = replayPicker(this.recordings, this.server(), this.t, this.getAttribute("ui") ?? "zh", (r) => this.startReplay(r));
+    box.replaceChildren(...Array.from(picker.childNodes));
+    // One replay: its poster behind the offer.
+    const poster = this.recordings.length === 1 ? posterOf(this.server(), this.recordings[0]) : null;
+    if (poster) this.video.poster = poster;
+    else this.video.removeAttribute("poster");
+  }
+
+  private startReplay(rec: Recording): void {
+    this.stopEngine();
+    const live = isLive(rec);
+    this.replay = { rec, live };
+    this.el.replays.replaceChildren();
+    this.el.bar.classList.add("replaying");
+    this.el.badge.textContent = live ? this.t.fromStart : this.t.replay;
+    this.el.title.textContent = rec.title ?? this.lecture?.title ?? "";
+    const poster = posterOf(this.server(), rec);
+    if (poster) this.video.poster = poster;
+    else this.video.removeAttribute("poster");
+    this.fillDialects(rec.dialects);
+    this.replayControls?.show(rec, live, this.recordings.length > 1);
+    this.updateFromStart();
+    const engine = new ReplayEngine({ ...this.options(), lang: this._dialect }, rec);
+    this.engine = engine;
+    this.setState("connecting");
+    engine
+      .start()
+      .then(() => {
+        this.emit("modechange", { mode: engine.mode, replay: rec.id });
+        this.video.play().catch(() => {
+          (this.el["big-play"] as HTMLButtonElement).hidden = false;
+          this.el.overlay.hidden = false;
+        });
+      })
+      .catch((e) => {
+        this.emit("playbackerror", { reason: String(e), mode: engine.mode });
+        this.setState("unsupported");
+      });
+  }
+
+  private stopReplay(): void {
+    if (!this.replay) return;
+    this.replay = null;
+    this.stopEngine();
+    this.replayControls?.hide();
+    this.el.bar.classList.remove("replaying");
+    this.el.badge.textContent = this.t.live;
+    this.video.removeAttribute("poster");
+    this.updateFromStart();
+  }
+
   // ---- engines ----------------------------------------------------------------------------
 
   private modes(): Mode[] {
@@ -688,7 +907,8 @@ export class JiangtangPlayer extends HTMLElement {
       onDenied: (reason) => this.onDenied(reason),
       onPlaying: () => {
         this.failures = 0;
-        if (this.lecture?.status === "reconnecting") this.setState("reconnecting");
+        if (this.replay) this.setState("playing");
+        else if (this.lecture?.status === "reconnecting") this.setState("reconnecting");
         else this.setState("playing");
       },
     };
@@ -771,6 +991,7 @@ export class JiangtangPlayer extends HTMLElement {
   }
 
   private restartEngine(): void {
+    if (this.replay) return;
     this.stopEngine();
     if (this.lecture && (this.lecture.status === "live" || this.lecture.status === "reconnecting")) this.startEngine();
   }
@@ -780,7 +1001,7 @@ export class JiangtangPlayer extends HTMLElement {
    *  picture back. */
   private onStall(): void {
     const now = Date.now();
-    if (this.lecture?.status !== "live" || now < this.stallsIgnoredUntil) return;
+    if (this.replay || this.lecture?.status !== "live" || now < this.stallsIgnoredUntil) return;
     this.stalls = this.stalls.filter((t) => now - t < 60_000);
     this.stalls.push(now);
     const auto = (this.getAttribute("mode") ?? "auto") === "auto";
@@ -802,7 +1023,8 @@ export class JiangtangPlayer extends HTMLElement {
 
   private onFailure(reason: string, fatal: boolean): void {
     this.emit("playbackerror", { reason, mode: this.mode });
-    if (this.lecture?.status === "ended") return;
+    // A replay's engine retries by itself.
+    if (this.replay || this.lecture?.status === "ended") return;
     this.setState("reconnecting");
     this.failures++;
     const auto = (this.getAttribute("mode") ?? "auto") === "auto";

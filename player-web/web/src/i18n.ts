@@ -40,6 +40,17 @@ const zh = {
   tokenExpired: "观看凭证已过期，请重新获取",
   tokenInvalid: "观看凭证无效，请检查链接是否完整",
   tokenOtherLecture: "此观看凭证属于另一场讲座",
+  replay: "回放",
+  watchReplay: "观看回放",
+  replays: "往期回放",
+  notLive: "现在没有直播",
+  fromStart: "从头观看",
+  backToLive: "回到直播",
+  backToList: "全部回放",
+  speed: "倍速",
+  seek: "播放进度",
+  download: "下载",
+  allDialects: "全部方言",
 };
 
 const en: typeof zh = {
@@ -81,6 +92,17 @@ const en: typeof zh = {
   tokenExpired: "Your viewing pass has expired: please get a new one",
   tokenInvalid: "This viewing pass is not valid: check that the link is complete",
   tokenOtherLecture: "This viewing pass is for another lecture",
+  replay: "Replay",
+  watchReplay: "Watch the replay",
+  replays: "Replays",
+  notLive: "Not live now",
+  fromStart: "Watch from the beginning",
+  backToLive: "Back to live",
+  backToList: "All replays",
+  speed: "Speed",
+  seek: "Position",
+  download: "Download",
+  allDialects: "All dialects",
 };
 
 export type Texts = typeof zh;
