@@ -419,7 +419,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let stop_http = stopped();
     tasks.spawn(async move {
         // Client addresses reach handlers that need them (the operator API's loopback rule).
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let app = app
+            .layer(axum::middleware::from_fn(html_security_headers))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(http, app)
             .with_graceful_shutdown(stop_http)
             .await
@@ -563,4 +565,54 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// CSP for pages that set none themselves (the site and the console): only our own scripts,
+/// forms posting only here.
+const PAGE_CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; object-src 'none'";
+
+/// Security headers on every HTML page: a CSP (the player's own, else [`PAGE_CSP`]) with
+/// `frame-ancestors` (any site for `/play/`, so the district's apps can embed the player in
+/// an iframe; this origin for everything else, so the console and ticket pages cannot be
+/// framed), `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin` (playback
+/// tokens ride in URLs and must not leave in a Referer).
+async fn html_security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let embeddable = req.uri().path().starts_with("/play/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !html {
+        return r;
+    }
+    let base = h
+        .get(header::CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(PAGE_CSP)
+        .to_string();
+    let csp = if base.contains("frame-ancestors") {
+        base
+    } else if embeddable {
+        format!("{base}; frame-ancestors *")
+    } else {
+        format!("{base}; frame-ancestors 'self'")
+    };
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    r
 }

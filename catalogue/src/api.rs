@@ -105,6 +105,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for J<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(J(v)),
+            // A body over the limit says so (413), rather than looking like bad JSON.
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is larger than 64 KiB",
+            )),
             Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.body_text())),
         }
     }
@@ -848,6 +853,8 @@ impl Catalogue {
                 }),
             )
             .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+            // A declared Content-Length over the limit is refused before any body is awaited.
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(64 * 1024))
             .layer(cors)
             .with_state(self.clone())
     }

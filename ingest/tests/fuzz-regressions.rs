@@ -4,17 +4,17 @@
 use std::path::Path;
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/regressions")
-        .join(target);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            if e.path().is_file() && e.file_name() != ".gitkeep" {
-                out.push((
-                    e.path().display().to_string(),
-                    std::fs::read(e.path()).unwrap(),
-                ));
+    for kind in ["corpus-seeds", "regressions"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) {
+            for e in entries.flatten() {
+                if e.path().is_file() && e.file_name() != ".gitkeep" {
+                    out.push((
+                        e.path().display().to_string(),
+                        std::fs::read(e.path()).unwrap(),
+                    ));
+                }
             }
         }
     }
@@ -60,5 +60,15 @@ fn srt_ts_regressions_and_fixture() {
         let mut data = vec![piece];
         data.extend_from_slice(ts);
         ingest::srt::fuzz_ts(&data);
+    }
+}
+
+#[test]
+fn srt_streamid_corpus_and_regressions() {
+    let all = inputs("srt_streamid");
+    assert!(!all.is_empty(), "no committed inputs for srt_streamid");
+    for (name, data) in all {
+        eprintln!("replaying {name}");
+        ingest::srt::fuzz_streamid(&data);
     }
 }

@@ -47,3 +47,91 @@ pub fn fuzz_flv_tag(data: &[u8]) {
     let _ = h264::H264Params::from_record(b);
     let _ = h264::annexb_to_avcc(data);
 }
+
+/// Fuzzing entry point for the H.264 (`avcC`) and AAC (`AudioSpecificConfig`) configuration
+/// records, and the round trip through what we write from them: an init segment made from an
+/// accepted record must parse back with mp4-atom into the same codec facts. Never panics on
+/// any input; a panic means the round trip broke.
+#[doc(hidden)]
+pub fn fuzz_config_records(data: &[u8]) {
+    let b = bytes::Bytes::copy_from_slice(data);
+    if let Ok(p) = h264::H264Params::from_record(b.clone()) {
+        let _ = p.codec_string();
+        let _ = p.is_idr(data);
+        let track = model::TrackInfo::new(CodecParams::H264(p));
+        if let Ok(init) = fmp4::init_segment(&track, None) {
+            use mp4_atom::Decode;
+            let mut buf = &init[..];
+            mp4_atom::Ftyp::decode(&mut buf).expect("our ftyp parses back");
+            let moov = mp4_atom::Moov::decode(&mut buf).expect("our moov parses back");
+            assert_eq!(moov.trak.len(), 1, "one track written, one read");
+        }
+    }
+    if let Ok(p) = aac::AacParams::from_config(b) {
+        let _ = p.codec_string();
+        let track = model::TrackInfo::new(CodecParams::Aac(p));
+        let language = Language::parse("yue").ok();
+        if let Ok(init) = fmp4::init_segment(&track, language.as_ref()) {
+            use mp4_atom::Decode;
+            let mut buf = &init[..];
+            mp4_atom::Ftyp::decode(&mut buf).expect("our ftyp parses back");
+            let moov = mp4_atom::Moov::decode(&mut buf).expect("our moov parses back");
+            assert_eq!(moov.trak[0].mdia.mdhd.language, "yue");
+        }
+    }
+}
+
+/// Fuzzing entry point for the MPEG-TS demultiplexer alone: `data` is pushed in pieces whose
+/// size comes from its first byte, every event is taken, then the stream is flushed.
+/// Never panics.
+#[doc(hidden)]
+pub fn fuzz_mpegts(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let piece = (split as usize * 13) % 1500 + 1;
+    let mut demux = mpegts::TsDemux::new();
+    for chunk in rest.chunks(piece) {
+        demux.push(chunk);
+        while demux.poll().is_some() {}
+    }
+    demux.flush();
+    while demux.poll().is_some() {}
+}
+
+/// Fuzzing entry point for the fMP4 fragment writer: samples described by `data` (one length
+/// byte, flags and offsets per sample) are written as a fragment, which must parse back with
+/// mp4-atom with the same sample count, sizes and sequence number. Never panics.
+#[doc(hidden)]
+pub fn fuzz_fmp4_fragment(data: &[u8]) {
+    use mp4_atom::Decode;
+    let mut samples = Vec::new();
+    let mut rest = data;
+    while let [len, flags, c0, c1, tail @ ..] = rest {
+        let n = (*len as usize).min(tail.len());
+        samples.push(fmp4::Sample {
+            duration: u32::from(*flags) * 100,
+            composition_offset: i32::from(i16::from_le_bytes([*c0, *c1])),
+            keyframe: flags & 1 == 1,
+            data: bytes::Bytes::copy_from_slice(&tail[..n]),
+        });
+        rest = &tail[n..];
+    }
+    let sequence = data.len() as u32 + 1;
+    let Ok(frag) = fmp4::fragment(sequence, data.len() as u64 * 1000, &samples) else {
+        return;
+    };
+    let mut buf = &frag[..];
+    let moof = mp4_atom::Moof::decode(&mut buf).expect("our moof parses back");
+    assert_eq!(moof.mfhd.sequence_number, sequence);
+    let entries: usize = moof
+        .traf
+        .iter()
+        .flat_map(|t| t.trun.iter())
+        .map(|t| t.samples.len())
+        .sum();
+    assert_eq!(entries, samples.len());
+    let mdat = mp4_atom::Mdat::decode(&mut buf).expect("our mdat parses back");
+    let total: usize = samples.iter().map(|s| s.data.len()).sum();
+    assert_eq!(mdat.data.len(), total);
+}

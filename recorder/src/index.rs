@@ -118,7 +118,9 @@ impl Line {
                     num()?,
                     num()?,
                 );
-                if flags > 7 {
+                // Damage, not something we wrote: bytes past the end of any file
+                // (fuzz/regressions/recovery/).
+                if flags > 7 || offset.checked_add(len).is_none() {
                     return None;
                 }
                 Line::Part(PartLine {
@@ -163,6 +165,12 @@ pub fn read(text: &[u8]) -> (Vec<Line>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn damaged_lines_with_offsets_past_any_file_are_refused() {
+        assert_eq!(Line::parse("P 0 0 18446744073709551615 1 0 0 0 0 0"), None);
+        assert!(Line::parse("P 0 0 18446744073709551614 1 0 0 0 0 1796572005104").is_some());
+    }
 
     fn part(msn: u64, part: u32) -> PartLine {
         PartLine {

@@ -109,3 +109,20 @@ pub struct PartMeta {
     /// Wall-clock time of its segment's first sample.
     pub segment_pdt: SystemTime,
 }
+
+/// Fuzzing entry point for what recovery reads back from disk: `data` as a rendition's
+/// `index.txt` (every line kept is re-encoded and must parse back the same, and is absorbed
+/// into segments as the store does) and as a `recording.json`. Never panics.
+#[doc(hidden)]
+pub fn fuzz_recovery(data: &[u8]) {
+    let (lines, used) = index::read(data);
+    assert!(used <= data.len());
+    let mut segments = Vec::new();
+    for line in &lines {
+        let text = line.encode();
+        let again = index::Line::parse(text.trim_end_matches('\n'));
+        assert_eq!(again.as_ref(), Some(line), "index line round trip");
+        store::absorb(&mut segments, line);
+    }
+    let _ = meta::Meta::from_bytes(data, "fuzz");
+}

@@ -170,17 +170,22 @@ impl Meta {
         let path = dir.join("recording.json");
         let text =
             std::fs::read(&path).map_err(|e| MetaError::Io(path.display().to_string(), e))?;
+        Meta::from_bytes(&text, &path.display().to_string())
+    }
+
+    /// Reads the bytes of a `recording.json` (`name` only names it in errors).
+    pub fn from_bytes(text: &[u8], name: &str) -> Result<Meta, MetaError> {
         if text.len() > 1 << 20 {
             return Err(MetaError::Damaged(
-                path.display().to_string(),
+                name.to_string(),
                 "larger than 1 MiB".into(),
             ));
         }
-        let meta: Meta = serde_json::from_slice(&text)
-            .map_err(|e| MetaError::Damaged(path.display().to_string(), e.to_string()))?;
+        let meta: Meta = serde_json::from_slice(text)
+            .map_err(|e| MetaError::Damaged(name.to_string(), e.to_string()))?;
         if meta.format != FORMAT {
             return Err(MetaError::Damaged(
-                path.display().to_string(),
+                name.to_string(),
                 format!("layout version {} (this relay reads {FORMAT})", meta.format),
             ));
         }

@@ -137,7 +137,8 @@ pub(crate) fn absorb(segments: &mut Vec<Segment>, line: &Line) {
                     if s.len == 0 {
                         s.offset = p.offset;
                     }
-                    s.len = p.end() - s.offset;
+                    // A damaged index may put a part before its segment's start.
+                    s.len = p.end().saturating_sub(s.offset);
                 }
                 s.duration += p.duration_us as f64 / 1e6;
                 s.parts += 1;

@@ -557,6 +557,29 @@ enum ClientMessage {
     Hand { from: Option<String> },
 }
 
+/// Fuzzing entry point for the live channel's client messages: a WebSocket text frame
+/// (lossily decoded) parsed and cleaned as the channel does before acting on it. Never
+/// panics; what is kept has no control characters and is bounded.
+#[doc(hidden)]
+pub fn fuzz_channel_message(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (body, from) = match serde_json::from_str::<ClientMessage>(&text) {
+        Ok(ClientMessage::Question { text, from }) => (Some(text), from),
+        Ok(ClientMessage::Hand { from }) => (None, from),
+        Err(_) => return,
+    };
+    if let Some(body) = body {
+        let kept = clean(&body, MAX_QUESTION_CHARS);
+        assert!(kept.chars().count() <= MAX_QUESTION_CHARS + 1);
+        assert!(!kept.chars().any(char::is_control));
+    }
+    if let Some(from) = from {
+        let kept = clean(&from, MAX_FROM_CHARS);
+        assert!(kept.chars().count() <= MAX_FROM_CHARS + 1);
+        assert!(!kept.chars().any(char::is_control));
+    }
+}
+
 /// Plain text: no control characters, trimmed, at most `max` characters.
 fn clean(s: &str, max: usize) -> String {
     s.chars()

@@ -369,6 +369,22 @@ struct Directives {
     part: Option<u32>,
 }
 
+/// Fuzzing entry point for an HLS request's query directives (`_HLS_msn`, `_HLS_part`;
+/// `_HLS_skip` and the rest are ignored) and the rendition file name it asks for (text up to
+/// the first `?`). Never panics; a part directive is never accepted without its msn.
+#[doc(hidden)]
+pub fn fuzz_hls_query(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (file, query) = match text.split_once('?') {
+        Some((f, q)) => (f, Some(q)),
+        None => (&*text, None),
+    };
+    if let Ok(d) = parse_directives(query) {
+        assert!(d.part.is_none() || d.msn.is_some());
+    }
+    let _ = parse_file(file, "i1");
+}
+
 fn parse_directives(query: Option<&str>) -> Result<Directives, ApiError> {
     let mut d = Directives::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {

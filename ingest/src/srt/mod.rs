@@ -29,3 +29,18 @@ pub fn fuzz_ts(data: &[u8]) {
     m.finish();
     while m.poll().is_some() {}
 }
+
+/// Fuzzing entry point for SRT stream ids (arbitrary bytes, lossily as text, as libsrt hands
+/// them over). Never panics; an accepted id names a valid lecture. Used by
+/// `fuzz/fuzz_targets/srt_streamid.rs` and the regression tests.
+#[doc(hidden)]
+pub fn fuzz_streamid(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(id) = streamid::parse(&text) {
+        assert!(
+            media::sink::valid_stream_name(&id.stream),
+            "accepted an invalid lecture name {:?}",
+            id.stream
+        );
+    }
+}

@@ -419,6 +419,63 @@ async fn answer_offer(
     Ok(created(answer, &format!("/whep/{stream}/{id}"), &id))
 }
 
+/// A trickle-ICE fragment (RFC 8840): how many candidates it carries, each checked, within
+/// the limit on their number. ICE restarts (new credentials) are refused.
+fn parse_trickle(body: &[u8]) -> Result<usize, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text"))?;
+    if text
+        .lines()
+        .any(|l| l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:"))
+        && !text.lines().any(|l| l.starts_with("a=candidate:"))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "ICE restarts are not supported; start a new session",
+        ));
+    }
+    let candidates: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("a="))
+        .filter(|c| c.starts_with("candidate:"))
+        .take(MAX_TRICKLE_CANDIDATES + 1)
+        .collect();
+    if candidates.len() > MAX_TRICKLE_CANDIDATES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a PATCH carries at most {MAX_TRICKLE_CANDIDATES} candidates"),
+        ));
+    }
+    // Checked, so a client learns its fragment is broken, but not used: we are ICE-lite.
+    for c in &candidates {
+        Candidate::from_sdp_string(c)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}")))?;
+    }
+    Ok(candidates.len())
+}
+
+/// Fuzzing entry point for what reads WHIP/WHEP bodies before str0m takes them: an SDP offer
+/// (then answered by a real ICE-lite str0m instance) or, when the first byte is odd, a
+/// trickle-ICE fragment. Never panics.
+#[doc(hidden)]
+pub fn fuzz_sdp(data: &[u8]) {
+    let Some((&kind, body)) = data.split_first() else {
+        return;
+    };
+    if kind & 1 == 1 {
+        let _ = parse_trickle(body);
+    } else if let Ok(offer) = parse_offer(body) {
+        install_crypto();
+        let mut rtc = codecs().build(Instant::now());
+        if let Ok(c) = Candidate::host(([127, 0, 0, 1], 8189).into(), "udp") {
+            rtc.add_local_candidate(c);
+        }
+        if let Ok(answer) = rtc.sdp_api().accept_offer(offer) {
+            let _ = answer_sdp(&answer.to_sdp_string());
+        }
+    }
+}
+
 /// An offer's SDP, within the limits on its size: lines, media sections.
 fn parse_offer(body: &[u8]) -> Result<SdpOffer, ApiError> {
     let text = std::str::from_utf8(body)
@@ -707,36 +764,7 @@ async fn patch(
             "ETag does not match",
         ));
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text"))?;
-    if text
-        .lines()
-        .any(|l| l.starts_with("a=ice-ufrag:") || l.starts_with("a=ice-pwd:"))
-        && !text.lines().any(|l| l.starts_with("a=candidate:"))
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "ICE restarts are not supported; start a new session",
-        ));
-    }
-    let candidates: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("a="))
-        .filter(|c| c.starts_with("candidate:"))
-        .take(MAX_TRICKLE_CANDIDATES + 1)
-        .collect();
-    if candidates.len() > MAX_TRICKLE_CANDIDATES {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("a PATCH carries at most {MAX_TRICKLE_CANDIDATES} candidates"),
-        ));
-    }
-    // Checked, so a client learns its fragment is broken, but not used: we are ICE-lite.
-    for c in &candidates {
-        Candidate::from_sdp_string(c)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad candidate: {e}")))?;
-    }
-    let count = candidates.len();
+    let count = parse_trickle(&body)?;
     if ask(&w, |reply| Command::Candidates { id, count, reply }).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
