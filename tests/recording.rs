@@ -12,37 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::replay::{Folder as TempDir, recordings};
 use common::*;
 use serde_json::Value;
-
-/// A folder of the test's own, kept across relay restarts, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("jiangtang-rec-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn json(url: &str) -> Value {
-    serde_json::from_str(&get_text(url)).unwrap()
-}
-
-fn recordings(s: &Server, lecture: &str) -> Vec<Value> {
-    json(&s.url(&format!("/api/v1/recordings?lecture={lecture}")))["recordings"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// The only recording of `lecture`, once `ok` holds for it.
 fn wait_recording(s: &Server, lecture: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
@@ -316,7 +288,7 @@ fn a_publisher_that_reconnects_makes_one_recording_with_one_discontinuity_and_we
         s.log()
     );
     // Once the lecture is over its state lists the replay.
-    let st = json(&s.url("/api/v1/streams/again/state"));
+    let st: Value = serde_json::from_str(&get_text(&s.url("/api/v1/streams/again/state"))).unwrap();
     assert_eq!(st["replays"][0]["id"], id, "{st}");
 }
 
