@@ -20,13 +20,23 @@ mod webhooks;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Heap figures for `/metrics`: bytes allocated by the program and resident in the allocator.
+/// Heap and runtime figures for `/metrics`: bytes allocated by the program and resident in the
+/// allocator, tasks alive.
 fn heap_metrics(out: &mut String) {
     use std::fmt::Write as _;
     use tikv_jemalloc_ctl::{epoch, stats};
     if epoch::advance().is_err() {
         return;
     }
+    // Tasks alive on the runtime: a soak's leak check (a task per viewer or connection left
+    // behind shows here long before it shows in memory).
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let _ = writeln!(
+        out,
+        "# HELP jiangtang_tasks_alive tasks alive on the runtime\n# TYPE jiangtang_tasks_alive gauge\njiangtang_tasks_alive {tasks}"
+    );
     for (name, help, value) in [
         (
             "heap_allocated_bytes",
