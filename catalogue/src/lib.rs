@@ -15,6 +15,7 @@
 //! - [`accounts`]: operator accounts (argon2id), console sessions and CSRF tokens.
 //! - [`admission`]: who may publish and watch, from an in-memory copy of the catalogue.
 //! - [`ical`]: iCalendar feeds.
+//! - [`fuzz`]: the API's JSON bodies under a fuzzer, with the feeds and CSV they fill.
 //! - [`api`]: the axum router, the operator extractor and the OpenAPI document.
 //! - [`clock`]: the time, passed in.
 
@@ -25,6 +26,7 @@ mod bookings;
 pub mod clock;
 pub mod db;
 mod events;
+pub mod fuzz;
 pub mod ical;
 pub mod model;
 mod programme;
