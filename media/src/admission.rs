@@ -72,8 +72,78 @@ pub fn chain(admissions: &[&dyn Admission], ask: impl Fn(&dyn Admission) -> Verd
     Verdict::NotMine
 }
 
+/// Names whose values are secrets in a query string or an SRT access-control stream id.
+const SECRET_NAMES: &[&str] = &[
+    "key",
+    "s",
+    "token",
+    "passphrase",
+    "password",
+    "pass",
+    "secret",
+    "auth",
+];
+
+/// `text` (an RTMP tcUrl or publish name, an SRT stream id, a URL) with every secret value
+/// replaced by `***`, for a log line: `key=`, `token=`, `passphrase=` and the like in
+/// `?a=b&c=d` or `#!::r=x,s=y` pairs, and the key of `publish:NAME:KEY`.
+pub fn redact(text: &str) -> String {
+    // `MODE:NAME:KEY` (SRT's short form; any mode, a refused `request:` one included).
+    if !text.contains("://")
+        && let Some((mode, rest)) = text.split_once(':')
+        && !mode.is_empty()
+        && mode.chars().all(|c| c.is_ascii_alphabetic())
+        && let Some((name, _key)) = rest.split_once(':')
+    {
+        return format!("{mode}:{name}:***");
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // Each piece runs to the next separator; a piece `NAME=VALUE` with a secret NAME loses
+    // its value.
+    while !rest.is_empty() {
+        let end = rest.find(['?', '&', ',', ';', '#']).unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at(end);
+        match piece.split_once('=') {
+            Some((name, _)) if SECRET_NAMES.iter().any(|s| name.eq_ignore_ascii_case(s)) => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(piece),
+        }
+        let mut chars = tail.chars();
+        if let Some(sep) = chars.next() {
+            out.push(sep);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn secrets_are_redacted_for_logs() {
+        assert_eq!(
+            redact("rtmp://h/live?key=abc&lang=yue"),
+            "rtmp://h/live?key=***&lang=yue"
+        );
+        assert_eq!(
+            redact("#!::r=xihe,m=request,s=hall-key-123"),
+            "#!::r=xihe,m=request,s=***"
+        );
+        assert_eq!(redact("publish:xihe:hall-key-123"), "publish:xihe:***");
+        assert_eq!(redact("request:xihe:k:more"), "request:xihe:***");
+        assert_eq!(redact("publish:xihe"), "publish:xihe");
+        assert_eq!(
+            redact("/hls/x/index.m3u8?TOKEN=t.1.m"),
+            "/hls/x/index.m3u8?TOKEN=***"
+        );
+        assert_eq!(redact("xihe"), "xihe");
+        assert_eq!(redact("a=b=c&pass=x=y"), "a=b=c&pass=***");
+        assert_eq!(redact(""), "");
+    }
     use super::*;
 
     struct Only(&'static str);

@@ -140,6 +140,10 @@ impl Server {
                 format!("\"{}\"", dir.0.join("recordings").display()),
             );
         }
+        // A test that reads debug lines says so in its config (a TOML comment).
+        if extra.contains("# test: RUST_LOG=debug") {
+            cmd.env("TEST_RELAY_RUST_LOG", "debug");
+        }
         cmd.args(["serve", "--config"]).arg(&path);
         Server::run(
             cmd,
@@ -168,8 +172,13 @@ impl Server {
         wants_srt: bool,
         loopback_http: bool,
     ) -> Server {
+        let level = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "TEST_RELAY_RUST_LOG")
+            .and_then(|(_, v)| v)
+            .map_or("info".to_string(), |v| v.to_string_lossy().into_owned());
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -142,9 +142,11 @@ async fn connection(
         while let Some(event) = session.poll_event() {
             match event {
                 SessionEvent::Connected { app, tc_url } => {
-                    debug!(%addr, %app, tc_url = tc_url.as_deref().unwrap_or(""), "rtmp connect");
+                    // A key may ride in the tcUrl or the app (`live?key=...`): never logged.
+                    let shown_app = media::admission::redact(&app);
+                    debug!(%addr, app = %shown_app, tc_url = %media::admission::redact(tc_url.as_deref().unwrap_or("")), "rtmp connect");
                     if app != "live" {
-                        closing = Some(format!("unknown application {app:?}"));
+                        closing = Some(format!("unknown application {shown_app:?}"));
                         session.reject_publish(
                             "NetConnection.Connect.Rejected",
                             "use rtmp://HOST/live/STREAM",

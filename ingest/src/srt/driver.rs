@@ -179,7 +179,11 @@ fn admit(
     let id = match streamid::parse(caller.stream_id) {
         Ok(id) => id,
         Err(e) => {
-            let shown: String = caller.stream_id.chars().take(80).collect();
+            // Never the key a malformed id may still carry.
+            let shown: String = media::admission::redact(caller.stream_id)
+                .chars()
+                .take(80)
+                .collect();
             refused(&shown, &e);
             let code = match e {
                 StreamIdError::NotPublish(_) => RejectCode::BAD_MODE,
