@@ -284,7 +284,8 @@ fn block_timeout(s: &AppState) -> Duration {
     Duration::from_millis(s.hub.config().hls.block_timeout_ms)
 }
 
-fn playlist_response(body: String, cache: &str) -> Response {
+fn playlist_response(body: impl Into<Bytes>, cache: &str) -> Response {
+    let body: Bytes = body.into();
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -470,7 +471,7 @@ async fn rendition_file(
             let d = parse_directives(query.as_deref())?;
             let Some(msn) = d.msn else {
                 let text = wait_for(&l, deadline, |p| {
-                    p.has_media(r).then(|| p.media_playlist(r)).flatten()
+                    p.has_media(r).then(|| p.media_playlist_bytes(r)).flatten()
                 })
                 .await
                 .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no media yet"))?;
@@ -478,7 +479,7 @@ async fn rendition_file(
                 return Ok(playlist_response(text, &cache));
             };
             let answer = wait_for(&l, deadline, |p| match p.blocking_ready(r, msn, d.part) {
-                Readiness::Ready => Some(Ok(p.media_playlist(r))),
+                Readiness::Ready => Some(Ok(p.media_playlist_bytes(r))),
                 Readiness::TooFarAhead => Some(Err(())),
                 Readiness::Wait => None,
             })

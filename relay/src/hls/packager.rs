@@ -428,6 +428,10 @@ pub struct Packager {
     record: Option<Vec<recorder::Event>>,
     ended: bool,
     version: u64,
+    /// Each rendition's media playlist as last rendered, with the version it shows: a
+    /// playlist is rendered once per change, however many players ask (behind the lecture's
+    /// lock, so a `RefCell` suffices).
+    rendered: std::cell::RefCell<Vec<Option<(u64, Bytes)>>>,
 }
 
 impl Packager {
@@ -469,6 +473,7 @@ impl Packager {
             record: None,
             ended: false,
             version: 0,
+            rendered: Default::default(),
         }
     }
 
@@ -1108,6 +1113,8 @@ impl Packager {
     }
 
     fn start_segment(&mut self, start: i64, now: Option<SystemTime>) {
+        // A new segment moves the preload hint: a change readers see.
+        self.version += 1;
         let discontinuity = std::mem::take(&mut self.pending_discontinuity);
         self.cut_requested = false;
         if discontinuity {
@@ -1503,7 +1510,23 @@ impl Packager {
             .is_some_and(|x| x.last_part().is_some())
     }
 
-    /// The media playlist of rendition `r`.
+    /// The media playlist of rendition `r`, rendered at most once per [`Packager::version`].
+    pub fn media_playlist_bytes(&self, r: RenditionIdx) -> Option<Bytes> {
+        let mut cache = self.rendered.borrow_mut();
+        if let Some(Some((v, text))) = cache.get(r)
+            && *v == self.version
+        {
+            return Some(text.clone());
+        }
+        let text = Bytes::from(self.media_playlist(r)?);
+        if cache.len() <= r {
+            cache.resize(r + 1, None);
+        }
+        cache[r] = Some((self.version, text.clone()));
+        Some(text)
+    }
+
+    /// The media playlist of rendition `r`, rendered afresh.
     pub fn media_playlist(&self, r: RenditionIdx) -> Option<String> {
         let rend = self.renditions.get(r)?;
         let inst = &self.instance;

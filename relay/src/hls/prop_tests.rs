@@ -231,6 +231,14 @@ fn run(s: &Script) -> Result<(), TestCaseError> {
                 if let Some(text) = p.media_playlist(r)
                     && p.has_media(r)
                 {
+                    // What players get (rendered once per version) is what a fresh render
+                    // says: no change escapes the version.
+                    let served = p.media_playlist_bytes(r).unwrap();
+                    prop_assert_eq!(
+                        std::str::from_utf8(&served).unwrap_or("(not UTF-8)"),
+                        text.as_str(),
+                        "stale cached playlist"
+                    );
                     check_playlist(&text).map_err(|m| {
                         TestCaseError::fail(format!(
                             "{} at {:.0} ms: {m}\n{text}",
