@@ -9,5 +9,7 @@ bash scripts/build-web.sh
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Licences, duplicate versions and sources always; advisories when their databases answer.
+bash scripts/audit.sh --offline-ok
 # --no-fail-fast: one failing test binary must not hide the others' results.
 cargo test --locked --workspace --no-fail-fast
