@@ -329,7 +329,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         pages = Some(s);
     }
     let transcoders: Arc<dyn media::encode::Transcoders> =
-        Arc::new(transcode::opus::GstTranscoders);
+        Arc::new(transcode::opus::GstTranscoders {
+            watchdog: transcode::supervise::Watchdog::from_config(&config.transcode),
+        });
     hub.set_level_meters(transcoders.clone());
     let mut whep_stats = None;
     if config.webrtc.enabled {
@@ -356,6 +358,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                 if let Some(lib) = lib {
                     lib.metrics_text(&mut out);
                 }
+                let restarts = transcode::supervise::restarts_total();
+                out.push_str(&format!(
+                    "# HELP jiangtang_transcoder_restarts_total Audio transcoders restarted after an error or a stall\n# TYPE jiangtang_transcoder_restarts_total counter\njiangtang_transcoder_restarts_total {restarts}\n"
+                ));
                 heap_metrics(&mut out);
                 (
                     [(
