@@ -31,10 +31,7 @@ fn one_recording_plays_through(s: &Server, lecture: &str, renditions: &[&str]) -
     let id = rec["id"].as_str().unwrap();
     for rendition in renditions {
         let vod = get_text(&s.url(&format!("/replay/{id}/{rendition}/index.m3u8")));
-        let n = vod
-            .lines()
-            .filter(|l| *l == "#EXT-X-DISCONTINUITY")
-            .count();
+        let n = vod.lines().filter(|l| *l == "#EXT-X-DISCONTINUITY").count();
         assert_eq!(n, 1, "{rendition}: {vod}");
         assert!(vod.ends_with("#EXT-X-ENDLIST\n"), "{vod}");
     }
@@ -60,7 +57,11 @@ fn rtmp_publisher_back_within_the_window_is_one_recording_that_plays_through() {
     let s = Server::start(&config(&dir, 4, ""));
     for _ in 0..2 {
         let mut p = ffmpeg_publish_args(&s.rtmp_url("again"), "320x180", 25, 440, &["-t", "5"]);
-        assert_eq!(p.wait(Duration::from_secs(20)), Some(true), "ffmpeg published");
+        assert_eq!(
+            p.wait(Duration::from_secs(20)),
+            Some(true),
+            "ffmpeg published"
+        );
     }
     let rec = one_recording_plays_through(&s, "again", &["video", "audio-cmn"]);
     assert!(rec["duration_s"].as_f64().unwrap() > 8.0, "{rec}");
@@ -72,7 +73,11 @@ fn srt_publisher_back_within_the_window_is_one_recording_that_plays_through() {
     let s = Server::start(&config(&dir, 4, ""));
     for _ in 0..2 {
         let mut p = common::replay::srt_lecture(&s, "again", &[("cmn", 440), ("yue", 660)], 5);
-        assert_eq!(p.wait(Duration::from_secs(20)), Some(true), "ffmpeg published");
+        assert_eq!(
+            p.wait(Duration::from_secs(20)),
+            Some(true),
+            "ffmpeg published"
+        );
     }
     let rec = one_recording_plays_through(&s, "again", &["video", "audio-cmn", "audio-yue"]);
     assert!(rec["duration_s"].as_f64().unwrap() > 8.0, "{rec}");

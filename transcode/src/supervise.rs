@@ -346,4 +346,33 @@ mod tests {
         let after = levels.lock().unwrap().len() - before;
         assert!(after >= 2, "{after} readings after the restart");
     }
+
+    #[test]
+    fn restarts_are_bounded_per_minute() {
+        let (params, _) = crate::test_audio::aac_tone(2, 0.5);
+        let watchdog = Watchdog {
+            stall: Duration::from_secs(2),
+            max_restarts_per_minute: 2,
+        };
+        let mut enc = crate::opus::supervised(watchdog, &params, Box::new(|_| {})).unwrap();
+        // Nothing but corrupt frames: it fails, is restarted twice, then waits out the minute.
+        let (mut pts, mut n) = (0i64, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while enc.restarts.len() < 3 && Instant::now() < deadline {
+            enc.push(pts, 48_000, &garbage(n, 300)).unwrap();
+            pts += 1024;
+            n += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(enc.restarts.len(), 3, "{:?}", enc.last_fault());
+        let now = Instant::now();
+        let retry = enc.retry_at.expect("a restart is planned");
+        assert!(retry > now + Duration::from_secs(50), "{:?}", retry - now);
+        for _ in 0..100 {
+            enc.push(pts, 48_000, &garbage(n, 300)).unwrap();
+            pts += 1024;
+            n += 1;
+        }
+        assert!(enc.running.is_none(), "silent until the minute has passed");
+    }
 }
