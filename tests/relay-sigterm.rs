@@ -104,7 +104,7 @@ fn sigterm_ends_every_lecture_cleanly_and_exits_0() {
     let mut s = Server::start(&config);
     let _browser = browser_lock();
     let mut rtmp = ffmpeg_publish(&s.rtmp_url("by-rtmp"), "320x180", 25, 440);
-    let _srt = common::replay::srt_lecture(&s, "by-srt", &[("cmn", 440), ("yue", 660)], 120);
+    let mut srt = common::replay::srt_lecture(&s, "by-srt", &[("cmn", 440), ("yue", 660)], 120);
     let whip = node_whip_publish(format!("http://{}", s.http), "by-whip", 60);
     let lectures = ["by-rtmp", "by-srt", "by-whip"];
     for l in lectures {
@@ -134,6 +134,16 @@ fn sigterm_ends_every_lecture_cleanly_and_exits_0() {
     });
     std::thread::sleep(Duration::from_secs(1));
 
+    // An LL-HLS player blocked on a playlist reload for a segment that never comes: the
+    // end answers it.
+    let pl = wait_for_segments(&s, "by-srt", "video", 2);
+    let blocked_url = s.url(&format!(
+        "/hls/by-srt/video/index.m3u8?_HLS_msn={}&_HLS_part=3",
+        pl.media_sequence + pl.segments.len() as u64 + 1
+    ));
+    let blocked = std::thread::spawn(move || get(&blocked_url));
+    std::thread::sleep(Duration::from_millis(300));
+
     let asked = Instant::now();
     let status = s.terminate(Duration::from_secs(20));
     let took = asked.elapsed();
@@ -148,6 +158,17 @@ fn sigterm_ends_every_lecture_cleanly_and_exits_0() {
     assert!(!log.contains("still being written at exit"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 
+    let (status, _, body) = blocked.join().expect("the blocked reload was answered");
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        status == 200 && body.contains("#EXT-X-ENDLIST"),
+        "{status} {body}"
+    );
+    // The SRT encoder saw its connection end.
+    assert!(
+        srt.wait(Duration::from_secs(10)).is_some(),
+        "ffmpeg still sending over SRT"
+    );
     // Players saw the end of every playlist.
     stop.store(true, Ordering::Relaxed);
     for (what, p) in players {
