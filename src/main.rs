@@ -339,7 +339,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         pages = Some(s);
     }
     let transcoders: Arc<dyn media::encode::Transcoders> =
-        Arc::new(transcode::opus::GstTranscoders);
+        Arc::new(transcode::opus::GstTranscoders {
+            watchdog: transcode::supervise::Watchdog::from_config(&config.transcode),
+        });
     hub.set_level_meters(transcoders.clone());
     let mut whep_stats = None;
     if config.webrtc.enabled {
@@ -366,6 +368,10 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                 if let Some(lib) = lib {
                     lib.metrics_text(&mut out);
                 }
+                let restarts = transcode::supervise::restarts_total();
+                out.push_str(&format!(
+                    "# HELP jiangtang_transcoder_restarts_total Audio transcoders restarted after an error or a stall\n# TYPE jiangtang_transcoder_restarts_total counter\njiangtang_transcoder_restarts_total {restarts}\n"
+                ));
                 heap_metrics(&mut out);
                 (
                     [(
@@ -387,6 +393,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    // Inputs stop first, then lectures end, and only then HTTP and the rest (`stop_tx`).
+    let (inputs_stop_tx, inputs_stop_rx) = tokio::sync::watch::channel(false);
+    let mut rtmp_task = None;
     if config.rtmp.enabled {
         let rtmp = TcpListener::bind(config.rtmp.listen)
             .await
@@ -396,12 +405,15 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             p.set_ports(Some(rtmp.local_addr()?.port()), None);
         }
         let publish: Arc<dyn Publish> = hub.clone();
-        tasks.spawn(ingest::rtmp::serve(
+        let mut stop = inputs_stop_rx.clone();
+        rtmp_task = Some(tokio::spawn(ingest::rtmp::serve(
             rtmp,
             config.rtmp.clone(),
             publish,
-            stopped(),
-        ));
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
     }
     let _srt = if config.srt.enabled {
         let publish: Arc<dyn Publish> = hub.clone();
@@ -461,11 +473,16 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("shutting down");
-    let _ = stop_tx.send(true);
+    // 1. Inputs stop: RTMP publishers are told and closed, SRT and cameras dropped.
+    let _ = inputs_stop_tx.send(true);
+    if let Some(t) = rtmp_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     drop(_demo);
     drop(_srt);
     drop(_cameras);
-    // Every lecture ends: players see EXT-X-ENDLIST, recordings are flushed and closed.
+    // 2. Every lecture ends: playlists get EXT-X-ENDLIST (players blocked on a reload get
+    // it at once), WebRTC sessions close, recordings are flushed and closed.
     hub.end_all();
     if let Some(lib) = recordings {
         let closed =
@@ -478,6 +495,18 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             );
         }
     }
+    // 3. Players polling the playlists get a moment to see their end; queued webhooks (the
+    // lectures' ends) a few seconds to go out. What is not delivered stays in the queue on
+    // disk for the next start.
+    let drain = tokio::time::sleep(SHUTDOWN_DRAIN);
+    if let Some(h) = &hooks {
+        // The lectures' ends are queued by tasks that heard of them just now.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let _ = tokio::time::timeout(SHUTDOWN_WEBHOOKS, h.delivered_all()).await;
+    }
+    drain.await;
+    // 4. Then HTTP and the rest.
+    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -487,6 +516,12 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How long HTTP stays up at shutdown after every lecture ended, so players polling a
+/// playlist see its `EXT-X-ENDLIST`.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Longest wait at shutdown for queued webhooks to be delivered.
+const SHUTDOWN_WEBHOOKS: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// What the pages learn from the relay.
 struct RelayLive(Arc<relay::Hub>);

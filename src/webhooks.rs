@@ -54,6 +54,21 @@ impl Webhooks {
         }
     }
 
+    /// Resolves once nothing is left in the queue (delivered, or given up after its last
+    /// attempt): for the shutdown, which waits a little for it.
+    pub async fn delivered_all(&self) {
+        loop {
+            let outbox = self.outbox.clone();
+            let empty = tokio::task::spawn_blocking(move || outbox.pending().is_empty())
+                .await
+                .unwrap_or(true);
+            if empty {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn lecture(&self, what: LectureEvent, l: &Lecture) {
         let mut lecture = json!({
             "name": l.name,

@@ -71,6 +71,20 @@ pub struct Config {
     pub demo: DemoConfig,
     /// The programme: halls, lectures, bookings (the `catalogue` crate).
     pub catalogue: CatalogueConfig,
+    /// Supervision of the audio transcoders (AAC to Opus, Opus or G.711 to AAC).
+    pub transcode: TranscodeConfig,
+}
+
+/// `[transcode]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// A transcoder that puts out nothing for this long while its input flows is restarted
+    /// (as is one whose pipeline reports an error).
+    pub stall_timeout_ms: u64,
+    /// Most restarts of one transcoder in any minute; beyond, its dialect stays silent on
+    /// that output until the minute has passed.
+    pub max_restarts_per_minute: u32,
 }
 
 /// `[http]`
@@ -498,6 +512,9 @@ impl Config {
                 "http.operator_token",
                 "must be empty or at least 16 characters",
             );
+        }
+        if !(1000..=600_000).contains(&self.transcode.stall_timeout_ms) {
+            return bad("transcode.stall_timeout_ms", "must be 1000..=600000");
         }
         if self.channel.max_connections == 0 {
             return bad("channel.max_connections", "must be at least 1");

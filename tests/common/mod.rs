@@ -2,6 +2,7 @@
 //! OS, real publishers (ffmpeg, gst-launch-1.0) and real players (ffprobe, ffmpeg, Chromium).
 #![allow(dead_code)]
 
+pub mod hooks;
 pub mod replay;
 pub mod rtmp;
 pub mod whep;
@@ -273,6 +274,24 @@ impl Server {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the relay to exit: its exit status, or
+    /// none if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// True while the process runs.

@@ -17,6 +17,7 @@ pub struct Viewer {
     /// The session resource (`/whep/NAME/ID`).
     pub location: String,
     video_frames: Arc<AtomicU64>,
+    audio_frames: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -46,16 +47,18 @@ impl Viewer {
         let answer = SdpAnswer::from_sdp_string(&r.text().await.unwrap()).unwrap();
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         let video_frames = Arc::new(AtomicU64::new(0));
+        let audio_frames = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(receive(
             rtc,
             socket,
-            video_frames.clone(),
+            [video_frames.clone(), audio_frames.clone()],
             connected.clone(),
         ));
         Viewer {
             location,
             video_frames,
+            audio_frames,
             connected,
             task,
         }
@@ -64,6 +67,11 @@ impl Viewer {
     /// Video frames received so far.
     pub fn video_frames(&self) -> u64 {
         self.video_frames.load(Ordering::Relaxed)
+    }
+
+    /// Audio (Opus) packets received so far.
+    pub fn audio_frames(&self) -> u64 {
+        self.audio_frames.load(Ordering::Relaxed)
     }
 
     /// Whether ICE and DTLS are up.
@@ -81,7 +89,7 @@ impl Drop for Viewer {
 async fn receive(
     mut rtc: Rtc,
     socket: UdpSocket,
-    video_frames: Arc<AtomicU64>,
+    [video_frames, audio_frames]: [Arc<AtomicU64>; 2],
     connected: Arc<AtomicBool>,
 ) {
     let local = socket.local_addr().unwrap();
@@ -98,6 +106,11 @@ async fn receive(
                     if m.params.spec().codec == str0m::format::Codec::H264 =>
                 {
                     video_frames.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Output::Event(Event::MediaData(m)))
+                    if m.params.spec().codec == str0m::format::Codec::Opus =>
+                {
+                    audio_frames.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return,

@@ -1,6 +1,9 @@
 // Publishes over WHIP from Debian's headless Chromium (fake capture devices) and reports JSON.
 //   node whip.mjs publish SERVER STREAM KEY SECONDS
 //       camera and microphone (Chromium's fake devices) as the lecture's source
+//   node whip.mjs publish-until-closed SERVER STREAM KEY SECONDS
+//       the same, until the relay ends the session (the connection leaves "connected") or
+//       SECONDS pass; reports the state it ended in
 //   node whip.mjs interpret SERVER STREAM LANG KEY SECONDS WAV SHOTS
 //       the /interpret/STREAM page with WAV as the microphone: start, mute, unmute, stop
 import { launch } from "./browser.mjs";
@@ -8,8 +11,9 @@ import { launch } from "./browser.mjs";
 const [scenario, server, stream, ...rest] = process.argv.slice(2);
 const result = { errors: [] };
 
-if (scenario === "publish") {
+if (scenario === "publish" || scenario === "publish-until-closed") {
   const [key, seconds] = rest;
+  const untilClosed = scenario === "publish-until-closed";
   const browser = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]);
   try {
     const page = await browser.newPage();
@@ -19,7 +23,7 @@ if (scenario === "publish") {
     Object.assign(
       result,
       await page.evaluate(
-        async ({ server, stream, key, seconds }) => {
+        async ({ server, stream, key, seconds, untilClosed }) => {
           const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
           const pc = new RTCPeerConnection();
           for (const t of media.getTracks()) pc.addTransceiver(t, { direction: "sendonly" });
@@ -31,6 +35,15 @@ if (scenario === "publish") {
           const answer = await resp.text();
           if (resp.status !== 201) return { ...out, body: answer };
           await pc.setRemoteDescription({ type: "answer", sdp: answer });
+          if (untilClosed) {
+            const end = Date.now() + Number(seconds) * 1000;
+            while (Date.now() < end && pc.connectionState !== "connected") await new Promise((r) => setTimeout(r, 100));
+            out.connected = pc.connectionState === "connected";
+            while (Date.now() < end && pc.connectionState === "connected") await new Promise((r) => setTimeout(r, 100));
+            out.state = pc.connectionState;
+            pc.close();
+            return out;
+          }
           await new Promise((r) => setTimeout(r, Number(seconds) * 1000));
           out.state = pc.connectionState;
           out.outbound = [];
@@ -41,7 +54,7 @@ if (scenario === "publish") {
           pc.close();
           return out;
         },
-        { server, stream, key, seconds },
+        { server, stream, key, seconds, untilClosed },
       ),
     );
   } catch (e) {

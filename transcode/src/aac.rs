@@ -19,7 +19,7 @@ use crate::fed::Fed;
 pub const AAC_BITRATE_PER_CHANNEL: i32 = 64_000;
 
 /// A running pipeline to AAC; dropping it stops it.
-pub struct ToAac(Fed);
+pub struct ToAac(pub(crate) Fed);
 
 impl AudioEncoder for ToAac {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
@@ -43,7 +43,7 @@ impl ToAac {
                         .field("channels", channels as i32)
                         .field("rate", 48_000i32)
                         .build(),
-                    "opusdec plc=true",
+                    "opusdec plc=true max-errors=50",
                     channels,
                 )
             }

@@ -1,7 +1,10 @@
 //! The shape every transcoding pipeline here shares: frames go in through an `appsrc` with
 //! the input's timestamps (not live, not clock-synchronised, so it runs as fast as frames
 //! come and keeps their timeline), bounded so a stalled pipeline drops input instead of
-//! growing; dropping it ends the stream and stops it.
+//! growing; dropping it ends the stream and stops it. Every message on its bus is handled
+//! on the streaming thread (no main loop); an error is kept for [`crate::supervise`].
+
+use std::sync::{Arc, Mutex};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -13,6 +16,8 @@ pub struct Fed {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     what: &'static str,
+    fault: Arc<Mutex<Option<String>>>,
+    handled: bool,
 }
 
 impl Fed {
@@ -41,6 +46,8 @@ impl Fed {
             pipeline,
             src,
             what,
+            fault: Arc::default(),
+            handled: false,
         })
     }
 
@@ -57,8 +64,38 @@ impl Fed {
             .ok_or_else(|| format!("no appsink {name}"))
     }
 
+    /// Hands every message of the bus to `f` on the thread that posts it, after keeping the
+    /// first error. At most once, before [`Fed::play`] (which otherwise installs one that
+    /// only keeps errors).
+    pub fn on_message(&mut self, f: impl Fn(&gst::Message) + Send + Sync + 'static) {
+        let Some(bus) = self.pipeline.bus() else {
+            return;
+        };
+        let fault = self.fault.clone();
+        bus.set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Error(e) = msg.view() {
+                let mut fault = fault.lock().unwrap_or_else(|e| e.into_inner());
+                if fault.is_none() {
+                    let from = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+                    *fault = Some(format!("{from}: {}", e.error()));
+                }
+            }
+            f(msg);
+            gst::BusSyncReply::Drop
+        });
+        self.handled = true;
+    }
+
+    /// The first error the pipeline posted, if any.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Starts it.
-    pub fn play(self) -> Result<Fed, String> {
+    pub fn play(mut self) -> Result<Fed, String> {
+        if !self.handled {
+            self.on_message(|_| {});
+        }
         self.pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| format!("cannot start the {}: {e}", self.what))?;

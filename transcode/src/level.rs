@@ -5,14 +5,13 @@
 use std::sync::Mutex;
 
 use gstreamer as gst;
-use gstreamer::prelude::*;
 use media::aac::AacParams;
 use media::encode::{AudioEncoder, Level};
 
 use crate::fed::{Fed, aac_caps};
 
 /// A running level meter; dropping it stops it.
-pub struct LevelMeter(Fed);
+pub struct LevelMeter(pub(crate) Fed);
 
 impl AudioEncoder for LevelMeter {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
@@ -24,7 +23,7 @@ impl LevelMeter {
     /// Starts a meter for AAC with configuration `aac`; `on_level` gets a reading per second
     /// of audio.
     pub fn start(aac: &AacParams, on_level: Box<dyn FnMut(Level) + Send>) -> Result<Self, String> {
-        let fed = Fed::launch(
+        let mut fed = Fed::launch(
             "appsrc name=src format=time is-live=false do-timestamp=false \
              ! aacparse ! avdec_aac ! audioconvert \
              ! level name=level interval=1000000000 post-messages=true \
@@ -34,9 +33,7 @@ impl LevelMeter {
             "level meter",
         )?;
         let on_level = Mutex::new(on_level);
-        let bus = fed.pipeline().bus().ok_or("no bus")?;
-        // Synchronously on the streaming thread: no main loop needed.
-        bus.set_sync_handler(move |_, msg| {
+        fed.on_message(move |msg| {
             if let gst::MessageView::Element(e) = msg.view()
                 && let Some(s) = e.structure()
                 && s.name() == "level"
@@ -56,7 +53,6 @@ impl LevelMeter {
                 };
                 (on_level.lock().unwrap_or_else(|e| e.into_inner()))(level);
             }
-            gst::BusSyncReply::Drop
         });
         Ok(LevelMeter(fed.play()?))
     }

@@ -8,6 +8,7 @@
 //! - [`level`]: the sound level of a dialect, for the lecture's health.
 //! - [`poster`]: a recording's poster, the first picture of its video as a JPEG.
 //! - [`fed`]: the appsrc-fed pipeline shape they share.
+//! - [`supervise`]: restarts a pipeline that fails or stalls.
 
 pub mod aac;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod fed;
 pub mod level;
 pub mod opus;
 pub mod poster;
+pub mod supervise;
 #[cfg(test)]
 mod test_audio;
 

@@ -5,7 +5,7 @@
 //! and not synchronised to a clock, so it runs as fast as frames arrive and Opus packets
 //! keep the input's timeline.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use gstreamer as gst;
@@ -14,16 +14,21 @@ use media::aac::AacParams;
 use media::encode::{AacFrame, AudioEncoder, AudioSource, Packet, Transcoders};
 
 use crate::fed::{Fed, aac_caps};
+use crate::supervise::{Supervised, Watchdog, counted};
 
 /// Opus bitrate of the WebRTC audio, bits per second.
 pub const OPUS_BITRATE: i32 = 64_000;
 
-/// The GStreamer implementation of [`Transcoders`].
+/// The GStreamer implementation of [`Transcoders`]: every pipeline it starts is supervised
+/// ([`crate::supervise`]).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct GstTranscoders;
+pub struct GstTranscoders {
+    /// When a pipeline is restarted.
+    pub watchdog: Watchdog,
+}
 
 /// A running AAC to Opus pipeline; dropping it stops it.
-pub struct AacToOpus(Fed);
+pub struct AacToOpus(pub(crate) Fed);
 
 impl AudioEncoder for AacToOpus {
     fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
@@ -41,7 +46,7 @@ impl AacToOpus {
         let fed = Fed::launch(
             &format!(
                 "appsrc name=src format=time is-live=false do-timestamp=false \
-                 ! aacparse ! avdec_aac ! audioconvert ! audioresample \
+                 ! aacparse ! avdec_aac max-errors=50 ! audioconvert ! audioresample \
                  ! audio/x-raw,rate=48000,channels=2 \
                  ! opusenc frame-size=20 bitrate={OPUS_BITRATE} audio-type=voice \
                  ! appsink name=sink sync=false"
@@ -73,13 +78,41 @@ impl AacToOpus {
     }
 }
 
+/// An AAC to Opus encoder under `watchdog`.
+pub(crate) fn supervised(
+    watchdog: Watchdog,
+    aac: &AacParams,
+    on_packet: Box<dyn FnMut(Packet) + Send>,
+) -> Result<Supervised, String> {
+    let (aac, on_packet) = (aac.clone(), Arc::new(Mutex::new(on_packet)));
+    Supervised::start("opus encoder", watchdog, move |n| {
+        Ok(AacToOpus::start(&aac, counted(&on_packet, n))?.0)
+    })
+}
+
+/// A level meter under `watchdog`.
+pub(crate) fn supervised_level_meter(
+    watchdog: Watchdog,
+    aac: &AacParams,
+    on_level: Box<dyn FnMut(media::encode::Level) + Send>,
+) -> Result<Supervised, String> {
+    let (aac, on_level) = (aac.clone(), Arc::new(Mutex::new(on_level)));
+    Supervised::start("level meter", watchdog, move |n| {
+        Ok(crate::level::LevelMeter::start(&aac, counted(&on_level, n))?.0)
+    })
+}
+
 impl Transcoders for GstTranscoders {
     fn level_meter(
         &self,
         aac: &AacParams,
         on_level: Box<dyn FnMut(media::encode::Level) + Send>,
     ) -> Result<Box<dyn AudioEncoder>, String> {
-        Ok(Box::new(crate::level::LevelMeter::start(aac, on_level)?))
+        Ok(Box::new(supervised_level_meter(
+            self.watchdog,
+            aac,
+            on_level,
+        )?))
     }
 
     fn to_aac(
@@ -87,7 +120,12 @@ impl Transcoders for GstTranscoders {
         source: &AudioSource,
         on_frame: Box<dyn FnMut(AacFrame) + Send>,
     ) -> Result<Box<dyn AudioEncoder>, String> {
-        Ok(Box::new(crate::aac::ToAac::start(source, on_frame)?))
+        let (source, on_frame) = (*source, Arc::new(Mutex::new(on_frame)));
+        Ok(Box::new(Supervised::start(
+            "AAC encoder",
+            self.watchdog,
+            move |n| Ok(crate::aac::ToAac::start(&source, counted(&on_frame, n))?.0),
+        )?))
     }
 
     fn aac_to_opus(
@@ -95,7 +133,7 @@ impl Transcoders for GstTranscoders {
         aac: &AacParams,
         on_packet: Box<dyn FnMut(Packet) + Send>,
     ) -> Result<Box<dyn AudioEncoder>, String> {
-        Ok(Box::new(AacToOpus::start(aac, on_packet)?))
+        Ok(Box::new(supervised(self.watchdog, aac, on_packet)?))
     }
 }
 

@@ -20,7 +20,15 @@ use super::handshake::PACKET;
 use super::session::{ServerSession, SessionEvent};
 use super::to_media::FlvToMedia;
 
-/// Accepts RTMP connections on `listener` until `shutdown` resolves.
+/// Longest wait at shutdown for publishers to be told and their connections closed.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a connection told of the shutdown waits for its client to hang up.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Accepts RTMP connections on `listener` until `shutdown` resolves; then tells every open
+/// connection the relay is shutting down (an `onStatus` error, then the close) and returns
+/// once they are closed (at most [`CLOSE_WAIT`]).
 pub async fn serve(
     listener: TcpListener,
     config: config::RtmpConfig,
@@ -29,10 +37,16 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let config = Arc::new(config);
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, addr) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => {
+                let _ = closing_tx.send(true);
+                let all = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+                let _ = tokio::time::timeout(CLOSE_WAIT, slots.acquire_many(all)).await;
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -49,9 +63,10 @@ pub async fn serve(
         };
         let config = config.clone();
         let publish = publish.clone();
+        let closing = closing.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            match connection(stream, addr, &config, publish.as_ref()).await {
+            match connection(stream, addr, &config, publish.as_ref(), closing).await {
                 Ok(()) => debug!(%addr, "rtmp connection closed"),
                 Err(reason) => warn!(%addr, "rtmp connection closed: {reason}"),
             }
@@ -100,6 +115,7 @@ async fn connection(
     addr: SocketAddr,
     config: &config::RtmpConfig,
     publish: &dyn Publish,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut random = [0u8; PACKET];
     rand::fill(&mut random[..]);
@@ -121,7 +137,29 @@ async fn connection(
         } else {
             handshake_deadline
         };
-        let n = match timeout_at(deadline, stream.read(&mut buf)).await {
+        let read = tokio::select! {
+            r = timeout_at(deadline, stream.read(&mut buf)) => r,
+            _ = async { drop(closing.wait_for(|c| *c).await) } => {
+                session.close("the relay is shutting down");
+                while let Some(out) = session.poll_transmit() {
+                    let _ = tokio::time::timeout(CLOSE_WAIT, stream.write_all(&out)).await;
+                }
+                let _ = stream.shutdown().await;
+                // Read on until the client hangs up: closing with its media still coming
+                // would reset the connection and lose the status before it reads it.
+                let linger = Instant::now() + LINGER;
+                while let Ok(Ok(n)) = timeout_at(linger, stream.read(&mut buf)).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if sink.is_some() {
+                    info!(%addr, stream = %stream_name, "rtmp publisher told the relay is shutting down");
+                }
+                return Ok(());
+            }
+        };
+        let n = match read {
             Err(_) if sink.is_some() => {
                 return Err(format!(
                     "publisher of {stream_name:?} sent nothing for {idle:?}"

@@ -205,6 +205,18 @@ impl ServerSession {
         self.phase = Phase::Closed;
     }
 
+    /// Tells the client the relay is closing the connection (an `onStatus` error the encoder
+    /// reports, e.g. ffmpeg's "Server error: DESCRIPTION"); the caller then closes it.
+    pub fn close(&mut self, description: &str) {
+        self.send_status(
+            "error",
+            "NetConnection.Connect.Closed",
+            description,
+            self.publish_txn,
+        );
+        self.phase = Phase::Closed;
+    }
+
     fn maybe_ack(&mut self) {
         if self.peer_window > 0 && self.received - self.last_ack >= self.peer_window as u64 {
             self.last_ack = self.received;

@@ -52,7 +52,7 @@ impl Rig {
         let whep = Whep::start_with(
             sockets,
             hub.clone(),
-            Arc::new(transcode::opus::GstTranscoders),
+            Arc::new(transcode::opus::GstTranscoders::default()),
             maintain_every,
         );
         let router = whep.router();
