@@ -356,6 +356,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                 if let Some(lib) = lib {
                     lib.metrics_text(&mut out);
                 }
+                media::limits::render(&mut out);
                 heap_metrics(&mut out);
                 (
                     [(

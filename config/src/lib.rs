@@ -101,6 +101,9 @@ pub struct ChannelConfig {
     pub idle_timeout_ms: u64,
     /// A connection that does not take a message within this time is closed.
     pub send_timeout_ms: u64,
+    /// Questions and raised hands accepted from one client address per minute (IPv6: one
+    /// /64), over all its live channels.
+    pub questions_per_address_per_minute: u32,
 }
 
 /// `[rtmp]`
@@ -113,6 +116,8 @@ pub struct RtmpConfig {
     pub listen: SocketAddr,
     /// Most simultaneous RTMP connections.
     pub max_connections: usize,
+    /// Most simultaneous RTMP connections from one client address (IPv6: one /64).
+    pub max_per_address: usize,
     /// Time allowed from TCP connect to `publish`.
     pub handshake_timeout_ms: u64,
     /// A publisher sending nothing for this long is disconnected.
@@ -137,6 +142,8 @@ pub struct SrtConfig {
     pub passphrase: String,
     /// Most simultaneous SRT publishers.
     pub max_connections: usize,
+    /// Most simultaneous SRT publishers from one client address (IPv6: one /64).
+    pub max_per_address: usize,
     /// A publisher silent for this long is disconnected.
     pub idle_timeout_ms: u32,
 }
@@ -242,6 +249,8 @@ pub struct WebrtcConfig {
     pub public_ips: Vec<std::net::IpAddr>,
     /// Most WebRTC viewers at once; more get 503 and should use LL-HLS.
     pub max_viewers: usize,
+    /// Most WebRTC viewers of one lecture; more get 503 and should use LL-HLS.
+    pub max_viewers_per_lecture: usize,
     /// Most WHIP publishers (lecture sources and interpreters) at once.
     pub max_publishers: usize,
     /// A viewer whose ICE and DTLS are not up within this time is dropped.
@@ -508,6 +517,12 @@ impl Config {
                 "must be 1..=channel.max_connections",
             );
         }
+        if self.channel.questions_per_address_per_minute == 0 {
+            return bad(
+                "channel.questions_per_address_per_minute",
+                "must be at least 1",
+            );
+        }
         if !(100..=600_000).contains(&self.channel.ping_interval_ms) {
             return bad("channel.ping_interval_ms", "must be 100..=600000");
         }
@@ -538,6 +553,12 @@ impl Config {
         }
         if self.webrtc.max_viewers == 0 {
             return bad("webrtc.max_viewers", "must be at least 1");
+        }
+        if !(1..=self.webrtc.max_viewers).contains(&self.webrtc.max_viewers_per_lecture) {
+            return bad(
+                "webrtc.max_viewers_per_lecture",
+                "must be 1..=webrtc.max_viewers",
+            );
         }
         if !(1000..=120_000).contains(&self.webrtc.connect_timeout_ms) {
             return bad("webrtc.connect_timeout_ms", "must be 1000..=120000");
@@ -583,6 +604,9 @@ impl Config {
         }
         if self.srt.max_connections == 0 {
             return bad("srt.max_connections", "must be at least 1");
+        }
+        if !(1..=self.srt.max_connections).contains(&self.srt.max_per_address) {
+            return bad("srt.max_per_address", "must be 1..=srt.max_connections");
         }
         if !(1000..=60_000).contains(&self.srt.idle_timeout_ms) {
             return bad("srt.idle_timeout_ms", "must be 1000..=60000");
@@ -630,6 +654,9 @@ impl Config {
         }
         if self.rtmp.max_connections == 0 {
             return bad("rtmp.max_connections", "must be at least 1");
+        }
+        if !(1..=self.rtmp.max_connections).contains(&self.rtmp.max_per_address) {
+            return bad("rtmp.max_per_address", "must be 1..=rtmp.max_connections");
         }
         if self.rtmp.handshake_timeout_ms < 100 || self.rtmp.idle_timeout_ms < 100 {
             return bad(
