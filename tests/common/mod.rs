@@ -2,6 +2,7 @@
 //! OS, real publishers (ffmpeg, gst-launch-1.0) and real players (ffprobe, ffmpeg, Chromium).
 #![allow(dead_code)]
 
+pub mod floods;
 pub mod replay;
 pub mod rtmp;
 pub mod whep;
