@@ -125,10 +125,12 @@ pub enum Limit {
     ChannelRate,
     /// `channel.questions_per_address_per_minute`.
     ChannelQuestionsPerAddress,
+    /// `catalogue.bookings_per_minute`.
+    Bookings,
 }
 
 impl Limit {
-    const ALL: [Limit; 15] = [
+    const ALL: [Limit; 16] = [
         Limit::RtmpConnections,
         Limit::RtmpPerAddress,
         Limit::RtmpIdle,
@@ -144,6 +146,7 @@ impl Limit {
         Limit::ChannelMessage,
         Limit::ChannelRate,
         Limit::ChannelQuestionsPerAddress,
+        Limit::Bookings,
     ];
 
     /// The label in `/metrics`.
@@ -164,6 +167,7 @@ impl Limit {
             Limit::ChannelMessage => "channel_message",
             Limit::ChannelRate => "channel_rate",
             Limit::ChannelQuestionsPerAddress => "channel_questions_per_address",
+            Limit::Bookings => "bookings",
         }
     }
 }
