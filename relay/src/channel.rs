@@ -39,6 +39,11 @@ use crate::hub::{Hub, Status};
 
 /// Largest message a client may send.
 pub const MAX_MESSAGE: usize = 4 * 1024;
+/// Read buffer of a channel's socket: room for one largest message.
+const READ_BUFFER: usize = MAX_MESSAGE + 1024;
+/// Most bytes a channel's socket may hold unsent (a client not reading is closed at
+/// `channel.send_timeout_ms` anyway).
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
 /// Longest question.
 pub const MAX_QUESTION_CHARS: usize = 500;
 /// Longest sender name.
@@ -531,8 +536,14 @@ pub async fn upgrade(
         peer,
         lecture: None,
     };
+    // tungstenite's default buffers are 128 KiB each way: with 2,000 channels that was
+    // 260 MiB of heap (tests/flood-live-channel.rs). Messages here are at most 4 KiB in and
+    // a few hundred bytes out.
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let hub = slot.hub.clone();
             hub.questions.join(&name);

@@ -37,20 +37,26 @@ pub fn heap_mib(s: &Server) -> f64 {
     metric(s, "jiangtang_heap_allocated_bytes") / 1048576.0
 }
 
-/// Raises this process's open-files limit (inherited by a relay started after it) to its
-/// hard limit, or to `want` when root may raise that; returns the soft limit now.
+/// Raises this process's open-files limit (inherited by a relay started after it) to
+/// `want`, or as far as the hard limit allows; returns the soft limit now.
 pub fn raise_nofile(want: u64) -> u64 {
     let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("prlimit")
-        .args(["--pid", &pid, &format!("--nofile={want}:{want}")])
-        .status();
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
-    limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    let read = |field: usize| -> u64 {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(field))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    let target = want.min(read(4));
+    if read(3) < target {
+        let _ = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={target}:")])
+            .status();
+    }
+    read(3)
 }
 
 /// A live channel to lecture `name` from the loopback address `from` (any 127.0.0.0/8
