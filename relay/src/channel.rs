@@ -216,9 +216,15 @@ impl Questions {
 
     /// Counts a question or raised hand from `peer` against
     /// `channel.questions_per_address_per_minute`; false when that address has used its
-    /// minute (a fixed window starting at its first message).
-    fn may_ask(&self, config: &config::ChannelConfig, peer: Option<IpAddr>, now: Instant) -> bool {
-        let Some(ip) = peer else { return true };
+    /// minute (a fixed window starting at its first message): `Err(true)` for the first
+    /// refusal of that minute (the one to log), `Err(false)` for the others.
+    fn may_ask(
+        &self,
+        config: &config::ChannelConfig,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), bool> {
+        let Some(ip) = peer else { return Ok(()) };
         let mut asked = lock(&self.asked);
         // Forget finished windows now and then, so the map holds only recent askers.
         if asked.len() >= 4096 {
@@ -228,11 +234,14 @@ impl Questions {
         if now.duration_since(*start) >= MINUTE {
             (*start, *n) = (now, 0);
         }
-        if *n >= config.questions_per_address_per_minute {
-            return false;
+        let cap = config.questions_per_address_per_minute;
+        if *n >= cap {
+            let first = *n == cap;
+            *n = cap.saturating_add(1);
+            return Err(first);
         }
         *n += 1;
-        true
+        Ok(())
     }
 
     /// Takes a connection slot for a client at `peer` (unknown: counted in the total only).
@@ -752,14 +761,22 @@ async fn run(
                         info!(lecture = %name, remote = ?peer, "live channel: messages faster than {} then 1 per {} s refused", Bucket::BURST, Bucket::EVERY.as_secs());
                     }
                     json!({ "type": "error", "error": "too many messages: wait a little" })
-                } else if matches!(serde_json::from_str::<ClientMessage>(&text), Ok(_))
-                    && !hub.questions.may_ask(config, peer, Instant::now())
-                {
-                    media::limits::hit(Limit::ChannelQuestionsPerAddress);
-                    info!(lecture = %name, remote = ?peer, "live channel: question refused, {} from this address in a minute (channel.questions_per_address_per_minute)", config.questions_per_address_per_minute);
-                    json!({ "type": "error", "error": "too many questions from your address: wait a minute" })
                 } else {
-                    match serde_json::from_str::<ClientMessage>(&text) {
+                    let parsed = serde_json::from_str::<ClientMessage>(&text);
+                    // Every question and hand counts against the address's minute.
+                    let over = match &parsed {
+                        Ok(_) => hub.questions.may_ask(config, peer, Instant::now()).err(),
+                        Err(_) => None,
+                    };
+                    match parsed {
+                        Ok(_) if over.is_some() => {
+                            media::limits::hit(Limit::ChannelQuestionsPerAddress);
+                            // Logged once per address and minute: a flood must not flood the log.
+                            if over == Some(true) {
+                                info!(lecture = %name, remote = ?peer, "live channel: question refused, {} from this address in a minute (channel.questions_per_address_per_minute)", config.questions_per_address_per_minute);
+                            }
+                            json!({ "type": "error", "error": "too many questions from your address: wait a minute" })
+                        }
                         Ok(ClientMessage::Question { text, from }) => {
                             let text = clean(&text, MAX_QUESTION_CHARS);
                             if text.is_empty() {
