@@ -17,9 +17,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Quiet clients, spread over this many loopback addresses (so `channel.max_per_address`,
-/// 200, is not what limits them).
-const ADDRESSES: u8 = 12;
+/// Quiet clients per loopback address (so `channel.max_per_address`, 200, is not what
+/// limits them).
+const PER_ADDRESS: usize = 170;
 const FLOODERS: usize = 5;
 
 #[derive(Default)]
@@ -135,6 +135,8 @@ fn two_thousand_live_channels_and_a_message_flood() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
+    let addresses = clients.div_ceil(PER_ADDRESS);
+    assert!(addresses <= 240, "at most 40,800 clients");
     let nofile = raise_nofile(65_536);
     assert!(
         nofile as usize > 2 * clients + 500,
@@ -173,7 +175,7 @@ fn two_thousand_live_channels_and_a_message_flood() {
         for batch in 0..clients.div_ceil(100) {
             let mut set = tokio::task::JoinSet::new();
             for i in batch * 100..((batch + 1) * 100).min(clients) {
-                let from = Ipv4Addr::new(127, 0, 1, 10 + (i % ADDRESSES as usize) as u8);
+                let from = Ipv4Addr::new(127, 0, 1, 10 + (i % addresses) as u8);
                 set.spawn(async move {
                     let mut ws = ws_from(http, from, "flood").await.expect("a channel");
                     let st = next_of(&mut ws, "state", Duration::from_secs(30), |_| true)
