@@ -179,6 +179,29 @@ pub fn hit(limit: Limit) {
     HITS[limit as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+/// Lines logged per limit per [`LOG_WINDOW`] by [`hit_logged`].
+pub const LOG_LINES: u32 = 20;
+/// See [`LOG_LINES`].
+pub const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Per limit: the current log window's start and the lines logged in it.
+static LOGGED: Mutex<[(Option<std::time::Instant>, u32); Limit::ALL.len()]> =
+    Mutex::new([(None, 0); Limit::ALL.len()]);
+
+/// Counts one hit of `limit` at `now` and says whether to log it: the first
+/// [`LOG_LINES`] of each [`LOG_WINDOW`] per limit, so that what anyone can cause in bulk
+/// (offers, connections) cannot flood the log; the counter has them all.
+pub fn hit_logged(limit: Limit, now: std::time::Instant) -> bool {
+    hit(limit);
+    let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+    let (start, lines) = &mut logged[limit as usize];
+    if start.is_none_or(|s| now.duration_since(s) >= LOG_WINDOW) {
+        (*start, *lines) = (Some(now), 0);
+    }
+    *lines += 1;
+    *lines <= LOG_LINES
+}
+
 /// Hits of `limit` so far.
 pub fn hits(limit: Limit) -> u64 {
     HITS[limit as usize].load(Ordering::Relaxed)
@@ -231,6 +254,17 @@ mod tests {
         let none = PerAddress::new(0);
         assert!(none.take(a).is_none());
         assert_eq!(none.addresses(), 0, "a refusal keeps no entry");
+    }
+
+    #[test]
+    fn logging_is_bounded_per_window() {
+        let t = std::time::Instant::now();
+        let logged = (0..100)
+            .filter(|_| hit_logged(Limit::WhipPublishers, t))
+            .count();
+        assert_eq!(logged, LOG_LINES as usize);
+        assert!(hit_logged(Limit::WhipPublishers, t + LOG_WINDOW));
+        assert!(hits(Limit::WhipPublishers) >= 101);
     }
 
     #[test]

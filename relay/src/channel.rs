@@ -520,16 +520,18 @@ pub async fn upgrade(
     match s.hub.questions.reserve(config, peer) {
         Ok(()) => {}
         Err(Refused::Full) => {
-            media::limits::hit(Limit::ChannelConnections);
-            debug!(lecture = %name, "live channel refused: {} connections", config.max_connections);
+            if media::limits::hit_logged(Limit::ChannelConnections, Instant::now()) {
+                info!(lecture = %name, "live channel refused: {} connections (channel.max_connections)", config.max_connections);
+            }
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the live channel is full: poll /api/v1/streams/{name}/state"),
             );
         }
         Err(Refused::Address) => {
-            media::limits::hit(Limit::ChannelConnections);
-            debug!(lecture = %name, remote = ?peer, "live channel refused: {} connections from this address", config.max_per_address);
+            if media::limits::hit_logged(Limit::ChannelConnections, Instant::now()) {
+                info!(lecture = %name, remote = ?peer, "live channel refused: {} connections from this address (channel.max_per_address)", config.max_per_address);
+            }
             return refusal(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(

@@ -30,7 +30,6 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let per_address = PerAddress::new(config.max_per_address);
-    let mut refusals = RefusalLog::default();
     let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
@@ -48,15 +47,14 @@ pub async fn serve(
         };
         // Refused by closing at once: RTMP has no way to say why before its handshake.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            limits::hit(Limit::RtmpConnections);
-            if refusals.log(Instant::now()) {
+            // Anyone can open connections: logged at most limits::LOG_LINES per window.
+            if limits::hit_logged(Limit::RtmpConnections, std::time::Instant::now()) {
                 warn!(%addr, "rtmp connection refused: {} connections open (rtmp.max_connections)", config.max_connections);
             }
             continue;
         };
         let Some(address_slot) = per_address.take(addr.ip()) else {
-            limits::hit(Limit::RtmpPerAddress);
-            if refusals.log(Instant::now()) {
+            if limits::hit_logged(Limit::RtmpPerAddress, std::time::Instant::now()) {
                 warn!(%addr, "rtmp connection refused: {} connections from this address (rtmp.max_per_address)", config.max_per_address);
             }
             continue;
@@ -72,48 +70,6 @@ pub async fn serve(
             drop(permit);
             drop(address_slot);
         });
-    }
-}
-
-/// Refused connections are logged at most [`RefusalLog::LINES`] times per
-/// [`RefusalLog::WINDOW`] (anyone can open connections: a flood of them must not flood the
-/// log); the rest are counted in `/metrics` and summed up in the next window's first line.
-#[derive(Default)]
-struct RefusalLog {
-    window: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    const LINES: u32 = 20;
-    const WINDOW: Duration = Duration::from_secs(10);
-
-    /// Whether to log a refusal at `now`.
-    fn log(&mut self, now: Instant) -> bool {
-        if self
-            .window
-            .is_none_or(|w| now.duration_since(w) >= Self::WINDOW)
-        {
-            if self.suppressed > 0 {
-                warn!(
-                    "rtmp: {} more connections refused in the last {} s (not logged one by one)",
-                    self.suppressed,
-                    Self::WINDOW.as_secs()
-                );
-            }
-            *self = RefusalLog {
-                window: Some(now),
-                ..Default::default()
-            };
-        }
-        if self.logged < Self::LINES {
-            self.logged += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
     }
 }
 

@@ -376,13 +376,15 @@ async fn answer_offer(
     let lang = pick_dialect(&lecture, w.hub.config(), q.lang.as_deref())?;
     let webrtc = &w.hub.config().webrtc;
     if w.viewers() >= webrtc.max_viewers as u64 {
-        media::limits::hit(Limit::WhepViewers);
-        tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        if media::limits::hit_logged(Limit::WhepViewers, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        }
         return Ok(at_capacity(stream));
     }
     if lecture.webrtc_viewers().values().sum::<usize>() >= webrtc.max_viewers_per_lecture {
-        media::limits::hit(Limit::WhepViewersPerLecture);
-        tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        if media::limits::hit_logged(Limit::WhepViewersPerLecture, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        }
         return Ok(at_capacity(stream));
     }
     let offer = parse_offer(body)?;
@@ -414,16 +416,18 @@ async fn answer_offer(
         .sessions_started
         .inc_within(&w.stats.sessions_ended, webrtc.max_viewers as u64)
     {
-        media::limits::hit(Limit::WhepViewers);
-        tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        if media::limits::hit_logged(Limit::WhepViewers, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        }
         return Ok(at_capacity(stream));
     }
     // Counted before the answer goes out, so the API already shows the viewer; the engine
     // takes the session from here on and leaves the count when it removes it.
     if !lecture.webrtc_join_within(&lang, webrtc.max_viewers_per_lecture) {
         w.stats.sessions_ended.inc();
-        media::limits::hit(Limit::WhepViewersPerLecture);
-        tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        if media::limits::hit_logged(Limit::WhepViewersPerLecture, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        }
         return Ok(at_capacity(stream));
     }
     let id = format!("{:032x}", rand::random::<u128>());
@@ -554,8 +558,9 @@ async fn offer_size(
         .and_then(|v| v.parse::<u64>().ok());
     let path = req.uri().path().to_string();
     let refused = |r: Response| {
-        media::limits::hit(Limit::SdpOffer);
-        tracing::warn!(%path, "WebRTC request refused: body over {limit} bytes (webrtc.max_offer_bytes)");
+        if media::limits::hit_logged(Limit::SdpOffer, Instant::now()) {
+            tracing::warn!(%path, "WebRTC request refused: body over {limit} bytes (webrtc.max_offer_bytes)");
+        }
         r
     };
     if declared.is_some_and(|n| n > limit as u64) {
