@@ -372,6 +372,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                 out.push_str(&format!(
                     "# HELP jiangtang_transcoder_restarts_total Audio transcoders restarted after an error or a stall\n# TYPE jiangtang_transcoder_restarts_total counter\njiangtang_transcoder_restarts_total {restarts}\n"
                 ));
+                media::limits::render(&mut out);
                 heap_metrics(&mut out);
                 (
                     [(

@@ -24,7 +24,7 @@ fn info_frame(len: usize) -> Vec<u8> {
 fn rtmp_message_length_at_and_over_the_limit_and_never_sent() {
     const LIMIT: usize = 1 << 20;
     let mut s = Server::start(&format!(
-        "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n[rtmp]\nmax_message_bytes = {LIMIT}\nidle_timeout_ms = 2000\n"
+        "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n[rtmp]\nmax_message_bytes = {LIMIT}\nidle_timeout_ms = 2000\nmax_per_address = 200\n"
     ));
 
     // At the limit: read, ignored, the connection stays.

@@ -333,7 +333,9 @@ fn capacity_is_enforced_with_503() {
 
 #[test]
 fn thousand_offers_that_never_connect_are_reclaimed() {
-    let s = Server::start("[webrtc]\nmax_viewers = 2000\nconnect_timeout_ms = 2000\n");
+    let s = Server::start(
+        "[webrtc]\nmax_viewers = 2000\nmax_viewers_per_lecture = 2000\nconnect_timeout_ms = 2000\n",
+    );
     let _p = lecture(&s, "w4");
     let offer = browser_like_offer();
     let metric = |name: &str| -> u64 {

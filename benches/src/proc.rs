@@ -55,6 +55,11 @@ impl Relay {
             .env("JIANGTANG_WEBRTC_UDP_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_SRT_LISTEN", "127.0.0.1:0")
             .env("JIANGTANG_WEBRTC_MAX_VIEWERS", "2000")
+            // Every load comes from this machine's one address: the per-lecture and
+            // per-address caps would be what the benches measure.
+            .env("JIANGTANG_WEBRTC_MAX_VIEWERS_PER_LECTURE", "2000")
+            .env("JIANGTANG_RTMP_MAX_PER_ADDRESS", "1000")
+            .env("JIANGTANG_SRT_MAX_PER_ADDRESS", "100")
             .env("JIANGTANG_DEMO_ENABLED", "false")
             // The benches publish names of their own.
             .env("JIANGTANG_LECTURES_ALLOW_UNCONFIGURED", "true")

@@ -286,6 +286,11 @@ impl<K: std::hash::Hash + Eq> RateLimiter<K> {
         }
     }
 
+    /// Requests allowed per minute.
+    pub fn per_minute(&self) -> u32 {
+        self.per_minute as u32
+    }
+
     /// Takes one request from `ip`'s bucket; false when it is empty.
     pub fn take(&self, ip: K, now: Instant) -> bool {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -312,12 +317,20 @@ impl Catalogue {
     /// Takes one booking or cancellation from `ip`'s allowance (`bookings_per_minute`);
     /// false when it is used up. The pages' booking forms share it with the API.
     pub fn booking_allowed(&self, ip: IpAddr) -> bool {
-        self.inner.limiter.take(ip, Instant::now())
+        if self.inner.limiter.take(ip, Instant::now()) {
+            return true;
+        }
+        media::limits::hit(media::limits::Limit::Bookings);
+        // One line per address and minute at most: a flood must not flood the log.
+        if self.inner.refusals_logged.take(ip, Instant::now()) {
+            tracing::warn!(remote = %ip, "bookings refused: more than {} a minute from this address (catalogue.bookings_per_minute)", self.inner.limiter.per_minute());
+        }
+        false
     }
 }
 
 fn limited(c: &Catalogue, ip: IpAddr) -> Result<(), ApiError> {
-    if c.inner.limiter.take(ip, Instant::now()) {
+    if c.booking_allowed(ip) {
         Ok(())
     } else {
         Err(ApiError::new(

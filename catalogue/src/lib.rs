@@ -181,6 +181,8 @@ struct Inner {
     outbox_wake: tokio::sync::Notify,
     /// Bookings per client address.
     limiter: api::RateLimiter,
+    /// Refused bookings logged: once a minute per address.
+    refusals_logged: api::RateLimiter,
     /// Console logins per client address and per account.
     login_by_address: api::RateLimiter,
     login_by_account: api::RateLimiter<String>,
@@ -213,6 +215,7 @@ impl Catalogue {
                 token_secret,
                 outbox_wake: tokio::sync::Notify::new(),
                 limiter,
+                refusals_logged: api::RateLimiter::new(1),
                 login_by_address,
                 login_by_account,
                 has_operators: Default::default(),

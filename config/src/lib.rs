@@ -115,6 +115,9 @@ pub struct ChannelConfig {
     pub idle_timeout_ms: u64,
     /// A connection that does not take a message within this time is closed.
     pub send_timeout_ms: u64,
+    /// Questions and raised hands accepted from one client address per minute (IPv6: one
+    /// /64), over all its live channels.
+    pub questions_per_address_per_minute: u32,
 }
 
 /// `[rtmp]`
@@ -127,6 +130,8 @@ pub struct RtmpConfig {
     pub listen: SocketAddr,
     /// Most simultaneous RTMP connections.
     pub max_connections: usize,
+    /// Most simultaneous RTMP connections from one client address (IPv6: one /64).
+    pub max_per_address: usize,
     /// Time allowed from TCP connect to `publish`.
     pub handshake_timeout_ms: u64,
     /// A publisher sending nothing for this long is disconnected.
@@ -151,6 +156,8 @@ pub struct SrtConfig {
     pub passphrase: String,
     /// Most simultaneous SRT publishers.
     pub max_connections: usize,
+    /// Most simultaneous SRT publishers from one client address (IPv6: one /64).
+    pub max_per_address: usize,
     /// A publisher silent for this long is disconnected.
     pub idle_timeout_ms: u32,
 }
@@ -256,6 +263,9 @@ pub struct WebrtcConfig {
     pub public_ips: Vec<std::net::IpAddr>,
     /// Most WebRTC viewers at once; more get 503 and should use LL-HLS.
     pub max_viewers: usize,
+    /// Most WebRTC viewers of one lecture (above `max_viewers`, that one holds); more get
+    /// 503 and should use LL-HLS.
+    pub max_viewers_per_lecture: usize,
     /// Most WHIP publishers (lecture sources and interpreters) at once.
     pub max_publishers: usize,
     /// A viewer whose ICE and DTLS are not up within this time is dropped.
@@ -525,6 +535,12 @@ impl Config {
                 "must be 1..=channel.max_connections",
             );
         }
+        if self.channel.questions_per_address_per_minute == 0 {
+            return bad(
+                "channel.questions_per_address_per_minute",
+                "must be at least 1",
+            );
+        }
         if !(100..=600_000).contains(&self.channel.ping_interval_ms) {
             return bad("channel.ping_interval_ms", "must be 100..=600000");
         }
@@ -555,6 +571,9 @@ impl Config {
         }
         if self.webrtc.max_viewers == 0 {
             return bad("webrtc.max_viewers", "must be at least 1");
+        }
+        if self.webrtc.max_viewers_per_lecture == 0 {
+            return bad("webrtc.max_viewers_per_lecture", "must be at least 1");
         }
         if !(1000..=120_000).contains(&self.webrtc.connect_timeout_ms) {
             return bad("webrtc.connect_timeout_ms", "must be 1000..=120000");
@@ -600,6 +619,9 @@ impl Config {
         }
         if self.srt.max_connections == 0 {
             return bad("srt.max_connections", "must be at least 1");
+        }
+        if self.srt.max_per_address == 0 {
+            return bad("srt.max_per_address", "must be at least 1");
         }
         if !(1000..=60_000).contains(&self.srt.idle_timeout_ms) {
             return bad("srt.idle_timeout_ms", "must be 1000..=60000");
@@ -647,6 +669,9 @@ impl Config {
         }
         if self.rtmp.max_connections == 0 {
             return bad("rtmp.max_connections", "must be at least 1");
+        }
+        if self.rtmp.max_per_address == 0 {
+            return bad("rtmp.max_per_address", "must be at least 1");
         }
         if self.rtmp.handshake_timeout_ms < 100 || self.rtmp.idle_timeout_ms < 100 {
             return bad(

@@ -8,6 +8,7 @@
 //! - [`sink`]: the publish seam between inputs and the relay.
 //! - [`admission`]: the seam that decides who may publish and who may watch.
 //! - [`encode`]: the seam to audio transcoders (AAC to Opus).
+//! - [`limits`]: per-address connection counts and the counters of limits hit.
 //! - [`h264`], [`aac`]: codec configuration records and the facts they give.
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them.
 //! - [`mpegts`]: MPEG-TS demultiplexing (SRT's payload).
@@ -21,6 +22,7 @@ pub mod encode;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;
+pub mod limits;
 pub mod m3u8;
 pub mod model;
 pub mod mpegts;

@@ -24,10 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use media::limits::Limit;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
@@ -38,12 +39,19 @@ use crate::hub::{Hub, Status};
 
 /// Largest message a client may send.
 pub const MAX_MESSAGE: usize = 4 * 1024;
+/// Read buffer of a channel's socket: room for one largest message.
+const READ_BUFFER: usize = MAX_MESSAGE + 1024;
+/// Most bytes a channel's socket may hold unsent (a client not reading is closed at
+/// `channel.send_timeout_ms` anyway).
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
 /// Longest question.
 pub const MAX_QUESTION_CHARS: usize = 500;
 /// Longest sender name.
 pub const MAX_FROM_CHARS: usize = 64;
 /// Questions kept per lecture.
 pub const MAX_KEPT: usize = 1000;
+/// The window of `channel.questions_per_address_per_minute`.
+const MINUTE: Duration = Duration::from_secs(60);
 /// How often viewer counts are pushed.
 const VIEWERS_EVERY: Duration = Duration::from_secs(5);
 
@@ -100,6 +108,8 @@ pub struct Questions {
     refreshing: Mutex<()>,
     follower: std::sync::OnceLock<()>,
     state_builds: AtomicU64,
+    /// Questions and raised hands per client address in the current minute.
+    asked: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,20 +125,7 @@ enum Refused {
     Address,
 }
 
-/// The address a client is counted under: IPv4 as is, IPv6 by its /64 (one host may hold a
-/// whole /64), IPv4-mapped IPv6 as the IPv4 address.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
+use media::limits::address_key;
 
 impl Questions {
     /// Adds a question to the lecture `name` of `hub`, if that lecture exists (published, or
@@ -215,6 +212,36 @@ impl Questions {
             .by_lecture
             .get(lecture)
             .unwrap_or(&0)
+    }
+
+    /// Counts a question or raised hand from `peer` against
+    /// `channel.questions_per_address_per_minute`; false when that address has used its
+    /// minute (a fixed window starting at its first message): `Err(true)` for the first
+    /// refusal of that minute (the one to log), `Err(false)` for the others.
+    fn may_ask(
+        &self,
+        config: &config::ChannelConfig,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<(), bool> {
+        let Some(ip) = peer else { return Ok(()) };
+        let mut asked = lock(&self.asked);
+        // Forget finished windows now and then, so the map holds only recent askers.
+        if asked.len() >= 4096 {
+            asked.retain(|_, (start, _)| now.duration_since(*start) < MINUTE);
+        }
+        let (start, n) = asked.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= MINUTE {
+            (*start, *n) = (now, 0);
+        }
+        let cap = config.questions_per_address_per_minute;
+        if *n >= cap {
+            let first = *n == cap;
+            *n = cap.saturating_add(1);
+            return Err(first);
+        }
+        *n += 1;
+        Ok(())
     }
 
     /// Takes a connection slot for a client at `peer` (unknown: counted in the total only).
@@ -493,14 +520,18 @@ pub async fn upgrade(
     match s.hub.questions.reserve(config, peer) {
         Ok(()) => {}
         Err(Refused::Full) => {
-            debug!(lecture = %name, "live channel refused: {} connections", config.max_connections);
+            if media::limits::hit_logged(Limit::ChannelConnections, Instant::now()) {
+                info!(lecture = %name, "live channel refused: {} connections (channel.max_connections)", config.max_connections);
+            }
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the live channel is full: poll /api/v1/streams/{name}/state"),
             );
         }
         Err(Refused::Address) => {
-            debug!(lecture = %name, remote = ?peer, "live channel refused: {} connections from this address", config.max_per_address);
+            if media::limits::hit_logged(Limit::ChannelConnections, Instant::now()) {
+                info!(lecture = %name, remote = ?peer, "live channel refused: {} connections from this address (channel.max_per_address)", config.max_per_address);
+            }
             return refusal(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -516,14 +547,20 @@ pub async fn upgrade(
         peer,
         lecture: None,
     };
+    // tungstenite's default buffers are 128 KiB each way: with 2,000 channels that was
+    // 260 MiB of heap (tests/flood-live-channel.rs). Messages here are at most 4 KiB in and
+    // a few hundred bytes out.
     ws.max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let hub = slot.hub.clone();
             hub.questions.join(&name);
             slot.lecture = Some(name.clone());
             let (state_rx, viewers_rx) = hub.questions.watch(&hub, &name);
-            run(&hub, &name, socket, state_rx, viewers_rx).await;
+            run(&hub, &name, peer, socket, state_rx, viewers_rx).await;
             hub.questions.unwatch(&name);
             drop(slot);
         })
@@ -636,6 +673,7 @@ impl Channel {
 async fn run(
     hub: &Hub,
     name: &str,
+    peer: Option<IpAddr>,
     socket: WebSocket,
     mut state_rx: watch::Receiver<Option<Utf8Bytes>>,
     viewers_rx: watch::Receiver<Utf8Bytes>,
@@ -700,15 +738,47 @@ async fn run(
                     Some(Ok(Message::Close(_))) | None => return,
                     Some(Ok(_)) => continue,
                     Some(Err(e)) => {
-                        debug!(lecture = %name, "live channel closed: {e}");
+                        // tungstenite refuses a frame or message over the limit from its
+                        // header, before reading (or allocating) its payload.
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") {
+                            media::limits::hit(Limit::ChannelMessage);
+                            info!(lecture = %name, remote = ?peer, "live channel closed: a message over {MAX_MESSAGE} bytes");
+                            let _ = ch
+                                .send(Message::Close(Some(CloseFrame {
+                                    code: close_code::SIZE,
+                                    reason: Utf8Bytes::from_static("message over 4096 bytes"),
+                                })))
+                                .await;
+                        } else {
+                            debug!(lecture = %name, "live channel closed: {e}");
+                        }
                         return;
                     }
                 };
                 let reply = if !bucket.take(Instant::now()) {
                     strikes += 1;
+                    media::limits::hit(Limit::ChannelRate);
+                    if strikes == 1 {
+                        info!(lecture = %name, remote = ?peer, "live channel: messages faster than {} then 1 per {} s refused", Bucket::BURST, Bucket::EVERY.as_secs());
+                    }
                     json!({ "type": "error", "error": "too many messages: wait a little" })
                 } else {
-                    match serde_json::from_str::<ClientMessage>(&text) {
+                    let parsed = serde_json::from_str::<ClientMessage>(&text);
+                    // Every question and hand counts against the address's minute.
+                    let over = match &parsed {
+                        Ok(_) => hub.questions.may_ask(config, peer, Instant::now()).err(),
+                        Err(_) => None,
+                    };
+                    match parsed {
+                        Ok(_) if over.is_some() => {
+                            media::limits::hit(Limit::ChannelQuestionsPerAddress);
+                            // Logged once per address and minute: a flood must not flood the log.
+                            if over == Some(true) {
+                                info!(lecture = %name, remote = ?peer, "live channel: question refused, {} from this address in a minute (channel.questions_per_address_per_minute)", config.questions_per_address_per_minute);
+                            }
+                            json!({ "type": "error", "error": "too many questions from your address: wait a minute" })
+                        }
                         Ok(ClientMessage::Question { text, from }) => {
                             let text = clean(&text, MAX_QUESTION_CHARS);
                             if text.is_empty() {

@@ -225,6 +225,17 @@ impl Lecture {
         *self.webrtc_lock().entry(lang.to_string()).or_default() += 1;
     }
 
+    /// A WebRTC viewer starts watching in dialect `lang` if the lecture has fewer than `max`
+    /// WebRTC viewers in all; false (and nothing counted) otherwise.
+    pub fn webrtc_join_within(&self, lang: &str, max: usize) -> bool {
+        let mut m = self.webrtc_lock();
+        if m.values().sum::<usize>() >= max {
+            return false;
+        }
+        *m.entry(lang.to_string()).or_default() += 1;
+        true
+    }
+
     /// A WebRTC viewer left.
     pub fn webrtc_leave(&self, lang: &str) {
         let mut m = self.webrtc_lock();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod hooks;
+pub mod floods;
 pub mod replay;
 pub mod rtmp;
 pub mod whep;

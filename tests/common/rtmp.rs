@@ -18,7 +18,11 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and performs the plain handshake.
     pub fn connect(addr: SocketAddr) -> RawClient {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        RawClient::handshake(TcpStream::connect(addr).unwrap())
+    }
+
+    /// Performs the plain handshake on a connected `stream`.
+    pub fn handshake(mut stream: TcpStream) -> RawClient {
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();

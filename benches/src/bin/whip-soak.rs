@@ -286,6 +286,7 @@ async fn run(args: &Args, file: &Path, run: usize) -> anyhow::Result<RunResult> 
         &[
             ("RUST_LOG", log_filter.as_str()),
             ("JIANGTANG_WEBRTC_MAX_VIEWERS", "2000"),
+            ("JIANGTANG_WEBRTC_MAX_VIEWERS_PER_LECTURE", "2000"),
             ("JIANGTANG_RECORDING_DIR", recordings.as_str()),
             ("JIANGTANG_CATALOGUE_DATABASE_PATH", catalogue.as_str()),
         ],

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use media::limits::{self, Limit, PerAddress};
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, valid_stream_name};
 use media::{Language, MediaEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +37,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = PerAddress::new(config.max_per_address);
     let config = Arc::new(config);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
@@ -57,8 +59,18 @@ pub async fn serve(
                 }
             },
         };
+        // Refused by closing at once: RTMP has no way to say why before its handshake.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%addr, "rtmp connection refused: {} connections open", config.max_connections);
+            // Anyone can open connections: logged at most limits::LOG_LINES per window.
+            if limits::hit_logged(Limit::RtmpConnections, std::time::Instant::now()) {
+                warn!(%addr, "rtmp connection refused: {} connections open (rtmp.max_connections)", config.max_connections);
+            }
+            continue;
+        };
+        let Some(address_slot) = per_address.take(addr.ip()) else {
+            if limits::hit_logged(Limit::RtmpPerAddress, std::time::Instant::now()) {
+                warn!(%addr, "rtmp connection refused: {} connections from this address (rtmp.max_per_address)", config.max_per_address);
+            }
             continue;
         };
         let config = config.clone();
@@ -71,6 +83,7 @@ pub async fn serve(
                 Err(reason) => warn!(%addr, "rtmp connection closed: {reason}"),
             }
             drop(permit);
+            drop(address_slot);
         });
     }
 }
@@ -161,6 +174,7 @@ async fn connection(
         };
         let n = match read {
             Err(_) if sink.is_some() => {
+                limits::hit(Limit::RtmpIdle);
                 return Err(format!(
                     "publisher of {stream_name:?} sent nothing for {idle:?}"
                 ));
@@ -242,6 +256,12 @@ async fn connection(
             }
         }
         if let Err(e) = result {
+            if matches!(
+                e,
+                super::session::RtmpError::Chunk(super::chunk::ChunkError::MessageTooLarge { .. })
+            ) {
+                limits::hit(Limit::RtmpMessage);
+            }
             return Err(e.to_string());
         }
         if let Some(reason) = closing {

@@ -19,6 +19,7 @@ use libsrt::{
     SocketId, SrtError,
 };
 use media::encode::{AacFrame, AudioEncoder, AudioSource, Transcoders};
+use media::limits::{self, AddressSlot, Limit, PerAddress};
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, TransportStats};
 use media::{Language, MediaEvent, TrackId};
 use tracing::{info, warn};
@@ -167,6 +168,7 @@ fn admit(
     publish: &dyn Publish,
     config: &Config,
     connections: &AtomicUsize,
+    per_address: &PerAddress,
     refusals: &std::sync::Mutex<Refusals>,
 ) -> Admission {
     let peer = caller.peer;
@@ -193,7 +195,22 @@ fn admit(
         }
     };
     if connections.load(Ordering::Relaxed) >= config.srt.max_connections {
-        let why = format!("{} publishers already", config.srt.max_connections);
+        limits::hit(Limit::SrtConnections);
+        let why = format!(
+            "{} publishers already (srt.max_connections)",
+            config.srt.max_connections
+        );
+        refused(&id.stream, &why);
+        return Admission::Reject(RejectCode::OVERLOAD);
+    }
+    if let Some(p) = peer
+        && per_address.count(p.ip()) >= config.srt.max_per_address
+    {
+        limits::hit(Limit::SrtPerAddress);
+        let why = format!(
+            "{} publishers from this address already (srt.max_per_address)",
+            config.srt.max_per_address
+        );
         refused(&id.stream, &why);
         return Admission::Reject(RejectCode::OVERLOAD);
     }
@@ -219,12 +236,18 @@ pub fn start(
         peer_idle_timeout_ms: config.srt.idle_timeout_ms,
         backlog: 64,
     };
-    let (p, c, n) = (publish.clone(), config.clone(), connections.clone());
+    let per_address = PerAddress::new(config.srt.max_per_address);
+    let (p, c, n, a) = (
+        publish.clone(),
+        config.clone(),
+        connections.clone(),
+        per_address.clone(),
+    );
     let refusals = std::sync::Mutex::new(Refusals::default());
     let listener = Listener::bind(
         config.srt.listen,
         &opts,
-        Box::new(move |caller| admit(caller, p.as_ref(), &c, &n, &refusals)),
+        Box::new(move |caller| admit(caller, p.as_ref(), &c, &n, &a, &refusals)),
     )?;
     let addr = listener.local_addr()?;
     let poller = Poller::new()?;
@@ -242,6 +265,7 @@ pub fn start(
                 conns: HashMap::new(),
                 connections,
                 max_connections: config.srt.max_connections,
+                per_address,
                 accept_errors: AcceptErrors::default(),
             }
             .run(&stop2)
@@ -281,6 +305,8 @@ struct Conn {
     bytes: u64,
     notices: NoticeLog,
     closing: Option<String>,
+    /// Its place in the per-address count, given back with the connection.
+    _address: Option<AddressSlot>,
 }
 
 /// Rate-limited logging of notices, per kind.
@@ -318,6 +344,7 @@ impl NoticeLog {
 fn check_input(c: &mut Conn, now: Instant) {
     if !c.ts.has_program() {
         if now.duration_since(c.opened) >= INPUT_TIMEOUT {
+            limits::hit(Limit::SrtIdle);
             c.closing = Some(format!(
                 "no MPEG-TS program with H.264 or AAC in {} s ({} bytes received): send MPEG-TS (ffmpeg: -f mpegts)",
                 INPUT_TIMEOUT.as_secs(),
@@ -330,6 +357,7 @@ fn check_input(c: &mut Conn, now: Instant) {
     if pes != c.last_media.1 {
         c.last_media = (now, pes);
     } else if now.duration_since(c.last_media.0) >= INPUT_TIMEOUT {
+        limits::hit(Limit::SrtIdle);
         c.closing = Some(format!(
             "no audio or video for {} s",
             INPUT_TIMEOUT.as_secs()
@@ -393,6 +421,7 @@ struct Driver {
     conns: HashMap<SocketId, Conn>,
     connections: Arc<AtomicUsize>,
     max_connections: usize,
+    per_address: Arc<PerAddress>,
     accept_errors: AcceptErrors,
 }
 
@@ -469,9 +498,19 @@ impl Driver {
             // Admission counts only accepted connections, so a burst of handshakes can pass
             // it together: the limit is held here.
             if self.conns.len() >= self.max_connections {
-                warn!(remote = ?peer, "srt caller dropped: {} publishers already", self.max_connections);
+                limits::hit(Limit::SrtConnections);
+                warn!(remote = ?peer, "srt caller dropped: {} publishers already (srt.max_connections)", self.max_connections);
                 continue;
             }
+            let address_slot = match peer.map(|p| self.per_address.take(p.ip())) {
+                Some(None) => {
+                    limits::hit(Limit::SrtPerAddress);
+                    warn!(remote = ?peer, "srt caller dropped: {} publishers from this address already (srt.max_per_address)", self.per_address.cap());
+                    continue;
+                }
+                Some(slot) => slot,
+                None => None,
+            };
             let sid = socket.stream_id();
             let Ok(id) = streamid::parse(&sid) else {
                 // Admission refused it already; a caller cannot get here without one.
@@ -504,6 +543,7 @@ impl Driver {
                             bytes: 0,
                             notices: NoticeLog::default(),
                             closing: None,
+                            _address: address_slot,
                         },
                     );
                 }

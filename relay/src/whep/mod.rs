@@ -43,6 +43,7 @@ use tracing::info;
 use crate::http::ApiError;
 use crate::hub::{Hub, Lecture, Status};
 use engine::{Command, Engine, NewSession};
+use media::limits::Limit;
 use stats::Stats;
 
 /// Most lines accepted in an SDP offer (Janus's cap after an OSS-Fuzz timeout).
@@ -218,6 +219,7 @@ impl Whep {
                 get(info).patch(patch).delete(delete).options(options),
             )
             .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::from_fn_with_state(limit, offer_size))
             // Playback tokens for lectures that need them, before an offer costs anything.
             .layer(axum::middleware::from_fn_with_state(
                 self.hub.clone(),
@@ -372,7 +374,17 @@ async fn answer_offer(
     }
     let lecture = live_lecture(&w.hub, stream)?;
     let lang = pick_dialect(&lecture, w.hub.config(), q.lang.as_deref())?;
-    if w.viewers() >= w.hub.config().webrtc.max_viewers as u64 {
+    let webrtc = &w.hub.config().webrtc;
+    if w.viewers() >= webrtc.max_viewers as u64 {
+        if media::limits::hit_logged(Limit::WhepViewers, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        }
+        return Ok(at_capacity(stream));
+    }
+    if lecture.webrtc_viewers().values().sum::<usize>() >= webrtc.max_viewers_per_lecture {
+        if media::limits::hit_logged(Limit::WhepViewersPerLecture, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        }
         return Ok(at_capacity(stream));
     }
     let offer = parse_offer(body)?;
@@ -399,17 +411,27 @@ async fn answer_offer(
     // wait (a request dropped while waiting would leave its count taken for ever).
     let permit = reserve(w).await?;
     // Counted here, not when the engine takes it, so back-to-back offers see each other.
-    if !w.stats.sessions_started.inc_within(
-        &w.stats.sessions_ended,
-        w.hub.config().webrtc.max_viewers as u64,
-    ) {
+    if !w
+        .stats
+        .sessions_started
+        .inc_within(&w.stats.sessions_ended, webrtc.max_viewers as u64)
+    {
+        if media::limits::hit_logged(Limit::WhepViewers, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers (webrtc.max_viewers)", webrtc.max_viewers);
+        }
+        return Ok(at_capacity(stream));
+    }
+    // Counted before the answer goes out, so the API already shows the viewer; the engine
+    // takes the session from here on and leaves the count when it removes it.
+    if !lecture.webrtc_join_within(&lang, webrtc.max_viewers_per_lecture) {
+        w.stats.sessions_ended.inc();
+        if media::limits::hit_logged(Limit::WhepViewersPerLecture, Instant::now()) {
+            tracing::warn!(lecture = %stream, "WHEP offer refused: {} WebRTC viewers of this lecture (webrtc.max_viewers_per_lecture)", webrtc.max_viewers_per_lecture);
+        }
         return Ok(at_capacity(stream));
     }
     let id = format!("{:032x}", rand::random::<u128>());
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
-    // Counted before the answer goes out, so the API already shows the viewer; the engine
-    // takes the session from here on and leaves the count when it removes it.
-    lecture.webrtc_join(&lang);
     permit.send(Command::Add(Box::new(NewSession {
         id: id.clone(),
         rtc,
@@ -517,6 +539,43 @@ fn created(answer: String, location: &str, id: &str) -> Response {
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Holds offers and trickle fragments to `webrtc.max_offer_bytes`: a declared
+/// `Content-Length` over it gets 413 at once (no waiting for a body that may never come, no
+/// buffer of that size), a longer body without one gets 413 from [`DefaultBodyLimit`] when it
+/// passes the limit; both are logged and counted.
+async fn offer_size(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let path = req.uri().path().to_string();
+    let refused = |r: Response| {
+        if media::limits::hit_logged(Limit::SdpOffer, Instant::now()) {
+            tracing::warn!(%path, "WebRTC request refused: body over {limit} bytes (webrtc.max_offer_bytes)");
+        }
+        r
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return refused(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is over {limit} bytes"),
+            )
+            .into_response(),
+        );
+    }
+    let r = next.run(req).await;
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return refused(r);
+    }
     r
 }
 

@@ -90,6 +90,7 @@ async fn answer_offer(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let config = w.hub.config();
     if w.publishers() >= config.webrtc.max_publishers as u64 {
+        media::limits::hit(media::limits::Limit::WhipPublishers);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebRTC publishers; publish over RTMP or SRT",
@@ -126,6 +127,7 @@ async fn answer_offer(
         &w.stats.publishers_ended,
         config.webrtc.max_publishers as u64,
     ) {
+        media::limits::hit(media::limits::Limit::WhipPublishers);
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebRTC publishers; publish over RTMP or SRT",
