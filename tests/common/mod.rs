@@ -2,8 +2,8 @@
 //! OS, real publishers (ffmpeg, gst-launch-1.0) and real players (ffprobe, ffmpeg, Chromium).
 #![allow(dead_code)]
 
-pub mod hooks;
 pub mod floods;
+pub mod hooks;
 pub mod replay;
 pub mod rtmp;
 pub mod whep;
