@@ -19,4 +19,10 @@ else
     cargo build --locked --bin jiangtang
 fi
 cargo build --locked -p benches --bin soak
+# In a PID namespace of its own when root: the chaos kills the interpreter's browser, whose
+# orphaned helper processes must be reaped inside the soak, not by whatever started it (a
+# CI runner or a shell tool that does not expect them); everything ends with the soak.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+    exec unshare --pid --fork --kill-child target/debug/soak --relay "target/$profile/jiangtang" "$@"
+fi
 exec target/debug/soak --relay "target/$profile/jiangtang" "$@"
