@@ -400,6 +400,19 @@ impl Edge {
             seen.requested.store(true, Ordering::Relaxed);
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
+            // Pages that write absolute addresses learn the scheme here.
+            req.extensions_mut().insert(if secure {
+                axum::http::uri::Scheme::HTTPS
+            } else {
+                axum::http::uri::Scheme::HTTP
+            });
+            // HTTP/2 carries the host in `:authority`, not in Host: handlers read Host.
+            if !req.headers().contains_key(header::HOST)
+                && let Some(a) = req.uri().authority()
+                && let Ok(v) = HeaderValue::from_str(a.as_str())
+            {
+                req.headers_mut().insert(header::HOST, v);
+            }
             let (app, hsts) = (app.clone(), hsts.clone());
             async move {
                 let mut resp = tower::ServiceExt::oneshot(app, req).await?;

@@ -621,7 +621,7 @@ impl Config {
                 "set both http.tls.cert and http.tls.key, or neither",
             );
         }
-        if tls.enabled() && tls.listen == self.http.listen {
+        if tls.enabled() && tls.listen == self.http.listen && tls.listen.port() != 0 {
             return bad("http.tls.listen", "must differ from http.listen");
         }
         let public = &self.http.public_url;
