@@ -206,23 +206,36 @@ pub fn raise_open_files_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Opens up to `n` TCP connections to `to`, spread over source addresses 127.0.0.2,
-/// 127.0.0.3, ... with at most `per_source` from each; returns those the kernel completed
-/// (the server may close them later). Bounded in count and time (60 s).
+/// Opens up to `n` TCP connections to `to` from four threads, spread over source addresses
+/// 127.0.0.2, 127.0.0.3, ... with at most `per_source` from each; returns those the kernel
+/// completed (the server may close them later). Bounded in count and time (60 s).
 pub fn idle_connections(to: SocketAddr, n: usize, per_source: usize) -> Vec<TcpStream> {
-    let mut v = Vec::with_capacity(n);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    for i in 0..n {
-        if std::time::Instant::now() > deadline {
-            break;
-        }
-        let k = (i / per_source + 2) as u16;
-        let [hi, lo] = k.to_be_bytes();
-        if let Some(s) = connect_from(Ipv4Addr::new(127, 0, hi, lo), to) {
-            v.push(s);
-        }
-    }
-    v
+    let sources = n.div_ceil(per_source);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                for k in (t..sources).step_by(4) {
+                    let [hi, lo] = ((k + 2) as u16).to_be_bytes();
+                    let from = Ipv4Addr::new(127, 0, hi, lo);
+                    for _ in 0..per_source.min(n - k * per_source) {
+                        if std::time::Instant::now() > deadline {
+                            return v;
+                        }
+                        if let Some(s) = connect_from(from, to) {
+                            v.push(s);
+                        }
+                    }
+                }
+                v
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
 }
 
 /// A TCP connection from the local address `src` to `to`.
