@@ -1031,6 +1031,40 @@ mod tests {
     }
 
     #[test]
+    fn http_edge_keys_are_checked() {
+        let c = Config::from_toml_str_with_env("", no_env()).unwrap();
+        assert!(!c.http.tls.enabled());
+        assert_eq!(
+            (c.http.max_connections, c.http.max_per_address),
+            (20000, 256)
+        );
+        let c = Config::from_toml_str_with_env(
+            "[http.tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n",
+            no_env(),
+        )
+        .unwrap();
+        assert!(c.http.tls.enabled());
+        for (toml, key) in [
+            ("[http.tls]\ncert = \"a.pem\"\n", "http.tls.cert"),
+            (
+                "[http]\nlisten = \"0.0.0.0:443\"\n[http.tls]\nlisten = \"0.0.0.0:443\"\ncert = \"a\"\nkey = \"b\"\n",
+                "http.tls.listen",
+            ),
+            ("[http]\nmax_header_bytes = 4096\n", "http.max_header_bytes"),
+            ("[http]\nmax_per_address = 0\n", "http.max_connections"),
+            (
+                "[http]\nidle_timeout_ms = 0\n",
+                "http.header_read_timeout_ms",
+            ),
+        ] {
+            let err = Config::from_toml_str_with_env(toml, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn dialect_tags_match_whatever_their_case() {
         let c = Config::from_toml_str_with_env("[dialects]\n\"zh-HK\" = \"港式粤语\"\n", no_env())
             .unwrap();
