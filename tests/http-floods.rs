@@ -193,7 +193,7 @@ fn heads_that_never_finish_handshakes_that_never_start_and_idle_connections_are_
     let ca = TestCa::new("slow");
     let pair = ca.issue("localhost", 7);
     let s = Server::start(&format!(
-        "[http]\nheader_read_timeout_ms = 1500\nidle_timeout_ms = 2500\n[http.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        "[hls]\nblock_timeout_ms = 2000\n[http]\nheader_read_timeout_ms = 1500\nidle_timeout_ms = 2500\n[http.tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
         pair.0.display(),
         pair.1.display()
     ));

@@ -614,6 +614,12 @@ impl Config {
                 "http.header_read_timeout_ms and http.idle_timeout_ms must be above 0",
             );
         }
+        if self.http.idle_timeout_ms <= self.hls.block_timeout_ms {
+            return bad(
+                "http.idle_timeout_ms",
+                "must be longer than hls.block_timeout_ms (a blocking playlist reload moves no byte while it waits)",
+            );
+        }
         let tls = &self.http.tls;
         if tls.cert.as_os_str().is_empty() != tls.key.as_os_str().is_empty() {
             return bad(
@@ -1056,6 +1062,7 @@ mod tests {
                 "[http]\nidle_timeout_ms = 0\n",
                 "http.header_read_timeout_ms",
             ),
+            ("[http]\nidle_timeout_ms = 5000\n", "http.idle_timeout_ms"),
         ] {
             let err = Config::from_toml_str_with_env(toml, no_env())
                 .unwrap_err()
