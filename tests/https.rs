@@ -332,7 +332,7 @@ fn a_certificate_that_does_not_load_stops_the_start_naming_the_file() {
 }
 
 #[test]
-fn chromium_plays_over_https_with_the_live_channel_over_wss_and_whep_signalling() {
+fn chromium_plays_over_https_with_the_live_channel_over_wss_and_whep_and_whip_signalling() {
     let ca = TestCa::new("chromium");
     let (cert, key) = live_files(&ca);
     TestCa::install(&ca.issue("localhost", 1001), &cert, &key);
@@ -379,4 +379,12 @@ fn chromium_plays_over_https_with_the_live_channel_over_wss_and_whep_signalling(
     assert!(channel["frames"].as_u64().unwrap() >= 1, "{r}");
     assert_eq!(r["whep"]["status"], 201, "{r}");
     assert_eq!(r["whep"]["applied"], true, "{r}");
+    assert_eq!(r["whip"]["status"], 201, "{r}");
+    assert_eq!(r["whip"]["applied"], true, "{r}");
+    assert!(
+        r["whip"]["deleteStatus"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s)),
+        "{r}"
+    );
 }

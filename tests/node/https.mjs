@@ -3,11 +3,17 @@
 //   node https.mjs BASE STREAM SPKI_HASH
 // - /play/STREAM over https: secure context, HSTS on the page, playing over LL-HLS;
 // - the live channel: a WebSocket to wss://.../ws/STREAM that receives frames;
-// - WHEP signalling from the secure page: an offer POSTed to /whep/STREAM gets an answer.
+// - WHEP signalling from the secure page: an offer POSTed to /whep/STREAM gets an answer;
+// - WHIP from the secure page: the camera and microphone (Chromium's fake devices) offered
+//   to /whip/STREAM-whip get an answer, and the session is deleted.
 import { launch } from "./browser.mjs";
 
 const [base, stream, spki] = process.argv.slice(2);
-const browser = await launch([`--ignore-certificate-errors-spki-list=${spki}`]);
+const browser = await launch([
+  `--ignore-certificate-errors-spki-list=${spki}`,
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+]);
 const result = { errors: [], sockets: [] };
 try {
   const page = await browser.newPage();
@@ -52,6 +58,27 @@ try {
     }
     pc.close();
     return { status: r.status, answer: text.startsWith("v=0"), applied };
+  }, stream);
+  result.whip = await page.evaluate(async (stream) => {
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 180 }, audio: true });
+    const pc = new RTCPeerConnection();
+    for (const t of media.getTracks()) pc.addTransceiver(t, { direction: "sendonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await fetch(`/whip/${stream}-whip`, {
+      method: "POST",
+      headers: { "content-type": "application/sdp" },
+      body: pc.localDescription.sdp,
+    });
+    const text = await r.text();
+    const out = { status: r.status, location: r.headers.get("Location") };
+    if (r.status === 201) {
+      await pc.setRemoteDescription({ type: "answer", sdp: text });
+      out.applied = true;
+      out.deleteStatus = (await fetch(out.location, { method: "DELETE" })).status;
+    }
+    pc.close();
+    media.getTracks().forEach((t) => t.stop());
+    return out;
   }, stream);
 } catch (e) {
   result.errors.push(String(e));
