@@ -48,6 +48,17 @@ pub struct Edge {
     builder: auto::Builder<TokioExecutor>,
     hsts: Option<HeaderValue>,
     started: Instant,
+    /// Connections in hyper's hands (not yet upgraded or closed).
+    serving: AtomicU64,
+}
+
+/// Counts a connection in [`Edge::serving`] while it lives.
+struct Serving<'a>(&'a AtomicU64);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// `[http]` limits, in the units the loop uses.
@@ -240,6 +251,7 @@ impl Edge {
             builder,
             hsts,
             started: Instant::now(),
+            serving: AtomicU64::new(0),
         })
     }
 
@@ -332,6 +344,11 @@ impl Edge {
             });
         }
         let _ = stop_tx.send(true);
+        // Like axum's graceful shutdown: requests in flight finish (the caller bounds the
+        // wait); upgraded WebSockets are the live channel's to close.
+        while self.serving.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn connection(
@@ -424,6 +441,8 @@ impl Edge {
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
+        self.serving.fetch_add(1, Ordering::Relaxed);
+        let _serving = Serving(&self.serving);
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
