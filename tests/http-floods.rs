@@ -491,6 +491,7 @@ fn ten_thousand_idle_connections_and_slowloris_while_a_lecture_streams() {
 
     // Service intact: segments kept coming during both floods, the API answered.
     let gap = longest_gap(&got, t_base, t_slow_end);
+    eprintln!("longest wait for a segment during the floods: {gap:.1} s");
     assert!(
         gap < 8.0,
         "the HLS viewer waited {gap:.1} s for a segment: {got:?}"
