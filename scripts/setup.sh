@@ -25,6 +25,8 @@ want_pkgs=(
   postgresql python3-icalendar
   # benchmarks: nginx with its RTMP module, what a district would run instead (HLS, recording)
   nginx libnginx-mod-rtmp
+  # HTTPS tests: a throwaway CA and certificates (openssl), slow-client floods (slowhttptest)
+  openssl slowhttptest
 )
 
 missing=()

@@ -13,6 +13,7 @@ use media::sink::Publish;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+mod http_edge;
 mod webhooks;
 
 /// jemalloc returns freed pages to the system on a timer (glibc's malloc keeps them in its
@@ -325,6 +326,25 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         }));
     }
 
+    http_edge::raise_open_files_limit(config.http.max_connections);
+    let edge = http_edge::Edge::new(&config.http);
+    // HTTPS first: a certificate that does not load stops the start, naming the file.
+    let https = if config.http.tls.enabled() {
+        let store = http_edge::CertStore::open(&config.http.tls)
+            .context("loading the certificate of [http.tls]")?;
+        let acceptor = store.acceptor()?;
+        tokio::spawn(store.watch(
+            edge.clone(),
+            std::time::Duration::from_millis(config.http.tls.watch_interval_ms),
+        ));
+        let listener = TcpListener::bind(config.http.tls.listen)
+            .await
+            .with_context(|| format!("binding HTTPS to {}", config.http.tls.listen))?;
+        println!("jiangtang: https listening on {}", listener.local_addr()?);
+        Some((listener, acceptor))
+    } else {
+        None
+    };
     let http = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
@@ -356,10 +376,15 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         app = app.merge(whep.router());
     }
     let metrics_recordings = recordings.clone();
+    let edge_stats = edge.clone();
     app = app.route(
         "/metrics",
         axum::routing::get(move || {
-            let (stats, lib) = (whep_stats.clone(), metrics_recordings.clone());
+            let (stats, lib, edge_stats) = (
+                whep_stats.clone(),
+                metrics_recordings.clone(),
+                edge_stats.clone(),
+            );
             async move {
                 let mut out = String::new();
                 if let Some(stats) = stats {
@@ -373,6 +398,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                     "# HELP jiangtang_transcoder_restarts_total Audio transcoders restarted after an error or a stall\n# TYPE jiangtang_transcoder_restarts_total counter\njiangtang_transcoder_restarts_total {restarts}\n"
                 ));
                 media::limits::render(&mut out);
+                edge_stats.stats.render(&mut out);
                 heap_metrics(&mut out);
                 (
                     [(
@@ -439,19 +465,16 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         tasks.spawn(c.clone().run(stopped()));
         tasks.spawn(tell_catalogue_when_live(hub.clone(), c.clone(), stopped()));
     }
-    let stop_http = stopped();
-    tasks.spawn(async move {
-        // Client addresses reach handlers that need them (the operator API's loopback rule).
-        let app = app
-            .layer(axum::middleware::from_fn(html_security_headers))
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(stop_http)
-            .await
-        {
-            warn!("http server: {e}");
-        }
-    });
+    // Client addresses reach handlers that need them (the operator API's loopback rule):
+    // the edge puts them in each request.
+    let app = app.layer(axum::middleware::from_fn(html_security_headers));
+    if let Some((listener, acceptor)) = https {
+        tasks.spawn(
+            edge.clone()
+                .serve(listener, Some(acceptor), app.clone(), stopped()),
+        );
+    }
+    tasks.spawn(edge.clone().serve(http, None, app, stopped()));
 
     let _demo = if config.demo.enabled {
         let publish: Arc<dyn Publish> = hub.clone();

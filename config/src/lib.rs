@@ -99,6 +99,44 @@ pub struct HttpConfig {
     /// The address viewers reach the relay at, put in front of paths in webhook bodies;
     /// empty leaves them as paths.
     pub public_url: String,
+    /// Most HTTP and HTTPS connections open at once (both listeners together); more are
+    /// closed at accept.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv6: one /64).
+    pub max_per_address: usize,
+    /// Time allowed from accept to a complete first request head (TLS handshake included),
+    /// and for each later request head (also how long an idle HTTP/1.1 keep-alive lasts).
+    pub header_read_timeout_ms: u64,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Largest request head (request line and headers) in bytes; HTTP/1.1 answers 431.
+    pub max_header_bytes: usize,
+    /// HTTPS: on when `cert` and `key` are set.
+    pub tls: TlsConfig,
+}
+
+/// `[http.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// Certificate chain, PEM (leaf first); empty for no HTTPS.
+    pub cert: std::path::PathBuf,
+    /// Private key of the leaf, PEM (PKCS#8, PKCS#1 or SEC1); empty for no HTTPS.
+    pub key: std::path::PathBuf,
+    /// `Strict-Transport-Security: max-age=` on HTTPS responses; 0 for no header.
+    pub hsts_max_age_s: u64,
+    /// How often the files' modification times are checked for a reload (SIGHUP reloads at
+    /// once).
+    pub watch_interval_ms: u64,
+}
+
+impl TlsConfig {
+    /// True when HTTPS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty() && !self.key.as_os_str().is_empty()
+    }
 }
 
 /// `[channel]`
@@ -597,6 +635,37 @@ impl Config {
         if !(1..=100).contains(&self.recording.webhook_max_attempts) {
             return bad("recording.webhook_max_attempts", "must be 1..=100");
         }
+        if self.http.max_connections == 0 || self.http.max_per_address == 0 {
+            return bad(
+                "http.max_connections",
+                "http.max_connections and http.max_per_address must be at least 1",
+            );
+        }
+        if self.http.max_header_bytes < 8192 {
+            return bad("http.max_header_bytes", "must be at least 8192");
+        }
+        if self.http.header_read_timeout_ms == 0 || self.http.idle_timeout_ms == 0 {
+            return bad(
+                "http.header_read_timeout_ms",
+                "http.header_read_timeout_ms and http.idle_timeout_ms must be above 0",
+            );
+        }
+        if self.http.idle_timeout_ms <= self.hls.block_timeout_ms {
+            return bad(
+                "http.idle_timeout_ms",
+                "must be longer than hls.block_timeout_ms (a blocking playlist reload moves no byte while it waits)",
+            );
+        }
+        let tls = &self.http.tls;
+        if tls.cert.as_os_str().is_empty() != tls.key.as_os_str().is_empty() {
+            return bad(
+                "http.tls.cert",
+                "set both http.tls.cert and http.tls.key, or neither",
+            );
+        }
+        if tls.enabled() && tls.listen == self.http.listen && tls.listen.port() != 0 {
+            return bad("http.tls.listen", "must differ from http.listen");
+        }
         let public = &self.http.public_url;
         if !(public.is_empty() || public.starts_with("http://") || public.starts_with("https://")) {
             return bad(
@@ -1001,6 +1070,41 @@ mod tests {
                 "[catalogue]\nwebhook_url = \"ftp://x\"\n",
                 "catalogue.webhook_url",
             ),
+        ] {
+            let err = Config::from_toml_str_with_env(toml, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn http_edge_keys_are_checked() {
+        let c = Config::from_toml_str_with_env("", no_env()).unwrap();
+        assert!(!c.http.tls.enabled());
+        assert_eq!(
+            (c.http.max_connections, c.http.max_per_address),
+            (20000, 256)
+        );
+        let c = Config::from_toml_str_with_env(
+            "[http.tls]\ncert = \"a.pem\"\nkey = \"k.pem\"\n",
+            no_env(),
+        )
+        .unwrap();
+        assert!(c.http.tls.enabled());
+        for (toml, key) in [
+            ("[http.tls]\ncert = \"a.pem\"\n", "http.tls.cert"),
+            (
+                "[http]\nlisten = \"0.0.0.0:443\"\n[http.tls]\nlisten = \"0.0.0.0:443\"\ncert = \"a\"\nkey = \"b\"\n",
+                "http.tls.listen",
+            ),
+            ("[http]\nmax_header_bytes = 4096\n", "http.max_header_bytes"),
+            ("[http]\nmax_per_address = 0\n", "http.max_connections"),
+            (
+                "[http]\nidle_timeout_ms = 0\n",
+                "http.header_read_timeout_ms",
+            ),
+            ("[http]\nidle_timeout_ms = 5000\n", "http.idle_timeout_ms"),
         ] {
             let err = Config::from_toml_str_with_env(toml, no_env())
                 .unwrap_err()

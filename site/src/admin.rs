@@ -747,6 +747,7 @@ async fn lecture(
     State(site): State<Site>,
     console: Console,
     Path(id): Path<i64>,
+    scheme: Option<axum::Extension<axum::http::uri::Scheme>>,
     headers: HeaderMap,
 ) -> Response {
     let ui = console.ui;
@@ -827,10 +828,18 @@ async fn lecture(
     let _ = write!(
         body,
         "<section class=\"card\" id=\"stream\"><h2>{how}</h2><dl class=\"howto\">{rtmp}{srt}\
-         <dt>{whip}</dt><dd><code>http://{authority}/whip/{stream}</code></dd>\
+         <dt>{whip}</dt><dd><code>{scheme}://{authority}/whip/{stream}</code></dd>\
          <dt>{whip_token}</dt><dd><code class=\"secret\">{k}</code></dd></dl>{prev}\
          <form method=\"post\" action=\"{rotate}\">{csrf}<button type=\"submit\">{rotate_key}</button> <small>{note}</small></form></section>",
         how = t.how_to_stream,
+        // The scheme this page came over (the HTTP edge tells; HTTPS pages get https).
+        scheme = scheme.map_or("http", |axum::Extension(s)| {
+            if s == axum::http::uri::Scheme::HTTPS {
+                "https"
+            } else {
+                "http"
+            }
+        }),
         whip = t.whip_url,
         whip_token = t.whip_token,
         stream = esc(stream),

@@ -4,6 +4,7 @@
 
 pub mod floods;
 pub mod hooks;
+pub mod http_edge;
 pub mod replay;
 pub mod rtmp;
 pub mod whep;
@@ -20,6 +21,8 @@ pub struct Server {
     child: Child,
     /// HTTP address.
     pub http: SocketAddr,
+    /// HTTPS address, when `[http.tls]` is configured.
+    pub https: Option<SocketAddr>,
     /// RTMP address.
     pub rtmp: SocketAddr,
     /// WebRTC media addresses.
@@ -204,6 +207,7 @@ impl Server {
             }
         });
         let (mut http, mut rtmp, mut webrtc, mut srt) = (None, None, Vec::new(), None);
+        let mut https = None;
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.is_none()
             || rtmp.is_none()
@@ -213,7 +217,9 @@ impl Server {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("relay did not start: {}", log.lock().unwrap()));
-            if let Some(a) = line.strip_prefix("jiangtang: http listening on ") {
+            if let Some(a) = line.strip_prefix("jiangtang: https listening on ") {
+                https = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("jiangtang: http listening on ") {
                 let mut addr: SocketAddr = a.parse().unwrap();
                 if addr.ip().is_unspecified() && loopback_http {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -230,6 +236,7 @@ impl Server {
         Server {
             child,
             http: http.unwrap(),
+            https,
             rtmp: rtmp.unwrap(),
             webrtc,
             srt,
