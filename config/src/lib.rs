@@ -310,6 +310,9 @@ pub struct WebrtcConfig {
     pub connect_timeout_ms: u64,
     /// Largest SDP offer accepted, in bytes.
     pub max_offer_bytes: usize,
+    /// Receive and send buffer of each WebRTC UDP socket, in KiB: room for a GOP burst to
+    /// every viewer and a join storm's handshakes (the kernel's default is about 200 KiB).
+    pub socket_buffer_kib: usize,
 }
 
 /// `[lectures]`
@@ -615,6 +618,9 @@ impl Config {
         }
         if !(1000..=120_000).contains(&self.webrtc.connect_timeout_ms) {
             return bad("webrtc.connect_timeout_ms", "must be 1000..=120000");
+        }
+        if !(64..=262_144).contains(&self.webrtc.socket_buffer_kib) {
+            return bad("webrtc.socket_buffer_kib", "must be 64..=262144");
         }
         if !(1024..=1024 * 1024).contains(&self.webrtc.max_offer_bytes) {
             return bad("webrtc.max_offer_bytes", "must be 1024..=1048576");

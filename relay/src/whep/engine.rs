@@ -1081,7 +1081,10 @@ fn transmit(
     if let Some(socket) = socket {
         match socket.try_send_to(&t.contents, t.destination) {
             Ok(_) => stats.datagrams_sent.inc(),
-            Err(_) => stats.datagrams_dropped.inc(),
+            Err(_) => {
+                stats.datagrams_dropped.inc();
+                stats.datagrams_dropped_out.inc();
+            }
         }
     }
 }
@@ -1434,6 +1437,7 @@ async fn read_socket(
                 };
                 if tx.try_send(d).is_err() {
                     stats.datagrams_dropped.inc();
+                    stats.datagrams_dropped_in.inc();
                 }
             }
             Err(e) => {

@@ -16,6 +16,7 @@ pub mod engine;
 mod engine_tests;
 pub mod rtp_line;
 pub mod stats;
+pub mod udp;
 pub mod whip;
 pub mod whip_media;
 
@@ -38,7 +39,7 @@ use str0m::{Candidate, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tower_http::cors::{Any, CorsLayer};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::http::ApiError;
 use crate::hub::{Hub, Lecture, Status};
@@ -96,6 +97,8 @@ pub async fn bind(
     for (i, ip) in ips.iter().enumerate() {
         let socket = UdpSocket::bind(SocketAddr::new(*ip, port)).await?;
         let bound = socket.local_addr()?;
+        let asked = config.socket_buffer_kib * 1024;
+        udp::report_buffers(bound, asked, udp::size_buffers(&socket, asked));
         port = bound.port();
         let announced = match config.public_ips.get(i).or(config.public_ips.last()) {
             Some(public) => SocketAddr::new(*public, port),
@@ -104,6 +107,41 @@ pub async fn bind(
         out.insert(announced, Arc::new(socket));
     }
     Ok(out)
+}
+
+/// Every [`udp::REPORT_EVERY`]: the datagrams the kernel dropped on our sockets into
+/// `/metrics`, and one log line when any datagram was lost in or out. Ends when the last
+/// other holder of the sockets (the engine) is gone.
+async fn watch_losses(sockets: Vec<Arc<UdpSocket>>, stats: Arc<Stats>) {
+    let kernel_total = |s: &[Arc<UdpSocket>]| -> u64 {
+        s.iter()
+            .filter_map(|s| udp::kernel_receive_drops(s.as_ref()))
+            .sum()
+    };
+    let mut kernel_before = kernel_total(&sockets);
+    let (mut in_before, mut out_before) =
+        (stats.datagrams_dropped_in.get(), stats.datagrams_dropped_out.get());
+    loop {
+        tokio::time::sleep(udp::REPORT_EVERY).await;
+        if sockets.iter().all(|s| Arc::strong_count(s) == 1) {
+            return;
+        }
+        let kernel = kernel_total(&sockets);
+        let (inbound, outbound) = (
+            stats.datagrams_dropped_in.get(),
+            stats.datagrams_dropped_out.get(),
+        );
+        let losses = udp::Losses {
+            kernel: kernel.saturating_sub(kernel_before),
+            inbound: inbound - in_before,
+            outbound: outbound - out_before,
+        };
+        stats.kernel_receive_drops.add(losses.kernel);
+        if let Some(line) = losses.describe(udp::REPORT_EVERY) {
+            warn!("{line}");
+        }
+        (kernel_before, in_before, out_before) = (kernel, inbound, outbound);
+    }
 }
 
 fn install_crypto() {
@@ -133,6 +171,10 @@ impl Whep {
         let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
         candidates.sort();
         let timeout = Duration::from_millis(hub.config().webrtc.connect_timeout_ms);
+        tokio::spawn(watch_losses(
+            sockets.values().cloned().collect(),
+            stats.clone(),
+        ));
         let handles = Engine::start(
             sockets,
             hub.clone(),

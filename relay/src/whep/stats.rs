@@ -138,6 +138,12 @@ pub struct Stats {
     pub datagrams_sent: Counter,
     /// Datagrams dropped (socket buffer full, engine inbox full).
     pub datagrams_dropped: Counter,
+    /// Of those, received but dropped because the engine's queue was full.
+    pub datagrams_dropped_in: Counter,
+    /// Of those, not sent because the socket's send buffer was full.
+    pub datagrams_dropped_out: Counter,
+    /// Datagrams the kernel dropped on receive (the socket's buffer was full).
+    pub kernel_receive_drops: Counter,
     /// Datagrams str0m could not parse.
     pub bad_datagrams: Counter,
     /// Datagrams no session claimed.
@@ -226,6 +232,21 @@ impl Stats {
                 "datagrams_dropped",
                 &self.datagrams_dropped,
                 "UDP datagrams dropped",
+            ),
+            (
+                "datagrams_dropped_in",
+                &self.datagrams_dropped_in,
+                "UDP datagrams received and dropped: the engine's queue was full",
+            ),
+            (
+                "datagrams_dropped_out",
+                &self.datagrams_dropped_out,
+                "UDP datagrams not sent: the socket's send buffer was full",
+            ),
+            (
+                "kernel_receive_drops",
+                &self.kernel_receive_drops,
+                "UDP datagrams the kernel dropped on receive (socket buffer full)",
             ),
             (
                 "bad_datagrams",
