@@ -119,8 +119,10 @@ async fn watch_losses(sockets: Vec<Arc<UdpSocket>>, stats: Arc<Stats>) {
             .sum()
     };
     let mut kernel_before = kernel_total(&sockets);
-    let (mut in_before, mut out_before) =
-        (stats.datagrams_dropped_in.get(), stats.datagrams_dropped_out.get());
+    let (mut in_before, mut out_before) = (
+        stats.datagrams_dropped_in.get(),
+        stats.datagrams_dropped_out.get(),
+    );
     loop {
         tokio::time::sleep(udp::REPORT_EVERY).await;
         if sockets.iter().all(|s| Arc::strong_count(s) == 1) {

@@ -181,7 +181,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 22] = [
+        let counters: [(&str, &Counter, &str); 25] = [
             (
                 "publishers_started",
                 &self.publishers_started,

@@ -51,10 +51,12 @@ pub fn report_buffers(addr: std::net::SocketAddr, asked: usize, got: (usize, usi
 /// where the kernel does not say (not Linux, no /proc).
 pub fn kernel_receive_drops(socket: impl AsFd) -> Option<u64> {
     let inode = rustix::fs::fstat(socket.as_fd()).ok()?.st_ino;
-    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|table| {
-        let text = std::fs::read_to_string(table).ok()?;
-        drops_of_inode(&text, inode as u64)
-    })
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            drops_of_inode(&text, inode as u64)
+        })
 }
 
 /// The `drops` of the line for `inode` in a `/proc/net/udp` table.
@@ -122,7 +124,10 @@ mod tests {
             let _ = tx.send_to(&payload, rx.local_addr().unwrap());
         }
         let drops = kernel_receive_drops(&rx).unwrap();
-        assert!(drops > 0, "500 datagrams into a 4 KiB buffer: {drops} dropped");
+        assert!(
+            drops > 0,
+            "500 datagrams into a 4 KiB buffer: {drops} dropped"
+        );
     }
 
     #[test]
@@ -146,6 +151,9 @@ mod tests {
             outbound: 5,
         };
         let line = l.describe(REPORT_EVERY).unwrap();
-        assert!(line.contains("3 by the kernel") && line.contains("5 on the way out"), "{line}");
+        assert!(
+            line.contains("3 by the kernel") && line.contains("5 on the way out"),
+            "{line}"
+        );
     }
 }
