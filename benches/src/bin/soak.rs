@@ -768,16 +768,24 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// The relay runs (a zombie, exited but not yet reaped, does not).
 fn relay_alive(relay: &Relay) -> bool {
-    std::path::Path::new(&format!("/proc/{}", relay.pid())).exists()
+    std::fs::read_to_string(format!("/proc/{}/stat", relay.pid())).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
 }
 
-/// Kills a child's whole process group (the node script and its browser).
+/// Kills a child's whole process group (the node script and its browser). Not through the
+/// `kill` program: procps-ng 4.0.2's `kill -9 -PGID` signals `-` and the first digit only
+/// (strace: `kill -9 -46` calls `kill(-4, SIGKILL)`), which for a group id starting with 1
+/// is every process the user may kill.
 fn nix_kill_group(p: &mut Proc) -> std::io::Result<()> {
-    let pgid = p.0.id();
-    let _ = Command::new("kill")
-        .args(["-9", &format!("-{pgid}")])
-        .status();
+    if let Some(pgid) = rustix::process::Pid::from_raw(p.0.id() as i32) {
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
     p.0.kill()
 }
 
