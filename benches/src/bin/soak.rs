@@ -485,7 +485,11 @@ async fn garbage(relay: &Relay, webrtc: u16, rng: &mut Rng) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = std::env::temp_dir().join(format!("jiangtang-soak-{}", std::process::id()));
+    // Not the pid alone: in a PID namespace of its own every soak is pid 1.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("jiangtang-soak-{}-{stamp}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = soak(&args, &dir).await;
     let _ = std::fs::remove_dir_all(&dir);
