@@ -21,8 +21,9 @@ fi
 cargo build --locked -p benches --bin soak
 # In a PID namespace of its own when root: the chaos kills the interpreter's browser, whose
 # orphaned helper processes must be reaped inside the soak, not by whatever started it (a
-# CI runner or a shell tool that does not expect them); everything ends with the soak.
+# CI runner or a shell tool that does not expect them); everything ends with the soak. Its own
+# /proc too, or the relay's pid (as the namespace numbers it) would be read from the host's.
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
-    exec unshare --pid --fork --kill-child target/debug/soak --relay "target/$profile/jiangtang" "$@"
+    exec unshare --pid --fork --kill-child --mount-proc target/debug/soak --relay "target/$profile/jiangtang" "$@"
 fi
 exec target/debug/soak --relay "target/$profile/jiangtang" "$@"
