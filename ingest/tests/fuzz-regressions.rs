@@ -1,25 +1,7 @@
 //! Replays every input the fuzzers ever found (fuzz/regressions/) and the captured sessions
 //! through the fuzzing harnesses: none may panic.
 
-use std::path::Path;
-
-fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut out = Vec::new();
-    for kind in ["corpus-seeds", "regressions"] {
-        if let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) {
-            for e in entries.flatten() {
-                if e.path().is_file() && e.file_name() != ".gitkeep" {
-                    out.push((
-                        e.path().display().to_string(),
-                        std::fs::read(e.path()).unwrap(),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
+use media::fuzz_corpus::inputs;
 
 #[test]
 fn rtmp_session_regressions_and_captures() {

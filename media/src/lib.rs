@@ -21,6 +21,7 @@ pub mod admission;
 pub mod encode;
 pub mod flv;
 pub mod fmp4;
+pub mod fuzz_corpus;
 pub mod h264;
 pub mod limits;
 pub mod m3u8;
