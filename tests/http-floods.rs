@@ -286,38 +286,50 @@ fn heap_mib(s: &Server) -> f64 {
     metric(&metrics(s), "jiangtang_heap_allocated_bytes") / 1048576.0
 }
 
-/// A viewer fetching the newest video segment as the playlist advances; records when each
-/// new segment arrived. Bounded by `stop` and 240 s.
+/// A viewer fetching the newest video segment as the playlist advances, from an address of
+/// its own (127.0.0.250: the slowloris run shares 127.0.0.1 and meets its per-address cap);
+/// records when each new segment arrived and every transport error (retried 300 ms later, as
+/// a player does). Bounded by `stop` and 240 s.
 fn hls_viewer(
     s: &Server,
     stream: &str,
     origin: Instant,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(f64, u64)>> {
+) -> std::thread::JoinHandle<(Vec<(f64, u64)>, Vec<String>)> {
     let url = s.url(&format!("/hls/{stream}/video/index.m3u8"));
     let base = s.url(&format!("/hls/{stream}/video/"));
+    let from = Some(std::net::Ipv4Addr::new(127, 0, 0, 250).into());
     std::thread::spawn(move || {
         let t0 = origin;
         let mut got = Vec::new();
+        let mut errors = Vec::new();
         let mut last = None;
         while !stop.load(Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(240) {
-            let (status, _, body) = get(&url);
-            if status == 200
-                && let Ok(pl) = m3u8_rs::parse_media_playlist_res(&body)
-            {
-                let msn = pl.media_sequence + pl.segments.len() as u64 - 1;
-                if last != Some(msn) {
-                    let uri = &pl.segments.last().unwrap().uri;
-                    let (st, _, seg) = get(&format!("{base}{uri}"));
-                    if st == 200 && !seg.is_empty() {
-                        got.push((t0.elapsed().as_secs_f64(), msn));
-                        last = Some(msn);
+            match try_get_with(&url, &[], from) {
+                Ok((200, _, body)) => {
+                    if let Ok(pl) = m3u8_rs::parse_media_playlist_res(&body) {
+                        let msn = pl.media_sequence + pl.segments.len() as u64 - 1;
+                        if last != Some(msn) {
+                            let uri = &pl.segments.last().unwrap().uri;
+                            match try_get_with(&format!("{base}{uri}"), &[], from) {
+                                Ok((200, _, seg)) if !seg.is_empty() => {
+                                    got.push((t0.elapsed().as_secs_f64(), msn));
+                                    last = Some(msn);
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    errors.push(format!("{:.1} s {e}", t0.elapsed().as_secs_f64()))
+                                }
+                            }
+                        }
                     }
                 }
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{:.1} s {e}", t0.elapsed().as_secs_f64())),
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        got
+        (got, errors)
     })
 }
 
@@ -411,18 +423,31 @@ fn ten_thousand_idle_connections_and_slowloris_while_a_lecture_streams() {
         },
     );
     let t_idle_end = t_start.elapsed().as_secs_f64();
-    // Every one of ours was closed by the relay, none by us.
-    let still_open = idle
-        .iter()
-        .filter(|c| {
-            c.set_nonblocking(true).unwrap();
-            let mut b = [0u8; 1];
-            matches!(c.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        })
-        .count();
+    // Every one of ours is closed by the relay, none by us. The gauge above allows a few
+    // still open: those the relay accepted last (its accept queue drains behind the flood on
+    // two busy cores) have their 30 s from a later accept, so give them the time the
+    // opening took and some.
+    for c in &idle {
+        c.set_nonblocking(true).unwrap();
+    }
+    let open_of_ours = || {
+        idle.iter()
+            .filter(|c| {
+                let mut b = [0u8; 1];
+                matches!(c.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let slack = Duration::from_secs_f64(opened_in + 15.0);
+    let deadline = Instant::now() + slack;
+    let mut still_open = open_of_ours();
+    while still_open > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        still_open = open_of_ours();
+    }
     assert_eq!(
         still_open, 0,
-        "connections the relay left open past the head deadline"
+        "connections the relay left open {slack:?} past the head deadline"
     );
     drop(idle);
     eprintln!("idle flood from {t_base:.1} s to {t_idle_end:.1} s");
@@ -473,8 +498,9 @@ fn ten_thousand_idle_connections_and_slowloris_while_a_lecture_streams() {
     );
     let rss_end = s.rss_mib();
     stop.store(true, Ordering::Relaxed);
-    let got = viewer.join().unwrap();
+    let (got, viewer_errors) = viewer.join().unwrap();
     let ff = ffmpeg_viewer.join().unwrap();
+    eprintln!("the HLS viewer's transport errors: {viewer_errors:?}");
 
     let report_csv = std::fs::read_to_string(report.with_extension("csv")).unwrap_or_default();
     let _ = std::fs::remove_file(report.with_extension("csv"));

@@ -135,11 +135,23 @@ fn sigterm_ends_every_lecture_cleanly_and_exits_0() {
     std::thread::sleep(Duration::from_secs(1));
 
     // An LL-HLS player blocked on a playlist reload for a segment that never comes: the
-    // end answers it.
-    let pl = wait_for_segments(&s, "by-srt", "video", 2);
+    // end answers it. It asks for the segment after the one being made (whole segments, no
+    // part: a part that far ahead may pass the Advance Part Limit and be refused at once,
+    // depending on where in its segment the playlist was read).
+    // Asked just as a segment begins, so the answer is at least a whole segment away.
+    let url = s.url("/hls/by-srt/video/index.m3u8");
+    let next = wait_until(Duration::from_secs(20), "a segment just begun", || {
+        let (status, _, body) = get(&url);
+        let text = String::from_utf8_lossy(&body);
+        let pl = m3u8_rs::parse_media_playlist_res(&body).ok()?;
+        let tail = text.rsplit_once("#EXTINF").map_or("", |t| t.1);
+        let parts_begun = tail.matches("#EXT-X-PART:").count();
+        (status == 200 && pl.segments.len() >= 2 && parts_begun <= 1)
+            .then(|| pl.media_sequence + pl.segments.len() as u64)
+    });
     let blocked_url = s.url(&format!(
-        "/hls/by-srt/video/index.m3u8?_HLS_msn={}&_HLS_part=3",
-        pl.media_sequence + pl.segments.len() as u64 + 1
+        "/hls/by-srt/video/index.m3u8?_HLS_msn={}",
+        next + 1
     ));
     let blocked = std::thread::spawn(move || get(&blocked_url));
     std::thread::sleep(Duration::from_millis(300));

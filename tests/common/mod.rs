@@ -626,6 +626,16 @@ pub fn get(url: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
 
 /// GET `url` with extra request headers: status, headers, body (as sent: no decompression).
 pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    try_get_with(url, headers, None).unwrap_or_else(|e| panic!("request: {e}"))
+}
+
+/// GET `url` with extra request headers, from `local` if given; a transport error (refused,
+/// reset, timed out) is returned, for clients that retry as a real player does.
+pub fn try_get_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    local: Option<std::net::IpAddr>,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -633,17 +643,22 @@ pub fn get_with(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::H
     rt.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
+            .local_address(local)
             .build()
             .unwrap();
         let mut req = client.get(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let r = req.send().await.expect("request");
+        let r = req.send().await.map_err(|e| format!("{url}: {e:?}"))?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
-        let body = r.bytes().await.unwrap().to_vec();
-        (status, headers, body)
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| format!("{url}: {e:?}"))?
+            .to_vec();
+        Ok((status, headers, body))
     })
 }
 
