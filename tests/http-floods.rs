@@ -286,6 +286,9 @@ fn heap_mib(s: &Server) -> f64 {
     metric(&metrics(s), "jiangtang_heap_allocated_bytes") / 1048576.0
 }
 
+/// When each new segment arrived (s, msn), and the transport errors met.
+type ViewerLog = (Vec<(f64, u64)>, Vec<String>);
+
 /// A viewer fetching the newest video segment as the playlist advances, from an address of
 /// its own (127.0.0.250: the slowloris run shares 127.0.0.1 and meets its per-address cap);
 /// records when each new segment arrived and every transport error (retried 300 ms later, as
@@ -295,7 +298,7 @@ fn hls_viewer(
     stream: &str,
     origin: Instant,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<(f64, u64)>, Vec<String>)> {
+) -> std::thread::JoinHandle<ViewerLog> {
     let url = s.url(&format!("/hls/{stream}/video/index.m3u8"));
     let base = s.url(&format!("/hls/{stream}/video/"));
     let from = Some(std::net::Ipv4Addr::new(127, 0, 0, 250).into());
