@@ -363,7 +363,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             watchdog: transcode::supervise::Watchdog::from_config(&config.transcode),
         });
     hub.set_level_meters(transcoders.clone());
-    let mut whep_stats = None;
+    let mut whep_metrics = None;
     if config.webrtc.enabled {
         let sockets = relay::whep::bind(&config.webrtc)
             .await
@@ -372,7 +372,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         for addr in whep.candidates() {
             println!("jiangtang: webrtc listening on udp {addr}");
         }
-        whep_stats = Some(whep.stats.clone());
+        whep_metrics = Some(whep.clone());
         app = app.merge(whep.router());
     }
     let metrics_recordings = recordings.clone();
@@ -380,15 +380,15 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     app = app.route(
         "/metrics",
         axum::routing::get(move || {
-            let (stats, lib, edge_stats) = (
-                whep_stats.clone(),
+            let (whep, lib, edge_stats) = (
+                whep_metrics.clone(),
                 metrics_recordings.clone(),
                 edge_stats.clone(),
             );
             async move {
                 let mut out = String::new();
-                if let Some(stats) = stats {
-                    stats.render(&mut out);
+                if let Some(whep) = whep {
+                    whep.render_metrics(&mut out);
                 }
                 if let Some(lib) = lib {
                     lib.metrics_text(&mut out);

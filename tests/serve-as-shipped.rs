@@ -30,7 +30,17 @@ fn serve_without_a_config_file_runs_the_demo_on_the_default_ports() {
     let s = Server::start_as_shipped_in(&ns);
     assert_eq!(s.http.to_string(), "0.0.0.0:8080");
     assert_eq!(s.rtmp.to_string(), "0.0.0.0:1935");
-    assert!(s.webrtc.iter().all(|a| a.port() == 8189), "{:?}", s.webrtc);
+    // One WebRTC engine per core, on consecutive ports from 8189.
+    let engines = std::thread::available_parallelism().map_or(1, |n| n.get()) as u16;
+    let mut ports: Vec<u16> = s.webrtc.iter().map(|a| a.port()).collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(
+        ports,
+        (8189..8189 + engines).collect::<Vec<_>>(),
+        "{:?}",
+        s.webrtc
+    );
     let master = wait_until(Duration::from_secs(30), "the demo's playlist", || {
         curl(&ns, "http://127.0.0.1:8080/hls/demo/index.m3u8")
     });

@@ -293,9 +293,13 @@ pub struct HlsConfig {
 pub struct WebrtcConfig {
     /// Whether WHEP playback is offered.
     pub enabled: bool,
-    /// The one UDP port all viewers' media use. An unspecified address (`0.0.0.0`) binds
-    /// that port on each of this machine's IPv4 addresses.
+    /// The first WebRTC UDP port: engine (shard) `k` uses this port + `k` (port 0: any free
+    /// ports). An unspecified address (`0.0.0.0`) binds each port on each of this machine's
+    /// IPv4 addresses.
     pub udp_listen: SocketAddr,
+    /// WebRTC engines, each serving its share of viewers and publishers on its own UDP
+    /// port and its own core; 0 for one per core.
+    pub shards: usize,
     /// Addresses to announce to viewers instead of the bound ones (a 1:1 NAT's public IP).
     #[serde(default)]
     pub public_ips: Vec<std::net::IpAddr>,
@@ -313,6 +317,16 @@ pub struct WebrtcConfig {
     /// Receive and send buffer of each WebRTC UDP socket, in KiB: room for a GOP burst to
     /// every viewer and a join storm's handshakes (the kernel's default is about 200 KiB).
     pub socket_buffer_kib: usize,
+}
+
+impl WebrtcConfig {
+    /// How many engines run: `shards`, or one per core for 0.
+    pub fn engines(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// `[lectures]`
@@ -618,6 +632,17 @@ impl Config {
         }
         if !(1000..=120_000).contains(&self.webrtc.connect_timeout_ms) {
             return bad("webrtc.connect_timeout_ms", "must be 1000..=120000");
+        }
+        if self.webrtc.shards > 256 {
+            return bad("webrtc.shards", "must be 0 (one per core) ..= 256");
+        }
+        if self.webrtc.udp_listen.port() != 0
+            && usize::from(self.webrtc.udp_listen.port()) + self.webrtc.engines() > 65_536
+        {
+            return bad(
+                "webrtc.shards",
+                "udp_listen's port + shards must stay below 65536",
+            );
         }
         if !(64..=262_144).contains(&self.webrtc.socket_buffer_kib) {
             return bad("webrtc.socket_buffer_kib", "must be 64..=262144");

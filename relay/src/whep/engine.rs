@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::opus_feed::{OpusFeeds, OpusPacket};
 use super::rtp_line::RtpLine;
 use super::stats::Stats;
 use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
@@ -330,7 +332,12 @@ pub struct Engine {
     media_tx: mpsc::Sender<Media>,
     hub: Arc<Hub>,
     transcoders: Arc<dyn Transcoders>,
+    /// Opus of each dialect, transcoded once for every engine.
+    opus: Arc<OpusFeeds>,
     stats: Arc<Stats>,
+    /// Sessions this engine holds or has been handed (the HTTP side counts a session in
+    /// when it picks this engine; the engine counts it out when it removes it).
+    load: Arc<AtomicUsize>,
     connect_timeout: Duration,
     /// When a failed datagram was last logged.
     datagram_failure_logged: Option<Instant>,
@@ -361,17 +368,40 @@ pub struct Handles {
     pub commands: mpsc::Sender<Command>,
 }
 
+/// What every engine (shard) shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The lectures.
+    pub hub: Arc<Hub>,
+    /// WHIP publishers' Opus to AAC.
+    pub transcoders: Arc<dyn Transcoders>,
+    /// Lectures' AAC to Opus, once per dialect.
+    pub opus: Arc<OpusFeeds>,
+    /// Counters of all engines together.
+    pub stats: Arc<Stats>,
+    /// A viewer whose ICE and DTLS are not up within this time is dropped.
+    pub connect_timeout: Duration,
+    /// How often sessions are checked ([`MAINTAIN_EVERY`]).
+    pub maintain_every: Duration,
+}
+
 impl Engine {
-    /// Starts the engine and its socket readers. `sockets` maps each announced address to
-    /// the socket bound for it; maintenance runs every `maintain_every` ([`MAINTAIN_EVERY`]).
+    /// Starts one engine and its socket readers. `sockets` maps each announced address to
+    /// the socket bound for it; `load` is the engine's session count, which the HTTP side
+    /// raises as it hands sessions over.
     pub fn start(
         sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
-        hub: Arc<Hub>,
-        transcoders: Arc<dyn Transcoders>,
-        stats: Arc<Stats>,
-        connect_timeout: Duration,
-        maintain_every: Duration,
+        shared: Shared,
+        load: Arc<AtomicUsize>,
     ) -> Handles {
+        let Shared {
+            hub,
+            transcoders,
+            opus,
+            stats,
+            connect_timeout,
+            maintain_every,
+        } = shared;
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (media_tx, media_rx) = mpsc::channel(4096);
         let (net_tx, net_rx) = mpsc::channel(8192);
@@ -392,7 +422,9 @@ impl Engine {
             media_tx,
             hub,
             transcoders,
+            opus,
             stats,
+            load,
             connect_timeout,
             datagram_failure_logged: None,
             #[cfg(test)]
@@ -448,6 +480,8 @@ impl Engine {
         }
         let publishers = std::mem::take(&mut self.publishers);
         self.stats.publishers_ended.add(publishers.len() as u64);
+        self.load
+            .fetch_sub(viewers.len() + publishers.len(), Ordering::Relaxed);
         self.by_remote.clear();
         self.feeds.clear();
         (viewers.len(), publishers.len())
@@ -752,9 +786,9 @@ impl Engine {
         for d in dialects {
             if !feed.dialects.contains_key(&d) {
                 let task = tokio::spawn(feed_audio(
-                    feed.lecture.clone(),
-                    d.clone(),
-                    self.transcoders.clone(),
+                    self.opus.subscribe(&feed.lecture, &d),
+                    feed.lecture.id,
+                    d.as_str().into(),
                     self.media_tx.clone(),
                     self.stats.clone(),
                 ));
@@ -995,11 +1029,13 @@ impl Engine {
         if self.publishers.iter().any(|p| p.dead || !p.rtc.is_alive()) {
             let by_remote = &mut self.by_remote;
             let stats = &self.stats;
+            let load = &self.load;
             self.publishers.retain(|p| {
                 let keep = !p.dead && p.rtc.is_alive();
                 if !keep {
                     by_remote.retain(|_, id| *id != p.id);
                     stats.publishers_ended.inc();
+                    load.fetch_sub(1, Ordering::Relaxed);
                     info!(session = %p.id, lecture = %p.stream, frames = p.frames, "WHIP publisher removed");
                 }
                 keep
@@ -1016,6 +1052,7 @@ impl Engine {
                 s.lecture.webrtc_leave(&s.lang);
                 self.by_remote.retain(|_, id| *id != s.id);
                 self.stats.sessions_ended.inc();
+                self.load.fetch_sub(1, Ordering::Relaxed);
                 debug!(session = %s.id, "session removed");
             } else {
                 i += 1;
@@ -1483,63 +1520,34 @@ async fn feed_video(lecture: Arc<Lecture>, tx: mpsc::Sender<Media>, stats: Arc<S
     }
 }
 
+/// One dialect's Opus (shared by every engine, [`OpusFeeds`]) into this engine.
 async fn feed_audio(
-    lecture: Arc<Lecture>,
-    lang: String,
-    transcoders: Arc<dyn Transcoders>,
+    mut rx: broadcast::Receiver<Arc<OpusPacket>>,
+    lecture: u64,
+    lang: Arc<str>,
     tx: mpsc::Sender<Media>,
     stats: Arc<Stats>,
 ) {
-    let mut rx = lecture.taps.subscribe(&TapTrack::Audio(lang.clone()));
-    let lang_arc: Arc<str> = lang.as_str().into();
-    let mut encoder: Option<(Arc<CodecParams>, Box<dyn AudioEncoder>)> = None;
     loop {
-        let frame = match rx.recv().await {
-            Ok(f) => f,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                stats.feed_lagged.add(n);
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let CodecParams::Aac(aac) = frame.codec.as_ref() else {
-            continue;
-        };
-        if encoder
-            .as_ref()
-            .is_none_or(|(c, _)| !Arc::ptr_eq(c, &frame.codec) && **c != *frame.codec)
-        {
-            let (out, lec, dialect) = (tx.clone(), lecture.clone(), lang_arc.clone());
-            let stats2 = stats.clone();
-            let on_packet = Box::new(move |p: media::encode::Packet| {
-                let now = Instant::now();
-                let wallclock = lec.taps.wallclock_of(p.pts, 48_000).unwrap_or(now).min(now);
+        match rx.recv().await {
+            Ok(p) => {
                 let m = Media::Audio {
-                    lecture: lec.id,
-                    lang: dialect.clone(),
+                    lecture,
+                    lang: lang.clone(),
                     pts: p.pts,
-                    wallclock,
-                    data: Arc::from(&p.data[..]),
+                    wallclock: p.wallclock,
+                    data: p.data.clone(),
                 };
-                if out.try_send(m).is_err() {
-                    stats2.audio_dropped.inc();
-                }
-            });
-            match transcoders.aac_to_opus(aac, on_packet) {
-                Ok(e) => {
-                    info!(lecture = %lecture.name, dialect = %lang, "opus encoder started");
-                    encoder = Some((frame.codec.clone(), e));
-                }
-                Err(e) => {
-                    warn!(lecture = %lecture.name, dialect = %lang, "cannot transcode to opus: {e}");
-                    return;
+                // Never wait: a full queue means the engine is behind, and late sound is
+                // worse than a gap.
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => stats.audio_dropped.inc(),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
-        }
-        if let Some((_, e)) = encoder.as_mut()
-            && let Err(err) = e.push(frame.pts, frame.timescale, &frame.data)
-        {
-            debug!(lecture = %lecture.name, dialect = %lang, "opus encoder input: {err}");
+            Err(broadcast::error::RecvError::Lagged(n)) => stats.feed_lagged.add(n),
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }

@@ -50,7 +50,7 @@ impl Rig {
         let media = socket.local_addr().unwrap();
         let sockets = HashMap::from([(media, Arc::new(socket))]);
         let whep = Whep::start_with(
-            sockets,
+            vec![sockets],
             hub.clone(),
             Arc::new(transcode::opus::GstTranscoders::default()),
             maintain_every,
@@ -482,11 +482,20 @@ async fn handlers_answer_503_when_the_engine_does_not() {
         .unwrap();
     // An engine that takes one command and never reads it.
     let (commands, _stuck) = tokio::sync::mpsc::channel(1);
+    let stats: Arc<super::Stats> = Default::default();
     let whep = Arc::new(Whep {
-        commands,
+        shards: vec![super::Shard {
+            commands,
+            candidates: vec!["127.0.0.1:9".parse().unwrap()],
+            load: Default::default(),
+        }],
+        opus: Arc::new(super::opus_feed::OpusFeeds::new(
+            Arc::new(transcode::opus::GstTranscoders::default()),
+            stats.clone(),
+        )),
         hub,
         candidates: vec!["127.0.0.1:9".parse().unwrap()],
-        stats: Default::default(),
+        stats,
     });
     let rig = Rig {
         hub: whep.hub.clone(),
@@ -499,7 +508,7 @@ async fn handlers_answer_503_when_the_engine_does_not() {
     // A question (the command is queued, the answer never comes).
     let answer = tokio::time::timeout(
         ENGINE_WAIT * 10,
-        rig.request("DELETE", "/whep/a/0123", None, b""),
+        rig.request("DELETE", "/whep/a/000123", None, b""),
     )
     .await
     .expect("DELETE answered");

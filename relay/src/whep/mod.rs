@@ -1,8 +1,10 @@
-//! WebRTC over one UDP port: playback over WHEP (`POST /whep/STREAM[?lang=yue]`) and
-//! ingest over WHIP (`POST /whip/STREAM[?lang=yue]`, see [`whip`]).
+//! WebRTC: playback over WHEP (`POST /whep/STREAM[?lang=yue]`) and ingest over WHIP
+//! (`POST /whip/STREAM[?lang=yue]`, see [`whip`]).
 //!
-//! - [`engine`]: the single task that owns every viewer's and publisher's `str0m::Rtc` and
-//!   the UDP port.
+//! - [`engine`]: one engine per core (`webrtc.shards`), each a task owning its share of
+//!   the viewers' and publishers' `str0m::Rtc` and its own UDP port (`udp_listen`'s port
+//!   + k). An offer goes to the engine with the fewest sessions; the session id names it.
+//! - [`opus_feed`]: each dialect transcoded to Opus once for all engines.
 //! - [`whip_media`]: what WHIP publishers send, as media events (sans-IO).
 //! - [`stats`]: its counters.
 //!
@@ -14,6 +16,7 @@
 pub mod engine;
 #[cfg(test)]
 mod engine_tests;
+pub mod opus_feed;
 pub mod rtp_line;
 pub mod stats;
 pub mod udp;
@@ -22,6 +25,7 @@ pub mod whip_media;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -43,7 +47,7 @@ use tracing::{info, warn};
 
 use crate::http::ApiError;
 use crate::hub::{Hub, Lecture, Status};
-use engine::{Command, Engine, NewSession};
+use engine::{Command, Engine, NewSession, Shared};
 use media::limits::Limit;
 use stats::Stats;
 
@@ -60,22 +64,51 @@ const SEND_BUFFER_VIDEO: usize = 500;
 /// in microseconds unless it is stuck, and a request must not hang with it.
 const ENGINE_WAIT: Duration = Duration::from_secs(5);
 
-/// The WHEP service.
+/// The WHEP and WHIP service.
 pub struct Whep {
-    commands: mpsc::Sender<Command>,
+    shards: Vec<Shard>,
     hub: Arc<Hub>,
     candidates: Vec<SocketAddr>,
-    /// Counters for `/metrics`.
+    /// Counters for `/metrics` (every engine's together).
     pub stats: Arc<Stats>,
+    opus: Arc<opus_feed::OpusFeeds>,
 }
 
-/// Binds the WebRTC UDP port: on the given address, or, for an unspecified address, on each
-/// IPv4 address of this machine (all on the same port). Returns the sockets by the address
-/// announced to viewers.
-pub async fn bind(
+/// One engine as the HTTP side sees it.
+struct Shard {
+    commands: mpsc::Sender<Command>,
+    /// Its announced addresses.
+    candidates: Vec<SocketAddr>,
+    /// Sessions it holds or has been handed.
+    load: Arc<AtomicUsize>,
+}
+
+/// The UDP sockets of each engine (shard) by the address announced for them, from
+/// [`bind`].
+pub type ShardSockets = Vec<HashMap<SocketAddr, Arc<UdpSocket>>>;
+
+/// Binds the WebRTC UDP ports, `webrtc.engines()` of them (one per engine, consecutive
+/// from `udp_listen`'s port, or any free ones for port 0): each on the given address, or,
+/// for an unspecified address, on each IPv4 address of this machine. Returns each engine's
+/// sockets by the address announced to viewers.
+pub async fn bind(config: &config::WebrtcConfig) -> std::io::Result<ShardSockets> {
+    let mut shards = Vec::new();
+    for k in 0..config.engines() {
+        let port = match config.udp_listen.port() {
+            0 => 0,
+            p => p + k as u16,
+        };
+        let listen = SocketAddr::new(config.udp_listen.ip(), port);
+        shards.push(bind_one(config, listen).await?);
+    }
+    Ok(shards)
+}
+
+/// One engine's sockets on `listen`.
+async fn bind_one(
     config: &config::WebrtcConfig,
+    listen: SocketAddr,
 ) -> std::io::Result<HashMap<SocketAddr, Arc<UdpSocket>>> {
-    let listen = config.udp_listen;
     let ips: Vec<IpAddr> = if listen.ip().is_unspecified() {
         let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
             .unwrap_or_default()
@@ -152,53 +185,131 @@ fn install_crypto() {
 }
 
 impl Whep {
-    /// Starts the engine on `sockets` (from [`bind`]).
+    /// Starts one engine on each shard's `sockets` (from [`bind`]).
     pub fn start(
-        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        sockets: ShardSockets,
         hub: Arc<Hub>,
         transcoders: Arc<dyn media::encode::Transcoders>,
     ) -> Arc<Whep> {
         Whep::start_with(sockets, hub, transcoders, engine::MAINTAIN_EVERY)
     }
 
-    /// [`Whep::start`] with the engine's maintenance every `maintain_every`.
+    /// [`Whep::start`] with the engines' maintenance every `maintain_every`.
     pub(crate) fn start_with(
-        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        sockets: ShardSockets,
         hub: Arc<Hub>,
         transcoders: Arc<dyn media::encode::Transcoders>,
         maintain_every: Duration,
     ) -> Arc<Whep> {
         install_crypto();
         let stats = Arc::new(Stats::default());
-        let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
-        candidates.sort();
-        let timeout = Duration::from_millis(hub.config().webrtc.connect_timeout_ms);
-        tokio::spawn(watch_losses(
-            sockets.values().cloned().collect(),
+        let opus = Arc::new(opus_feed::OpusFeeds::new(
+            transcoders.clone(),
             stats.clone(),
         ));
-        let handles = Engine::start(
-            sockets,
-            hub.clone(),
-            transcoders,
+        tokio::spawn(watch_losses(
+            sockets.iter().flat_map(|s| s.values().cloned()).collect(),
             stats.clone(),
-            timeout,
+        ));
+        let shared = Shared {
+            hub: hub.clone(),
+            transcoders,
+            opus: opus.clone(),
+            stats: stats.clone(),
+            connect_timeout: Duration::from_millis(hub.config().webrtc.connect_timeout_ms),
             maintain_every,
-        );
+        };
+        let shards: Vec<Shard> = sockets
+            .into_iter()
+            .map(|sockets| {
+                let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
+                candidates.sort();
+                let load = Arc::new(AtomicUsize::new(0));
+                let handles = Engine::start(sockets, shared.clone(), load.clone());
+                Shard {
+                    commands: handles.commands,
+                    candidates,
+                    load,
+                }
+            })
+            .collect();
+        let mut candidates: Vec<SocketAddr> =
+            shards.iter().flat_map(|s| s.candidates.clone()).collect();
+        candidates.sort();
         Arc::new(Whep {
-            commands: handles.commands,
+            shards,
             hub,
             candidates,
             stats,
+            opus,
         })
+    }
+
+    /// The engine with the fewest sessions, counted in at once (so that offers arriving
+    /// together spread); the count goes back if the session is not handed over.
+    fn pick(&self) -> Picked<'_> {
+        let (index, shard) = self
+            .shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.load.load(Ordering::Relaxed))
+            .expect("at least one engine");
+        shard.load.fetch_add(1, Ordering::Relaxed);
+        Picked {
+            index,
+            shard,
+            handed: false,
+        }
+    }
+
+    /// The engine holding session `id` (its first two hex digits, [`Picked::session_id`]).
+    fn shard_of(&self, id: &str) -> Option<&Shard> {
+        let k = usize::from_str_radix(id.get(..2)?, 16).ok()?;
+        self.shards.get(k)
+    }
+
+    /// Sessions held by each engine.
+    pub fn engine_loads(&self) -> Vec<usize> {
+        self.shards
+            .iter()
+            .map(|s| s.load.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Dialects being transcoded to Opus now (once each, whatever the engines).
+    pub fn opus_transcoders(&self) -> usize {
+        self.opus.running()
+    }
+
+    /// Prometheus text: the counters of every engine together, then each engine's sessions
+    /// and the Opus transcoders running.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.stats.render(out);
+        out.push_str("# HELP jiangtang_webrtc_engine_sessions Viewers and publishers held by each WebRTC engine (one per core)
+# TYPE jiangtang_webrtc_engine_sessions gauge
+");
+        for (k, n) in self.engine_loads().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "jiangtang_webrtc_engine_sessions{{engine=\"{k}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP jiangtang_webrtc_opus_transcoders Dialects transcoded to Opus for WebRTC now (once each for every engine)\n# TYPE jiangtang_webrtc_opus_transcoders gauge\njiangtang_webrtc_opus_transcoders {}",
+            self.opus_transcoders()
+        );
     }
 
     /// Makes the engine fail (a panic) where `fault` says, once.
     #[cfg(test)]
     pub(crate) async fn fault(&self, fault: engine::Fault) {
-        ask(self, |reply| Command::Fault { fault, reply })
-            .await
-            .expect("engine armed");
+        for shard in &self.shards {
+            let (reply, armed) = oneshot::channel();
+            let _ = shard.commands.send(Command::Fault { fault, reply }).await;
+            armed.await.expect("engine armed");
+        }
     }
 
     /// The announced media addresses.
@@ -325,9 +436,48 @@ fn engine_busy() -> ApiError {
     )
 }
 
+/// An engine chosen for a new session.
+struct Picked<'a> {
+    index: usize,
+    shard: &'a Shard,
+    handed: bool,
+}
+
+impl Picked<'_> {
+    /// A new session id: the engine's number in two hex digits, then 120 random bits.
+    fn session_id(&self) -> String {
+        format!("{:02x}{:030x}", self.index, rand::random::<u128>() >> 8)
+    }
+
+    /// An `Rtc` from `config` with this engine's UDP addresses as its candidates.
+    fn new_rtc(&self, config: str0m::RtcConfig) -> Result<Rtc, ApiError> {
+        let mut rtc = config.build(Instant::now());
+        for c in &self.shard.candidates {
+            let candidate = Candidate::host(*c, "udp")
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
+        Ok(rtc)
+    }
+
+    /// Hands the session over: from here the engine counts it out when it ends.
+    fn send(mut self, permit: mpsc::Permit<'_, Command>, command: Command) {
+        self.handed = true;
+        permit.send(command);
+    }
+}
+
+impl Drop for Picked<'_> {
+    fn drop(&mut self) {
+        if !self.handed {
+            self.shard.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Room for one command in the engine's queue, waiting at most [`ENGINE_WAIT`].
-async fn reserve(w: &Whep) -> Result<mpsc::Permit<'_, Command>, ApiError> {
-    match tokio::time::timeout(ENGINE_WAIT, w.commands.reserve()).await {
+async fn reserve<'a>(picked: &Picked<'a>) -> Result<mpsc::Permit<'a, Command>, ApiError> {
+    match tokio::time::timeout(ENGINE_WAIT, picked.shard.commands.reserve()).await {
         Ok(Ok(permit)) => Ok(permit),
         Ok(Err(_)) => Err(engine_stopped()),
         Err(_) => {
@@ -432,7 +582,8 @@ async fn answer_offer(
         return Ok(at_capacity(stream));
     }
     let offer = parse_offer(body)?;
-    let mut rtc = w.new_rtc(
+    let picked = w.pick();
+    let mut rtc = picked.new_rtc(
         codecs()
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
             // Sender reports are what browsers lip-sync on: send them often for audio too.
@@ -453,7 +604,7 @@ async fn answer_offer(
     }
     // Room in the engine's queue first: from the count below to the handover nothing may
     // wait (a request dropped while waiting would leave its count taken for ever).
-    let permit = reserve(w).await?;
+    let permit = reserve(&picked).await?;
     // Counted here, not when the engine takes it, so back-to-back offers see each other.
     if !w
         .stats
@@ -474,14 +625,17 @@ async fn answer_offer(
         }
         return Ok(at_capacity(stream));
     }
-    let id = format!("{:032x}", rand::random::<u128>());
+    let id = picked.session_id();
     info!(lecture = %stream, session = %id, dialect = %lang, "WHEP viewer offered");
-    permit.send(Command::Add(Box::new(NewSession {
-        id: id.clone(),
-        rtc,
-        lecture,
-        lang,
-    })));
+    picked.send(
+        permit,
+        Command::Add(Box::new(NewSession {
+            id: id.clone(),
+            rtc,
+            lecture,
+            lang,
+        })),
+    );
     Ok(created(answer, &format!("/whep/{stream}/{id}"), &id))
 }
 
@@ -645,19 +799,6 @@ fn codecs() -> str0m::RtcConfig {
         .enable_opus(true, false)
 }
 
-impl Whep {
-    /// An `Rtc` from `config` with our UDP addresses as its candidates.
-    fn new_rtc(&self, config: str0m::RtcConfig) -> Result<Rtc, ApiError> {
-        let mut rtc = config.build(Instant::now());
-        for c in &self.candidates {
-            let candidate = Candidate::host(*c, "udp")
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            rtc.add_local_candidate(candidate);
-        }
-        Ok(rtc)
-    }
-}
-
 /// Puts every track of the answer in one MediaStream: browsers only lip-sync audio and video
 /// that share a stream id (`a=msid:<stream> <track>`), and str0m gives each m-line its own.
 fn one_media_stream(answer: &str) -> String {
@@ -802,18 +943,27 @@ fn h264_mode1_negotiated(answer: &str) -> bool {
     active && h264.iter().any(|pt| mode1.contains(pt))
 }
 
-/// Sends the engine a command and waits for its answer, together at most [`ENGINE_WAIT`].
-async fn ask<T>(w: &Whep, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, ApiError> {
+/// Sends the engine holding session `id` a command and waits for its answer, together at
+/// most [`ENGINE_WAIT`]. `None` if no engine could hold that id.
+async fn ask<T>(
+    w: &Whep,
+    id: &str,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<Option<T>, ApiError> {
+    let Some(shard) = w.shard_of(id) else {
+        return Ok(None);
+    };
     let (tx, rx) = oneshot::channel();
     let asked = async {
-        w.commands
+        shard
+            .commands
             .send(make(tx))
             .await
             .map_err(|_| engine_stopped())?;
         rx.await.map_err(|_| engine_stopped())
     };
     match tokio::time::timeout(ENGINE_WAIT, asked).await {
-        Ok(answer) => answer,
+        Ok(answer) => answer.map(Some),
         Err(_) => {
             tracing::warn!("WebRTC engine did not answer within {ENGINE_WAIT:?}");
             Err(engine_busy())
@@ -829,7 +979,10 @@ async fn delete(
     State(w): State<Arc<Whep>>,
     Path((_stream, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if ask(&w, |reply| Command::Remove { id, reply }).await? {
+    if ask(&w, &id.clone(), |reply| Command::Remove { id, reply })
+        .await?
+        .unwrap_or(false)
+    {
         Ok(StatusCode::OK.into_response())
     } else {
         Err(no_session())
@@ -840,8 +993,9 @@ async fn info(
     State(w): State<Arc<Whep>>,
     Path((_stream, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    ask(&w, |reply| Command::Info { id, reply })
+    ask(&w, &id.clone(), |reply| Command::Info { id, reply })
         .await?
+        .flatten()
         .map(|v| axum::Json(v).into_response())
         .ok_or_else(no_session)
 }
@@ -868,7 +1022,14 @@ async fn patch(
         ));
     }
     let count = parse_trickle(&body)?;
-    if ask(&w, |reply| Command::Candidates { id, count, reply }).await? {
+    if ask(&w, &id.clone(), |reply| Command::Candidates {
+        id,
+        count,
+        reply,
+    })
+    .await?
+    .unwrap_or(false)
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_session())
@@ -893,7 +1054,14 @@ async fn dialect(
     })?;
     let lecture = live_lecture(&w.hub, &stream)?;
     let lang = pick_dialect(&lecture, w.hub.config(), Some(&b.lang))?;
-    if ask(&w, |reply| Command::Dialect { id, lang, reply }).await? {
+    if ask(&w, &id.clone(), |reply| Command::Dialect {
+        id,
+        lang,
+        reply,
+    })
+    .await?
+    .unwrap_or(false)
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(no_session())

@@ -97,8 +97,9 @@ async fn answer_offer(
         ));
     }
     let offer = super::parse_offer(body)?;
+    let picked = w.pick();
     // Ingress statistics once a second: the input's health in the API.
-    let mut rtc = w.new_rtc(codecs().set_stats_interval(Some(Duration::from_secs(1))))?;
+    let mut rtc = picked.new_rtc(codecs().set_stats_interval(Some(Duration::from_secs(1))))?;
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
@@ -120,7 +121,7 @@ async fn answer_offer(
         remote: None,
     };
     // As for viewers: room in the queue first, so nothing waits between count and handover.
-    let permit = super::reserve(w).await?;
+    let permit = super::reserve(&picked).await?;
     // Counted here, so that back-to-back offers see each other; before the lecture is
     // touched, so that a refused offer changes nothing.
     if !w.stats.publishers_started.inc_within(
@@ -141,15 +142,18 @@ async fn answer_offer(
             return Err(e);
         }
     };
-    let id = format!("{:032x}", rand::random::<u128>());
-    permit.send(Command::AddPublisher(Box::new(NewPublisher {
-        id: id.clone(),
-        rtc,
-        stream: stream.to_string(),
-        sink,
-        interpreter,
-        keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
-    })));
+    let id = picked.session_id();
+    picked.send(
+        permit,
+        Command::AddPublisher(Box::new(NewPublisher {
+            id: id.clone(),
+            rtc,
+            stream: stream.to_string(),
+            sink,
+            interpreter,
+            keyframe_every: Duration::from_millis(config.hls.segment_target_ms),
+        })),
+    );
     Ok(super::created(answer, &format!("/whip/{stream}/{id}"), &id))
 }
 
