@@ -8,6 +8,13 @@
 //! a frame to a viewer having it. Bounded in viewers and time.
 //!
 //!     cargo build --release && cargo run --release -p benches --bin whep-bench -- --viewers 25,100,200 --seconds 15
+//!
+//! Engines and cores: `--shards N` sets `webrtc.shards`, `--relay-cpus 0` runs the relay
+//! under `taskset -c 0`. A cheap load generator: `--sample N` fully processes (SRTP, frame
+//! reassembly) one viewer in N; the others, once DTLS is up, only read each RTP header
+//! (sequence numbers travel in clear) to count packets, bytes and losses, and hand STUN and
+//! DTLS to str0m, so consent checks go on. Loss is counted for every viewer from the
+//! sequence numbers, in the measured window.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +45,18 @@ struct Args {
     /// Video bitrate of the lecture in kbit/s.
     #[arg(long, default_value_t = 2500)]
     kbps: u32,
+    /// `webrtc.shards` of the relay (0: one engine per core it may use).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Run the relay under `taskset -c CPUS` (e.g. `0`).
+    #[arg(long)]
+    relay_cpus: Option<String>,
+    /// Fully process one viewer in this many; the rest count RTP headers only.
+    #[arg(long, default_value_t = 1)]
+    sample: usize,
+    /// Viewers joining per second.
+    #[arg(long, default_value_t = 100)]
+    join_rate: u32,
 }
 
 #[derive(Default)]
@@ -47,6 +66,65 @@ struct ViewerStats {
     gaps: AtomicU64,
     connected: AtomicU64,
     first_frame_ms: Mutex<Vec<f64>>,
+    /// RTP packets and bytes received in the window (every viewer, from the headers).
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    /// RTP packets missing by sequence number in the window.
+    lost: AtomicU64,
+    /// Viewers whose session left `connected`-ness (ICE consent or DTLS) before the end.
+    dropped: AtomicU64,
+}
+
+/// Receive accounting of one RTP stream from its clear-text header.
+#[derive(Default, Clone, Copy)]
+struct Seq {
+    first: Option<u64>,
+    highest: u64,
+    received: u64,
+}
+
+impl Seq {
+    fn note(&mut self, seq: u16) {
+        // Extend to 64 bits around the highest seen.
+        let ext = match self.first {
+            None => {
+                self.first = Some(seq as u64 + (1 << 32));
+                self.highest = seq as u64 + (1 << 32);
+                self.received = 1;
+                return;
+            }
+            Some(_) => {
+                let base = self.highest & !0xffff;
+                let mut c = base | seq as u64;
+                if c + 0x8000 < self.highest {
+                    c += 0x1_0000;
+                } else if c > self.highest + 0x8000 {
+                    c -= 0x1_0000;
+                }
+                c
+            }
+        };
+        self.highest = self.highest.max(ext);
+        self.received += 1;
+    }
+
+    fn lost(&self) -> u64 {
+        match self.first {
+            Some(f) => (self.highest - f + 1).saturating_sub(self.received),
+            None => 0,
+        }
+    }
+}
+
+/// The SSRC and sequence number of an SRTP (not SRTCP) datagram.
+fn rtp_header(d: &[u8]) -> Option<(u32, u16)> {
+    if d.len() < 12 || !(128..192).contains(&d[0]) || (200..=206).contains(&d[1]) {
+        return None;
+    }
+    Some((
+        u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+        u16::from_be_bytes([d[2], d[3]]),
+    ))
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -116,6 +194,7 @@ async fn viewer(
     stats: Arc<ViewerStats>,
     until: Instant,
     measure_from: Instant,
+    full: bool,
 ) -> anyhow::Result<()> {
     let socket = UdpSocket::bind("127.0.0.1:0").await?;
     let local = socket.local_addr()?;
@@ -140,6 +219,13 @@ async fn viewer(
     let mut buf = vec![0u8; 2048];
     let mut connected_at: Option<Instant> = None;
     let mut got_video = false;
+    let mut streams: std::collections::HashMap<u32, Seq> = Default::default();
+    let count_losses = |streams: &std::collections::HashMap<u32, Seq>| {
+        stats.lost.fetch_add(
+            streams.values().map(|s| s.lost()).sum::<u64>(),
+            Ordering::Relaxed,
+        );
+    };
     loop {
         let timeout = loop {
             match rtc.poll_output()? {
@@ -151,6 +237,13 @@ async fn viewer(
                     Event::Connected => {
                         connected_at = Some(Instant::now());
                         stats.connected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)
+                        if connected_at.is_some() =>
+                    {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        count_losses(&streams);
+                        bail!("disconnected");
                     }
                     Event::MediaData(m) => {
                         let now = Instant::now();
@@ -181,6 +274,7 @@ async fn viewer(
             }
         };
         if Instant::now() > until {
+            count_losses(&streams);
             return Ok(());
         }
         if connected_at.is_none() && started.elapsed() > Duration::from_secs(20) {
@@ -192,7 +286,21 @@ async fn viewer(
         let input = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r?;
-                Input::Receive(Instant::now(), Receive {
+                let now = Instant::now();
+                let rtp = rtp_header(&buf[..n]);
+                if let Some((ssrc, seq)) = rtp
+                    && now >= measure_from
+                    && now <= until
+                {
+                    streams.entry(ssrc).or_default().note(seq);
+                    stats.packets.fetch_add(1, Ordering::Relaxed);
+                    stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                // A light viewer leaves media to the counters above once DTLS is up.
+                if rtp.is_some() && !full && connected_at.is_some() {
+                    continue;
+                }
+                Input::Receive(now, Receive {
                     proto: Protocol::Udp,
                     source,
                     destination: local,
@@ -210,7 +318,16 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     str0m::crypto::from_feature_flags().install_process_default();
     let tags = Arc::new(benches::flv::read(&encode_lecture(args.kbps)?)?);
-    let relay = Relay::start(&args.relay)?;
+    let shards = args.shards.to_string();
+    let wrapper: Vec<String> = match &args.relay_cpus {
+        Some(cpus) => vec!["taskset".into(), "-c".into(), cpus.clone()],
+        None => Vec::new(),
+    };
+    let relay = Relay::start_logged(
+        &args.relay,
+        &wrapper,
+        &[("JIANGTANG_WEBRTC_SHARDS", shards.as_str())],
+    )?;
     let pid = relay.pid();
     let log: SendLog = Arc::default();
     let end =
@@ -241,20 +358,24 @@ async fn main() -> anyhow::Result<()> {
         args.kbps
     );
     println!(
-        "Viewers: str0m clients on loopback (ICE, DTLS, SRTP, frame reassembly; no decoding), {} s measured per count after all connected.\n",
-        args.seconds
+        "Viewers: str0m clients on loopback (ICE, DTLS, SRTP, frame reassembly; no decoding; one in {} fully, the rest counting RTP headers), joining at {}/s, {} s measured per count after all connected. Relay: webrtc.shards = {} (0: one per core), cpus {}.\n",
+        args.sample,
+        args.join_rate,
+        args.seconds,
+        args.shards,
+        args.relay_cpus.as_deref().unwrap_or("all")
     );
     println!(
-        "| viewers | connected | relay CPU % | CPU per viewer % | relay RSS MiB | heap MiB | heap per viewer KiB | video fps per viewer | audio pkts/s per viewer | gaps | first frame p50 / p99 ms | frame in → RTP out p50 / p99 ms |"
+        "| viewers | connected | relay CPU % | core-ms per viewer-second | relay RSS MiB | heap MiB | heap per viewer KiB | video fps per full viewer | audio pkts/s per full viewer | RTP pkts/s per viewer | Mbit/s per viewer | loss % | sessions dropped | gaps | first frame p50 / p99 ms | frame in → RTP out p50 / p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cpu0 = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_cpu = (cpu_seconds(pid) - cpu0) / 5.0 * 100.0;
     let m0 = metrics().await.unwrap_or_default();
     let heap_idle = metric(&m0, "jiangtang_heap_allocated_bytes") / 1048576.0;
     println!(
-        "| 0 | – | {idle_cpu:.1} | – | {:.1} | {heap_idle:.1} | – | – | – | – | – | – |",
+        "| 0 | – | {idle_cpu:.1} | – | {:.1} | {heap_idle:.1} | – | – | – | – | – | – | – | – | – | – |",
         rss_mib(pid)
     );
 
@@ -264,14 +385,16 @@ async fn main() -> anyhow::Result<()> {
         let measure_from = Instant::now() + ramp;
         let until = measure_from + Duration::from_secs(args.seconds);
         let mut tasks = Vec::new();
-        for _ in 0..n {
+        let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(1) as f64);
+        for i in 0..n {
             tasks.push(tokio::spawn(viewer(
                 relay.http,
                 stats.clone(),
                 until,
                 measure_from,
+                i % args.sample.max(1) == 0,
             )));
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(gap).await;
         }
         tokio::time::sleep_until(measure_from.into()).await;
         let cpu_a = cpu_seconds(pid);
@@ -293,19 +416,30 @@ async fn main() -> anyhow::Result<()> {
         }
         let secs = args.seconds as f64;
         let connected = stats.connected.load(Ordering::Relaxed);
+        let full = n.div_ceil(args.sample.max(1)).min(connected as usize);
         let per = |v: u64| v as f64 / secs / connected.max(1) as f64;
+        let per_full = |v: u64| v as f64 / secs / full.max(1) as f64;
         let mut first = stats.first_frame_ms.lock().expect("lock").clone();
+        let (packets, lost) = (
+            stats.packets.load(Ordering::Relaxed),
+            stats.lost.load(Ordering::Relaxed),
+        );
         println!(
-            "| {n} | {connected}{} | {cpu:.0} | {:.2} | {rss:.1} | {heap:.1} | {:.0} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {lat50:.2} / {lat99:.2} |",
+            "| {n} | {connected}{} | {cpu:.0} | {:.3} | {rss:.1} | {heap:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.3} | {} | {} | {:.0} / {:.0} | {lat50:.2} / {lat99:.2} |",
             if failed > 0 {
                 format!(" ({failed} failed)")
             } else {
                 String::new()
             },
-            (cpu - idle_cpu) / n as f64,
+            // % of a core per viewer is core-centiseconds per second: ×10 for core-ms.
+            (cpu - idle_cpu) / n as f64 * 10.0,
             (heap - heap_idle) * 1024.0 / n as f64,
-            per(stats.video_frames.load(Ordering::Relaxed)),
-            per(stats.audio_frames.load(Ordering::Relaxed)),
+            per_full(stats.video_frames.load(Ordering::Relaxed)),
+            per_full(stats.audio_frames.load(Ordering::Relaxed)),
+            per(packets),
+            per(stats.bytes.load(Ordering::Relaxed)) * 8.0 / 1e6,
+            lost as f64 * 100.0 / (packets + lost).max(1) as f64,
+            stats.dropped.load(Ordering::Relaxed),
             stats.gaps.load(Ordering::Relaxed),
             percentile(&mut first, 0.5),
             percentile(&mut first, 0.99),
