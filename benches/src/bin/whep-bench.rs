@@ -490,3 +490,37 @@ fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> f64 {
         .find(|x| x.1 >= rank)
         .map_or(f64::NAN, |x| x.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_from_sequence_numbers_across_the_wrap_and_reordering() {
+        let mut s = Seq::default();
+        for seq in [65533u16, 65534, 65535, 0, 2, 1, 5] {
+            s.note(seq);
+        }
+        // 65533..=5 is 9 numbers; 3 and 4 never came.
+        assert_eq!(s.received, 7);
+        assert_eq!(s.lost(), 2);
+        assert_eq!(Seq::default().lost(), 0);
+    }
+
+    #[test]
+    fn only_rtp_headers_are_read() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        rtp[2..4].copy_from_slice(&7u16.to_be_bytes());
+        rtp[8..12].copy_from_slice(&42u32.to_be_bytes());
+        assert_eq!(rtp_header(&rtp), Some((42, 7)));
+        let mut rtcp = rtp;
+        rtcp[1] = 200;
+        assert_eq!(rtp_header(&rtcp), None);
+        // STUN and DTLS start below 128.
+        assert_eq!(rtp_header(&[0u8; 20]), None);
+        assert_eq!(rtp_header(&[22u8; 20]), None);
+        assert_eq!(rtp_header(&rtp[..11]), None);
+    }
+}
