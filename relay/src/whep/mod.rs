@@ -179,7 +179,9 @@ async fn watch_losses(sockets: Vec<Arc<UdpSocket>>, stats: Arc<Stats>) {
     }
 }
 
-fn install_crypto() {
+/// Installs str0m's crypto provider (aws-lc-rs) as the process default, once; every `Rtc`
+/// needs it.
+pub fn install_crypto() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| str0m::crypto::from_feature_flags().install_process_default());
 }
@@ -583,12 +585,7 @@ async fn answer_offer(
     }
     let offer = parse_offer(body)?;
     let picked = w.pick();
-    let mut rtc = picked.new_rtc(
-        codecs()
-            .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            // Sender reports are what browsers lip-sync on: send them often for audio too.
-            .set_rtcp_report_interval_audio(Duration::from_secs(1)),
-    )?;
+    let mut rtc = picked.new_rtc(viewer_config())?;
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -787,6 +784,17 @@ fn at_capacity(stream: &str) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
     r
+}
+
+/// The configuration of every WHEP viewer's `Rtc`: ICE-lite, H.264 and Opus only, the video
+/// retransmission buffer, audio sender reports each second. Public for the fan-out benchmark
+/// (`relay/benches/whep_fanout.rs`), which installs str0m's crypto provider with
+/// [`install_crypto`] first.
+pub fn viewer_config() -> str0m::RtcConfig {
+    codecs()
+        .set_send_buffer_video(SEND_BUFFER_VIDEO)
+        // Sender reports are what browsers lip-sync on: send them often for audio too.
+        .set_rtcp_report_interval_audio(Duration::from_secs(1))
 }
 
 /// What every session's `Rtc` starts from: ICE-lite (we have public addresses, browsers do
