@@ -979,6 +979,18 @@ async fn ask<T>(
     }
 }
 
+/// [`ask`] for the commands answered "does the session exist": `Err(no_session())` when not.
+async fn ask_session(
+    w: &Whep,
+    id: &str,
+    make: impl FnOnce(oneshot::Sender<bool>) -> Command,
+) -> Result<(), ApiError> {
+    match ask(w, id, make).await? {
+        Some(true) => Ok(()),
+        _ => Err(no_session()),
+    }
+}
+
 fn no_session() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such WHEP session")
 }
@@ -987,14 +999,8 @@ async fn delete(
     State(w): State<Arc<Whep>>,
     Path((_stream, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if ask(&w, &id.clone(), |reply| Command::Remove { id, reply })
-        .await?
-        .unwrap_or(false)
-    {
-        Ok(StatusCode::OK.into_response())
-    } else {
-        Err(no_session())
-    }
+    ask_session(&w, &id.clone(), |reply| Command::Remove { id, reply }).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 async fn info(
@@ -1030,18 +1036,13 @@ async fn patch(
         ));
     }
     let count = parse_trickle(&body)?;
-    if ask(&w, &id.clone(), |reply| Command::Candidates {
+    ask_session(&w, &id.clone(), |reply| Command::Candidates {
         id,
         count,
         reply,
     })
-    .await?
-    .unwrap_or(false)
-    {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(no_session())
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]
@@ -1062,18 +1063,13 @@ async fn dialect(
     })?;
     let lecture = live_lecture(&w.hub, &stream)?;
     let lang = pick_dialect(&lecture, w.hub.config(), Some(&b.lang))?;
-    if ask(&w, &id.clone(), |reply| Command::Dialect {
+    ask_session(&w, &id.clone(), |reply| Command::Dialect {
         id,
         lang,
         reply,
     })
-    .await?
-    .unwrap_or(false)
-    {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(no_session())
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[cfg(test)]
