@@ -226,6 +226,29 @@ fn row(server: &str, what: &str, l: &Load) {
     );
 }
 
+/// Once the playlist `base` + `playlist` lists three segments: the playlist, then the newest
+/// segment, each under wrk, a row each. Returns `pid`'s RSS with the lecture.
+async fn measure(
+    server: &str,
+    base: &str,
+    playlist: &str,
+    args: &Args,
+    pid: u32,
+) -> anyhow::Result<f64> {
+    let playlist = format!("{base}{playlist}");
+    let pl = wait_segments(&playlist, 3).await?;
+    let live = rss_mib(pid);
+    row(server, "media playlist", &wrk(&playlist, args, pid)?);
+    let pl = text(&playlist).await.unwrap_or(pl);
+    let seg = newest_segment(&pl).context("a segment")?;
+    row(
+        server,
+        "newest segment",
+        &wrk(&format!("{base}{seg}"), args, pid)?,
+    );
+    Ok(live)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -265,17 +288,8 @@ async fn main() -> anyhow::Result<()> {
         ));
         relay.wait_live("bench").await?;
         let base = format!("http://{}/hls/bench/video/", relay.http);
-        let playlist = format!("{base}index.m3u8");
-        let pl = wait_segments(&playlist, 3).await?;
-        rss.push(("jiangtang", idle, rss_mib(pid)));
-        row("jiangtang", "media playlist", &wrk(&playlist, &args, pid)?);
-        let pl = text(&playlist).await.unwrap_or(pl);
-        let seg = newest_segment(&pl).context("a segment")?;
-        row(
-            "jiangtang",
-            "newest segment",
-            &wrk(&format!("{base}{seg}"), &args, pid)?,
-        );
+        let live = measure("jiangtang", &base, "index.m3u8", &args, pid).await?;
+        rss.push(("jiangtang", idle, live));
         publisher.abort();
     }
 
@@ -294,17 +308,8 @@ async fn main() -> anyhow::Result<()> {
             end,
         ));
         let base = format!("http://{}/hls/", nginx.http);
-        let playlist = format!("{base}bench.m3u8");
-        let pl = wait_segments(&playlist, 3).await?;
-        rss.push(("nginx-rtmp", idle, rss_mib(pid)));
-        row("nginx-rtmp", "media playlist", &wrk(&playlist, &args, pid)?);
-        let pl = text(&playlist).await.unwrap_or(pl);
-        let seg = newest_segment(&pl).context("a segment")?;
-        row(
-            "nginx-rtmp",
-            "newest segment",
-            &wrk(&format!("{base}{seg}"), &args, pid)?,
-        );
+        let live = measure("nginx-rtmp", &base, "bench.m3u8", &args, pid).await?;
+        rss.push(("nginx-rtmp", idle, live));
         publisher.abort();
     }
     println!("\n| server | RSS idle MiB | RSS with the lecture MiB |\n|---|---|---|");
