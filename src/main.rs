@@ -337,16 +337,14 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             edge.clone(),
             std::time::Duration::from_millis(config.http.tls.watch_interval_ms),
         ));
-        let listener = TcpListener::bind(config.http.tls.listen)
-            .await
+        let listener = listen_tcp(config.http.tls.listen)
             .with_context(|| format!("binding HTTPS to {}", config.http.tls.listen))?;
         println!("jiangtang: https listening on {}", listener.local_addr()?);
         Some((listener, acceptor))
     } else {
         None
     };
-    let http = TcpListener::bind(config.http.listen)
-        .await
+    let http = listen_tcp(config.http.listen)
         .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
     // Tests and scripts read these lines to find ports chosen by the OS (port 0).
     println!("jiangtang: http listening on {}", http.local_addr()?);
@@ -619,6 +617,21 @@ async fn tell_catalogue_when_live(
         _ = stop => {}
         _ = watch => {}
     }
+}
+
+/// A listening TCP socket with a deep accept queue. tokio's `bind` asks for 1,024; when a
+/// class starts, or a flood arrives, more handshakes than that complete between two
+/// accepts on a busy machine and the kernel drops the SYNs, which clients retry only
+/// after a second or more. The kernel caps the figure at `net.core.somaxconn`.
+fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 async fn shutdown_signal() {
