@@ -1,8 +1,12 @@
-//! WebRTC fan-out as the WHEP engine does it today: one H.264 access unit written in frame
-//! mode to every viewer's own str0m `Rtc` (each packetizes, keeps its retransmission copy and
-//! encrypts with SRTP), each drained with `poll_output` until it returns a timeout. The write
-//! asks for a timeout due at once; fed back (the engine's next `on_timeout`), it sends the
-//! frame's packets, drained again. Both rounds are timed.
+//! WebRTC fan-out: one H.264 access unit to every viewer's own str0m `Rtc`, two ways.
+//!
+//! - `shared`, as the WHEP engine does it: the frame is cut into RTP payloads once (timed,
+//!   once per frame), and each viewer's `Rtc` gets them through str0m's direct API
+//!   (`write_rtp`, the viewer's own sequence numbers, payloads shared by reference in its
+//!   retransmission history), is moved to now and drained: SRTP and send per viewer.
+//! - `frame_mode`, as the engine did before: the frame written with `Writer::write` to each
+//!   viewer, whose `Rtc` packetizes it and keeps its own copy; the write asks for a timeout
+//!   due at once; fed back, it sends the frame's packets, drained again.
 //!
 //! 1,000 viewers, each a server `Rtc` built from the relay's own `viewer_config` and
 //! connected (ICE, DTLS, SRTP) in-process to a client `Rtc` that offered to receive H.264:
@@ -24,9 +28,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use relay::whep::engine::PAYLOAD_MTU;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::unversioned::{H264Packetizer, Packetizer};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 const VIEWERS: usize = 1000;
@@ -39,6 +46,8 @@ struct Viewer {
     client: Rtc,
     /// The server's video m-line and H.264 payload type, once negotiated.
     video: Option<(Mid, Pt)>,
+    /// The next sequence number on the shared path.
+    seq: u64,
 }
 
 /// Hands `rtc`'s output to `peer` until `rtc` wants only time: all of it, or with
@@ -99,6 +108,7 @@ impl Viewer {
             server,
             client,
             video: None,
+            seq: 1000 + i as u64,
         }
     }
 
@@ -148,6 +158,30 @@ impl Viewer {
         let (mid, pt) = self.video.expect("negotiated");
         let w = self.server.writer(mid).expect("a writer");
         w.write(pt, now, rtp_time, frame.clone()).expect("written");
+        self.drain(now)
+    }
+
+    /// What the engine does per viewer and frame now: the shared payloads written with the
+    /// viewer's own sequence numbers, the `Rtc` moved to now and drained.
+    fn write_shared(&mut self, packets: &[Arc<[u8]>], rtp_time: u32, now: Instant) -> usize {
+        let (mid, pt) = self.video.expect("negotiated");
+        let mut api = self.server.direct_api();
+        let tx = api.stream_tx_by_mid(mid, None).expect("a send stream");
+        let last = packets.len() - 1;
+        for (i, p) in packets.iter().enumerate() {
+            tx.write_rtp(
+                RtpWrite::new(pt, self.seq.into(), rtp_time, now, p.clone())
+                    .marker(i == last)
+                    .nackable(true),
+            );
+            self.seq += 1;
+        }
+        self.server.handle_input(Input::Timeout(now)).unwrap();
+        self.drain(now)
+    }
+
+    /// Drains the server until it wants only time (feeding it a timeout due at once).
+    fn drain(&mut self, now: Instant) -> usize {
         let mut bytes = 0;
         for _ in 0..4 {
             let due = loop {
@@ -196,15 +230,9 @@ fn access_unit(keyframe: bool, size: usize) -> Arc<[u8]> {
     out.into()
 }
 
-fn fanout(c: &mut Criterion) {
-    relay::whep::install_crypto();
-    // Criterion's test mode (`cargo test --benches`) runs each benchmark once: few viewers.
-    let viewers = if std::env::args().any(|a| a == "--bench") {
-        VIEWERS
-    } else {
-        10
-    };
-    let start = Instant::now();
+/// `viewers` connected pairs on a virtual clock starting at `start`; returns them and the clock.
+fn connect(viewers: usize, start: Instant) -> (Vec<Viewer>, Instant) {
+    let t = Instant::now();
     let mut now = start;
     let mut all: Vec<Viewer> = (0..viewers).map(|i| Viewer::new(i, now)).collect();
     for _ in 0..2000 {
@@ -220,42 +248,74 @@ fn fanout(c: &mut Criterion) {
     assert_eq!(connected, viewers, "viewers connected");
     eprintln!(
         "whep_fanout: {viewers} viewers connected in {:?}",
-        start.elapsed()
+        t.elapsed()
     );
+    (all, now)
+}
+
+fn fanout(c: &mut Criterion) {
+    relay::whep::install_crypto();
+    // Criterion's test mode (`cargo test --benches`) runs each benchmark once: few viewers.
+    let viewers = if std::env::args().any(|a| a == "--bench") {
+        VIEWERS
+    } else {
+        10
+    };
 
     let mut g = c.benchmark_group("whep_fanout");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1))
         .sample_size(10);
     g.throughput(Throughput::Elements(viewers as u64));
-    let mut frame_no = 0u64;
-    for (name, keyframe, size) in [
-        ("keyframe_60KB", true, KEYFRAME_BYTES),
-        ("pframe_10KB", false, PFRAME_BYTES),
-    ] {
-        let au = access_unit(keyframe, size);
-        g.bench_function(format!("{name}/{viewers}_viewers"), |b| {
-            b.iter_custom(|iters| {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    now += FRAME;
-                    frame_no += 1;
-                    for v in &mut all {
-                        v.upkeep(now);
+    // A fresh set of viewers per way, so neither sees the other's sequence numbers.
+    let mut now = Instant::now();
+    for shared in [true, false] {
+        let (mut all, at) = connect(viewers, now);
+        now = at;
+        let mut frame_no = 0u64;
+        let mut packetizer = H264Packetizer::default();
+        let way = if shared { "shared" } else { "frame_mode" };
+        for (name, keyframe, size) in [
+            ("keyframe_60KB", true, KEYFRAME_BYTES),
+            ("pframe_10KB", false, PFRAME_BYTES),
+        ] {
+            let au = access_unit(keyframe, size);
+            g.bench_function(format!("{way}/{name}/{viewers}_viewers"), |b| {
+                b.iter_custom(|iters| {
+                    let mut took = Duration::ZERO;
+                    for _ in 0..iters {
+                        now += FRAME;
+                        frame_no += 1;
+                        for v in &mut all {
+                            v.upkeep(now);
+                        }
+                        let t = Instant::now();
+                        let mut bytes = 0;
+                        if shared {
+                            let packets: Vec<Arc<[u8]>> = packetizer
+                                .packetize(PAYLOAD_MTU, &au)
+                                .expect("packetized")
+                                .into_iter()
+                                .map(Arc::from)
+                                .collect();
+                            let rtp_time = (frame_no * 3600) as u32;
+                            for v in &mut all {
+                                bytes += v.write_shared(&packets, rtp_time, now);
+                            }
+                        } else {
+                            let rtp_time = MediaTime::new(frame_no * 3600, Frequency::NINETY_KHZ);
+                            for v in &mut all {
+                                bytes += v.write(&au, rtp_time, now);
+                            }
+                        }
+                        took += t.elapsed();
+                        // Every viewer got the frame's RTP (payload plus headers and SRTP tags).
+                        assert!(bytes > viewers * size, "{bytes} bytes sent");
                     }
-                    let rtp_time = MediaTime::new(frame_no * 3600, Frequency::NINETY_KHZ);
-                    let t = Instant::now();
-                    let mut bytes = 0;
-                    for v in &mut all {
-                        bytes += v.write(&au, rtp_time, now);
-                    }
-                    took += t.elapsed();
-                    // Every viewer got the frame's RTP (payload plus headers and SRTP tags).
-                    assert!(bytes > viewers * size, "{bytes} bytes sent");
-                }
-                took
-            })
-        });
+                    took
+                })
+            });
+        }
     }
     g.finish();
 }

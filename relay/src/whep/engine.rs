@@ -24,8 +24,10 @@ use media::encode::{AudioEncoder, AudioSource, Transcoders};
 use media::sink::{MediaSink, TransportStats};
 use media::{CodecParams, MediaEvent, TrackKind};
 use str0m::format::Codec;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::unversioned::{H264Packetizer, Packetizer};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -192,7 +194,9 @@ pub enum Media {
     },
 }
 
-/// A video frame prepared once for every viewer.
+/// A video frame prepared once for every viewer of the engine: cut into RTP payloads here,
+/// so each viewer's `Rtc` only numbers, encrypts and sends them, and its retransmission
+/// history holds references to these payloads, not copies.
 pub struct VideoFrame {
     /// Decode time (90 kHz, lecture timeline), to deduplicate after a GOP burst.
     pub dts: i64,
@@ -202,16 +206,22 @@ pub struct VideoFrame {
     pub keyframe: bool,
     /// Wall clock of `pts`.
     pub wallclock: Instant,
-    /// Annex B bytes.
-    pub data: Arc<[u8]>,
+    /// RTP payloads (H.264 packetization mode 1); the last one carries the marker.
+    pub packets: Box<[Arc<[u8]>]>,
     /// `profile_idc` of the stream.
     pub profile: u8,
     /// When the relay received it.
     pub arrived: Instant,
 }
 
-/// Converts a tapped H.264 frame to Annex B, with SPS and PPS in front of keyframes.
-pub fn annexb(frame: &TapFrame) -> Option<VideoFrame> {
+/// The largest RTP payload: what str0m's own packetization uses with its default MTU (1,150
+/// bytes less the SRTP tag, rounded down to the 16-byte block).
+pub const PAYLOAD_MTU: usize = (str0m::DATAGRAM_MTU_TARGET - 16) & !15;
+
+/// Converts a tapped H.264 frame to Annex B, with SPS and PPS in front of keyframes, and cuts
+/// it into RTP payloads with `packetizer` (one per lecture: it carries parameter sets from
+/// one keyframe to the next).
+pub fn annexb(frame: &TapFrame, packetizer: &mut H264Packetizer) -> Option<VideoFrame> {
     let CodecParams::H264(h) = frame.codec.as_ref() else {
         return None;
     };
@@ -234,12 +244,16 @@ pub fn annexb(frame: &TapFrame) -> Option<VideoFrame> {
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(nal);
     }
+    let packets = packetizer.packetize(PAYLOAD_MTU, &out).ok()?;
+    if packets.is_empty() {
+        return None;
+    }
     Some(VideoFrame {
         dts: frame.dts,
         pts: frame.pts,
         keyframe: frame.keyframe,
         wallclock: frame.wallclock,
-        data: out.into(),
+        packets: packets.into_iter().map(Arc::from).collect(),
         profile: h.profile,
         arrived: frame.arrived,
     })
@@ -260,6 +274,11 @@ struct Session {
     /// This viewer's RTP timelines: the lecture's, continuous across its jumps.
     video_line: RtpLine,
     audio_line: RtpLine,
+    /// The next RTP sequence number of each stream (extended: the high bits are SRTP's
+    /// rollover counter). The viewer's own, so shared payloads go out numbered without gaps
+    /// whatever the viewer skipped.
+    video_seq: u64,
+    audio_seq: u64,
     next_timeout: Instant,
     dead: bool,
     frames_sent: u64,
@@ -279,6 +298,9 @@ struct Feed {
     video_lag: Option<f64>,
     /// Video held back by the audio's extra delay, so both reach viewers aligned.
     held: std::collections::VecDeque<(Instant, Duration, Arc<VideoFrame>)>,
+    /// The frames since the last keyframe, already cut into payloads: a joining viewer's
+    /// GOP burst reuses them instead of cutting its own.
+    gop: std::collections::VecDeque<Arc<VideoFrame>>,
 }
 
 /// Longest video is held back to wait for its audio.
@@ -291,6 +313,9 @@ const AUDIO_OVERLAP: i64 = 48_000;
 /// The same for video: frames of a GOP burst coming again live, at most the longest GOP
 /// the burst sends.
 const VIDEO_OVERLAP: i64 = crate::taps::MAX_GOP.as_secs() as i64 * 90_000;
+/// Most frames a feed keeps for GOP bursts (10 s at 60 frames/s; a longer GOP's burst cuts
+/// the frames the feed no longer has).
+const MAX_GOP_FRAMES: usize = 600;
 
 fn smooth(v: &mut Option<f64>, x: f64) {
     *v = Some(match *v {
@@ -300,6 +325,16 @@ fn smooth(v: &mut Option<f64>, x: f64) {
 }
 
 impl Feed {
+    /// Keeps `frame` for the GOP bursts of viewers joining before the next keyframe.
+    fn remember(&mut self, frame: &Arc<VideoFrame>) {
+        if frame.keyframe {
+            self.gop.clear();
+        }
+        if self.gop.len() < MAX_GOP_FRAMES && (frame.keyframe || !self.gop.is_empty()) {
+            self.gop.push_back(frame.clone());
+        }
+    }
+
     /// How long video should wait so that it leaves with the audio of the same instant.
     fn hold(&self) -> Duration {
         match (self.audio_lag, self.video_lag) {
@@ -616,8 +651,9 @@ impl Engine {
     fn after_drive(&mut self, i: usize) {
         let s = &mut self.sessions[i];
         if s.connected && !s.started && !s.dead && s.video.is_some_and(|v| v.1.is_some()) {
+            let cut = self.feeds.get(&s.lecture.id).map(|f| &f.gop);
             contained(s, &self.stats, |s| {
-                start_video(s, &self.sockets, &self.stats)
+                start_video(s, cut, &self.sockets, &self.stats)
             });
         }
     }
@@ -715,6 +751,10 @@ impl Engine {
             waiting_keyframe: false,
             video_line: RtpLine::default(),
             audio_line: RtpLine::default(),
+            // Below 2^15, so the first rollover is far off and the ROC starts at 0 as the
+            // browser assumes.
+            video_seq: rand::random::<u64>() & 0x7fff,
+            audio_seq: rand::random::<u64>() & 0x7fff,
             next_timeout: Instant::now(),
             dead: false,
             frames_sent: 0,
@@ -776,6 +816,7 @@ impl Engine {
             audio_lag: None,
             video_lag: None,
             held: Default::default(),
+            gop: Default::default(),
         });
         // Every dialect of the lecture is transcoded while it has WebRTC viewers, so a switch
         // is heard at once.
@@ -808,6 +849,7 @@ impl Engine {
                     &mut feed.video_lag,
                     now.saturating_duration_since(frame.wallclock).as_secs_f64() * 1000.0,
                 );
+                feed.remember(&frame);
                 let hold = feed.hold();
                 self.stats.av_hold_ms.observe(hold.as_secs_f64() * 1000.0);
                 if hold.is_zero() && feed.held.is_empty() {
@@ -854,15 +896,12 @@ impl Engine {
                             .observe(at.elapsed().as_secs_f64() * 1000.0);
                     }
                     contained(s, &self.stats, |s| {
-                        if let Some(w) = s.rtc.writer(mid) {
-                            let time = MediaTime::new(
-                                (pts + shift).max(0) as u64,
-                                str0m::media::Frequency::FORTY_EIGHT_KHZ,
-                            );
-                            match w.write(pt, wallclock, time, data.clone()) {
-                                Ok(()) => self.stats.audio_packets.inc(),
-                                Err(e) => debug!(session = %s.id, "audio write: {e}"),
-                            }
+                        let time = rtp_time(pts + shift);
+                        let packet = std::slice::from_ref(&data);
+                        // Opus is not retransmitted (str0m's own choice for audio): a NACKed
+                        // 20 ms would come too late to play.
+                        if send_rtp(s, mid, pt, Stream::Audio, time, wallclock, packet) {
+                            self.stats.audio_packets.inc();
                         }
                         drive(s, &self.sockets, &self.stats);
                     });
@@ -1412,10 +1451,9 @@ fn write_video(
     let Some((mid, Some(pt))) = s.video else {
         return;
     };
-    let Some(w) = s.rtc.writer(mid) else { return };
-    let time = MediaTime::new(rtp_pts.max(0) as u64, str0m::media::Frequency::NINETY_KHZ);
-    match w.write(pt, wallclock, time, frame.data.clone()) {
-        Ok(()) => {
+    let time = rtp_time(rtp_pts);
+    match send_rtp(s, mid, pt, Stream::Video, time, wallclock, &frame.packets) {
+        true => {
             s.frames_sent += 1;
             stats.video_frames.inc();
             if frame.keyframe
@@ -1427,18 +1465,86 @@ fn write_video(
                     .observe(at.elapsed().as_secs_f64() * 1000.0);
             }
         }
-        Err(e) => debug!(session = %s.id, "video write: {e}"),
+        false => debug!(session = %s.id, "no video stream to write to"),
     }
     drive(s, sockets, stats);
+}
+
+/// The 32-bit RTP timestamp of a time on the viewer's line (wrapping, as RTP does).
+fn rtp_time(t: i64) -> u32 {
+    t.max(0) as u64 as u32
+}
+
+/// Which of a viewer's streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Video,
+    Audio,
+}
+
+/// Queues shared payloads on one of the viewer's send streams, numbered in the viewer's own
+/// sequence, then moves its `Rtc` to now so they leave in the drain that follows, not at the
+/// engine's next timeout pass. Video is kept for retransmission (by reference: the payloads
+/// are the lecture's). False if the viewer has no such stream.
+fn send_rtp(
+    s: &mut Session,
+    mid: Mid,
+    pt: Pt,
+    stream: Stream,
+    time: u32,
+    wallclock: Instant,
+    packets: &[Arc<[u8]>],
+) -> bool {
+    let video = stream == Stream::Video;
+    let seq = if video {
+        &mut s.video_seq
+    } else {
+        &mut s.audio_seq
+    };
+    let mut api = s.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    let last = packets.len().saturating_sub(1);
+    for (i, payload) in packets.iter().enumerate() {
+        tx.write_rtp(
+            RtpWrite::new(pt, (*seq).into(), time, wallclock, payload.clone())
+                .marker(video && i == last)
+                .nackable(video),
+        );
+        *seq += 1;
+    }
+    if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
+        debug!(session = %s.id, "timeout: {e}");
+    }
+    true
 }
 
 /// Instant start: send the current GOP from its keyframe at once, with timestamps squeezed
 /// just before the live edge so the browser decodes it all and shows the newest picture
 /// immediately, then go on with live frames.
-fn start_video(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, stats: &Stats) {
+fn start_video(
+    s: &mut Session,
+    cut: Option<&std::collections::VecDeque<Arc<VideoFrame>>>,
+    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    stats: &Stats,
+) {
     s.started = true;
     let (gop, _) = s.lecture.taps.subscribe_video_with_gop();
-    let frames: Vec<VideoFrame> = gop.iter().filter_map(|f| annexb(f)).collect();
+    // The feed has cut most of these already; those it has not (just started, or frames
+    // still on their way to it) are cut here.
+    let mut packetizer = H264Packetizer::default();
+    let frames: Vec<Arc<VideoFrame>> = gop
+        .iter()
+        .filter_map(|f| {
+            cut.and_then(|c| {
+                c.iter()
+                    .find(|v| v.dts == f.dts && v.keyframe == f.keyframe)
+            })
+            .cloned()
+            .or_else(|| annexb(f, &mut packetizer).map(Arc::new))
+        })
+        .collect();
     let Some(last) = frames.last() else {
         s.waiting_keyframe = true;
         return;
@@ -1488,10 +1594,13 @@ async fn read_socket(
 
 async fn feed_video(lecture: Arc<Lecture>, tx: mpsc::Sender<Media>, stats: Arc<Stats>) {
     let mut rx = lecture.taps.subscribe(&TapTrack::Video);
+    let mut packetizer = H264Packetizer::default();
     loop {
         match rx.recv().await {
             Ok(f) => {
-                let Some(frame) = annexb(&f) else { continue };
+                let Some(frame) = annexb(&f, &mut packetizer) else {
+                    continue;
+                };
                 if tx
                     .send(Media::Video {
                         lecture: lecture.id,
@@ -1588,6 +1697,10 @@ mod tests {
             waiting_keyframe: false,
             video_line: RtpLine::default(),
             audio_line: RtpLine::default(),
+            // Below 2^15, so the first rollover is far off and the ROC starts at 0 as the
+            // browser assumes.
+            video_seq: rand::random::<u64>() & 0x7fff,
+            audio_seq: rand::random::<u64>() & 0x7fff,
             next_timeout: Instant::now(),
             dead: false,
             frames_sent: 0,
