@@ -29,7 +29,6 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::unversioned::{H264Packetizer, Packetizer};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -37,6 +36,7 @@ use tracing::{debug, error, info, warn};
 use super::opus_feed::{OpusFeeds, OpusPacket};
 use super::rtp_line::RtpLine;
 use super::stats::Stats;
+use super::udp::Udp;
 use super::whip_media::{self, CommonClock, SenderClock, VideoOutcome, WhipVideo};
 use crate::align::Aligner;
 use crate::hub::{Hub, Lecture, Status};
@@ -357,7 +357,7 @@ impl Drop for Feed {
 
 /// The engine's state.
 pub struct Engine {
-    sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: HashMap<SocketAddr, Arc<Udp>>,
     sessions: Vec<Session>,
     publishers: Vec<Publisher>,
     by_remote: HashMap<SocketAddr, String>,
@@ -425,7 +425,7 @@ impl Engine {
     /// the socket bound for it; `load` is the engine's session count, which the HTTP side
     /// raises as it hands sessions over.
     pub fn start(
-        sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+        sockets: HashMap<SocketAddr, Arc<Udp>>,
         shared: Shared,
         load: Arc<AtomicUsize>,
     ) -> Handles {
@@ -1148,27 +1148,81 @@ fn request_keyframe(p: &mut Publisher, now: Instant) {
 
 /// Sends one datagram from the socket it belongs to, without waiting: a full kernel buffer
 /// drops it (and counts it) rather than hold up anybody else.
-fn transmit(
-    t: &str0m::net::Transmit,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
-    stats: &Stats,
-) {
+fn transmit(t: &str0m::net::Transmit, sockets: &HashMap<SocketAddr, Arc<Udp>>, stats: &Stats) {
     let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
     if let Some(socket) = socket {
-        match socket.try_send_to(&t.contents, t.destination) {
-            Ok(_) => stats.datagrams_sent.inc(),
-            Err(_) => {
-                stats.datagrams_dropped.inc();
-                stats.datagrams_dropped_out.inc();
-            }
+        count_sent(socket.send(t.destination, &t.contents, None), 1, stats);
+    }
+}
+
+fn count_sent(result: std::io::Result<()>, datagrams: u64, stats: &Stats) {
+    match result {
+        Ok(()) => stats.datagrams_sent.add(datagrams),
+        Err(_) => {
+            stats.datagrams_dropped.add(datagrams);
+            stats.datagrams_dropped_out.add(datagrams);
         }
     }
+}
+
+/// Sends what one drain of a viewer produced, in as few system calls as the kernel allows:
+/// a run of datagrams to the same address, all of one size but the last (a frame's RTP
+/// packets), goes as one GSO send. Like [`transmit`], never waits.
+fn transmit_all(
+    out: &mut Vec<str0m::net::Transmit>,
+    scratch: &mut Vec<u8>,
+    sockets: &HashMap<SocketAddr, Arc<Udp>>,
+    stats: &Stats,
+) {
+    let mut i = 0;
+    while i < out.len() {
+        let first = &out[i];
+        let Some(socket) = sockets
+            .get(&first.source)
+            .or_else(|| sockets.values().next())
+        else {
+            out.clear();
+            return;
+        };
+        let size = first.contents.len();
+        let mut bytes = size;
+        let mut j = i + 1;
+        while j < out.len()
+            && j - i < socket.max_segments()
+            && out[j].source == first.source
+            && out[j].destination == first.destination
+            && out[j].contents.len() <= size
+            && bytes + out[j].contents.len() <= socket.max_bytes()
+        {
+            bytes += out[j].contents.len();
+            j += 1;
+            if out[j - 1].contents.len() < size {
+                break;
+            }
+        }
+        if j - i == 1 {
+            count_sent(
+                socket.send(first.destination, &first.contents, None),
+                1,
+                stats,
+            );
+        } else {
+            scratch.clear();
+            for t in &out[i..j] {
+                scratch.extend_from_slice(&t.contents);
+            }
+            let result = socket.send(first.destination, scratch, Some(size));
+            count_sent(result, (j - i) as u64, stats);
+        }
+        i = j;
+    }
+    out.clear();
 }
 
 /// Drains a publisher's output: sends datagrams (RTCP, STUN), handles its media.
 fn drive_publisher(
     p: &mut Publisher,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: &HashMap<SocketAddr, Arc<Udp>>,
     stats: &Stats,
     transcoders: &dyn Transcoders,
 ) {
@@ -1357,14 +1411,28 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
 }
 
 /// Drains a session's output: sends datagrams, handles events, records the next timeout.
-fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<UdpSocket>>, stats: &Stats) {
+fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<Udp>>, stats: &Stats) {
+    thread_local! {
+        /// One drain's datagrams and the bytes of a GSO send: kept per thread so a drain
+        /// allocates nothing once they have grown.
+        static OUT: std::cell::RefCell<(Vec<str0m::net::Transmit>, Vec<u8>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+    OUT.with_borrow_mut(|(out, scratch)| {
+        drain(s, out, stats);
+        transmit_all(out, scratch, sockets, stats);
+    });
+}
+
+/// Polls a viewer's `Rtc` until it wants only time, collecting its datagrams in `out`.
+fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
     loop {
         match s.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
                 s.next_timeout = t;
                 return;
             }
-            Ok(Output::Transmit(t)) => transmit(&t, sockets, stats),
+            Ok(Output::Transmit(t)) => out.push(t),
             Ok(Output::Event(e)) => match e {
                 Event::Connected => {
                     s.connected = true;
@@ -1445,7 +1513,7 @@ fn write_video(
     frame: &VideoFrame,
     rtp_pts: i64,
     wallclock: Instant,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: &HashMap<SocketAddr, Arc<Udp>>,
     stats: &Stats,
 ) {
     let Some((mid, Some(pt))) = s.video else {
@@ -1526,7 +1594,7 @@ fn send_rtp(
 fn start_video(
     s: &mut Session,
     cut: Option<&std::collections::VecDeque<Arc<VideoFrame>>>,
-    sockets: &HashMap<SocketAddr, Arc<UdpSocket>>,
+    sockets: &HashMap<SocketAddr, Arc<Udp>>,
     stats: &Stats,
 ) {
     s.started = true;
@@ -1564,23 +1632,34 @@ fn start_video(
 }
 
 async fn read_socket(
-    socket: Arc<UdpSocket>,
+    socket: Arc<Udp>,
     announced: SocketAddr,
     tx: mpsc::Sender<Datagram>,
     stats: Arc<Stats>,
 ) {
-    let mut buf = vec![0u8; 2048];
+    // Each buffer takes what GRO may coalesce from one sender (up to 64 KiB).
+    let mut bufs = vec![vec![0u8; 65_536]; quinn_udp::BATCH_SIZE];
+    let mut meta = vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE];
     loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, source)) => {
-                let d = Datagram {
-                    source,
-                    destination: announced,
-                    data: Bytes::copy_from_slice(&buf[..n]),
-                };
-                if tx.try_send(d).is_err() {
-                    stats.datagrams_dropped.inc();
-                    stats.datagrams_dropped_in.inc();
+        let mut slices: Vec<std::io::IoSliceMut> = bufs
+            .iter_mut()
+            .map(|b| std::io::IoSliceMut::new(b))
+            .collect();
+        match socket.recv(&mut slices, &mut meta).await {
+            Ok(n) => {
+                for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                    let stride = m.stride.max(1);
+                    for data in buf[..m.len].chunks(stride) {
+                        let d = Datagram {
+                            source: m.addr,
+                            destination: announced,
+                            data: Bytes::copy_from_slice(data),
+                        };
+                        if tx.try_send(d).is_err() {
+                            stats.datagrams_dropped.inc();
+                            stats.datagrams_dropped_in.inc();
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -1665,6 +1744,82 @@ async fn feed_audio(
 mod tests {
     use super::*;
     use media::sink::{Publish, PublishRequest};
+    use tokio::net::UdpSocket;
+
+    /// A frame's packets (equal sizes, a shorter last one), then another viewer's, then a
+    /// lone STUN-sized datagram: every datagram arrives whole, in order, at its own
+    /// address, and the engine's socket reads a burst of them back as datagrams, not as
+    /// GRO-merged lumps.
+    #[tokio::test]
+    async fn batched_sends_arrive_as_the_datagrams_they_were() {
+        let relay = Arc::new(Udp::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap());
+        let from = relay.local_addr().unwrap();
+        let sockets = HashMap::from([(from, relay.clone())]);
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = |to: &std::net::UdpSocket, n: usize, fill: u8| str0m::net::Transmit {
+            proto: Protocol::Udp,
+            source: from,
+            destination: to.local_addr().unwrap(),
+            contents: vec![fill; n].into(),
+        };
+        let mut out = vec![
+            datagram(&a, 1100, 1),
+            datagram(&a, 1100, 2),
+            datagram(&a, 1100, 3),
+            datagram(&a, 400, 4),
+            datagram(&b, 1100, 5),
+            datagram(&b, 700, 6),
+            datagram(&a, 90, 7),
+        ];
+        let stats = Stats::default();
+        let mut scratch = Vec::new();
+        // Sends never wait, so the socket must first be seen writable (the reactor's first
+        // turn after it was registered), as an engine's long-lived socket always has been.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        transmit_all(&mut out, &mut scratch, &sockets, &stats);
+        assert!(out.is_empty());
+        assert_eq!(stats.datagrams_sent.get(), 7);
+        let read = |s: &std::net::UdpSocket, n: usize| -> Vec<(usize, u8)> {
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 2048];
+            (0..n)
+                .map(|_| {
+                    let (len, _) = s.recv_from(&mut buf).unwrap();
+                    assert!(buf[..len].iter().all(|x| *x == buf[0]));
+                    (len, buf[0])
+                })
+                .collect()
+        };
+        assert_eq!(
+            read(&a, 5),
+            [(1100, 1), (1100, 2), (1100, 3), (400, 4), (90, 7)]
+        );
+        assert_eq!(read(&b, 2), [(1100, 5), (700, 6)]);
+
+        // Back the other way: a burst sent in one GSO call, read by the engine's reader.
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(read_socket(
+            relay.clone(),
+            from,
+            tx,
+            Arc::new(Stats::default()),
+        ));
+        let sender = Arc::new(Udp::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()).unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let burst: Vec<u8> = (0..10u8).flat_map(|i| [i; 1000]).collect();
+        sender.send(from, &burst, Some(1000)).unwrap();
+        for i in 0..10u8 {
+            let d = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.data.len(), 1000);
+            assert!(d.data.iter().all(|x| *x == i), "datagram {i}");
+            assert_eq!(d.source, sender.local_addr().unwrap());
+        }
+        reader.abort();
+    }
 
     #[test]
     fn a_panic_inside_one_session_closes_only_that_session() {

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use super::engine::Fault;
+use super::udp::Udp;
 use super::{ENGINE_WAIT, Whep};
 use crate::hub::{Hub, Lecture, Status};
 
@@ -48,7 +49,7 @@ impl Rig {
         let hub = Hub::new(Arc::new(config));
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let media = socket.local_addr().unwrap();
-        let sockets = HashMap::from([(media, Arc::new(socket))]);
+        let sockets = HashMap::from([(media, Arc::new(Udp::new(socket).unwrap()))]);
         let whep = Whep::start_with(
             vec![sockets],
             hub.clone(),

@@ -85,7 +85,7 @@ struct Shard {
 
 /// The UDP sockets of each engine (shard) by the address announced for them, from
 /// [`bind`].
-pub type ShardSockets = Vec<HashMap<SocketAddr, Arc<UdpSocket>>>;
+pub type ShardSockets = Vec<HashMap<SocketAddr, Arc<udp::Udp>>>;
 
 /// Binds the WebRTC UDP ports, `webrtc.engines()` of them (one per engine, consecutive
 /// from `udp_listen`'s port, or any free ones for port 0): each on the given address, or,
@@ -108,7 +108,7 @@ pub async fn bind(config: &config::WebrtcConfig) -> std::io::Result<ShardSockets
 async fn bind_one(
     config: &config::WebrtcConfig,
     listen: SocketAddr,
-) -> std::io::Result<HashMap<SocketAddr, Arc<UdpSocket>>> {
+) -> std::io::Result<HashMap<SocketAddr, Arc<udp::Udp>>> {
     let ips: Vec<IpAddr> = if listen.ip().is_unspecified() {
         let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
             .unwrap_or_default()
@@ -137,7 +137,7 @@ async fn bind_one(
             Some(public) => SocketAddr::new(*public, port),
             None => bound,
         };
-        out.insert(announced, Arc::new(socket));
+        out.insert(announced, Arc::new(udp::Udp::new(socket)?));
     }
     Ok(out)
 }
@@ -145,8 +145,8 @@ async fn bind_one(
 /// Every [`udp::REPORT_EVERY`]: the datagrams the kernel dropped on our sockets into
 /// `/metrics`, and one log line when any datagram was lost in or out. Ends when the last
 /// other holder of the sockets (the engine) is gone.
-async fn watch_losses(sockets: Vec<Arc<UdpSocket>>, stats: Arc<Stats>) {
-    let kernel_total = |s: &[Arc<UdpSocket>]| -> u64 {
+async fn watch_losses(sockets: Vec<Arc<udp::Udp>>, stats: Arc<Stats>) {
+    let kernel_total = |s: &[Arc<udp::Udp>]| -> u64 {
         s.iter()
             .filter_map(|s| udp::kernel_receive_drops(s.as_ref()))
             .sum()
