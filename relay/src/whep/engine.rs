@@ -1419,6 +1419,9 @@ fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<Udp>>, stats: &Stats
             const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     }
     OUT.with_borrow_mut(|(out, scratch)| {
+        // Empty unless a drain panicked half-way (a contained session failure): what that
+        // session left is not sent on another's behalf.
+        out.clear();
         drain(s, out, stats);
         transmit_all(out, scratch, sockets, stats);
     });
