@@ -24,26 +24,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
-LIVE777_REPO="${LIVE777_REPO:-https://github.com/binbat/live777}"
-# live777 v0.9.0-108 (2026-12).
-LIVE777_COMMIT="${LIVE777_COMMIT:-42205144}"
-EXT_DIR="${EXT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jiangtang-ext}"
+. scripts/live777.sh
 VIEWERS="${VIEWERS:-200 300}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-30}"
 RAMP_MS="${RAMP_MS:-10}"
 RELAY="${RELAY:-target/release/jiangtang}"
 
-bin="$EXT_DIR/target/release"
-if [ ! -x "$bin/live777" ] || [ ! -x "$bin/livewrk" ] || [ ! -x "$bin/whipinto" ]; then
-    if [ ! -d "$EXT_DIR/live777/.git" ]; then
-        mkdir -p "$EXT_DIR"
-        git clone --quiet "$LIVE777_REPO" "$EXT_DIR/live777"
-    fi
-    git -C "$EXT_DIR/live777" checkout --quiet "$LIVE777_COMMIT"
-    (cd "$EXT_DIR/live777" &&
-        CARGO_TARGET_DIR="$EXT_DIR/target" cargo build --release --locked \
-            --bin live777 --bin livewrk --bin whipinto)
-fi
+live777_build live777 livewrk whipinto
+bin="$LIVE777_BIN"
 [ -x "$RELAY" ] || cargo build --release --locked --bin jiangtang
 
 work="$(mktemp -d)"

@@ -16,23 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
 
-LIVE777_REPO="${LIVE777_REPO:-https://github.com/binbat/live777}"
-# live777 v0.9.0-108 (2026-12): its whipinto uses webrtc-rs 0.20.
-LIVE777_COMMIT="${LIVE777_COMMIT:-42205144}"
-EXT_DIR="${EXT_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/jiangtang-ext}"
-
+. scripts/live777.sh
 if [ -z "${WHIPINTO:-}" ]; then
-    WHIPINTO="$EXT_DIR/bin/whipinto"
-    if [ ! -x "$WHIPINTO" ]; then
-        mkdir -p "$EXT_DIR/bin"
-        if [ ! -d "$EXT_DIR/live777/.git" ]; then
-            git clone --quiet "$LIVE777_REPO" "$EXT_DIR/live777"
-        fi
-        git -C "$EXT_DIR/live777" checkout --quiet "$LIVE777_COMMIT"
-        (cd "$EXT_DIR/live777" &&
-            CARGO_TARGET_DIR="$EXT_DIR/target" cargo build --release --locked --bin whipinto)
-        cp "$EXT_DIR/target/release/whipinto" "$WHIPINTO"
-    fi
+    live777_build whipinto
+    WHIPINTO="$LIVE777_BIN/whipinto"
 fi
 
 cargo build --locked --bin jiangtang
