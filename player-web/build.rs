@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist");
+    // Read when the script runs, not baked in when it was compiled: a build script binary
+    // can outlive the checkout it was compiled in (a target directory shared by worktrees).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    let dist = Path::new(&manifest).join("dist");
     let out = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("player.js");
     println!("cargo:rerun-if-changed={}", dist.display());
     println!(
