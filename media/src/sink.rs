@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{Language, MediaEvent};
+use crate::model::{Language, MediaEvent, TrackId};
 
 /// Who wants to publish what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +79,12 @@ pub trait MediaSink: Send {
     /// Something went wrong with the input that did not end the session (damaged data,
     /// an unsupported track): shown as the lecture's last error.
     fn input_error(&mut self, _message: String) {}
+
+    /// The Opus packets that audio track `track` was transcoded from, as the source sent
+    /// them: `pts` at 48 kHz on the same timeline as the track's frames. Outputs that carry
+    /// Opus (WebRTC viewers) take these instead of transcoding the track back; sinks
+    /// without such outputs ignore them.
+    fn opus(&mut self, _track: TrackId, _pts: i64, _data: &[u8]) {}
 }
 
 /// Grants publishing sessions.

@@ -759,6 +759,7 @@ impl Hub {
             track: None,
             meters: self.meters.get().cloned(),
             meter: None,
+            offset: None,
         }))
     }
 }
@@ -772,6 +773,9 @@ struct ContributorSink {
     track: Option<(RenditionIdx, Arc<media::CodecParams>, u32)>,
     meters: Option<Arc<dyn media::encode::Transcoders>>,
     meter: Option<Box<dyn media::encode::AudioEncoder>>,
+    /// Lecture time minus input time of the last frame placed (track units): where the
+    /// contributor's own Opus goes.
+    offset: Option<i64>,
 }
 
 impl MediaSink for ContributorSink {
@@ -840,6 +844,7 @@ impl MediaSink for ContributorSink {
                     )));
                 }
                 let before = hls.version();
+                let input_pts = frame.pts;
                 let placed = hls.push(r, frame, SystemTime::now());
                 self.lecture.record(&mut hls);
                 let v = hls.version();
@@ -848,6 +853,7 @@ impl MediaSink for ContributorSink {
                     self.lecture.notify(v);
                 }
                 if let Some(placed) = placed {
+                    self.offset = Some(placed.pts - input_pts);
                     let taps = &self.lecture.taps;
                     // Placed behind the picture that arrived with it: never move the
                     // lecture's clock (that is the publisher's).
@@ -882,6 +888,30 @@ impl MediaSink for ContributorSink {
             format!("interpreter {}: {message}", self.lang),
         ));
     }
+
+    fn opus(&mut self, _track: TrackId, pts: i64, data: &[u8]) {
+        if let (Some((_, _, timescale)), Some(offset)) = (&self.track, self.offset) {
+            let pts = pts + media::model::rescale(offset, *timescale, 48_000);
+            send_opus(&self.lecture, self.lang.as_str(), pts, data);
+        }
+    }
+}
+
+/// Puts a source's own Opus packet of dialect `lang`, at lecture time `pts` (48 kHz), in
+/// the lecture's taps for WebRTC viewers.
+fn send_opus(lecture: &Lecture, lang: &str, pts: i64, data: &[u8]) {
+    let now = Instant::now();
+    let taps = &lecture.taps;
+    // Placed by frames already mapped, never after it was heard (as transcoded audio).
+    let wallclock = taps.wallclock_of(pts, 48_000).map_or(now, |w| w.min(now));
+    taps.send_opus(
+        lang,
+        crate::taps::OpusPacket {
+            pts,
+            wallclock,
+            data: Arc::from(data),
+        },
+    );
 }
 
 impl Drop for ContributorSink {
@@ -1033,6 +1063,9 @@ struct SinkTrack {
     codec: Arc<media::CodecParams>,
     timescale: u32,
     meter: Option<Box<dyn media::encode::AudioEncoder>>,
+    /// Lecture time minus input time of the last frame placed (track units): where the
+    /// source's own Opus goes.
+    offset: Option<i64>,
 }
 
 impl MediaSink for PublisherSink {
@@ -1097,6 +1130,7 @@ impl MediaSink for PublisherSink {
                         codec,
                         timescale,
                         meter,
+                        offset: None,
                     },
                 );
                 self.lecture.notify(v);
@@ -1128,6 +1162,7 @@ impl MediaSink for PublisherSink {
                 }
                 let mut hls = self.lecture.hls();
                 let before = hls.version();
+                let input_pts = frame.pts;
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
                 self.lecture.record(&mut hls);
                 let v = hls.version();
@@ -1142,6 +1177,7 @@ impl MediaSink for PublisherSink {
                     self.lecture.announce();
                 }
                 if let Some(placed) = placed {
+                    t.offset = Some(placed.pts - input_pts);
                     let taps = &self.lecture.taps;
                     taps.send(
                         &t.tap,
@@ -1171,6 +1207,20 @@ impl MediaSink for PublisherSink {
         let mut h = self.lecture.health_lock();
         h.errors += 1;
         h.last_error = Some((SystemTime::now(), message));
+    }
+
+    fn opus(&mut self, track: TrackId, pts: i64, data: &[u8]) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let (TapTrack::Audio(lang), Some(offset)) = (&t.tap, t.offset) else {
+            return;
+        };
+        if self.lecture.state().session != self.session {
+            return;
+        }
+        let pts = pts + media::model::rescale(offset, t.timescale, 48_000);
+        send_opus(&self.lecture, lang, pts, data);
     }
 }
 
@@ -1240,27 +1290,64 @@ mod tests {
     }
 
     fn publish_some_media(sink: &mut Box<dyn MediaSink>) {
-        use media::aac::AacParams;
-        let info =
-            media::TrackInfo::new(media::CodecParams::Aac(AacParams::lc(48_000, 2).unwrap()));
-        sink.handle(MediaEvent::Track {
-            id: TrackId(1),
-            info,
-        })
-        .unwrap();
+        sink.handle(aac_track()).unwrap();
         for i in 0..200 {
-            let frame = media::Frame {
-                dts: i * 1024,
-                pts: i * 1024,
+            sink.handle(aac_frame(i * 1024)).unwrap();
+        }
+    }
+
+    /// Track 1: AAC at 48 kHz.
+    fn aac_track() -> MediaEvent {
+        let aac = media::aac::AacParams::lc(48_000, 2).unwrap();
+        MediaEvent::Track {
+            id: TrackId(1),
+            info: media::TrackInfo::new(media::CodecParams::Aac(aac)),
+        }
+    }
+
+    /// An AAC frame of track 1 at `pts`.
+    fn aac_frame(pts: i64) -> MediaEvent {
+        MediaEvent::Frame {
+            track: TrackId(1),
+            frame: media::Frame {
+                dts: pts,
+                pts,
                 keyframe: true,
                 data: bytes::Bytes::from_static(&[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c]),
-            };
-            sink.handle(MediaEvent::Frame {
-                track: TrackId(1),
-                frame,
-            })
-            .unwrap();
+            },
         }
+    }
+
+    #[test]
+    fn a_sources_own_opus_goes_where_its_aac_was_placed() {
+        let hub = hub("");
+        let mut sink = hub.publish(req("a", None)).unwrap();
+        let lecture = hub.lecture("a").unwrap();
+        let lang = lecture.default_language.to_string();
+        let mut aac = lecture.taps.subscribe(&TapTrack::Audio(lang.clone()));
+        let mut opus = lecture.taps.subscribe_opus(&lang);
+        sink.handle(aac_track()).unwrap();
+        // An hour into the publisher's clock: the lecture's timeline starts elsewhere.
+        let base = 48_000 * 3600;
+        sink.opus(TrackId(1), base, &[0xfc, 0]);
+        assert!(opus.try_recv().is_err(), "no AAC placed yet: nowhere to go");
+        for i in 0..50 {
+            sink.handle(aac_frame(base + i * 1024)).unwrap();
+        }
+        let mut last = None;
+        while let Ok(f) = aac.try_recv() {
+            last = Some(f.pts);
+        }
+        let last = last.expect("AAC placed on the timeline");
+        assert_ne!(last, base + 49 * 1024, "the test needs an offset to apply");
+        sink.opus(TrackId(1), base + 49 * 1024 + 960, &[0xfc, 1]);
+        let p = opus.try_recv().unwrap();
+        assert_eq!(p.pts, last + 960);
+        assert_eq!(&*p.data, &[0xfc, 1]);
+        assert!(lecture.taps.sends_opus(&lang, Duration::from_secs(5)));
+        // Another track id (not an audio track of this session) goes nowhere.
+        sink.opus(TrackId(7), base + 50 * 1024, &[0xfc, 2]);
+        assert!(opus.try_recv().is_err());
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub struct TapFrame {
     pub arrived: Instant,
 }
 
+/// One Opus packet of a dialect as WebRTC viewers get it: transcoded from the dialect's AAC
+/// once ([`crate::whep::opus_feed`]), or a WebRTC source's own, placed on the lecture timeline.
+#[derive(Debug)]
+pub struct OpusPacket {
+    /// Presentation time on the lecture timeline at 48 kHz.
+    pub pts: i64,
+    /// When the sound was heard at the source, on this machine's clock.
+    pub wallclock: Instant,
+    /// The packet.
+    pub data: Arc<[u8]>,
+}
+
 /// A track of a lecture, as taps name them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TapTrack {
@@ -50,6 +62,22 @@ pub enum TapTrack {
     Video,
     /// One dialect's audio, by language tag.
     Audio(String),
+}
+
+/// A dialect's own Opus: its subscribers and when a packet last came.
+#[derive(Debug)]
+struct OwnOpus {
+    tx: broadcast::Sender<Arc<OpusPacket>>,
+    last: Option<Instant>,
+}
+
+impl Default for OwnOpus {
+    fn default() -> Self {
+        OwnOpus {
+            tx: broadcast::channel(CHANNEL_FRAMES * 4).0,
+            last: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +91,9 @@ struct Gop {
 pub struct Taps {
     video: broadcast::Sender<Arc<TapFrame>>,
     audio: Mutex<IndexMap<String, broadcast::Sender<Arc<TapFrame>>>>,
+    /// Per dialect, the Opus its source sent (WebRTC publishers and interpreters), beside
+    /// the AAC transcoded from it.
+    opus: Mutex<IndexMap<String, OwnOpus>>,
     gop: Mutex<Gop>,
     /// `(lecture time in 90 kHz ticks, instant)` of the current session's first frame.
     clock: Mutex<Option<(i64, Instant)>>,
@@ -73,6 +104,7 @@ impl Default for Taps {
         Taps {
             video: broadcast::channel(CHANNEL_FRAMES).0,
             audio: Mutex::default(),
+            opus: Mutex::default(),
             gop: Mutex::default(),
             clock: Mutex::default(),
         }
@@ -191,6 +223,36 @@ impl Taps {
         let gop = lock(&self.gop);
         let rx = self.video.subscribe();
         (gop.frames.clone(), rx)
+    }
+
+    /// Sends a source's own Opus packet of dialect `lang` (see [`Taps::subscribe_opus`]).
+    pub fn send_opus(&self, lang: &str, packet: OpusPacket) {
+        let mut opus = lock(&self.opus);
+        let own = match opus.get_mut(lang) {
+            Some(o) => o,
+            None => opus.entry(lang.to_string()).or_default(),
+        };
+        own.last = Some(Instant::now());
+        let _ = own.tx.send(Arc::new(packet));
+    }
+
+    /// Subscribes to the Opus a WebRTC source sends for dialect `lang` (nothing comes while
+    /// its source sends something else).
+    pub fn subscribe_opus(&self, lang: &str) -> broadcast::Receiver<Arc<OpusPacket>> {
+        lock(&self.opus)
+            .entry(lang.to_string())
+            .or_default()
+            .tx
+            .subscribe()
+    }
+
+    /// Whether dialect `lang`'s source sent its own Opus within `within`: its AAC need not
+    /// be transcoded for WebRTC.
+    pub fn sends_opus(&self, lang: &str, within: Duration) -> bool {
+        lock(&self.opus)
+            .get(lang)
+            .and_then(|o| o.last)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// Dialects that have sent audio, in arrival order.

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
@@ -18,15 +18,28 @@ pub struct Viewer {
     pub location: String,
     video_frames: Arc<AtomicU64>,
     audio_frames: Arc<AtomicU64>,
+    opus: Arc<Mutex<Vec<Vec<u8>>>>,
     connected: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Opus packets a viewer keeps for [`Viewer::opus`] (a minute of 20 ms packets).
+const KEPT_OPUS: usize = 3000;
+
+fn install_crypto() {
+    static CRYPTO: OnceLock<()> = OnceLock::new();
+    CRYPTO.get_or_init(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
 impl Viewer {
     /// Offers to `POST http://HTTP/whep/STREAM`, accepts the answer and starts receiving.
     pub async fn start(http: SocketAddr, stream: &str) -> Viewer {
-        static CRYPTO: OnceLock<()> = OnceLock::new();
-        CRYPTO.get_or_init(|| str0m::crypto::from_feature_flags().install_process_default());
+        Viewer::start_at(http, &format!("/whep/{stream}")).await
+    }
+
+    /// The same at `PATH` (`/whep/STREAM?lang=yue`).
+    pub async fn start_at(http: SocketAddr, path: &str) -> Viewer {
+        install_crypto();
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder().build(Instant::now());
@@ -36,7 +49,7 @@ impl Viewer {
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
         let (offer, pending) = api.apply().unwrap();
         let r = reqwest::Client::new()
-            .post(format!("http://{http}/whep/{stream}"))
+            .post(format!("http://{http}{path}"))
             .header("content-type", "application/sdp")
             .body(offer.to_sdp_string())
             .send()
@@ -48,17 +61,20 @@ impl Viewer {
         rtc.sdp_api().accept_answer(pending, answer).unwrap();
         let video_frames = Arc::new(AtomicU64::new(0));
         let audio_frames = Arc::new(AtomicU64::new(0));
+        let opus = Arc::default();
         let connected = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(receive(
             rtc,
             socket,
             [video_frames.clone(), audio_frames.clone()],
+            Arc::clone(&opus),
             connected.clone(),
         ));
         Viewer {
             location,
             video_frames,
             audio_frames,
+            opus,
             connected,
             task,
         }
@@ -78,6 +94,11 @@ impl Viewer {
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+
+    /// The Opus packets received so far (the first few thousand), as they arrived.
+    pub fn opus(&self) -> Vec<Vec<u8>> {
+        self.opus.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Viewer {
@@ -90,9 +111,9 @@ async fn receive(
     mut rtc: Rtc,
     socket: UdpSocket,
     [video_frames, audio_frames]: [Arc<AtomicU64>; 2],
+    opus: Arc<Mutex<Vec<Vec<u8>>>>,
     connected: Arc<AtomicBool>,
 ) {
-    let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2048];
     loop {
         let timeout = loop {
@@ -111,6 +132,10 @@ async fn receive(
                     if m.params.spec().codec == str0m::format::Codec::Opus =>
                 {
                     audio_frames.fetch_add(1, Ordering::Relaxed);
+                    let mut kept = opus.lock().unwrap();
+                    if kept.len() < KEPT_OPUS {
+                        kept.push(m.data.to_vec());
+                    }
                 }
                 Ok(Output::Event(_)) => {}
                 Err(_) => return,
@@ -119,23 +144,30 @@ async fn receive(
         let wait = timeout
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        let input = tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let Ok((n, source)) = r else { continue };
-                let Ok(contents) = buf[..n].try_into() else { continue };
-                Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents,
-                })
-            }
-            _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
-        };
-        if rtc.handle_input(input).is_err() {
+        if !turn(&mut rtc, &socket, &mut buf, wait).await {
             return;
         }
     }
+}
+
+/// Gives `rtc` the next datagram on `socket`, or the time after `wait`; false once it
+/// failed for good.
+async fn turn(rtc: &mut Rtc, socket: &UdpSocket, buf: &mut [u8], wait: Duration) -> bool {
+    let local = socket.local_addr().unwrap();
+    let input = tokio::select! {
+        r = socket.recv_from(buf) => {
+            let Ok((n, source)) = r else { return true };
+            let Ok(contents) = buf[..n].try_into() else { return true };
+            Input::Receive(Instant::now(), Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: local,
+                contents,
+            })
+        }
+        _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
+    };
+    rtc.handle_input(input).is_ok()
 }
 
 /// Cumulative bucket counts `(le, count)` of the Prometheus histogram `name` in `metrics`.
@@ -177,4 +209,152 @@ pub fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> (f64, u
         .find(|x| x.1 >= rank)
         .map_or(f64::NAN, |x| x.0);
     (le, total)
+}
+
+/// A WHIP publisher (or interpreter) of Opus audio alone: str0m doing real ICE, DTLS and
+/// SRTP, sending a 20 ms packet every 20 ms, each one different, so a viewer can tell the
+/// packets it hears for the very ones sent. The packets are CELT frames of arbitrary bytes:
+/// a decoder makes noise of them, as a real encoder's would make speech.
+pub struct OpusPublisher {
+    /// The session resource (`/whip/NAME/ID`).
+    pub location: String,
+    sent: Arc<Mutex<std::collections::HashSet<Vec<u8>>>>,
+    connected: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OpusPublisher {
+    /// Offers to `POST http://HTTP{path}` (`/whip/STREAM`, `/whip/STREAM?lang=yue`) with
+    /// `Authorization: Bearer KEY` and starts sending once connected.
+    pub async fn start(http: SocketAddr, path: &str, key: &str) -> OpusPublisher {
+        install_crypto();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut rtc = Rtc::builder().build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("http://{http}{path}"))
+            .header("content-type", "application/sdp")
+            .header("authorization", format!("Bearer {key}"))
+            .body(offer.to_sdp_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 201, "WHIP offer: {body}");
+        let answer = SdpAnswer::from_sdp_string(&body).unwrap();
+        rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        let sent = Arc::default();
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(publish(
+            rtc,
+            socket,
+            mid,
+            Arc::clone(&sent),
+            connected.clone(),
+        ));
+        OpusPublisher {
+            location: location.unwrap(),
+            sent,
+            connected,
+            task,
+        }
+    }
+
+    /// Whether ICE and DTLS are up.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Packets sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.lock().unwrap().len()
+    }
+
+    /// Whether `packet` is one this publisher sent.
+    pub fn has_sent(&self, packet: &[u8]) -> bool {
+        self.sent.lock().unwrap().contains(packet)
+    }
+
+    /// Stops sending (the session times out at the relay; nothing says goodbye).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for OpusPublisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn publish(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    mid: str0m::media::Mid,
+    sent: Arc<Mutex<std::collections::HashSet<Vec<u8>>>>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 2048];
+    let mut next_packet = Instant::now();
+    let mut n: u64 = 0;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    loop {
+        let now = Instant::now();
+        if connected.load(Ordering::Relaxed) && now >= next_packet {
+            // TOC: configuration 31 (CELT, fullband, 20 ms), stereo, one frame.
+            let mut packet = vec![0xfc];
+            packet.extend_from_slice(&n.to_be_bytes());
+            for _ in 0..12 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                packet.extend_from_slice(&rng.to_le_bytes()[..4]);
+            }
+            let pt = rtc
+                .writer(mid)
+                .and_then(|w| w.payload_params().next().map(|p| p.pt()));
+            if let Some(pt) = pt
+                && let Some(w) = rtc.writer(mid)
+            {
+                let time =
+                    str0m::media::MediaTime::new(n * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
+                if w.write(pt, now, time, packet.clone()).is_ok() {
+                    sent.lock().unwrap().insert(packet);
+                }
+            }
+            n += 1;
+            next_packet += Duration::from_millis(20);
+        }
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => {
+                    connected.store(true, Ordering::Relaxed);
+                    next_packet = Instant::now();
+                }
+                Ok(Output::Event(_)) => {}
+                Err(_) => return,
+            }
+        };
+        let mut wake = timeout.min(Instant::now() + Duration::from_millis(100));
+        if connected.load(Ordering::Relaxed) {
+            wake = wake.min(next_packet);
+        }
+        let wait = wake.saturating_duration_since(Instant::now());
+        if !turn(&mut rtc, &socket, &mut buf, wait).await {
+            return;
+        }
+    }
 }

@@ -1407,6 +1407,10 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
         {
             debug!(session = %p.id, "opus input: {err}");
         }
+        // WebRTC viewers get the Opus as it came; the AAC above is for HLS and recording.
+        if rate == 48_000 && media::opus::packet_samples(&d.data).is_some() {
+            lock_sink(&p.sink).opus(whip_media::AUDIO, t, &d.data);
+        }
     }
 }
 

@@ -299,7 +299,7 @@ impl Whep {
         }
         let _ = writeln!(
             out,
-            "# HELP jiangtang_webrtc_opus_transcoders Dialects transcoded to Opus for WebRTC now (once each for every engine)\n# TYPE jiangtang_webrtc_opus_transcoders gauge\njiangtang_webrtc_opus_transcoders {}",
+            "# HELP jiangtang_webrtc_opus_transcoders Dialects fed to WebRTC viewers as Opus now, once each for every engine (transcoded from AAC, or a WebRTC source's own passed through)\n# TYPE jiangtang_webrtc_opus_transcoders gauge\njiangtang_webrtc_opus_transcoders {}",
             self.opus_transcoders()
         );
     }

@@ -1,11 +1,13 @@
-//! Each dialect of a lecture transcoded to Opus once, whatever the number of WebRTC engines
-//! (shards) whose viewers hear it: one transcoder per (lecture, dialect) feeds a broadcast
-//! channel, and every engine with a listener of that dialect subscribes. The transcoder
-//! stops when its last subscriber has gone (checked as each AAC frame arrives).
+//! Each dialect of a lecture as Opus once, whatever the number of WebRTC engines (shards)
+//! whose viewers hear it: one feed per (lecture, dialect) fills a broadcast channel, and
+//! every engine with a listener of that dialect subscribes. The feed passes a WebRTC
+//! source's own Opus through as it came (no Opus → AAC → Opus round trip) and transcodes the
+//! dialect's AAC only while the source sends none (RTMP, SRT, RTSP). It stops when its last
+//! subscriber has gone (checked as each packet or frame arrives).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use media::CodecParams;
 use media::encode::{AudioEncoder, Transcoders};
@@ -16,16 +18,7 @@ use super::stats::Stats;
 use crate::hub::Lecture;
 use crate::taps::TapTrack;
 
-/// One Opus packet of a dialect, as every engine sends it.
-#[derive(Debug)]
-pub struct OpusPacket {
-    /// Presentation time at 48 kHz.
-    pub pts: i64,
-    /// When the sound was heard at the source, on this machine's clock.
-    pub wallclock: Instant,
-    /// The packet.
-    pub data: Arc<[u8]>,
-}
+pub use crate::taps::OpusPacket;
 
 /// Packets queued per subscriber before it lags: 256 × 20 ms, five seconds.
 const QUEUE: usize = 256;
@@ -118,8 +111,13 @@ impl Drop for Registered {
     }
 }
 
-/// The transcoder of one dialect: AAC frames from the lecture's tap in, Opus packets out to
-/// every subscribed engine.
+/// How long after a source's own Opus packet the dialect's AAC is not transcoded: longer
+/// than any gap between packets of a live source, short enough that sound returns soon
+/// after the source changes to one without Opus (a publisher back over RTMP).
+const PASSTHROUGH_HOLD: Duration = Duration::from_millis(500);
+
+/// The Opus of one dialect for every subscribed engine: the source's own Opus as it came
+/// when the source sends Opus (WHIP), else the lecture's AAC transcoded.
 async fn transcode(
     lecture: Arc<Lecture>,
     key: Key,
@@ -131,9 +129,33 @@ async fn transcode(
     let lang = key.1.clone();
     let registered = Registered { key, tx, feeds };
     let mut rx = lecture.taps.subscribe(&TapTrack::Audio(lang.clone()));
+    let mut own = lecture.taps.subscribe_opus(&lang);
     let mut encoder: Option<(Arc<CodecParams>, Box<dyn AudioEncoder>)> = None;
+    // Passing the source's own Opus (for the log's sake: the taps decide).
+    let mut passing = false;
     loop {
-        let frame = match rx.recv().await {
+        let frame = tokio::select! {
+            // Before the AAC of the same instant, so the encoder is not started for nothing.
+            biased;
+            p = own.recv() => {
+                match p {
+                    Ok(p) => {
+                        if registered.abandoned() {
+                            debug!(lecture = %lecture.name, dialect = %lang, "opus feed stopped: no listener left");
+                            return;
+                        }
+                        stats.opus_passed_through.inc();
+                        // No subscriber left is the only error: the next packet sees it.
+                        let _ = registered.tx.send(p);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => stats.feed_lagged.add(n),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+                continue;
+            }
+            f = rx.recv() => f,
+        };
+        let frame = match frame {
             Ok(f) => f,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 stats.feed_lagged.add(n);
@@ -144,6 +166,19 @@ async fn transcode(
         if registered.abandoned() {
             debug!(lecture = %lecture.name, dialect = %lang, "opus encoder stopped: no listener left");
             return;
+        }
+        if lecture.taps.sends_opus(&lang, PASSTHROUGH_HOLD) {
+            if !passing {
+                info!(lecture = %lecture.name, dialect = %lang, "the source sends Opus: passed through to WebRTC viewers as it came");
+                passing = true;
+            }
+            // Dropping it stops its pipeline: no CPU while the source's own plays.
+            encoder = None;
+            continue;
+        }
+        if passing {
+            info!(lecture = %lecture.name, dialect = %lang, "the source's own Opus stopped: transcoding the dialect's AAC again");
+            passing = false;
         }
         let CodecParams::Aac(aac) = frame.codec.as_ref() else {
             continue;

@@ -160,6 +160,8 @@ pub struct Stats {
     pub feed_lagged: Counter,
     /// Opus packets dropped because the engine's inbox was full.
     pub audio_dropped: Counter,
+    /// A WebRTC source's own Opus packets passed to viewers as they came (not transcoded).
+    pub opus_passed_through: Counter,
     /// GOP bursts sent to new viewers.
     pub gop_bursts: Counter,
     /// Dialect switches.
@@ -181,7 +183,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 25] = [
+        let counters: [(&str, &Counter, &str); 26] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -292,6 +294,11 @@ impl Stats {
                 "audio_dropped",
                 &self.audio_dropped,
                 "Opus packets dropped at the engine inbox",
+            ),
+            (
+                "opus_passed_through",
+                &self.opus_passed_through,
+                "a WebRTC source's own Opus packets passed to viewers as they came, not transcoded",
             ),
             (
                 "gop_bursts",
