@@ -23,8 +23,9 @@ want_pkgs=(
   # the catalogue's tests and benchmarks run a throwaway PostgreSQL cluster (initdb, pg_ctl);
   # its iCal feeds are parsed by Python's icalendar
   postgresql python3-icalendar
-  # benchmarks: nginx with its RTMP module, what a district would run instead (HLS, recording),
-  # and wrk, the HTTP load generator both are measured with
+  # nginx: the HLS cache in front of the relay (config/nginx/hls-cache.conf, tested); with
+  # its RTMP module, what a district would run instead (benchmarks: HLS, recording); and
+  # wrk, the HTTP load generator both are measured with
   nginx libnginx-mod-rtmp wrk
   # HTTPS tests: a throwaway CA and certificates (openssl), slow-client floods (slowhttptest)
   openssl slowhttptest

@@ -1,7 +1,9 @@
 //! Helpers shared by jiangtang's benchmark binaries: an FLV file reader, a paced RTMP
-//! publisher that records when it sent each frame, the relay process, and /proc sampling.
+//! publisher that records when it sent each frame, the relay process, /proc sampling, and
+//! nginx as the shipped HLS cache with an LL-HLS player to put behind it.
 
 pub mod flv;
+pub mod hls_cache;
 pub mod proc;
 pub mod publisher;
 

@@ -1,0 +1,95 @@
+//! HLS behind a cache: Debian's nginx with the shipped `config/nginx/hls-cache.conf` in
+//! front of the relay, and many LL-HLS players (blocking playlist reloads for each next
+//! part, then the part, for the video and a dialect) behind it. Every player follows the
+//! live edge part by part without a gap, and the origin is asked once for each blocking
+//! reload, part and segment however many players ask nginx: counted from nginx's own log,
+//! where each request says whether it went upstream.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use benches::hls_cache::{NginxCache, follow, gapless};
+use common::*;
+
+const PLAYERS: usize = 40;
+const SECONDS: u64 = 10;
+
+#[test]
+fn many_players_behind_nginx_cost_the_origin_one_request_per_part() {
+    let s = Server::start(
+        "[[lecture]]\nname = \"hall\"\nlanguage = \"cmn\"\n[lectures]\nallow_unconfigured = true\n",
+    );
+    let _lecture = ffmpeg_publish(&s.rtmp_url("hall"), "320x180", 25, 440);
+    wait_for_segments(&s, "hall", "video", 2);
+    wait_for_segments(&s, "hall", "audio-cmn", 2);
+    let nginx = NginxCache::start(s.http, &[], "test").unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let until = Instant::now() + Duration::from_secs(SECONDS);
+    let runs: Vec<Vec<(u64, u64)>> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..PLAYERS {
+            let rendition = if i % 2 == 0 { "video" } else { "audio-cmn" };
+            let base = format!("http://{}/hls/hall/{rendition}/", nginx.addr);
+            tasks.push(tokio::spawn(follow(base, until)));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap().into_iter().map(|(p, _)| p).collect());
+        }
+        out
+    });
+
+    // Every player followed the live edge part by part: no part skipped.
+    for (i, run) in runs.iter().enumerate() {
+        assert!(
+            run.len() >= (SECONDS as usize * 1000 / 400) / 2,
+            "player {i} got {} parts in {SECONDS} s: {run:?}\n{}",
+            run.len(),
+            nginx.error_log()
+        );
+        assert!(gapless(run), "player {i} skipped a part: {run:?}");
+    }
+
+    // The origin was asked once per resource: nginx logs each request with the upstream it
+    // used ("-" when served from its cache). The playlists asked for before the players
+    // started following (plain reloads) may expire and be asked again; blocking reloads,
+    // parts and segments never.
+    let log = nginx.requests();
+    let requests = log.len();
+    let mut upstream: HashMap<String, usize> = HashMap::new();
+    for (uri, went_up) in log {
+        if went_up {
+            *upstream.entry(uri).or_default() += 1;
+        }
+    }
+    let fetched_twice: Vec<_> = upstream
+        .iter()
+        .filter(|(u, n)| **n > 1 && (u.contains("_HLS_msn") || u.ends_with(".m4s")))
+        .collect();
+    assert!(
+        fetched_twice.is_empty(),
+        "asked of the origin more than once: {fetched_twice:?}"
+    );
+    let parts = upstream.keys().filter(|u| u.contains("/part-")).count();
+    let origin_requests: usize = upstream.values().sum();
+    eprintln!(
+        "{requests} requests to nginx from {PLAYERS} players, {origin_requests} to the origin ({parts} parts)"
+    );
+    assert!(
+        parts >= 2 * (SECONDS as usize * 1000 / 400) / 2,
+        "{parts} parts"
+    );
+    // Each part costs the origin about two requests (the blocking reload and the part)
+    // whatever the number of players.
+    assert!(
+        origin_requests <= parts * 2 + 20,
+        "{origin_requests} origin requests for {parts} parts"
+    );
+    assert!(
+        requests >= PLAYERS * parts / 2,
+        "{requests} requests for {parts} parts"
+    );
+}
