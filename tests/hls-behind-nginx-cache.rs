@@ -3,7 +3,8 @@
 //! part, then the part, for the video and a dialect) behind it. Every player follows the
 //! live edge part by part without a gap, and the origin is asked once for each blocking
 //! reload, part and segment however many players ask nginx: counted from nginx's own log,
-//! where each request says whether it went upstream.
+//! where each request says whether it went upstream. A finished lecture's replay read by many
+//! viewers through nginx is read from the origin once, file by file, and arrives intact.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use benches::hls_cache::{NginxCache, follow, gapless};
+use common::replay::recordings;
 use common::*;
 
 const PLAYERS: usize = 40;
@@ -92,4 +94,67 @@ fn many_players_behind_nginx_cost_the_origin_one_request_per_part() {
         requests >= PLAYERS * parts / 2,
         "{requests} requests for {parts} parts"
     );
+}
+
+#[test]
+fn a_replay_behind_nginx_is_read_from_the_origin_once() {
+    let s = Server::start("[lectures]\ngrace_period_s = 1\n");
+    let mut p = ffmpeg_publish_args(&s.rtmp_url("past"), "320x180", 25, 440, &["-t", "6"]);
+    assert_eq!(
+        p.wait(Duration::from_secs(30)),
+        Some(true),
+        "ffmpeg published"
+    );
+    let rec = wait_until(Duration::from_secs(30), "the recording complete", || {
+        recordings(&s, "past")
+            .into_iter()
+            .find(|r| r["state"] == "complete")
+    });
+    let id = rec["id"].as_str().unwrap().to_string();
+    let nginx = NginxCache::start(s.http, &[], "replay").unwrap();
+
+    // What a player of the replay reads: the playlists, the init section, every segment.
+    let mut paths = vec![
+        format!("/replay/{id}/index.m3u8"),
+        format!("/replay/{id}/video/index.m3u8"),
+    ];
+    let vod = get_text(&s.url(&paths[1]));
+    for l in vod.lines() {
+        if let Some(uri) = l.strip_prefix("#EXT-X-MAP:URI=\"") {
+            paths.push(format!("/replay/{id}/video/{}", uri.trim_end_matches('"')));
+        } else if !l.starts_with('#') && !l.is_empty() {
+            paths.push(format!("/replay/{id}/video/{l}"));
+        }
+    }
+    assert!(paths.len() >= 5, "{vod}");
+    let origin: Vec<Vec<u8>> = paths.iter().map(|p| get(&s.url(p)).2).collect();
+    let before = nginx.requests().len();
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            let (paths, cache) = (paths.clone(), nginx.addr);
+            std::thread::spawn(move || {
+                paths
+                    .iter()
+                    .map(|p| {
+                        let (status, _, body) = get(&format!("http://{cache}{p}"));
+                        assert_eq!(status, 200, "{p}");
+                        body
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for v in viewers {
+        assert_eq!(
+            v.join().unwrap(),
+            origin,
+            "a viewer read something else than the origin has"
+        );
+    }
+    let log = nginx.requests();
+    assert_eq!(log.len() - before, 20 * paths.len());
+    for p in &paths {
+        let up = log.iter().filter(|(u, up)| *up && u == p).count();
+        assert_eq!(up, 1, "{p} asked of the origin {up} times");
+    }
 }
