@@ -235,16 +235,17 @@ pub async fn guard(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Res
         }
     };
     let token = token_of(&req);
-    match hub.may_watch(&stream, token.as_deref()) {
-        Verdict::Allow => {}
-        Verdict::Deny(r) => {
-            // The lecture and the reason; never the token, nor the URI that carries it.
-            info!(lecture = %stream, reason = r.reason(), "playback refused");
-            return refused(r);
-        }
-        Verdict::NotMine => {}
+    let verdict = hub.may_watch(&stream, token.as_deref());
+    if let Verdict::Deny(r) = &verdict {
+        // The lecture and the reason; never the token, nor the URI that carries it.
+        info!(lecture = %stream, reason = r.reason(), "playback refused");
+        return refused(*r);
     }
-    let protected = hub.may_watch(&stream, None) != Verdict::Allow;
+    // Whether the lecture needs a token at all (asked again only when one was given).
+    let protected = match token {
+        None => verdict != Verdict::Allow,
+        Some(_) => hub.may_watch(&stream, None) != Verdict::Allow,
+    };
     let response = next.run(req).await;
     if !protected {
         return response;
