@@ -17,9 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use media::admission::{Admission, Refusal, Verdict};
 use serde_json::json;
@@ -212,46 +211,122 @@ fn plain(token: &str) -> bool {
 /// Most bytes of a playlist the guard rewrites (a long replay's VOD playlist is far below).
 const MAX_PLAYLIST: usize = 32 << 20;
 
-/// The guard in front of HLS, replays and WHEP offers: asks the hub's admission chain with
-/// the request's token, answers 401/403 itself when refused, and for lectures that need
-/// a token carries it on: every URI in the playlists it passes gets `token=`, and their
-/// caching becomes `private`.
-pub async fn guard(State(hub): State<Arc<Hub>>, req: Request, next: Next) -> Response {
+/// The guard in front of HLS, replays and WHEP offers ([`GuardLayer`]): asks the hub's
+/// admission chain with the request's token, answers 401/403 itself when refused, and for
+/// lectures that need a token carries it on: every URI in the playlists it passes gets
+/// `token=`, and their caching becomes `private`.
+///
+/// A tower layer rather than `axum::middleware::from_fn` (a boxed future and a cloned inner
+/// service on every request): a request it lets through unchanged, as every public
+/// lecture's HLS, costs a path parse and one look at the admission chain.
+#[derive(Clone)]
+pub struct GuardLayer(pub Arc<Hub>);
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            hub: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`GuardLayer`] makes.
+#[derive(Clone)]
+pub struct Guard<S> {
+    hub: Arc<Hub>,
+    inner: S,
+}
+
+/// What the guard does with a request.
+enum Decision {
+    /// Not a lecture's media, or a lecture anyone may watch: as it is.
+    Pass,
+    /// Refused, with the answer.
+    Refuse(Response),
+    /// A lecture that needs a token, and this request's: the answer is made private and
+    /// its playlist URIs carry the token.
+    Protect(Option<String>),
+}
+
+fn decide(hub: &Hub, req: &Request) -> Decision {
     let Some(what) = watched(req.method(), req.uri().path()) else {
-        return next.run(req).await;
+        return Decision::Pass;
     };
+    let recording_lecture;
     let stream = match what {
-        Watched::Stream(s) => s.to_string(),
+        Watched::Stream(s) => s,
         Watched::Recording(id) => {
             match hub
                 .recordings()
                 .and_then(|lib| lib.get(id))
                 .map(|r| r.contents().meta.lecture.clone())
             {
-                Some(lecture) => lecture,
+                Some(lecture) => {
+                    recording_lecture = lecture;
+                    recording_lecture.as_str()
+                }
                 // No such recording: the handler says so.
-                None => return next.run(req).await,
+                None => return Decision::Pass,
             }
         }
     };
-    let token = token_of(&req);
-    let verdict = hub.may_watch(&stream, token.as_deref());
-    if let Verdict::Deny(r) = &verdict {
+    let token = token_of(req);
+    let verdict = hub.may_watch(stream, token.as_deref());
+    if let Verdict::Deny(r) = verdict {
         // The lecture and the reason; never the token, nor the URI that carries it.
         info!(lecture = %stream, reason = r.reason(), "playback refused");
-        return refused(*r);
+        return Decision::Refuse(refused(r));
     }
     // Whether the lecture needs a token at all (asked again only when one was given).
     let protected = match token {
         None => verdict != Verdict::Allow,
-        Some(_) => hub.may_watch(&stream, None) != Verdict::Allow,
+        Some(_) => hub.may_watch(stream, None) != Verdict::Allow,
     };
-    let response = next.run(req).await;
-    if !protected {
-        return response;
+    if protected {
+        Decision::Protect(token.filter(|t| plain(t)))
+    } else {
+        Decision::Pass
     }
-    let token = token.filter(|t| plain(t));
-    carry_token(response, token.as_deref()).await
+}
+
+impl<S> tower::Service<Request> for Guard<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use futures_util::future::Either;
+        match decide(&self.hub, &req) {
+            Decision::Pass => Either::Left(self.inner.call(req)),
+            Decision::Refuse(r) => Either::Right(Box::pin(std::future::ready(Ok(r)))),
+            Decision::Protect(token) => {
+                let answer = self.inner.call(req);
+                Either::Right(Box::pin(async move {
+                    let Ok(response) = answer.await;
+                    Ok(carry_token(response, token.as_deref()).await)
+                }))
+            }
+        }
+    }
 }
 
 /// Makes an answer for a token holder: private caching, and the token on every URI of a

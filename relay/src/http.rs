@@ -54,10 +54,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/hls/{stream}/{rendition}/{file}", get(rendition_file))
         .merge(crate::replay::router())
         // Playback tokens for lectures that need them, on every HLS and replay resource.
-        .layer(axum::middleware::from_fn_with_state(
-            hub.clone(),
-            crate::admission::guard,
-        ))
+        .layer(crate::admission::GuardLayer(hub.clone()))
         .layer(cors)
         .with_state(AppState { hub })
 }

@@ -378,10 +378,7 @@ impl Whep {
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::from_fn_with_state(limit, offer_size))
             // Playback tokens for lectures that need them, before an offer costs anything.
-            .layer(axum::middleware::from_fn_with_state(
-                self.hub.clone(),
-                crate::admission::guard,
-            ))
+            .layer(crate::admission::GuardLayer(self.hub.clone()))
             // Outermost: the CORS layer answers OPTIONS itself, and WHEP clients read these
             // from that answer too.
             .layer(cors)
