@@ -232,7 +232,8 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let hub = relay::Hub::new(config.clone());
     // Deny by default: the demo, the catalogue's lectures (with their keys and playback
     // tokens), the file's [[lecture]] entries, and other names only when allowed.
-    let mut chain: relay::admission::Chain = Vec::new();
+    let mut chain: relay::admission::Chain =
+        vec![Arc::new(relay::admission::EdgeKeys::new(&config.edge))];
     if config.demo.enabled {
         chain.push(Arc::new(relay::admission::FileLectures::new(
             config.lecture.iter().filter(|l| l.name == config.demo.name),
@@ -465,6 +466,18 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         }
         ingest::rtsp::start(config.clone(), publish, transcoders.clone())
     });
+    let _edge = if config.edge.is_edge() {
+        let publish: Arc<dyn Publish> = hub.clone();
+        match ingest::edge::start(config.clone(), publish) {
+            Ok(e) => {
+                info!(origins = ?config.edge.origins, always = ?config.edge.always, "edge of origins");
+                Some(e)
+            }
+            Err(e) => return Err(anyhow::anyhow!("edge: {e}")),
+        }
+    } else {
+        None
+    };
     if let Some(c) = &programme {
         tasks.spawn(c.clone().run(stopped()));
         tasks.spawn(tell_catalogue_when_live(hub.clone(), c.clone(), stopped()));
@@ -508,6 +521,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     drop(_demo);
     drop(_srt);
     drop(_cameras);
+    drop(_edge);
     // 2. Every lecture ends: playlists get EXT-X-ENDLIST (players blocked on a reload get
     // it at once), WebRTC sessions close, recordings are flushed and closed.
     hub.end_all();

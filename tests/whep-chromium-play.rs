@@ -21,36 +21,6 @@ fn node_unlocked(script: &str, args: &[&str], timeout: Duration) -> serde_json::
     node_in(None, script, args, timeout)
 }
 
-/// Runs `script` (inside `netns` when given); the caller holds [`browser_lock`].
-fn node_in(
-    netns: Option<&Netns>,
-    script: &str,
-    args: &[&str],
-    timeout: Duration,
-) -> serde_json::Value {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "tests/node has no node_modules: run scripts/test.sh, which installs them"
-    );
-    let mut cmd = match netns {
-        Some(ns) => ns.command("node"),
-        None => Command::new("node"),
-    };
-    let out = output_within(cmd.arg(dir.join(script)).args(args), timeout);
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{script}: no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn shots() -> String {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
     std::fs::create_dir_all(&dir).unwrap();

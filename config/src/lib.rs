@@ -73,6 +73,40 @@ pub struct Config {
     pub catalogue: CatalogueConfig,
     /// Supervision of the audio transcoders (AAC to Opus, Opus or G.711 to AAC).
     pub transcode: TranscodeConfig,
+    /// Relays chained to this one: pulling lectures from an origin (this relay an edge),
+    /// and the keys of edges that may pull from this one.
+    pub edge: EdgeConfig,
+}
+
+/// `[edge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Origins to pull lectures from, by their HTTP address (`http://host:port`), tried in
+    /// order (failover). Empty: this relay is not an edge.
+    pub origins: Vec<String>,
+    /// The key this edge presents to its origins (their `edge.accept_keys`).
+    pub key: String,
+    /// Lectures pulled whenever the origin has them live (a kiosk screen, a sub-venue that
+    /// always shows the main hall), besides those local viewers ask for.
+    pub always: Vec<String>,
+    /// A lecture nobody here watches any more stops being pulled this long after.
+    pub idle_stop_s: u64,
+    /// A pulled lecture whose origin cannot be reached stays `reconnecting` (its viewers
+    /// waiting) this long before it ends.
+    pub hold_s: u64,
+    /// Longest wait between attempts to reach an origin (attempts start at 0.5 s and double).
+    pub max_backoff_ms: u64,
+    /// Keys of edges allowed to pull from this relay: with one, an edge may watch every
+    /// lecture here, those that need a playback token too.
+    pub accept_keys: Vec<String>,
+}
+
+impl EdgeConfig {
+    /// Whether this relay pulls from an origin.
+    pub fn is_edge(&self) -> bool {
+        !self.origins.is_empty()
+    }
 }
 
 /// `[transcode]`
@@ -581,6 +615,7 @@ impl Config {
         if !(1000..=600_000).contains(&self.transcode.stall_timeout_ms) {
             return bad("transcode.stall_timeout_ms", "must be 1000..=600000");
         }
+        self.validate_edge()?;
         if self.channel.max_connections == 0 {
             return bad("channel.max_connections", "must be at least 1");
         }
@@ -846,6 +881,60 @@ impl Config {
                     return bad(&format!("demo.tones.{tag}"), "must be 20..=20000 Hz");
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                reason,
+            })
+        };
+        let e = &self.edge;
+        for o in &e.origins {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && o.len() > "https://".len()
+                && !o.contains(char::is_whitespace);
+            if !ok {
+                return bad(
+                    "edge.origins",
+                    format!("{o:?} is not an origin's address (http://host:port)"),
+                );
+            }
+        }
+        if e.is_edge() && e.key.len() < 16 {
+            return bad(
+                "edge.key",
+                "an edge needs a key of at least 16 characters (its origin's edge.accept_keys)"
+                    .into(),
+            );
+        }
+        if let Some(k) = e.accept_keys.iter().find(|k| k.len() < 16) {
+            return bad(
+                "edge.accept_keys",
+                format!("keys must be at least 16 characters ({} given)", k.len()),
+            );
+        }
+        for name in &e.always {
+            if name.is_empty()
+                || name.len() > 128
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return bad("edge.always", format!("{name:?} is not a lecture name"));
+            }
+        }
+        if e.idle_stop_s == 0 || e.hold_s == 0 {
+            return bad(
+                "edge.idle_stop_s",
+                "idle_stop_s and hold_s must be at least 1".into(),
+            );
+        }
+        if !(500..=600_000).contains(&e.max_backoff_ms) {
+            return bad("edge.max_backoff_ms", "must be 500..=600000".into());
         }
         Ok(())
     }
@@ -1149,5 +1238,31 @@ mod tests {
         let c = Config::from_toml_str_with_env("[dialects]\n\"zh-HK\" = \"港式粤语\"\n", no_env())
             .unwrap();
         assert_eq!(c.dialect_name("zh-hk"), "港式粤语");
+    }
+
+    #[test]
+    fn edge_settings_are_checked() {
+        let load = |t: &str| Config::from_toml_str_with_env(t, std::iter::empty());
+        let c = load("[edge]\norigins = [\"http://10.0.0.1:8080\"]\nkey = \"0123456789abcdef\"\n")
+            .unwrap();
+        assert!(c.edge.is_edge());
+        assert!(!load("").unwrap().edge.is_edge());
+        for (bad, key) in [
+            (
+                "[edge]\norigins = [\"10.0.0.1:8080\"]\nkey = \"0123456789abcdef\"",
+                "edge.origins",
+            ),
+            (
+                "[edge]\norigins = [\"http://o:1\"]\nkey = \"short\"",
+                "edge.key",
+            ),
+            ("[edge]\naccept_keys = [\"short\"]", "edge.accept_keys"),
+            ("[edge]\nalways = [\"../x\"]", "edge.always"),
+        ] {
+            match load(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }

@@ -234,6 +234,222 @@ pub fn fragment(
     Ok(out.freeze())
 }
 
+/// A track read back from a CMAF track file's init segment: what [`read_fragment`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitTrack {
+    /// The track as the media model has it (language from `mdhd`, if it names one).
+    pub info: TrackInfo,
+    /// The `trex` defaults of the track.
+    pub defaults: mp4_atom::Trex,
+}
+
+/// Longest init segment read (ours are about 1 KiB).
+const MAX_INIT: usize = 64 << 10;
+
+/// Reads a single-track init segment (`ftyp` + `moov`, as [`init_segment`] writes and any
+/// CMAF packager does) holding H.264 or AAC.
+pub fn read_init(data: &[u8]) -> Result<InitTrack, Fmp4Error> {
+    use mp4_atom::Decode;
+    if data.len() > MAX_INIT {
+        return Err(Fmp4Error(format!("init segment of {} bytes", data.len())));
+    }
+    let mut pos = 0usize;
+    let moov = loop {
+        if pos >= data.len() {
+            return Err(Fmp4Error("init segment without moov".into()));
+        }
+        let (kind, size, _) = box_header(&data[pos..])?;
+        let end = pos
+            .checked_add(size)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| Fmp4Error(format!("box at byte {pos} runs past the data")))?;
+        if &kind == b"moov" {
+            break mp4_atom::Moov::decode(&mut &data[pos..end])?;
+        }
+        pos = end;
+    };
+    let [trak] = &moov.trak[..] else {
+        return Err(Fmp4Error(format!(
+            "init segment with {} tracks (one expected)",
+            moov.trak.len()
+        )));
+    };
+    let defaults = moov
+        .mvex
+        .as_ref()
+        .and_then(|m| m.trex.iter().find(|t| t.track_id == trak.tkhd.track_id))
+        .cloned()
+        .unwrap_or_default();
+    let codec = match trak.mdia.minf.stbl.stsd.codecs.first() {
+        Some(mp4_atom::Codec::Avc1(avc1)) => {
+            let mut record = Vec::with_capacity(128);
+            avc1.avcc.encode_body(&mut record)?;
+            CodecParams::H264(
+                crate::h264::H264Params::from_record(Bytes::from(record))
+                    .map_err(|e| Fmp4Error(format!("avcC: {e}")))?,
+            )
+        }
+        Some(mp4_atom::Codec::Mp4a(mp4a)) => {
+            let raw = mp4a
+                .esds
+                .es_desc
+                .dec_config
+                .dec_specific
+                .as_ref()
+                .map(|d| d.raw.clone())
+                .unwrap_or_default();
+            CodecParams::Aac(
+                crate::aac::AacParams::from_config(Bytes::from(raw))
+                    .map_err(|e| Fmp4Error(format!("esds: {e}")))?,
+            )
+        }
+        Some(other) => {
+            return Err(Fmp4Error(format!(
+                "unsupported sample entry {:?}",
+                std::mem::discriminant(other)
+            )));
+        }
+        None => return Err(Fmp4Error("init segment without a sample entry".into())),
+    };
+    let timescale = trak.mdia.mdhd.timescale;
+    if timescale == 0 {
+        return Err(Fmp4Error("timescale 0".into()));
+    }
+    let language = match trak.mdia.mdhd.language.as_str() {
+        "und" | "" => None,
+        tag => Language::parse(tag).ok(),
+    };
+    Ok(InitTrack {
+        info: TrackInfo {
+            codec,
+            timescale,
+            language,
+        },
+        defaults,
+    })
+}
+
+/// Most samples read from one fragment (a 2 s part of 60 fps video has 120).
+const MAX_SAMPLES: usize = 10_000;
+
+/// Reads the samples of a chunk of `moof` + `mdat` pairs (an LL-HLS part or a segment of a
+/// CMAF track file) of `track` as frames, timestamps in the track's timescale. Pairs without
+/// a `tfdt` continue from `next_dts` (updated to where the chunk ends).
+pub fn read_fragment(
+    data: &[u8],
+    track: &InitTrack,
+    next_dts: &mut i64,
+) -> Result<Vec<crate::model::Frame>, Fmp4Error> {
+    use mp4_atom::Decode;
+    let mut frames = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let (kind, size, _) = box_header(&data[pos..])?;
+        let end = pos
+            .checked_add(size)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| Fmp4Error(format!("box at byte {pos} runs past the data")))?;
+        if &kind != b"moof" {
+            pos = end;
+            continue;
+        }
+        let moof = mp4_atom::Moof::decode(&mut &data[pos..end])?;
+        let moof_start = pos;
+        // The mdat follows the moof; data offsets count from the moof (default-base-is-moof).
+        let (mkind, msize, mheader) = box_header(data.get(end..).unwrap_or_default())?;
+        if &mkind != b"mdat" {
+            return Err(Fmp4Error(format!("no mdat after the moof at byte {pos}")));
+        }
+        let mdat_end = end
+            .checked_add(msize)
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| Fmp4Error("mdat runs past the data".into()))?;
+        let mdat_start = end + mheader;
+        for traf in &moof.traf {
+            let tfhd = &traf.tfhd;
+            let base = match tfhd.base_data_offset {
+                Some(b) => usize::try_from(b)
+                    .map_err(|_| Fmp4Error("base data offset out of range".into()))?,
+                None => moof_start,
+            };
+            let mut dts = match &traf.tfdt {
+                Some(t) => i64::try_from(t.base_media_decode_time)
+                    .map_err(|_| Fmp4Error("decode time out of range".into()))?,
+                None => *next_dts,
+            };
+            let mut at = mdat_start;
+            for trun in &traf.trun {
+                if let Some(o) = trun.data_offset {
+                    at = base
+                        .checked_add_signed(o as isize)
+                        .ok_or_else(|| Fmp4Error("bad data offset".into()))?;
+                }
+                for s in trun.samples.iter() {
+                    if frames.len() >= MAX_SAMPLES {
+                        return Err(Fmp4Error("too many samples".into()));
+                    }
+                    let duration = s
+                        .duration
+                        .or(tfhd.default_sample_duration)
+                        .unwrap_or(track.defaults.default_sample_duration);
+                    let size = s
+                        .size
+                        .or(tfhd.default_sample_size)
+                        .unwrap_or(track.defaults.default_sample_size)
+                        as usize;
+                    let flags = s
+                        .flags
+                        .or(tfhd.default_sample_flags)
+                        .unwrap_or(track.defaults.default_sample_flags);
+                    let cts = s.cts.unwrap_or(0);
+                    let stop = at
+                        .checked_add(size)
+                        .filter(|&e| at >= mdat_start && e <= mdat_end)
+                        .ok_or_else(|| Fmp4Error("a sample lies outside its mdat".into()))?;
+                    frames.push(crate::model::Frame {
+                        dts,
+                        pts: dts.saturating_add(cts),
+                        keyframe: flags & 0x0001_0000 == 0,
+                        data: Bytes::copy_from_slice(&data[at..stop]),
+                    });
+                    at = stop;
+                    dts = dts.saturating_add(i64::from(duration));
+                }
+            }
+            *next_dts = dts;
+        }
+        pos = mdat_end;
+    }
+    Ok(frames)
+}
+
+/// A box's type, total size and header length at the start of `data`.
+fn box_header(data: &[u8]) -> Result<([u8; 4], usize, usize), Fmp4Error> {
+    let short = || Fmp4Error("truncated box header".into());
+    let head: &[u8; 8] = data
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(short)?;
+    let kind = [head[4], head[5], head[6], head[7]];
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as u64;
+    let (size, header) = match size {
+        1 => {
+            let large: &[u8; 8] = data
+                .get(8..16)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(short)?;
+            (u64::from_be_bytes(*large), 16)
+        }
+        0 => (data.len() as u64, 8),
+        n => (n, 8),
+    };
+    if size < header as u64 {
+        return Err(Fmp4Error(format!("box size {size} below its header")));
+    }
+    let size = usize::try_from(size).map_err(|_| Fmp4Error("box too large".into()))?;
+    Ok((kind, size, header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +526,50 @@ mod tests {
         let e1 = trun.samples.get(1).unwrap();
         assert_eq!(e1.cts, Some(-3000));
         assert_eq!(e1.flags, Some(FLAGS_NON_SYNC));
+    }
+
+    #[test]
+    fn init_segments_read_back_as_the_tracks_they_were_written_from() {
+        let video = video_track();
+        let read = read_init(&init_segment(&video, None).unwrap()).unwrap();
+        assert_eq!(read.info, video);
+        let mut audio = TrackInfo::new(CodecParams::Aac(AacParams::lc(48_000, 2).unwrap()));
+        let yue = Language::parse("yue").unwrap();
+        let read = read_init(&init_segment(&audio, Some(&yue)).unwrap()).unwrap();
+        audio.language = Some(yue);
+        assert_eq!(read.info, audio);
+        assert!(read_init(b"").is_err());
+        assert!(read_init(&init_segment(&video, None).unwrap()[..40]).is_err());
+    }
+
+    #[test]
+    fn fragments_read_back_as_the_frames_they_were_written_from() {
+        let track = read_init(&init_segment(&video_track(), None).unwrap()).unwrap();
+        let samples: Vec<Sample> = (0..5u8)
+            .map(|i| Sample {
+                duration: 3600,
+                composition_offset: if i == 0 { 0 } else { 7200 },
+                keyframe: i == 0,
+                data: Bytes::from(vec![i; 100 + i as usize]),
+            })
+            .collect();
+        let mut chunk = fragment(1, 90_000, &samples[..2]).unwrap().to_vec();
+        chunk.extend_from_slice(&fragment(2, 90_000 + 7200, &samples[2..]).unwrap());
+        let mut next = 0;
+        let frames = read_fragment(&chunk, &track, &mut next).unwrap();
+        assert_eq!(frames.len(), 5);
+        for (i, (f, s)) in frames.iter().zip(&samples).enumerate() {
+            assert_eq!(f.dts, 90_000 + 3600 * i as i64);
+            assert_eq!(f.pts - f.dts, i64::from(s.composition_offset));
+            assert_eq!(f.keyframe, s.keyframe);
+            assert_eq!(f.data, s.data);
+        }
+        assert_eq!(next, 90_000 + 5 * 3600);
+        // Damaged: cut short, or the mdat's size pointing past the data.
+        assert!(read_fragment(&chunk[..chunk.len() - 1], &track, &mut next).is_err());
+        let mut lying = fragment(1, 0, &samples[..1]).unwrap().to_vec();
+        let at = lying.len() - 8 - 100;
+        lying[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(read_fragment(&lying, &track, &mut next).is_err());
     }
 }

@@ -15,6 +15,7 @@
 //! - [`opus`]: Opus packet durations and Opus access units in MPEG-TS.
 //! - [`fmp4`]: CMAF init segments and fragments.
 //! - [`m3u8`]: HLS playlists with the Low-Latency tags.
+//! - [`m3u8_read`]: reading an origin's playlists (an edge pulling a lecture).
 
 pub mod aac;
 pub mod admission;
@@ -25,6 +26,7 @@ pub mod fuzz_corpus;
 pub mod h264;
 pub mod limits;
 pub mod m3u8;
+pub mod m3u8_read;
 pub mod model;
 pub mod mpegts;
 pub mod opus;
@@ -137,4 +139,32 @@ pub fn fuzz_fmp4_fragment(data: &[u8]) {
     let mdat = mp4_atom::Mdat::decode(&mut buf).expect("our mdat parses back");
     let total: usize = samples.iter().map(|s| s.data.len()).sum();
     assert_eq!(mdat.data.len(), total);
+}
+
+/// Fuzzing entry point for what an edge reads from its origin: the first byte picks the
+/// reader — playlists (both kinds), an init segment, or a fragment read with a real video
+/// init. None may panic; a fragment's frames all lie inside the input.
+#[doc(hidden)]
+pub fn fuzz_edge_pull(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    match kind % 3 {
+        0 => m3u8_read::fuzz(rest),
+        1 => {
+            let _ = fmp4::read_init(rest);
+        }
+        _ => {
+            let track = model::TrackInfo::new(model::CodecParams::Aac(
+                aac::AacParams::lc(48_000, 2).expect("LC at 48 kHz"),
+            ));
+            let init = fmp4::init_segment(&track, None).expect("our init segment");
+            let init = fmp4::read_init(&init).expect("our init segment reads back");
+            let mut next = 0;
+            if let Ok(frames) = fmp4::read_fragment(rest, &init, &mut next) {
+                let total: usize = frames.iter().map(|f| f.data.len()).sum();
+                assert!(total <= rest.len());
+            }
+        }
+    }
 }

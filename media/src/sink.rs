@@ -85,6 +85,10 @@ pub trait MediaSink: Send {
     /// Opus (WebRTC viewers) take these instead of transcoding the track back; sinks
     /// without such outputs ignore them.
     fn opus(&mut self, _track: TrackId, _pts: i64, _data: &[u8]) {}
+
+    /// The source says the lecture is over (an edge's origin ended it): when the sink is
+    /// dropped the lecture ends at once instead of waiting for its publisher to return.
+    fn finish(&mut self) {}
 }
 
 /// Grants publishing sessions.
@@ -106,6 +110,12 @@ pub trait Publish: Send + Sync {
     /// `within`, or is connected): inputs that pull on demand (cameras) start and stop by it.
     fn wanted(&self, _stream: &str, _within: std::time::Duration) -> bool {
         false
+    }
+
+    /// The lectures somebody here wants now (as [`Publish::wanted`] says) among those
+    /// players asked for by name: what an edge pulls from its origin.
+    fn demanded(&self, _within: std::time::Duration) -> Vec<String> {
+        Vec::new()
     }
 }
 

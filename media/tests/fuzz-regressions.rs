@@ -31,3 +31,8 @@ fn mpegts_corpus_regressions_and_fixture() {
 fn fmp4_fragment_corpus_and_regressions() {
     replay("fmp4_fragment", media::fuzz_fmp4_fragment);
 }
+
+#[test]
+fn edge_pull_corpus_and_regressions() {
+    replay("edge_pull", media::fuzz_edge_pull);
+}

@@ -91,6 +91,46 @@ impl Admission for Unconfigured {
     }
 }
 
+/// Relays chained to this one (`[edge]`): this edge's own pull from its origin may publish
+/// any lecture here (the origin decided who may publish it), and edges presenting one of
+/// `edge.accept_keys` as their bearer token may watch every lecture (those needing a
+/// playback token too: the edge's own viewers are checked by the edge).
+#[derive(Debug, Default)]
+pub struct EdgeKeys {
+    own: Option<String>,
+    accepted: Vec<String>,
+}
+
+impl EdgeKeys {
+    /// The keys of `config.edge`.
+    pub fn new(config: &config::EdgeConfig) -> Self {
+        EdgeKeys {
+            own: config.is_edge().then(|| config.key.clone()),
+            accepted: config.accept_keys.clone(),
+        }
+    }
+}
+
+fn same(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+impl Admission for EdgeKeys {
+    fn may_publish(&self, _stream: &str, key: Option<&str>) -> Verdict {
+        match (&self.own, key) {
+            (Some(own), Some(key)) if same(own, key) => Verdict::Allow,
+            _ => Verdict::NotMine,
+        }
+    }
+
+    fn may_watch(&self, _stream: &str, token: Option<&str>) -> Verdict {
+        match token {
+            Some(t) if self.accepted.iter().any(|k| same(k, t)) => Verdict::Allow,
+            _ => Verdict::NotMine,
+        }
+    }
+}
+
 /// The admissions the hub asks, in order.
 pub type Chain = Vec<Arc<dyn Admission>>;
 
@@ -98,6 +138,7 @@ pub type Chain = Vec<Arc<dyn Admission>>;
 /// `allow_unconfigured` rule.
 pub fn from_config(config: &config::Config) -> Chain {
     vec![
+        Arc::new(EdgeKeys::new(&config.edge)),
         Arc::new(FileLectures::new(&config.lecture)),
         Arc::new(Unconfigured(config.lectures.allow_unconfigured)),
     ]
@@ -397,6 +438,42 @@ pub fn with_token(playlist: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edge_keys_let_the_own_pull_publish_and_known_edges_watch() {
+        let cfg: config::EdgeConfig = config::Config::from_toml_str_with_env(
+            "[edge]\norigins = [\"http://o:1\"]\nkey = \"own-key-0123456789\"\naccept_keys = [\"their-key-0123456789\"]\n",
+            std::iter::empty(),
+        )
+        .unwrap()
+        .edge;
+        let e = EdgeKeys::new(&cfg);
+        assert_eq!(
+            e.may_publish("x", Some("own-key-0123456789")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            e.may_publish("x", Some("own-key-012345678")),
+            Verdict::NotMine
+        );
+        assert_eq!(e.may_publish("x", None), Verdict::NotMine);
+        assert_eq!(
+            e.may_watch("x", Some("their-key-0123456789")),
+            Verdict::Allow
+        );
+        assert_eq!(
+            e.may_watch("x", Some("own-key-0123456789")),
+            Verdict::NotMine
+        );
+        // Not an edge: its own key publishes nothing.
+        let mut not_edge = cfg.clone();
+        not_edge.origins.clear();
+        let e = EdgeKeys::new(&not_edge);
+        assert_eq!(
+            e.may_publish("x", Some("own-key-0123456789")),
+            Verdict::NotMine
+        );
+    }
 
     #[test]
     fn paths_that_are_guarded() {

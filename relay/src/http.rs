@@ -318,6 +318,24 @@ fn lecture(s: &AppState, name: &str) -> Result<Arc<Lecture>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no lecture {name:?}")))
 }
 
+/// On an edge, a lecture its first viewer asks for is being pulled from the origin: waits
+/// (until `deadline`) for it to start here rather than answering 404 at once.
+async fn pulled(s: &AppState, name: &str, deadline: Instant) -> Result<Arc<Lecture>, ApiError> {
+    let mut events = s.hub.subscribe();
+    loop {
+        if let Some(l) = s.hub.lecture(name) {
+            return Ok(l);
+        }
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return lecture(s, name),
+            },
+            _ = tokio::time::sleep_until(deadline) => return lecture(s, name),
+        }
+    }
+}
+
 /// Waits until `check` gives an answer or the deadline passes; `check` runs with the
 /// packager locked and is re-run after every change.
 async fn wait_for<T>(
@@ -343,8 +361,12 @@ async fn multivariant_playlist(
     Path(stream): Path<String>,
 ) -> Result<Response, ApiError> {
     s.hub.note_demand(&stream);
-    let l = lecture(&s, &stream)?;
     let deadline = Instant::now() + block_timeout(&s);
+    let l = match s.hub.lecture(&stream) {
+        Some(l) => l,
+        None if s.hub.config().edge.is_edge() => pulled(&s, &stream, deadline).await?,
+        None => lecture(&s, &stream)?,
+    };
     let default = l.default_language.to_string();
     let config = s.hub.config();
     let text = wait_for(&l, deadline, |p| {

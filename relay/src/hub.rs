@@ -101,6 +101,9 @@ pub struct Lecture {
     contributors: Mutex<std::collections::BTreeSet<String>>,
     admission: Arc<AdmissionSnapshot>,
     recording: Mutex<RecordingSlot>,
+    /// Pulled from an origin by this edge: it waits `edge.hold_s` for its source, not the
+    /// grace period (an origin link that drops is restored by the edge itself).
+    pulled: std::sync::atomic::AtomicBool,
 }
 
 /// Where a lecture's recording is.
@@ -264,11 +267,13 @@ impl Lecture {
     /// Every transition of a lecture changes its state and its packager under the state
     /// lock (lock order: hub map, then state, then packager), so a publisher coming back
     /// at the same moment finds the old session either still live or wholly closed.
-    fn end_session(&self, session: u64) {
+    /// Ends publishing session `session` (the lecture waits for its publisher); false when
+    /// that session was no longer the lecture's.
+    fn end_session(&self, session: u64) -> bool {
         let v = {
             let mut st = self.state();
             if st.session != session || st.status != Status::Live {
-                return;
+                return false;
             }
             st.status = Status::Reconnecting {
                 since: Instant::now(),
@@ -281,6 +286,7 @@ impl Lecture {
         };
         self.notify(v);
         self.announce();
+        true
     }
 
     /// Tells live-channel listeners that this lecture's state changed, and brings the
@@ -338,6 +344,15 @@ impl Lecture {
 
     /// Ends the lecture if its status is still `seen` (what the caller decided on): a
     /// publisher that came back meanwhile keeps it. Whether it ended.
+    /// How long this lecture waits for its publisher: `hold` for one pulled from an origin.
+    fn grace(&self, grace: Duration, hold: Duration) -> Duration {
+        if self.pulled.load(Ordering::Relaxed) {
+            hold
+        } else {
+            grace
+        }
+    }
+
     fn finish_if(&self, seen: Status) -> bool {
         let v = {
             let mut st = self.state();
@@ -527,6 +542,15 @@ impl Hub {
         let mut d = self.demand.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(at) = d.get_mut(name) {
             *at = Some(Instant::now());
+        } else if self.config.edge.is_edge() && media::sink::valid_stream_name(name) {
+            // An edge pulls any lecture its viewers ask for: names are remembered a while.
+            if d.len() >= MAX_DEMANDED {
+                let idle = Duration::from_secs(self.config.edge.idle_stop_s);
+                d.retain(|_, at| at.is_some_and(|t| t.elapsed() < idle));
+            }
+            if d.len() < MAX_DEMANDED {
+                d.insert(name.to_string(), Some(Instant::now()));
+            }
         }
     }
 
@@ -560,6 +584,7 @@ impl Hub {
     /// ones past the retention time. Call periodically; [`Hub::run_maintenance`] does.
     pub fn maintain(&self, now: Instant) {
         let grace = Duration::from_secs(self.config.lectures.grace_period_s);
+        let hold = Duration::from_secs(self.config.edge.hold_s);
         let retention = Duration::from_secs(self.config.lectures.ended_retention_s);
         let mut remove = Vec::new();
         for lecture in self.list() {
@@ -572,9 +597,10 @@ impl Hub {
                     remove.push(lecture.name.clone());
                 }
                 Status::Reconnecting { since }
-                    if now.duration_since(since) >= grace && lecture.finish_if(status) =>
+                    if now.duration_since(since) >= lecture.grace(grace, hold)
+                        && lecture.finish_if(status) =>
                 {
-                    info!(lecture = %lecture.name, "publisher did not return within {grace:?}: lecture ended");
+                    info!(lecture = %lecture.name, "publisher did not return in time: lecture ended");
                 }
                 Status::Ended { since } if now.duration_since(since) >= retention => {
                     remove.push(lecture.name.clone());
@@ -659,6 +685,7 @@ impl Hub {
             contributors: Mutex::default(),
             admission: self.admission.clone(),
             recording: Mutex::new(recording),
+            pulled: Default::default(),
         })
     }
 
@@ -1029,6 +1056,9 @@ impl Publish for Hub {
                 Err(_) => continue,
             }
         };
+        lecture
+            .pulled
+            .store(request.protocol == EDGE_PROTOCOL, Ordering::Relaxed);
         lecture.announce();
         drop(map);
         info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
@@ -1040,9 +1070,31 @@ impl Publish for Hub {
             had_media: false,
             last_keyframe: None,
             meters: self.meters.get().cloned(),
+            finished: false,
         }))
     }
+
+    fn demanded(&self, within: Duration) -> Vec<String> {
+        let names: Vec<String> = self
+            .demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter(|n| self.wanted(n, within))
+            .collect()
+    }
 }
+
+/// The `protocol` of an edge's pull from its origin (`PublishRequest::protocol`).
+pub const EDGE_PROTOCOL: &str = "edge";
+
+/// Most lecture names an edge remembers viewers asking for (names nobody has are
+/// forgotten after `edge.idle_stop_s`).
+const MAX_DEMANDED: usize = 4096;
 
 /// The sink of one publishing session.
 struct PublisherSink {
@@ -1055,6 +1107,8 @@ struct PublisherSink {
     /// Decode time (s) of the last video keyframe.
     last_keyframe: Option<f64>,
     meters: Option<Arc<dyn media::encode::Transcoders>>,
+    /// The source said the lecture is over: dropping the sink ends it now.
+    finished: bool,
 }
 
 struct SinkTrack {
@@ -1209,6 +1263,10 @@ impl MediaSink for PublisherSink {
         h.last_error = Some((SystemTime::now(), message));
     }
 
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+
     fn opus(&mut self, track: TrackId, pts: i64, data: &[u8]) {
         let Some(t) = self.tracks.get(&track) else {
             return;
@@ -1226,7 +1284,12 @@ impl MediaSink for PublisherSink {
 
 impl Drop for PublisherSink {
     fn drop(&mut self) {
-        self.lecture.end_session(self.session);
+        if self.lecture.end_session(self.session) && self.finished {
+            let status = self.lecture.status();
+            if self.lecture.finish_if(status) {
+                info!(stream = %self.lecture.name, "lecture ended by its source");
+            }
+        }
         info!(stream = %self.lecture.name, "publishing session {} ended", self.session);
     }
 }
@@ -1370,6 +1433,46 @@ mod tests {
         assert!(hub.lecture("a").unwrap().hls().is_ended());
         hub.maintain(t + Duration::from_millis(2300));
         assert!(hub.lecture("a").is_none());
+    }
+
+    #[test]
+    fn an_edge_pulls_what_is_asked_holds_through_outages_and_ends_when_told() {
+        let hub = hub_with(
+            "allow_unconfigured = false",
+            "[edge]\norigins = [\"http://10.0.0.1:8080\"]\nkey = \"edge-key-0123456789\"\nhold_s = 5\n",
+        );
+        // Any valid name a player asks for is wanted for a while; others are not kept.
+        hub.note_demand("hall-1");
+        hub.note_demand("../etc");
+        assert_eq!(
+            hub.demanded(Duration::from_secs(30)),
+            vec!["hall-1".to_string()]
+        );
+        // Only the edge's own pull (its key) may publish here.
+        assert!(hub.publish(req("hall-1", None)).is_err());
+        let pull = |hub: &Hub| {
+            let mut r = req("hall-1", Some("edge-key-0123456789"));
+            r.protocol = EDGE_PROTOCOL;
+            hub.publish(r).unwrap()
+        };
+        let mut sink = pull(&hub);
+        publish_some_media(&mut sink);
+        drop(sink);
+        // The origin unreachable: the lecture waits edge.hold_s, not the 1 s grace.
+        let t = Instant::now();
+        hub.maintain(t + Duration::from_millis(2000));
+        let l = hub.lecture("hall-1").unwrap();
+        assert!(matches!(l.status(), Status::Reconnecting { .. }));
+        hub.maintain(t + Duration::from_millis(5100));
+        assert!(matches!(l.status(), Status::Ended { .. }));
+        // The origin ended it: it ends here at once.
+        let mut sink = pull(&hub);
+        publish_some_media(&mut sink);
+        sink.finish();
+        drop(sink);
+        let l = hub.lecture("hall-1").unwrap();
+        assert!(matches!(l.status(), Status::Ended { .. }));
+        assert!(l.hls().is_ended());
     }
 
     #[test]

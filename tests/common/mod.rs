@@ -408,6 +408,57 @@ impl Netns {
         }
     }
 
+    /// Links this namespace to `other` with a veth pair on subnet `10.99.N.0/24`: this side
+    /// `10.99.N.1` (interface `jlN`), theirs `10.99.N.2` (`jrN`), so a namespace can have
+    /// several links (a chain of relays). With `kbit`, each side sends at most that rate.
+    pub fn link_via(&self, other: &Netns, n: u8, kbit: Option<u32>) {
+        assert!(n >= 2, "subnet 1 is link()'s");
+        let (ours, theirs) = (format!("jl{n}"), format!("jr{n}"));
+        run_ok(Command::new("ip").args([
+            "-n",
+            &self.name,
+            "link",
+            "add",
+            &ours,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &theirs,
+            "netns",
+            &other.name,
+        ]));
+        let ip = |ns: &str, args: &[&str]| run_ok(Command::new("ip").args(["-n", ns]).args(args));
+        ip(
+            &self.name,
+            &["addr", "add", &format!("10.99.{n}.1/24"), "dev", &ours],
+        );
+        ip(
+            &other.name,
+            &["addr", "add", &format!("10.99.{n}.2/24"), "dev", &theirs],
+        );
+        ip(&self.name, &["link", "set", &ours, "up"]);
+        ip(&other.name, &["link", "set", &theirs, "up"]);
+        if let Some(kbit) = kbit {
+            for (ns, dev) in [(self, &ours), (other, &theirs)] {
+                run_ok(ns.command("tc").args([
+                    "qdisc",
+                    "add",
+                    "dev",
+                    dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    &format!("{kbit}kbit"),
+                    "burst",
+                    "32kb",
+                    "latency",
+                    "200ms",
+                ]));
+            }
+        }
+    }
+
     /// Loads an nftables ruleset inside the namespace.
     pub fn nft(&self, rules: &str) {
         use std::io::Write;
@@ -799,7 +850,16 @@ pub fn write_temp(name: &str, parts: &[&[u8]]) -> PathBuf {
 
 /// Decodes `seconds` of audio from `url` to mono 16-bit PCM at 16 kHz with ffmpeg.
 pub fn decode_pcm(url: &str, seconds: f64) -> Vec<i16> {
-    let out = Command::new("ffmpeg")
+    decode_pcm_in(None, url, seconds)
+}
+
+/// Like [`decode_pcm`], with ffmpeg run inside `netns` when given.
+pub fn decode_pcm_in(netns: Option<&Netns>, url: &str, seconds: f64) -> Vec<i16> {
+    let mut cmd = match netns {
+        Some(ns) => ns.command("ffmpeg"),
+        None => Command::new("ffmpeg"),
+    };
+    let out = cmd
         .args([
             "-nostdin",
             "-v",
@@ -850,4 +910,35 @@ pub fn closed_by_peer(stream: &mut std::net::TcpStream, timeout: Duration) -> bo
         }
     }
     false
+}
+
+/// Runs the Node.js script `script` of `tests/node` (inside `netns` when given) and reads the
+/// JSON it prints; the caller holds [`browser_lock`] when the script drives a browser.
+pub fn node_in(
+    netns: Option<&Netns>,
+    script: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> serde_json::Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "tests/node has no node_modules: run scripts/test.sh, which installs them"
+    );
+    let mut cmd = match netns {
+        Some(ns) => ns.command("node"),
+        None => Command::new("node"),
+    };
+    let out = output_within(cmd.arg(dir.join(script)).args(args), timeout);
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script}: no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

@@ -1,0 +1,549 @@
+//! The edge's pulls: one task decides which lectures are wanted (local viewers asked for
+//! them within `edge.idle_stop_s`, or `edge.always` lists them) and runs one pull per
+//! lecture; a pull follows each rendition's media playlist with blocking reloads
+//! (`_HLS_msn`/`_HLS_part`, so a part is fetched as soon as the origin has it), reads the
+//! parts' frames and publishes them here.
+//!
+//! A link that fails (a request errs or times out) drops the publishing session: the lecture
+//! waits as `reconnecting` (for `edge.hold_s`) while the pull tries the origins in turn with
+//! backoff; when one answers, a new session continues the lecture (LL-HLS viewers see a
+//! discontinuity, WebRTC viewers resume at the next keyframe). A lecture the origin ended
+//! ends here at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use config::Config;
+use media::fmp4::{InitTrack, read_fragment, read_init};
+use media::m3u8_read::{LivePlaylist, MAX_PLAYLIST, read_media, read_multivariant};
+use media::sink::{Publish, PublishError, PublishRequest};
+use media::{Frame, Language, MediaEvent, TrackId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{info, warn};
+use url::Url;
+
+use super::interleave::Interleave;
+
+/// The `protocol` this input publishes with (the hub gives such lectures `edge.hold_s`).
+pub const PROTOCOL: &str = "edge";
+/// Header naming the pulling edge to its origin (for its logs and roster).
+pub const EDGE_HEADER: &str = "x-jiangtang-edge";
+/// Largest part or init segment fetched (a 2 s segment at 8 Mbit/s is 2 MB).
+const MAX_BODY: usize = 16 << 20;
+/// A part the playlist lists must arrive within this.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A blocking reload must be answered within the origin's blocking time and this: a link
+/// that went silent is noticed this long after the origin's answer was due.
+const REPLY_SLACK: Duration = Duration::from_secs(3);
+/// A lecture the origin does not have (yet) is asked for again this often.
+const NOT_LIVE_RETRY: Duration = Duration::from_secs(2);
+/// A pull that ran this long resets the backoff.
+const HEALTHY: Duration = Duration::from_secs(30);
+/// The same failure is logged at most this often.
+const REPEAT_LOG: Duration = Duration::from_secs(30);
+
+/// The running edge; dropping it stops every pull (the lectures then wait, as when an
+/// origin is unreachable).
+pub struct Edge {
+    task: JoinHandle<()>,
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts pulling from `config.edge.origins` what `publish` says is wanted.
+pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<Edge, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .user_agent(concat!("jiangtang-edge/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
+    let origins = config
+        .edge
+        .origins
+        .iter()
+        .map(|o| Url::parse(&format!("{}/", o.trim_end_matches('/'))))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("edge.origins: {e}"))?;
+    let shared = Arc::new(Shared {
+        client,
+        origins,
+        config,
+        publish,
+        name: edge_name(),
+    });
+    Ok(Edge {
+        task: tokio::spawn(supervise(shared)),
+    })
+}
+
+struct Shared {
+    client: reqwest::Client,
+    origins: Vec<Url>,
+    config: Arc<Config>,
+    publish: Arc<dyn Publish>,
+    /// This edge's name, for its origins' logs.
+    name: String,
+}
+
+fn edge_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty() && h.len() <= 64 && h.is_ascii())
+        .unwrap_or_else(|| "edge".into())
+}
+
+/// Starts and stops pulls as lectures become wanted and unwanted.
+async fn supervise(s: Arc<Shared>) {
+    let idle = Duration::from_secs(s.config.edge.idle_stop_s);
+    let mut pulls: HashMap<String, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let mut wanted = s.publish.demanded(idle);
+        wanted.extend(s.config.edge.always.iter().cloned());
+        pulls.retain(|name, (task, stop)| {
+            if task.is_finished() {
+                return false;
+            }
+            if !wanted.contains(name) && !*stop.borrow() {
+                info!(lecture = %name, "nobody here watches it any more: pull stopped");
+                let _ = stop.send(true);
+            }
+            true
+        });
+        for name in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = pulls.entry(name) {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                let task = tokio::spawn(pull(s.clone(), slot.key().clone(), stop_rx));
+                slot.insert((task, stop_tx));
+            }
+        }
+    }
+}
+
+/// How one attempt at pulling a lecture ended.
+enum Outcome {
+    /// Nobody wants it any more.
+    Stopped,
+    /// The origin ended it.
+    Ended,
+    /// The origin has no such lecture live (yet).
+    NotLive,
+    /// The origin's source restarted: a new session here at once.
+    Restart,
+    /// The link or the origin failed.
+    Failed(String),
+}
+
+/// Pulls `name` until stopped, from the origins in turn.
+async fn pull(s: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
+    let min = Duration::from_millis(500);
+    let max = Duration::from_millis(s.config.edge.max_backoff_ms);
+    let mut backoff = min;
+    let mut origin = 0usize;
+    let mut last_log: Option<(String, Instant)> = None;
+    let mut failing_since: Option<Instant> = None;
+    let resume: Resume = Arc::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let base = &s.origins[origin % s.origins.len()];
+        let started = Instant::now();
+        let outcome = session(&s, base, &name, &mut stop, &resume).await;
+        let wait = match outcome {
+            Outcome::Stopped => return,
+            Outcome::Restart => {
+                info!(lecture = %name, origin = %base, "the origin's source restarted: new session");
+                failing_since = None;
+                continue;
+            }
+            Outcome::Ended => {
+                info!(lecture = %name, origin = %base, "the origin ended the lecture");
+                failing_since = None;
+                backoff = min;
+                NOT_LIVE_RETRY
+            }
+            Outcome::NotLive => {
+                // A backup origin may have it.
+                origin += 1;
+                failing_since = None;
+                backoff = min;
+                NOT_LIVE_RETRY
+            }
+            Outcome::Failed(e) => {
+                if started.elapsed() >= HEALTHY {
+                    backoff = min;
+                }
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                let repeat = last_log
+                    .as_ref()
+                    .is_some_and(|(m, at)| *m == e && at.elapsed() < REPEAT_LOG);
+                if !repeat {
+                    warn!(lecture = %name, origin = %base, failing_for = ?since.elapsed(), "pull failed: {e}; trying again in {backoff:?}");
+                    last_log = Some((e, Instant::now()));
+                }
+                origin += 1;
+                let w = backoff;
+                backoff = (backoff * 2).min(max);
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Where the last session stopped: the video's (or first rendition's) init segment URI and
+/// next part, so that a session after a short break continues there instead of sending
+/// again what the last one sent.
+type Resume = Arc<std::sync::Mutex<Option<(String, u64, u32)>>>;
+
+/// What one rendition of the lecture sends the pull.
+enum Msg {
+    Frames(TrackId, Vec<Frame>),
+    /// The origin's source restarted: a new init segment, after a discontinuity.
+    Restart,
+    Ended,
+    Failed(String),
+}
+
+/// One publishing session fed from `base`: until the link fails, the lecture ends, or
+/// nobody wants it.
+async fn session(
+    s: &Arc<Shared>,
+    base: &Url,
+    name: &str,
+    stop: &mut watch::Receiver<bool>,
+    resume: &Resume,
+) -> Outcome {
+    let block = Duration::from_millis(s.config.hls.block_timeout_ms);
+    let multivariant = match base.join(&format!("hls/{name}/index.m3u8")) {
+        Ok(u) => u,
+        Err(e) => return Outcome::Failed(format!("bad URL: {e}")),
+    };
+    let text = match get(s, &multivariant, block + FETCH_TIMEOUT, MAX_PLAYLIST).await {
+        Ok(b) => b,
+        Err(Fetch::NotFound) => return Outcome::NotLive,
+        // Live at the origin but without media yet.
+        Err(Fetch::Status(503)) => return Outcome::NotLive,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let renditions = match read_multivariant(&String::from_utf8_lossy(&text)) {
+        Ok(r) if !r.is_empty() => r,
+        Ok(_) => return Outcome::NotLive,
+        Err(e) => return Outcome::Failed(format!("{multivariant}: {e}")),
+    };
+    // Each rendition's playlist, where to start, and its init segment.
+    let mut starts = Vec::new();
+    for r in &renditions {
+        let url = match multivariant.join(&r.uri) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Failed(format!("bad rendition URI {:?}: {e}", r.uri)),
+        };
+        let playlist = match get_playlist(s, &url, None, block).await {
+            Ok(p) => p,
+            Err(Fetch::NotFound | Fetch::Status(503)) => return Outcome::NotLive,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        if playlist.ended {
+            return Outcome::Ended;
+        }
+        starts.push((url, playlist));
+    }
+    // Start every rendition where the last session stopped if the origin still has it,
+    // else at the video's newest keyframe part (the renditions' parts line up), else at
+    // each one's newest part.
+    let lead = starts
+        .iter()
+        .zip(&renditions)
+        .position(|(_, r)| r.video)
+        .unwrap_or(0);
+    let last = resume.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let continued = last.filter(|(map, m, n)| {
+        let p = &starts[lead].1;
+        p.parts
+            .first()
+            .is_some_and(|f| (f.msn, f.index) <= (*m, *n))
+            && p.parts.iter().any(|x| x.map == *map)
+            && p.parts.last().is_some_and(|l| l.map == *map)
+    });
+    let from = match &continued {
+        Some((_, m, n)) => Some((*m, *n)),
+        None => starts[lead].1.last_independent().map(|p| (p.msn, p.index)),
+    };
+    let mut tracks = Vec::new();
+    for (i, ((url, playlist), r)) in starts.iter().zip(&renditions).enumerate() {
+        let first = match (from, &continued) {
+            // Not listed yet: the part after the newest.
+            (Some((m, n)), Some(_)) => Some(playlist.part(m, n).cloned().unwrap_or_else(|| {
+                media::m3u8_read::PartRef {
+                    msn: m,
+                    index: n,
+                    uri: String::new(),
+                    independent: false,
+                    map: playlist
+                        .parts
+                        .last()
+                        .map(|p| p.map.clone())
+                        .unwrap_or_default(),
+                    discontinuity: false,
+                }
+            })),
+            (Some((m, n)), None) => playlist
+                .part(m, n)
+                .or_else(|| playlist.last_independent())
+                .cloned(),
+            (None, _) => playlist.last_independent().cloned(),
+        };
+        let Some(first) = first.filter(|p| !p.map.is_empty()) else {
+            return Outcome::NotLive;
+        };
+        let init_url = match url.join(&first.map) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Failed(format!("bad init URI: {e}")),
+        };
+        let mut init = match get(s, &init_url, FETCH_TIMEOUT, MAX_BODY)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| read_init(&b).map_err(|e| format!("{init_url}: {e}")))
+        {
+            Ok(t) => t,
+            Err(e) => return Outcome::Failed(e),
+        };
+        if let Some(tag) = &r.language {
+            match Language::parse(tag) {
+                Ok(l) => init.info.language = Some(l),
+                Err(e) => warn!(lecture = %name, "rendition {}: {e}", r.uri),
+            }
+        }
+        tracks.push((TrackId(i as u32 + 1), url.clone(), first, init));
+    }
+
+    let mut sink = match s.publish.publish(PublishRequest {
+        stream: name.to_string(),
+        key: Some(s.config.edge.key.clone()),
+        language: None,
+        protocol: PROTOCOL,
+        remote: None,
+    }) {
+        Ok(sink) => sink,
+        Err(e @ PublishError::AlreadyPublishing(_)) => {
+            return Outcome::Failed(format!("{e} here (a local source has it)"));
+        }
+        Err(e) => return Outcome::Failed(format!("refused here: {e}")),
+    };
+    let mut order = Interleave::default();
+    for (id, _, _, init) in &tracks {
+        order.add_track(*id, init.info.timescale);
+        if let Err(e) = sink.handle(MediaEvent::Track {
+            id: *id,
+            info: init.info.clone(),
+        }) {
+            return Outcome::Failed(format!("track refused here: {e}"));
+        }
+    }
+    let languages: Vec<String> = renditions
+        .iter()
+        .filter_map(|r| r.language.clone())
+        .collect();
+    info!(lecture = %name, origin = %base, dialects = ?languages, "pulling from the origin");
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let mut followers = JoinSet::new();
+    for (id, url, first, init) in tracks {
+        let mark = (id.0 as usize == lead + 1).then(|| resume.clone());
+        followers.spawn(follow(s.clone(), id, url, first, init, tx.clone(), mark));
+    }
+    drop(tx);
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = stop.changed() => {
+                sink.finish();
+                return Outcome::Stopped;
+            }
+        };
+        match msg {
+            Some(Msg::Frames(id, frames)) => {
+                for f in frames {
+                    order.push(id, f);
+                }
+                while let Some((track, frame)) = order.pop() {
+                    if let Err(e) = sink.handle(MediaEvent::Frame { track, frame }) {
+                        return Outcome::Failed(format!("frame refused here: {e}"));
+                    }
+                }
+            }
+            Some(Msg::Restart) => return Outcome::Restart,
+            Some(Msg::Ended) => {
+                sink.finish();
+                return Outcome::Ended;
+            }
+            Some(Msg::Failed(e)) => return Outcome::Failed(e),
+            None => return Outcome::Failed("every rendition stopped".into()),
+        }
+    }
+}
+
+/// Why a rendition stopped following.
+enum Next {
+    Ended,
+    Restart,
+    /// The session is over.
+    Gone,
+}
+
+/// Follows one rendition from part `first` on, sending its frames.
+async fn follow(
+    s: Arc<Shared>,
+    id: TrackId,
+    url: Url,
+    first: media::m3u8_read::PartRef,
+    init: InitTrack,
+    tx: mpsc::Sender<Msg>,
+    resume: Option<Resume>,
+) {
+    let block = Duration::from_millis(s.config.hls.block_timeout_ms);
+    let mut want = (first.msn, first.index);
+    let map = first.map.clone();
+    let mut next_dts = 0i64;
+    let result: Result<Next, String> = async {
+        loop {
+            let playlist = match get_playlist(&s, &url, Some(want), block).await {
+                Ok(p) => p,
+                // Nothing new within the origin's blocking time (its own source is
+                // away): the session here goes on waiting while the origin answers.
+                Err(Fetch::Status(503)) => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            let behind = playlist.parts.first().is_some_and(|f| {
+                (f.msn, f.index) > want && !(f.msn == want.0 + 1 && f.index == 0)
+            });
+            if behind {
+                // The parts we wanted left the origin's window (a stall here longer than
+                // the window): continue from the newest keyframe part.
+                let Some(p) = playlist.last_independent() else {
+                    continue;
+                };
+                warn!(rendition = %url, "fell behind the origin's window: skipping to its newest part");
+                want = (p.msn, p.index);
+            }
+            let parts: Vec<_> = playlist
+                .parts
+                .iter()
+                .filter(|p| (p.msn, p.index) >= want)
+                .cloned()
+                .collect();
+            for p in parts {
+                if p.map != map {
+                    // A new init segment: the origin's source restarted (or changed its
+                    // codec). A new session here carries the discontinuity on.
+                    return Ok(Next::Restart);
+                }
+                let part_url = url.join(&p.uri).map_err(|e| e.to_string())?;
+                let data = get(&s, &part_url, FETCH_TIMEOUT, MAX_BODY)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let frames = read_fragment(&data, &init, &mut next_dts)
+                    .map_err(|e| format!("{part_url}: {e}"))?;
+                if tx.send(Msg::Frames(id, frames)).await.is_err() {
+                    return Ok(Next::Gone);
+                }
+                want = (p.msn, p.index + 1);
+                if let Some(r) = &resume {
+                    *r.lock().unwrap_or_else(|e| e.into_inner()) = Some((map.clone(), want.0, want.1));
+                }
+            }
+            if playlist.ended {
+                return Ok(Next::Ended);
+            }
+        }
+    }
+    .await;
+    let _ = match result {
+        Ok(Next::Ended) => tx.send(Msg::Ended).await,
+        Ok(Next::Restart) => tx.send(Msg::Restart).await,
+        Ok(Next::Gone) => Ok(()),
+        Err(e) => tx.send(Msg::Failed(e)).await,
+    };
+}
+
+/// A media playlist, as a blocking reload for part `want` when given.
+async fn get_playlist(
+    s: &Shared,
+    url: &Url,
+    want: Option<(u64, u32)>,
+    block: Duration,
+) -> Result<LivePlaylist, Fetch> {
+    let mut url = url.clone();
+    if let Some((msn, part)) = want {
+        url.set_query(Some(&format!("_HLS_msn={msn}&_HLS_part={part}")));
+    }
+    let body = get(s, &url, block + REPLY_SLACK, MAX_PLAYLIST).await?;
+    read_media(&String::from_utf8_lossy(&body)).map_err(|e| Fetch::Failed(format!("{url}: {e}")))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Fetch {
+    #[error("not found")]
+    NotFound,
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// GETs `url` from the origin with the edge's key, whole, within `timeout`.
+async fn get(s: &Shared, url: &Url, timeout: Duration, limit: usize) -> Result<Bytes, Fetch> {
+    let request = s
+        .client
+        .get(url.clone())
+        .bearer_auth(&s.config.edge.key)
+        .header(EDGE_HEADER, &s.name)
+        .timeout(timeout);
+    let fail = |e: reqwest::Error| Fetch::Failed(format!("{url}: {}", error_chain(&e)));
+    let mut response = request.send().await.map_err(fail)?;
+    match response.status().as_u16() {
+        200 => {}
+        404 => return Err(Fetch::NotFound),
+        code => return Err(Fetch::Status(code)),
+    }
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Fetch::Failed(format!("{url}: larger than {limit} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(fail)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Fetch::Failed(format!("{url}: larger than {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// An error with its sources ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,254 @@
+//! 1 + X: an origin and two chained edges (district → town → village), each a separate
+//! relay in a network namespace of its own, linked by veth pairs with `tc tbf` rate limits
+//! and nftables random drops on the village's line. Viewers on the last edge — headless
+//! Chromium over WebRTC (WHEP) and the web player over LL-HLS — hear the dialect they chose
+//! while the district–town link is cut for 30 s and restored, and keep their sessions.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOWN_KEY: &str = "town-edge-key-0123456789";
+const VILLAGE_KEY: &str = "village-edge-key-0123456789";
+
+/// GET inside `ns` (the relays' loopback addresses are only reachable from there).
+fn curl_in(ns: &Netns, url: &str) -> Option<String> {
+    let out = ns
+        .command("curl")
+        .args(["-sf", "--max-time", "10", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn shots() -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+fn f(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The dialect's tone, decoded from the relay's LL-HLS rendition inside `ns`.
+fn tone_in(ns: &Netns, base: &str, lang: &str) -> f64 {
+    tone_hz(&decode_pcm_in(
+        Some(ns),
+        &format!("{base}/hls/demo/audio-{lang}/index.m3u8"),
+        3.0,
+    ))
+}
+
+#[test]
+fn viewers_on_the_second_edge_hear_their_dialect_through_a_cut_origin_link() {
+    let (Some(hall), Some(town), Some(village)) = (
+        Netns::new("edgeh"),
+        Netns::new("edget"),
+        Netns::new("edgev"),
+    ) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    // The district's line to the town, and a poorer one to the village that also drops 1 %
+    // of packets each way (TCP repairs the relays' pull; WebRTC its own).
+    hall.link_via(&town, 2, Some(20_000));
+    town.link_via(&village, 3, Some(6_000));
+    village.nft(
+        "table inet loss {
+           chain i { type filter hook input priority 0; iifname \"jr3\" numgen random mod 100 < 1 drop; }
+           chain o { type filter hook output priority 0; oifname \"jr3\" numgen random mod 100 < 1 drop; }
+         }",
+    );
+    let origin = Server::start_reachable_in(
+        &hall,
+        &format!(
+            "[demo]\nenabled = true\nwidth = 320\nheight = 180\nfps = 25\nkeyframe_interval = 25\nvideo_kbps = 500\n\
+             [edge]\naccept_keys = [\"{TOWN_KEY}\"]\n"
+        ),
+    );
+    // The edges accept nothing they were not told of: only their pull publishes there.
+    let town_relay = Server::start_reachable_in(
+        &town,
+        &format!(
+            "[lectures]\nallow_unconfigured = false\n\
+             [edge]\norigins = [\"http://10.99.2.1:{}\"]\nkey = \"{TOWN_KEY}\"\naccept_keys = [\"{VILLAGE_KEY}\"]\n",
+            origin.http.port()
+        ),
+    );
+    let village_relay = Server::start_reachable_in(
+        &village,
+        &format!(
+            "[lectures]\nallow_unconfigured = false\n\
+             [edge]\norigins = [\"http://10.99.3.1:{}\"]\nkey = \"{VILLAGE_KEY}\"\n",
+            town_relay.http.port()
+        ),
+    );
+    let base = format!("http://{}", village_relay.http);
+
+    // The first viewer's request starts the pulls down the chain; the multivariant lists
+    // every dialect with its language and name.
+    let multivariant = wait_until(
+        Duration::from_secs(30),
+        "the lecture on the village edge",
+        || curl_in(&village, &format!("{base}/hls/demo/index.m3u8")),
+    );
+    for (lang, name) in [("cmn", "普通话"), ("yue", "粤语"), ("hak", "客家话")] {
+        assert!(
+            multivariant.contains(&format!("NAME=\"{name}\",LANGUAGE=\"{lang}\"")),
+            "{lang} missing: {multivariant}"
+        );
+    }
+    // ffmpeg plays whole segments: wait for two.
+    wait_until(
+        Duration::from_secs(20),
+        "segments on the village edge",
+        || {
+            curl_in(&village, &format!("{base}/hls/demo/audio-hak/index.m3u8"))
+                .filter(|p| p.matches("#EXTINF").count() >= 2)
+        },
+    );
+    for (lang, hz) in [("yue", 660.0), ("hak", 880.0)] {
+        let heard = tone_in(&village, &base, lang);
+        assert!(
+            (heard - hz).abs() < 15.0,
+            "{lang}: {heard} Hz heard, {hz} sent"
+        );
+    }
+    // The village edge's source is its pull from the town.
+    let api = curl_in(&village, &format!("{base}/api/v1/streams/demo")).unwrap();
+    assert!(api.contains("\"protocol\":\"edge\""), "{api}");
+
+    // Two viewers on the village edge for the whole cut: WebRTC in Chromium (Hakka), and
+    // the web player forced to LL-HLS.
+    let shots = shots();
+    let _browser = browser_lock();
+    let watch_s = 58;
+    let (webrtc, hls, marked) = std::thread::scope(|scope| {
+        let webrtc = scope.spawn(|| {
+            node_in(
+                Some(&village),
+                "whep-play.mjs",
+                &[&base, "demo", "hak", "", &watch_s.to_string(), &shots],
+                Duration::from_secs(150),
+            )
+        });
+        let hls = scope.spawn(|| {
+            node_in(
+                Some(&village),
+                "hls-watch.mjs",
+                &[
+                    &format!("{base}/play/demo?mode=hls"),
+                    &watch_s.to_string(),
+                    &shots,
+                ],
+                Duration::from_secs(150),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(12));
+        // The district–town line goes dead both ways (no reset: packets vanish).
+        town.nft(
+            "table inet cut {
+               chain i { type filter hook input priority 0; iifname \"jr2\" drop; }
+               chain o { type filter hook output priority 0; oifname \"jr2\" drop; }
+             }",
+        );
+        let cut = Instant::now();
+        std::thread::sleep(Duration::from_secs(30));
+        assert!(
+            town.command("nft")
+                .args(["delete", "table", "inet", "cut"])
+                .status()
+                .unwrap()
+                .success()
+        );
+        eprintln!("link restored after {:?}", cut.elapsed());
+        // The town's renditions show where its pull came back (a new session there); the
+        // village's timeline, fed from the town's, runs on.
+        let town_video = town_relay.url("/hls/demo/video/index.m3u8");
+        let marked = (0..25).any(|_| {
+            std::thread::sleep(Duration::from_secs(1));
+            curl_in(&town, &town_video).is_some_and(|p| p.contains("#EXT-X-DISCONTINUITY"))
+        });
+        (webrtc.join().unwrap(), hls.join().unwrap(), marked)
+    });
+
+    for (name, log) in [("town", town_relay.log()), ("village", village_relay.log())] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("edge") || l.contains("session"))
+            .collect();
+        eprintln!("--- {name}:\n{}", lines.join("\n"));
+    }
+    // WebRTC: connected all along (no new offer), the picture stalled in the cut and came
+    // back, and the dialect is still Hakka.
+    assert_eq!(webrtc["errors"], serde_json::json!([]), "{webrtc}");
+    assert_eq!(webrtc["status"], 201, "{webrtc}");
+    let samples = webrtc["samples"].as_array().unwrap();
+    assert!(
+        samples.iter().all(|x| x["state"] == "connected"),
+        "{webrtc}"
+    );
+    let decoded: Vec<f64> = samples.iter().map(|x| f(&x["framesDecoded"])).collect();
+    // Samples come every 0.5 s: the picture stood still for most of the 30 s cut.
+    let still = decoded.windows(2).filter(|w| w[1] == w[0]).count();
+    eprintln!("WebRTC frames decoded: {decoded:?}");
+    assert!(still >= 30, "the cut is not visible: {decoded:?}");
+    let tail = &decoded[decoded.len() - 6..];
+    assert!(
+        tail.windows(2).all(|w| w[1] > w[0]),
+        "video did not resume: {decoded:?}"
+    );
+    assert!(
+        (f(&webrtc["hzEnd"]) - 880.0).abs() < 25.0,
+        "Hakka not heard at the end: {webrtc}"
+    );
+
+    // LL-HLS: the same page played before the cut and again after it, by itself.
+    assert_eq!(hls["errors"], serde_json::json!([]), "{hls}");
+    let hs = hls["samples"].as_array().unwrap();
+    eprintln!("LL-HLS player: {hs:?}");
+    let t = |s: &serde_json::Value| f(&s["t"]);
+    let before = hs
+        .iter()
+        .filter(|s| f(&s["wall"]) < 12.0)
+        .map(t)
+        .fold(0.0, f64::max);
+    assert!(before > 2.0, "LL-HLS did not play before the cut: {hls}");
+    let end = hs.iter().rev().take(6).collect::<Vec<_>>();
+    assert!(
+        end.windows(2).all(|w| t(w[0]) > t(w[1])),
+        "LL-HLS did not play again after the cut: {hls}"
+    );
+    assert_eq!(end[0]["state"], "playing", "{hls}");
+    assert!(
+        marked,
+        "no EXT-X-DISCONTINUITY on the town edge after the cut"
+    );
+    let heard = tone_in(&village, &base, "hak");
+    assert!(
+        (heard - 880.0).abs() < 15.0,
+        "hak after the cut: {heard} Hz"
+    );
+
+    // The town saw its pull fail and come back; each relay pulled the lecture once at a
+    // time, whatever the number of viewers behind it.
+    let town_log = town_relay.log();
+    assert!(town_log.contains("pull failed"), "{town_log}");
+    eprintln!(
+        "town: {} pull sessions, village: {}",
+        town_log.matches("pulling from the origin").count(),
+        village_relay
+            .log()
+            .matches("pulling from the origin")
+            .count()
+    );
+    for (name, log) in [("town", &town_log), ("village", &village_relay.log())] {
+        assert!(!log.contains("panicked"), "{name}: {log}");
+    }
+}
