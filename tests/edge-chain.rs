@@ -252,3 +252,116 @@ fn viewers_on_the_second_edge_hear_their_dialect_through_a_cut_origin_link() {
         assert!(!log.contains("panicked"), "{name}: {log}");
     }
 }
+
+#[test]
+fn edges_fail_over_pull_on_schedule_stop_when_idle_and_need_the_right_key() {
+    let origin = Server::start(&format!(
+        "[demo]\nenabled = true\nwidth = 320\nheight = 180\nfps = 25\nkeyframe_interval = 25\nvideo_kbps = 300\n\
+         [edge]\naccept_keys = [\"{TOWN_KEY}\"]\n"
+    ));
+    let good = origin.url("");
+    // The programme has the lecture starting in 30 s, in the town of Xihe.
+    let (code, _, body) = send(
+        "POST",
+        &origin.url("/api/v1/halls"),
+        Some("application/json"),
+        serde_json::json!({"name": "西和讲堂", "town": "西和"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let hall: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let now = jiff::Timestamp::now();
+    let at = |s: i64| {
+        now.checked_add(jiff::SignedDuration::from_secs(s))
+            .unwrap()
+            .to_string()
+    };
+    let (code, _, body) = send(
+        "POST",
+        &origin.url("/api/v1/lectures"),
+        Some("application/json"),
+        serde_json::json!({"title": "书法课", "stream": "demo", "hall_id": hall["id"],
+                           "starts_at": at(30), "ends_at": at(3600)})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    // The first origin listed is down: the edge fails over to the second. It stops pulling
+    // 2 s after its last viewer.
+    let failover = Server::start(&format!(
+        "[lectures]\nallow_unconfigured = false\n\
+         [edge]\norigins = [\"http://127.0.0.1:9\", \"{good}\"]\nkey = \"{TOWN_KEY}\"\nidle_stop_s = 2\n"
+    ));
+    // Pulls the lecture with nobody watching (a kiosk's hall).
+    let always = Server::start(&format!(
+        "[edge]\norigins = [\"{good}\"]\nkey = \"{TOWN_KEY}\"\nalways = [\"demo\"]\n"
+    ));
+    // Pulls what the programme says is about to start in its town, and what is not.
+    let scheduled = Server::start(&format!(
+        "[edge]\norigins = [\"{good}\"]\nkey = \"{TOWN_KEY}\"\nschedule_towns = [\"西和\"]\nschedule_lead_s = 60\n"
+    ));
+    let elsewhere = Server::start(&format!(
+        "[edge]\norigins = [\"{good}\"]\nkey = \"{TOWN_KEY}\"\nschedule_towns = [\"石门\"]\n"
+    ));
+    // A key the origin does not know.
+    let stranger = Server::start(&format!(
+        "[edge]\norigins = [\"{good}\"]\nkey = \"not-the-town-key-0123\"\n"
+    ));
+
+    let playlist = wait_until(
+        Duration::from_secs(30),
+        "the lecture through failover",
+        || {
+            let (code, _, body) = get(&failover.url("/hls/demo/index.m3u8"));
+            (code == 200).then(|| String::from_utf8_lossy(&body).into_owned())
+        },
+    );
+    assert!(playlist.contains("LANGUAGE=\"hak\""), "{playlist}");
+    assert!(
+        failover.log().contains("http://127.0.0.1:9/"),
+        "{}",
+        failover.log()
+    );
+
+    let state = |s: &Server| {
+        let (code, _, body) = get(&s.url("/api/v1/streams/demo"));
+        (code == 200).then(|| serde_json::from_slice::<serde_json::Value>(&body).unwrap())
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the always-pulled lecture live",
+        || state(&always).filter(|v| v["status"] == "live"),
+    );
+
+    wait_until(
+        Duration::from_secs(20),
+        "the scheduled lecture live",
+        || state(&scheduled).filter(|v| v["status"] == "live"),
+    );
+    assert!(state(&elsewhere).is_none(), "another town's edge pulled it");
+
+    // Nobody watches on the failover edge any more: its pull stops and the lecture ends
+    // there (no hold: the edge stopped by itself).
+    wait_until(Duration::from_secs(20), "the idle pull stopped", || {
+        state(&failover).filter(|v| v["status"] == "ended")
+    });
+    assert!(failover.log().contains("nobody here watches it any more"));
+    // The always-pulled one is still live.
+    assert_eq!(state(&always).unwrap()["status"], "live");
+
+    // The stranger's viewer gets nothing; both sides say why.
+    let (code, _, _) = get(&stranger.url("/hls/demo/index.m3u8"));
+    assert_eq!(code, 404);
+    wait_until(Duration::from_secs(10), "the refusal logged", || {
+        stranger
+            .log()
+            .contains("the origin refused this edge (HTTP 403)")
+            .then_some(())
+    });
+    assert!(
+        origin
+            .log()
+            .contains("edge refused: its key is not in edge.accept_keys")
+    );
+}

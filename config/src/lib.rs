@@ -100,6 +100,12 @@ pub struct EdgeConfig {
     /// Keys of edges allowed to pull from this relay: with one, an edge may watch every
     /// lecture here, those that need a playback token too.
     pub accept_keys: Vec<String>,
+    /// Lectures of the origin's programme pulled on schedule (from `schedule_lead_s` before
+    /// they start until they end) even with nobody watching yet: those of halls in these
+    /// towns, `"*"` for every lecture. Empty: none.
+    pub schedule_towns: Vec<String>,
+    /// How long before a scheduled lecture starts it is pulled.
+    pub schedule_lead_s: u64,
 }
 
 impl EdgeConfig {

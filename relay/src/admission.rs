@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use media::admission::{Admission, Refusal, Verdict};
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::hub::Hub;
 
@@ -222,6 +222,10 @@ fn watched<'a>(method: &Method, path: &'a str) -> Option<Watched<'a>> {
     }
 }
 
+/// The header an edge relay names itself with when it pulls (`ingest::edge`): its requests
+/// must carry one of `edge.accept_keys` as their bearer token.
+pub const EDGE_HEADER: &str = "x-jiangtang-edge";
+
 /// The playback token of a request: `token=` in the query, else a bearer token.
 fn token_of(req: &Request) -> Option<String> {
     let from_query = req.uri().query().and_then(|q| {
@@ -315,6 +319,49 @@ fn decide(hub: &Hub, req: &Request) -> Decision {
         }
     };
     let token = token_of(req);
+    if let Some(edge) = req.headers().get(EDGE_HEADER) {
+        // An edge relay pulling: its key, not a viewer's token, decides.
+        let accepted = token
+            .as_deref()
+            .is_some_and(|t| hub.config().edge.accept_keys.iter().any(|k| same(k, t)));
+        if accepted {
+            return Decision::Pass;
+        }
+        let name: String = String::from_utf8_lossy(edge.as_bytes())
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect();
+        // At most one line every 10 s: anybody can send the header.
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= last + 10
+            && LAST
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            warn!(lecture = %stream, edge = %name, "edge refused: its key is not in edge.accept_keys");
+        }
+        let mut resp = (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({
+                "error": "this relay does not accept that edge key (edge.accept_keys)",
+                "reason": "bad_edge_key",
+            })),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Decision::Refuse(resp);
+    }
     let verdict = hub.may_watch(stream, token.as_deref());
     if let Verdict::Deny(r) = verdict {
         // The lecture and the reason; never the token, nor the URI that carries it.

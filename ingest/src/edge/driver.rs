@@ -29,7 +29,8 @@ use super::interleave::Interleave;
 
 /// The `protocol` this input publishes with (the hub gives such lectures `edge.hold_s`).
 pub const PROTOCOL: &str = "edge";
-/// Header naming the pulling edge to its origin (for its logs and roster).
+/// Header naming the pulling edge to its origin (for its logs and roster); the origin
+/// checks the edge's key on requests that carry it (`relay::admission::EDGE_HEADER`).
 pub const EDGE_HEADER: &str = "x-jiangtang-edge";
 /// Largest part or init segment fetched (a 2 s segment at 8 Mbit/s is 2 MB).
 const MAX_BODY: usize = 16 << 20;
@@ -48,13 +49,7 @@ const REPEAT_LOG: Duration = Duration::from_secs(30);
 /// The running edge; dropping it stops every pull (the lectures then wait, as when an
 /// origin is unreachable).
 pub struct Edge {
-    task: JoinHandle<()>,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: Owned,
 }
 
 /// Starts pulling from `config.edge.origins` what `publish` says is wanted.
@@ -80,7 +75,7 @@ pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<Edge, Str
         name: edge_name(),
     });
     Ok(Edge {
-        task: tokio::spawn(supervise(shared)),
+        _task: Owned(tokio::spawn(supervise(shared))),
     })
 }
 
@@ -101,17 +96,45 @@ fn edge_name() -> String {
         .unwrap_or_else(|| "edge".into())
 }
 
+/// A task aborted when this is dropped (with the supervisor that holds it).
+struct Owned(JoinHandle<()>);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Starts and stops pulls as lectures become wanted and unwanted.
 async fn supervise(s: Arc<Shared>) {
     let idle = Duration::from_secs(s.config.edge.idle_stop_s);
-    let mut pulls: HashMap<String, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
+    let mut pulls: HashMap<String, (Owned, watch::Sender<bool>)> = HashMap::new();
+    let programme = Arc::new(std::sync::Mutex::new(Programme::default()));
+    let _reader = (!s.config.edge.schedule_towns.is_empty()).then(|| {
+        let (s, programme) = (s.clone(), programme.clone());
+        Owned(tokio::spawn(async move {
+            loop {
+                let read = Programme::read(&s).await;
+                if let Some(p) = read {
+                    *programme.lock().unwrap_or_else(|e| e.into_inner()) = p;
+                }
+                tokio::time::sleep(PROGRAMME_EVERY).await;
+            }
+        }))
+    });
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let mut wanted = s.publish.demanded(idle);
         wanted.extend(s.config.edge.always.iter().cloned());
+        wanted.extend(
+            programme
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .due(&s.config.edge),
+        );
         pulls.retain(|name, (task, stop)| {
-            if task.is_finished() {
+            if task.0.is_finished() {
                 return false;
             }
             if !wanted.contains(name) && !*stop.borrow() {
@@ -124,10 +147,105 @@ async fn supervise(s: Arc<Shared>) {
             if let std::collections::hash_map::Entry::Vacant(slot) = pulls.entry(name) {
                 let (stop_tx, stop_rx) = watch::channel(false);
                 let task = tokio::spawn(pull(s.clone(), slot.key().clone(), stop_rx));
-                slot.insert((task, stop_tx));
+                slot.insert((Owned(task), stop_tx));
             }
         }
     }
+}
+
+/// The origin's programme, as far as pulling on schedule needs it.
+#[derive(Default)]
+struct Programme {
+    /// (lecture stream, town of its hall, starts, ends).
+    lectures: Vec<(
+        String,
+        Option<String>,
+        jiff::Timestamp,
+        Option<jiff::Timestamp>,
+    )>,
+}
+
+/// The programme is read again this often.
+const PROGRAMME_EVERY: Duration = Duration::from_secs(60);
+/// A scheduled lecture without an end is pulled this long after its start.
+const DEFAULT_RUN: jiff::SignedDuration = jiff::SignedDuration::from_hours(4);
+
+impl Programme {
+    /// Reads the programme from the first origin that gives it.
+    async fn read(s: &Shared) -> Option<Programme> {
+        let now = jiff::Timestamp::now();
+        let lead = jiff::SignedDuration::from_secs(s.config.edge.schedule_lead_s as i64);
+        let from = now.checked_sub(DEFAULT_RUN).ok()?;
+        let to = now.checked_add(lead).ok()?;
+        for base in &s.origins {
+            let Ok(mut url) = base.join("api/v1/lectures") else {
+                continue;
+            };
+            url.query_pairs_mut()
+                .append_pair("from", &from.to_string())
+                .append_pair("to", &to.to_string())
+                .append_pair("limit", "1000");
+            match get(s, &url, FETCH_TIMEOUT, MAX_PLAYLIST).await {
+                Ok(body) => match parse_programme(&body) {
+                    Ok(lectures) => return Some(Programme { lectures }),
+                    Err(e) => warn!(origin = %base, "programme not read: {e}"),
+                },
+                Err(e) => warn!(origin = %base, "programme not read: {e}"),
+            }
+        }
+        None
+    }
+
+    /// The lectures due now in the towns this edge follows.
+    fn due(&self, edge: &config::EdgeConfig) -> Vec<String> {
+        let now = jiff::Timestamp::now();
+        let lead = jiff::SignedDuration::from_secs(edge.schedule_lead_s as i64);
+        let all = edge.schedule_towns.iter().any(|t| t == "*");
+        self.lectures
+            .iter()
+            .filter(|(_, town, start, end)| {
+                let here = all
+                    || town
+                        .as_ref()
+                        .is_some_and(|t| edge.schedule_towns.contains(t));
+                let end = end.unwrap_or_else(|| start.checked_add(DEFAULT_RUN).unwrap_or(*start));
+                here && start.checked_sub(lead).is_ok_and(|s| now >= s) && now < end
+            })
+            .map(|(stream, ..)| stream.clone())
+            .collect()
+    }
+}
+
+/// The lectures of `GET /api/v1/lectures` that take place: stream, hall's town, start, end.
+#[allow(clippy::type_complexity)]
+fn parse_programme(
+    body: &[u8],
+) -> Result<
+    Vec<(
+        String,
+        Option<String>,
+        jiff::Timestamp,
+        Option<jiff::Timestamp>,
+    )>,
+    String,
+> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let list = v["lectures"]
+        .as_array()
+        .ok_or_else(|| "no lecture list".to_string())?;
+    Ok(list
+        .iter()
+        .filter(|l| l["status"] != "cancelled")
+        .filter_map(|l| {
+            let stream = l["stream"]
+                .as_str()
+                .filter(|n| media::sink::valid_stream_name(n))?;
+            let start: jiff::Timestamp = l["starts_at"].as_str()?.parse().ok()?;
+            let end = l["ends_at"].as_str().and_then(|e| e.parse().ok());
+            let town = l["hall"]["town"].as_str().map(str::to_string);
+            Some((stream.to_string(), town, start, end))
+        })
+        .collect())
 }
 
 /// How one attempt at pulling a lecture ended.
@@ -521,6 +639,12 @@ async fn get(s: &Shared, url: &Url, timeout: Duration, limit: usize) -> Result<B
     match response.status().as_u16() {
         200 => {}
         404 => return Err(Fetch::NotFound),
+        401 | 403 => {
+            return Err(Fetch::Failed(format!(
+                "{url}: the origin refused this edge (HTTP {}): is edge.key among its edge.accept_keys?",
+                response.status().as_u16()
+            )));
+        }
         code => return Err(Fetch::Status(code)),
     }
     if response.content_length().is_some_and(|n| n > limit as u64) {
