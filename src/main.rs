@@ -577,6 +577,10 @@ impl site::Live for RelayLive {
             .collect()
     }
 
+    fn sites(&self, stream: &str) -> serde_json::Value {
+        self.0.roster.json(stream, &self.0.config().site)
+    }
+
     fn replays(&self) -> Vec<site::Replay> {
         let Some(lib) = self.0.recordings() else {
             return Vec::new();

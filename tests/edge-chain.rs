@@ -365,3 +365,115 @@ fn edges_fail_over_pull_on_schedule_stop_when_idle_and_need_the_right_key() {
             .contains("edge refused: its key is not in edge.accept_keys")
     );
 }
+
+#[test]
+fn the_origin_lists_its_sites_with_viewers_dialects_and_link_and_flags_those_gone() {
+    let origin = Server::start(&format!(
+        "[demo]\nenabled = true\nwidth = 320\nheight = 180\nfps = 25\nkeyframe_interval = 25\nvideo_kbps = 300\n\
+         [edge]\naccept_keys = [\"{TOWN_KEY}\"]\n\
+         [[site]]\ncode = \"town-xihe\"\nname = \"西和镇文化站\"\ntown = \"西和\"\nkind = \"town_institute\"\n\
+         [[site]]\ncode = \"school-1\"\nname = \"西和小学\"\ntown = \"西和\"\nkind = \"school\"\ndialect = \"yue\"\n\
+         [[site]]\ncode = \"shimen\"\nname = \"石门村\"\ntown = \"西和\"\nkind = \"village_station\"\n"
+    ));
+    let mut town = Some(Server::start(&format!(
+        "[edge]\norigins = [\"{}\"]\nkey = \"{TOWN_KEY}\"\nalways = [\"demo\"]\nsite = \"town-xihe\"\n",
+        origin.url("")
+    )));
+    let town_http = town.as_ref().unwrap().http;
+    let roster = || -> serde_json::Value {
+        serde_json::from_str(&get_text(&origin.url("/api/v1/streams/demo/sites"))).unwrap()
+    };
+    let site = |v: &serde_json::Value, code: &str| -> serde_json::Value {
+        v["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["code"] == code)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    // Before anything connects, the registered sites are listed as absent.
+    assert_eq!(site(&roster(), "shimen")["status"], "absent");
+
+    // Two WebRTC viewers on the town's edge, in two dialects.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the lecture on the town edge",
+        || {
+            let (code, _, _) = get(&format!("http://{town_http}/hls/demo/video/index.m3u8"));
+            (code == 200).then_some(())
+        },
+    );
+    let viewers: Vec<common::whep::Viewer> = ["yue", "hak"]
+        .iter()
+        .map(|l| {
+            rt.block_on(common::whep::Viewer::start_at(
+                town_http,
+                &format!("/whep/demo?lang={l}"),
+            ))
+        })
+        .collect();
+    let town_site = wait_until(Duration::from_secs(20), "the town with its viewers", || {
+        let s = site(&roster(), "town-xihe");
+        (s["status"] == "connected"
+            && s["viewers"] == 2
+            && s["link"]["kbps"].as_f64().is_some_and(|k| k > 50.0))
+        .then_some(s)
+    });
+    assert_eq!(town_site["name"], "西和镇文化站");
+    assert_eq!(town_site["via"], "edge");
+    assert_eq!(town_site["dialects"]["yue"], 1, "{town_site}");
+    assert_eq!(town_site["dialects"]["hak"], 1, "{town_site}");
+    assert!(
+        town_site["link"]["rtt_ms"].as_f64().is_some(),
+        "{town_site}"
+    );
+
+    // A classroom's player opened as a site, in Chromium, reports itself over its channel.
+    let shots = shots();
+    let page = origin.url("/play/demo?site=school-1&mode=hls&lang=yue");
+    let player = {
+        let _browser = browser_lock();
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                node_in(
+                    None,
+                    "hls-watch.mjs",
+                    &[&page, "16", &shots],
+                    Duration::from_secs(90),
+                )
+            });
+            let school = wait_until(
+                Duration::from_secs(40),
+                "the school's player on the roster",
+                || {
+                    let s = site(&roster(), "school-1");
+                    (s["status"] == "connected"
+                        && s["modes"][0] == "hls"
+                        && s["dialects"]["yue"] == 1)
+                        .then_some(s)
+                },
+            );
+            (school, watcher.join().unwrap())
+        })
+    };
+    let (school, watch) = player;
+    assert_eq!(watch["errors"], serde_json::json!([]), "{watch}");
+    assert_eq!(school["via"], "player");
+    assert_eq!(school["viewers"], 1);
+    assert!(school["link"]["kbps"].as_f64().is_some(), "{school}");
+
+    // The town's edge goes away: flagged as dropped out (after 15 s without a word), its
+    // viewers no longer counted; the school's page closed too.
+    drop(viewers);
+    town.take();
+    let gone = wait_until(Duration::from_secs(40), "the town flagged", || {
+        let v = roster();
+        (site(&v, "town-xihe")["status"] == "dropped"
+            && site(&v, "school-1")["status"] == "dropped")
+            .then_some(v)
+    });
+    assert_eq!(gone["connected"], 0, "{gone}");
+    assert_eq!(gone["viewers"], 0, "{gone}");
+}

@@ -69,6 +69,9 @@ pub struct Config {
     pub lecture: Vec<LectureConfig>,
     /// The built-in demo lecture.
     pub demo: DemoConfig,
+    /// Sub-venues (1 + X) known by code: shown by name in a lecture's roster.
+    #[serde(default, rename = "site")]
+    pub site: Vec<SiteConfig>,
     /// The programme: halls, lectures, bookings (the `catalogue` crate).
     pub catalogue: CatalogueConfig,
     /// Supervision of the audio transcoders (AAC to Opus, Opus or G.711 to AAC).
@@ -76,6 +79,38 @@ pub struct Config {
     /// Relays chained to this one: pulling lectures from an origin (this relay an edge),
     /// and the keys of edges that may pull from this one.
     pub edge: EdgeConfig,
+}
+
+/// What kind of place a sub-venue is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    /// A town's institute (it may run an edge for its villages).
+    TownInstitute,
+    /// A village's station.
+    VillageStation,
+    /// A school classroom.
+    School,
+    /// A small practice point.
+    PracticePoint,
+}
+
+/// `[[site]]`: a sub-venue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Its code (`a-z 0-9 _ -`, at most 32): `[edge] site` of its edge, `?site=` of its player.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// Its town.
+    #[serde(default)]
+    pub town: String,
+    /// What it is.
+    pub kind: SiteKind,
+    /// The dialect it usually plays.
+    #[serde(default)]
+    pub dialect: Option<String>,
 }
 
 /// `[edge]`
@@ -106,6 +141,9 @@ pub struct EdgeConfig {
     pub schedule_towns: Vec<String>,
     /// How long before a scheduled lecture starts it is pulled.
     pub schedule_lead_s: u64,
+    /// The site code this edge reports to its origins (its `[[site]]` there); empty: the
+    /// machine's host name.
+    pub site: String,
 }
 
 impl EdgeConfig {
@@ -931,6 +969,27 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             {
                 return bad("edge.always", format!("{name:?} is not a lecture name"));
+            }
+        }
+        let code_ok = |c: &str| {
+            (1..=32).contains(&c.len())
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-')
+                })
+        };
+        if !e.site.is_empty() && !code_ok(&e.site) {
+            return bad(
+                "edge.site",
+                format!("{:?}: use 1-32 of a-z 0-9 _ -", e.site),
+            );
+        }
+        let mut codes = std::collections::HashSet::new();
+        for site in &self.site {
+            if !code_ok(&site.code) || !codes.insert(site.code.as_str()) {
+                return bad(
+                    "site.code",
+                    format!("{:?}: use 1-32 of a-z 0-9 _ -, each code once", site.code),
+                );
             }
         }
         if e.idle_stop_s == 0 || e.hold_s == 0 {

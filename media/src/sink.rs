@@ -117,6 +117,12 @@ pub trait Publish: Send + Sync {
     fn demanded(&self, _within: std::time::Duration) -> Vec<String> {
         Vec::new()
     }
+
+    /// Who watches `stream` here, in all and by dialect where known (an edge reports it to
+    /// its origin's roster).
+    fn audience(&self, _stream: &str) -> (u32, std::collections::BTreeMap<String, u32>) {
+        (0, Default::default())
+    }
 }
 
 /// Longest lecture name.

@@ -79,7 +79,7 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=&replay=`
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=&replay=&site=`
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct PlayQuery {
     lang: Option<String>,
@@ -91,6 +91,8 @@ pub struct PlayQuery {
     muted: Option<String>,
     ui: Option<String>,
     token: Option<String>,
+    /// The sub-venue the page shows the lecture at (its code, reported to the main hall).
+    site: Option<String>,
 }
 
 /// Whether `t` has the shape of a playback token (`STREAM.EXPIRES.MAC`: stream-name
@@ -140,6 +142,13 @@ fn player_attributes(stream: &str, q: &PlayQuery) -> String {
         .filter(|id| media::sink::valid_stream_name(id))
     {
         attrs.push_str(&format!(" replay=\"{id}\""));
+    }
+    if let Some(site) = q.site.as_deref().filter(|s| {
+        (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-'))
+    }) {
+        attrs.push_str(&format!(" site=\"{site}\""));
     }
     // Autoplay works in browsers when muted; the viewer unmutes with one tap.
     if flag(&q.autoplay, true) {

@@ -225,6 +225,8 @@ fn watched<'a>(method: &Method, path: &'a str) -> Option<Watched<'a>> {
 /// The header an edge relay names itself with when it pulls (`ingest::edge`): its requests
 /// must carry one of `edge.accept_keys` as their bearer token.
 pub const EDGE_HEADER: &str = "x-jiangtang-edge";
+/// The header an edge reports its viewers and link with ([`crate::roster::EdgeReport`]).
+pub const EDGE_REPORT_HEADER: &str = "x-jiangtang-edge-report";
 
 /// The playback token of a request: `token=` in the query, else a bearer token.
 fn token_of(req: &Request) -> Option<String> {
@@ -325,6 +327,16 @@ fn decide(hub: &Hub, req: &Request) -> Decision {
             .as_deref()
             .is_some_and(|t| hub.config().edge.accept_keys.iter().any(|k| same(k, t)));
         if accepted {
+            let code = edge.to_str().ok().filter(|c| crate::roster::valid_code(c));
+            if let Some(code) = code {
+                let report = req
+                    .headers()
+                    .get(EDGE_REPORT_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(crate::roster::EdgeReport::parse)
+                    .unwrap_or_default();
+                hub.roster.edge_seen(stream, code, report);
+            }
             return Decision::Pass;
         }
         let name: String = String::from_utf8_lossy(edge.as_bytes())

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
-use axum::extract::{ConnectInfo, Path, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use media::limits::Limit;
@@ -507,9 +507,12 @@ fn refusal(status: StatusCode, message: String) -> Response {
 pub async fn upgrade(
     State(s): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<ChannelQuery>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A player opened as a sub-venue (`/play/NAME?site=CODE`) is on the lecture's roster.
+    let site = q.site.filter(|c| crate::roster::valid_code(c));
     s.hub.note_demand(&name);
     if !exists(&s.hub, &name) {
         return ApiError::new(StatusCode::NOT_FOUND, format!("no lecture {name:?}"))
@@ -560,7 +563,20 @@ pub async fn upgrade(
             hub.questions.join(&name);
             slot.lecture = Some(name.clone());
             let (state_rx, viewers_rx) = hub.questions.watch(&hub, &name);
-            run(&hub, &name, peer, socket, state_rx, viewers_rx).await;
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let site = site.map(|code| SiteChannel::open(&hub, &name, code, id));
+            run(
+                &hub,
+                &name,
+                peer,
+                socket,
+                state_rx,
+                viewers_rx,
+                site.as_ref(),
+            )
+            .await;
+            drop(site);
             hub.questions.unwatch(&name);
             drop(slot);
         })
@@ -586,6 +602,73 @@ pub async fn state_api(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
 }
+
+/// The live channel's query.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChannelQuery {
+    /// The sub-venue the player shows the lecture at.
+    site: Option<String>,
+}
+
+/// A site's live channel on the roster, taken off when dropped.
+struct SiteChannel<'a> {
+    hub: &'a Hub,
+    lecture: String,
+    code: String,
+    id: u64,
+}
+
+impl<'a> SiteChannel<'a> {
+    fn open(hub: &'a Hub, lecture: &str, code: String, id: u64) -> Self {
+        hub.roster.player_joined(lecture, &code, id);
+        SiteChannel {
+            hub,
+            lecture: lecture.to_string(),
+            code,
+            id,
+        }
+    }
+
+    fn report(&self, m: StatsMessage) {
+        let num =
+            |v: Option<f64>, max: f64| v.filter(|x| x.is_finite() && *x >= 0.0).map(|x| x.min(max));
+        let report = crate::roster::PlayerReport {
+            lang: m.lang.filter(|l| media::Language::parse(l).is_ok()),
+            mode: m
+                .mode
+                .filter(|m| matches!(m.as_str(), "webrtc" | "hls" | "audio")),
+            kbps: num(m.kbps, 1e6),
+            loss_pct: num(m.loss, 100.0),
+            rtt_ms: num(m.rtt, 1e6),
+        };
+        self.hub
+            .roster
+            .player_report(&self.lecture, &self.code, self.id, report);
+    }
+}
+
+impl Drop for SiteChannel<'_> {
+    fn drop(&mut self) {
+        self.hub
+            .roster
+            .player_left(&self.lecture, &self.code, self.id);
+    }
+}
+
+/// A site's player reporting its figures (`{"type":"stats",...}`); never answered.
+#[derive(Deserialize)]
+struct StatsMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    lang: Option<String>,
+    mode: Option<String>,
+    kbps: Option<f64>,
+    loss: Option<f64>,
+    rtt: Option<f64>,
+}
+
+/// A site's player reports at most this often; more often is ignored.
+const STATS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -677,8 +760,10 @@ async fn run(
     socket: WebSocket,
     mut state_rx: watch::Receiver<Option<Utf8Bytes>>,
     viewers_rx: watch::Receiver<Utf8Bytes>,
+    site: Option<&SiteChannel<'_>>,
 ) {
     let config = &hub.config().channel;
+    let mut last_stats: Option<Instant> = None;
     let mut ch = Channel {
         socket,
         send_timeout: Duration::from_millis(config.send_timeout_ms),
@@ -756,6 +841,27 @@ async fn run(
                         return;
                     }
                 };
+                // A site's figures: within the channel's message rate, outside the
+                // questions' quota, at most one every STATS_EVERY kept, never answered.
+                if let Ok(m) = serde_json::from_str::<StatsMessage>(&text)
+                    && m.kind == "stats"
+                {
+                    if !bucket.take(Instant::now()) {
+                        strikes += 1;
+                        media::limits::hit(Limit::ChannelRate);
+                        if strikes >= 10 {
+                            info!(lecture = %name, "live channel closed: too many bad or too frequent messages");
+                            let _ = ch.send(Message::Close(None)).await;
+                            return;
+                        }
+                    } else if let Some(site) = site
+                        && last_stats.is_none_or(|t| t.elapsed() >= STATS_EVERY)
+                    {
+                        last_stats = Some(Instant::now());
+                        site.report(m);
+                    }
+                    continue;
+                }
                 let reply = if !bucket.take(Instant::now()) {
                     strikes += 1;
                     media::limits::hit(Limit::ChannelRate);
@@ -862,6 +968,37 @@ pub(crate) fn operator_allowed(
     token.is_empty() && key.is_empty() && peer.is_some_and(|ip| ip.is_loopback())
 }
 
+/// The answer to a request for an operator's view of `name` without the operator token or
+/// the lecture's key (see [`operator_allowed`]), or `None` when it may have it.
+fn operator_refusal(
+    s: &AppState,
+    name: &str,
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+    what: &str,
+) -> Option<Response> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if operator_allowed(s.hub.config(), name, bearer, peer) {
+        return None;
+    }
+    info!(lecture = %name, "{what} refused: no valid operator token");
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "reading {what} needs the operator token or the lecture's publish key as a bearer token"
+        ),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
 /// `GET /api/v1/streams/NAME/questions`
 pub async fn questions(
     State(s): State<AppState>,
@@ -875,24 +1012,32 @@ pub async fn questions(
             format!("no lecture {name:?}"),
         ));
     }
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !operator_allowed(s.hub.config(), &name, bearer, peer.map(|p| p.0.0.ip())) {
-        info!(lecture = %name, "questions refused: no valid operator token");
-        let mut r = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "reading questions needs the operator token or the lecture's publish key as a bearer token",
-        )
-        .into_response();
-        r.headers_mut().insert(
-            axum::http::header::WWW_AUTHENTICATE,
-            axum::http::HeaderValue::from_static("Bearer"),
-        );
+    if let Some(r) = operator_refusal(&s, &name, peer.map(|p| p.0.0.ip()), &headers, "questions") {
         return Ok(r);
     }
     Ok(axum::Json(json!({ "questions": s.hub.questions.list(&s.hub, &name) })).into_response())
+}
+
+/// `GET /api/v1/streams/NAME/sites`: the lecture's roster of sub-venues
+/// ([`crate::roster`]), the registered sites that have not connected included.
+pub async fn sites(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if !media::sink::valid_stream_name(&name) {
+        return Err(ApiError::not_found(format!("no lecture {name:?}")));
+    }
+    if let Some(r) = operator_refusal(&s, &name, peer.map(|p| p.0.0.ip()), &headers, "the roster") {
+        return Ok(r);
+    }
+    let mut r = axum::Json(s.hub.roster.json(&name, &s.hub.config().site)).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
             "/api/v1/streams/{name}/questions",
             get(crate::channel::questions),
         )
+        .route("/api/v1/streams/{name}/sites", get(crate::channel::sites))
         .route(
             "/api/v1/streams/{name}/state",
             get(crate::channel::state_api),

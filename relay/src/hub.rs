@@ -433,6 +433,8 @@ pub struct Hub {
     events: broadcast::Sender<HubEvent>,
     /// Questions and raised hands from live channels, by lecture name.
     pub questions: crate::channel::Questions,
+    /// The sub-venues connected to each lecture (1 + X).
+    pub roster: crate::roster::Roster,
     /// Lectures fed by an on-demand camera, and when a player last asked for each.
     demand: Mutex<HashMap<String, Option<Instant>>>,
     /// Where level meters come from, when the relay measures sound levels.
@@ -460,6 +462,7 @@ impl Hub {
             sessions: AtomicU64::new(1),
             events: broadcast::channel(1024).0,
             questions: Default::default(),
+            roster: Default::default(),
             demand: Mutex::new(
                 config
                     .camera
@@ -1072,6 +1075,21 @@ impl Publish for Hub {
             meters: self.meters.get().cloned(),
             finished: false,
         }))
+    }
+
+    fn audience(&self, stream: &str) -> (u32, std::collections::BTreeMap<String, u32>) {
+        let (behind, mut dialects) = self.roster.behind_edges(stream);
+        let webrtc = self
+            .lecture(stream)
+            .map(|l| l.webrtc_viewers())
+            .unwrap_or_default();
+        for (lang, n) in &webrtc {
+            *dialects.entry(lang.clone()).or_insert(0) += *n as u32;
+        }
+        // Web players hold a live channel (and may play WebRTC): the larger count.
+        let here =
+            (self.questions.connections(stream) as u32).max(webrtc.values().sum::<usize>() as u32);
+        (here + behind, dialects)
     }
 
     fn demanded(&self, within: Duration) -> Vec<String> {

@@ -21,6 +21,7 @@ pub mod http;
 pub mod hub;
 pub mod replay;
 pub mod replay_media;
+pub mod roster;
 pub mod taps;
 pub mod whep;
 

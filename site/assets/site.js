@@ -201,7 +201,42 @@
         })
         .catch(function () { /* next time */ });
     };
+    var sites = document.querySelector("table.sites[data-sites]");
+    var refreshSites = function () {
+      if (!sites) return;
+      fetch(sites.getAttribute("data-sites"), { cache: "no-store", credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (j) {
+          if (!j) return;
+          var body = sites.querySelector("tbody");
+          body.textContent = "";
+          (j.sites || []).forEach(function (x) {
+            var tr = document.createElement("tr");
+            tr.className = "site-" + x.status;
+            var d = x.dialects || {};
+            var link = x.link || {};
+            var cells = [
+              (x.name || x.code) + (x.town ? " · " + x.town : "") + (x.via ? " (" + x.via + ")" : ""),
+              x.status + (x.status === "dropped" && x.last_seen ? " · " + x.last_seen.slice(11, 19) : ""),
+              String(x.viewers || 0),
+              Object.keys(d).map(function (k) { return k + " " + d[k]; }).join(", ") || (x.default_dialect || "–"),
+              [link.kbps != null ? link.kbps + " kbit/s" : null,
+               link.loss_pct != null ? link.loss_pct + " % loss" : null,
+               link.rtt_ms != null ? link.rtt_ms + " ms" : null].filter(Boolean).join(" · ") || "–",
+            ];
+            cells.forEach(function (c) {
+              var td = document.createElement("td");
+              text(td, c);
+              tr.appendChild(td);
+            });
+            body.appendChild(tr);
+          });
+        })
+        .catch(function () { /* next time */ });
+    };
     refresh();
+    refreshSites();
     window.setInterval(refresh, 3000);
+    window.setInterval(refreshSites, 3000);
   }
 })();

@@ -35,6 +35,7 @@ pub(crate) fn router() -> Router<Site> {
         .route("/admin/lectures/{id}/rotate-key", post(rotate_key))
         .route("/admin/lectures/{id}/token", post(make_token))
         .route("/admin/lectures/{id}/questions.json", get(questions))
+        .route("/admin/lectures/{id}/sites.json", get(sites))
         .route("/admin/series", get(series).post(create_series))
         .route("/admin/series/{id}", post(update_series))
         .route("/admin/checkin/{id}", get(checkin_page).post(checkin))
@@ -786,7 +787,9 @@ async fn lecture(
          data-t-not-live=\"{notlive}\" data-t-bitrate=\"{bitrate}\" data-t-fps=\"{fps}\" data-t-keyframe=\"{kf}\" \
          data-t-levels=\"{levels}\" data-t-viewers=\"{viewers}\" data-t-none=\"{none}\">\
          <p class=\"state\">{state}</p><dl class=\"stats\"></dl></div>\
-         <h3>{questions}</h3><ul class=\"questions\"></ul></section>",
+         <h3>{questions}</h3><ul class=\"questions\"></ul>\
+         <h3>{sites}</h3><table class=\"sites\" data-sites=\"/admin/lectures/{id}/sites.json\"><thead><tr>\
+         <th>{c0}</th><th>{c1}</th><th>{c2}</th><th>{c3}</th><th>{c4}</th></tr></thead><tbody></tbody></table></section>",
         dash = t.dashboard,
         stream = esc(&l.stream),
         notlive = t.not_live,
@@ -798,6 +801,12 @@ async fn lecture(
         none = t.none,
         state = if live { t.live } else { t.not_live },
         questions = t.questions,
+        sites = t.sites,
+        c0 = t.sites_columns[0],
+        c1 = t.sites_columns[1],
+        c2 = t.sites_columns[2],
+        c3 = t.sites_columns[3],
+        c4 = t.sites_columns[4],
     );
 
     // How to stream.
@@ -912,6 +921,19 @@ async fn questions(State(site): State<Site>, console: Console, Path(id): Path<i6
                 "questions": site.live.questions(&l.stream)
             }))
             .into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => console.fail(e),
+    }
+}
+
+/// The lecture's roster of sub-venues, for the dashboard.
+async fn sites(State(site): State<Site>, console: Console, Path(id): Path<i64>) -> Response {
+    match site.catalogue.lecture(id).await {
+        Ok(l) => {
+            let mut r = axum::Json(site.live.sites(&l.stream)).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r

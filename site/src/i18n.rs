@@ -149,6 +149,10 @@ pub struct Texts {
     pub checkin_page: &'static str,
     pub dashboard: &'static str,
     pub questions: &'static str,
+    /// The roster of sub-venues (1 + X) on the live dashboard.
+    pub sites: &'static str,
+    /// Column heads of the roster: site, status, viewers, dialects, link.
+    pub sites_columns: [&'static str; 5],
     pub how_to_stream: &'static str,
     pub obs_server: &'static str,
     pub obs_key: &'static str,
@@ -273,6 +277,8 @@ static ZH: Texts = Texts {
     checkin_page: "入场签到页",
     dashboard: "直播状态",
     questions: "提问与举手",
+    sites: "分会场",
+    sites_columns: ["分会场", "状态", "观众", "方言", "链路"],
     how_to_stream: "如何推流",
     obs_server: "OBS 服务器",
     obs_key: "OBS 串流密钥",
@@ -396,6 +402,8 @@ static EN: Texts = Texts {
     checkin_page: "Door check-in page",
     dashboard: "Live dashboard",
     questions: "Questions and raised hands",
+    sites: "Sub-venues",
+    sites_columns: ["Site", "Status", "Viewers", "Dialects", "Link"],
     how_to_stream: "How to stream",
     obs_server: "OBS server",
     obs_key: "OBS stream key",

@@ -51,6 +51,8 @@ pub trait Live: Send + Sync + 'static {
     fn replays(&self) -> Vec<Replay>;
     /// Questions and raised hands of a stream's live channel (JSON array).
     fn questions(&self, stream: &str) -> serde_json::Value;
+    /// The stream's roster of sub-venues (as `GET /api/v1/streams/NAME/sites`).
+    fn sites(&self, stream: &str) -> serde_json::Value;
 }
 
 /// The pages' shared state.

@@ -122,7 +122,12 @@ async fn watch_hls(base: String, until: Instant, seen: Seen) {
         };
         let now = Instant::now();
         let new: Vec<_> = match want {
-            Some(w) => pl.parts.iter().filter(|p| (p.msn, p.index) >= w).cloned().collect(),
+            Some(w) => pl
+                .parts
+                .iter()
+                .filter(|p| (p.msn, p.index) >= w)
+                .cloned()
+                .collect(),
             None => pl.parts.last().cloned().into_iter().collect(),
         };
         for p in new {
@@ -185,10 +190,14 @@ async fn watch_webrtc(http: SocketAddr, until: Instant, seen: Seen) -> anyhow::R
                 }
                 Output::Event(Event::MediaData(m))
                     if m.params.spec().codec == str0m::format::Codec::H264
-                        && media::h264::split_annexb(&m.data).any(|n| n.first().is_some_and(|b| b & 0x1f == 5)) =>
+                        && media::h264::split_annexb(&m.data)
+                            .any(|n| n.first().is_some_and(|b| b & 0x1f == 5)) =>
                 {
                     let tail = &m.data[m.data.len().saturating_sub(2048)..];
-                    seen.lock().unwrap().entry(hash(tail)).or_insert_with(Instant::now);
+                    seen.lock()
+                        .unwrap()
+                        .entry(hash(tail))
+                        .or_insert_with(Instant::now);
                 }
                 Output::Event(_) => {}
             }
@@ -255,10 +264,19 @@ async fn main() -> anyhow::Result<()> {
     let p1 = counting_proxy(origin.http, to_edge1.clone()).await?;
     let edge_env = |origin: SocketAddr| {
         vec![
-            ("JIANGTANG_EDGE_ORIGINS".to_string(), format!("[\"http://{origin}\"]")),
+            (
+                "JIANGTANG_EDGE_ORIGINS".to_string(),
+                format!("[\"http://{origin}\"]"),
+            ),
             ("JIANGTANG_EDGE_KEY".to_string(), KEY.to_string()),
-            ("JIANGTANG_EDGE_ACCEPT_KEYS".to_string(), format!("[\"{KEY}\"]")),
-            ("JIANGTANG_EDGE_ALWAYS".to_string(), "[\"demo\"]".to_string()),
+            (
+                "JIANGTANG_EDGE_ACCEPT_KEYS".to_string(),
+                format!("[\"{KEY}\"]"),
+            ),
+            (
+                "JIANGTANG_EDGE_ALWAYS".to_string(),
+                "[\"demo\"]".to_string(),
+            ),
         ]
     };
     let env1 = edge_env(p1);
@@ -286,14 +304,20 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     // The video variant's figure covers video + its default audio; add the other dialects.
     let dialects = multivariant.matches("TYPE=AUDIO").count() as f64;
-    let (video_and_audio, audio) = (rates.first().copied().unwrap_or(0.0), rates.get(1).copied().unwrap_or(0.0));
+    let (video_and_audio, audio) = (
+        rates.first().copied().unwrap_or(0.0),
+        rates.get(1).copied().unwrap_or(0.0),
+    );
     let lecture_bps = video_and_audio + audio * (dialects - 1.0).max(0.0);
 
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let hls: Vec<Seen> = (0..4).map(|_| Seen::default()).collect();
     let rtc: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
     let mut tasks = Vec::new();
-    for (seen, host) in hls.iter().zip([origin.http, edge1.http, edge2.http, nginx.addr]) {
+    for (seen, host) in hls
+        .iter()
+        .zip([origin.http, edge1.http, edge2.http, nginx.addr])
+    {
         tasks.push(tokio::spawn(watch_hls(
             format!("http://{host}/hls/demo/video/"),
             until,
@@ -333,7 +357,10 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("a WebRTC viewer failed: {e}");
         }
     }
-    println!("## Edges: {} s, {} LL-HLS players on the second edge\n", args.seconds, args.players);
+    println!(
+        "## Edges: {} s, {} LL-HLS players on the second edge\n",
+        args.seconds, args.players
+    );
     println!("Delay a hop adds, p50 / p90 / max (keyframe pictures matched by their bytes):\n");
     println!("| hop | LL-HLS (part available) | WebRTC (keyframe received) |");
     println!("|---|---|---|");

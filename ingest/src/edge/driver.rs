@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,13 +30,18 @@ use super::interleave::Interleave;
 
 /// The `protocol` this input publishes with (the hub gives such lectures `edge.hold_s`).
 pub const PROTOCOL: &str = "edge";
-/// Header naming the pulling edge to its origin (for its logs and roster); the origin
-/// checks the edge's key on requests that carry it (`relay::admission::EDGE_HEADER`).
+/// Header naming the pulling edge's site to its origin (for its logs and roster); the
+/// origin checks the edge's key on requests that carry it (`relay::admission::EDGE_HEADER`).
 pub const EDGE_HEADER: &str = "x-jiangtang-edge";
+/// Header with the edge's report: its viewers by dialect, what it receives, its round trip
+/// (`relay::roster::EdgeReport`).
+pub const EDGE_REPORT_HEADER: &str = "x-jiangtang-edge-report";
 /// Largest part or init segment fetched (a 2 s segment at 8 Mbit/s is 2 MB).
 const MAX_BODY: usize = 16 << 20;
 /// A part the playlist lists must arrive within this.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The edge's report to its origin is brought up to date this often.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// A blocking reload must be answered within the origin's blocking time and this: a link
 /// that went silent is noticed this long after the origin's answer was due.
 const REPLY_SLACK: Duration = Duration::from_secs(3);
@@ -67,12 +73,13 @@ pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<Edge, Str
         .map(|o| Url::parse(&format!("{}/", o.trim_end_matches('/'))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("edge.origins: {e}"))?;
+    let name = edge_name(&config.edge);
     let shared = Arc::new(Shared {
         client,
         origins,
         config,
         publish,
-        name: edge_name(),
+        name,
     });
     Ok(Edge {
         _task: Owned(tokio::spawn(supervise(shared))),
@@ -88,12 +95,26 @@ struct Shared {
     name: String,
 }
 
-fn edge_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty() && h.len() <= 64 && h.is_ascii())
-        .unwrap_or_else(|| "edge".into())
+/// The site code this edge reports: `edge.site`, else the host name made into a code.
+fn edge_name(config: &config::EdgeConfig) -> String {
+    if !config.site.is_empty() {
+        return config.site.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let code: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(32)
+        .collect();
+    if code.is_empty() { "edge".into() } else { code }
 }
 
 /// A task aborted when this is dropped (with the supervisor that holds it).
@@ -185,7 +206,7 @@ impl Programme {
                 .append_pair("from", &from.to_string())
                 .append_pair("to", &to.to_string())
                 .append_pair("limit", "1000");
-            match get(s, &url, FETCH_TIMEOUT, MAX_PLAYLIST).await {
+            match get(s, &url, FETCH_TIMEOUT, MAX_PLAYLIST, None).await {
                 Ok(body) => match parse_programme(&body) {
                     Ok(lectures) => return Some(Programme { lectures }),
                     Err(e) => warn!(origin = %base, "programme not read: {e}"),
@@ -351,7 +372,16 @@ async fn session(
         Ok(u) => u,
         Err(e) => return Outcome::Failed(format!("bad URL: {e}")),
     };
-    let text = match get(s, &multivariant, block + FETCH_TIMEOUT, MAX_PLAYLIST).await {
+    let link = Arc::new(Link::default());
+    let text = match get(
+        s,
+        &multivariant,
+        block + FETCH_TIMEOUT,
+        MAX_PLAYLIST,
+        Some(&link),
+    )
+    .await
+    {
         Ok(b) => b,
         Err(Fetch::NotFound) => return Outcome::NotLive,
         // Live at the origin but without media yet.
@@ -370,7 +400,7 @@ async fn session(
             Ok(u) => u,
             Err(e) => return Outcome::Failed(format!("bad rendition URI {:?}: {e}", r.uri)),
         };
-        let playlist = match get_playlist(s, &url, None, block).await {
+        let playlist = match get_playlist(s, &url, None, block, &link).await {
             Ok(p) => p,
             Err(Fetch::NotFound | Fetch::Status(503)) => return Outcome::NotLive,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -432,7 +462,7 @@ async fn session(
             Ok(u) => u,
             Err(e) => return Outcome::Failed(format!("bad init URI: {e}")),
         };
-        let mut init = match get(s, &init_url, FETCH_TIMEOUT, MAX_BODY)
+        let mut init = match get(s, &init_url, FETCH_TIMEOUT, MAX_BODY, Some(&link))
             .await
             .map_err(|e| e.to_string())
             .and_then(|b| read_init(&b).map_err(|e| format!("{init_url}: {e}")))
@@ -482,15 +512,54 @@ async fn session(
     let mut followers = JoinSet::new();
     for (id, url, first, init) in tracks {
         let mark = (id.0 as usize == lead + 1).then(|| resume.clone());
-        followers.spawn(follow(s.clone(), id, url, first, init, tx.clone(), mark));
+        let rendition = Follow {
+            id,
+            url,
+            first,
+            init,
+            resume: mark,
+            link: link.clone(),
+        };
+        followers.spawn(follow(s.clone(), rendition, tx.clone()));
     }
     drop(tx);
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    let mut history: std::collections::VecDeque<(Instant, u64, u64)> = Default::default();
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
             _ = stop.changed() => {
                 sink.finish();
                 return Outcome::Stopped;
+            }
+            _ = every.tick() => {
+                let (bytes, errors) = (link.bytes.load(Ordering::Relaxed), link.errors.load(Ordering::Relaxed));
+                history.push_back((Instant::now(), bytes, errors));
+                while history.len() > 2 && history[0].0.elapsed() > Duration::from_secs(60) {
+                    history.pop_front();
+                }
+                let (t0, b0, e0) = history[0];
+                let secs = t0.elapsed().as_secs_f64();
+                let (viewers, dialects) = s.publish.audience(name);
+                let rtt = link.ttfb_us.load(Ordering::Relaxed) as f64 / 1000.0;
+                let mut report = format!("viewers={viewers}");
+                if !dialects.is_empty() {
+                    let d: Vec<String> = dialects.iter().map(|(l, n)| format!("{l}:{n}")).collect();
+                    report.push_str(&format!(";dialects={}", d.join(",")));
+                }
+                if secs >= 1.0 {
+                    report.push_str(&format!(";kbps={:.0}", (bytes - b0) as f64 * 8.0 / 1000.0 / secs));
+                }
+                if rtt > 0.0 {
+                    report.push_str(&format!(";rtt={rtt:.0}"));
+                }
+                report.push_str(&format!(";errors={}", errors - e0));
+                *link.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
+                sink.transport(media::sink::TransportStats {
+                    rtt_ms: (rtt > 0.0).then_some(rtt),
+                    ..Default::default()
+                });
+                continue;
             }
         };
         match msg {
@@ -523,23 +592,35 @@ enum Next {
     Gone,
 }
 
-/// Follows one rendition from part `first` on, sending its frames.
-async fn follow(
-    s: Arc<Shared>,
+/// One rendition to follow.
+struct Follow {
     id: TrackId,
     url: Url,
+    /// The part to start at.
     first: media::m3u8_read::PartRef,
     init: InitTrack,
-    tx: mpsc::Sender<Msg>,
+    /// Where to note progress, for the lead rendition.
     resume: Option<Resume>,
-) {
+    link: Arc<Link>,
+}
+
+/// Follows one rendition from part `first` on, sending its frames.
+async fn follow(s: Arc<Shared>, f: Follow, tx: mpsc::Sender<Msg>) {
+    let Follow {
+        id,
+        url,
+        first,
+        init,
+        resume,
+        link,
+    } = f;
     let block = Duration::from_millis(s.config.hls.block_timeout_ms);
     let mut want = (first.msn, first.index);
     let map = first.map.clone();
     let mut next_dts = 0i64;
     let result: Result<Next, String> = async {
         loop {
-            let playlist = match get_playlist(&s, &url, Some(want), block).await {
+            let playlist = match get_playlist(&s, &url, Some(want), block, &link).await {
                 Ok(p) => p,
                 // Nothing new within the origin's blocking time (its own source is
                 // away): the session here goes on waiting while the origin answers.
@@ -574,7 +655,7 @@ async fn follow(
                     return Ok(Next::Restart);
                 }
                 let part_url = url.join(&p.uri).map_err(|e| e.to_string())?;
-                let data = get(&s, &part_url, FETCH_TIMEOUT, MAX_BODY)
+                let data = get(&s, &part_url, FETCH_TIMEOUT, MAX_BODY, Some(&link))
                     .await
                     .map_err(|e| e.to_string())?;
                 let frames = read_fragment(&data, &init, &mut next_dts)
@@ -607,12 +688,13 @@ async fn get_playlist(
     url: &Url,
     want: Option<(u64, u32)>,
     block: Duration,
+    link: &Link,
 ) -> Result<LivePlaylist, Fetch> {
     let mut url = url.clone();
     if let Some((msn, part)) = want {
         url.set_query(Some(&format!("_HLS_msn={msn}&_HLS_part={part}")));
     }
-    let body = get(s, &url, block + REPLY_SLACK, MAX_PLAYLIST).await?;
+    let body = get(s, &url, block + REPLY_SLACK, MAX_PLAYLIST, Some(link)).await?;
     read_media(&String::from_utf8_lossy(&body)).map_err(|e| Fetch::Failed(format!("{url}: {e}")))
 }
 
@@ -626,16 +708,76 @@ enum Fetch {
     Failed(String),
 }
 
-/// GETs `url` from the origin with the edge's key, whole, within `timeout`.
-async fn get(s: &Shared, url: &Url, timeout: Duration, limit: usize) -> Result<Bytes, Fetch> {
-    let request = s
+/// One pull's link to its origin: what it received and how fast, and the report it sends
+/// with every request (the origin's roster of sites).
+#[derive(Default)]
+struct Link {
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    /// Time to the first byte of the last part fetched, µs.
+    ttfb_us: AtomicU64,
+    report: std::sync::Mutex<String>,
+}
+
+impl Link {
+    fn report(&self) -> String {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// GETs `url` from the origin with the edge's key, whole, within `timeout`, reporting over
+/// `link` (and counting on it) when given.
+async fn get(
+    s: &Shared,
+    url: &Url,
+    timeout: Duration,
+    limit: usize,
+    link: Option<&Link>,
+) -> Result<Bytes, Fetch> {
+    let result = fetch(s, url, timeout, limit, link).await;
+    if let Some(l) = link {
+        match &result {
+            Ok(b) => {
+                l.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            Err(Fetch::Status(503)) => {}
+            Err(_) => {
+                l.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    result
+}
+
+async fn fetch(
+    s: &Shared,
+    url: &Url,
+    timeout: Duration,
+    limit: usize,
+    link: Option<&Link>,
+) -> Result<Bytes, Fetch> {
+    let mut request = s
         .client
         .get(url.clone())
         .bearer_auth(&s.config.edge.key)
         .header(EDGE_HEADER, &s.name)
         .timeout(timeout);
+    if let Some(l) = link {
+        request = request.header(EDGE_REPORT_HEADER, l.report());
+    }
     let fail = |e: reqwest::Error| Fetch::Failed(format!("{url}: {}", error_chain(&e)));
+    let asked = Instant::now();
     let mut response = request.send().await.map_err(fail)?;
+    // Parts exist when asked for: their first byte measures the link (playlists block).
+    if let Some(l) = link
+        && url.path().ends_with(".m4s")
+    {
+        l.ttfb_us
+            .store(asked.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
     match response.status().as_u16() {
         200 => {}
         404 => return Err(Fetch::NotFound),

@@ -127,6 +127,9 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 @media (max-width: 480px) { .bar .lbl, .replay-bar .lbl { display: none; } }
 `;
 
+/** A site's player reports its figures this often (seconds). */
+const SITE_REPORT_S = 5;
+
 export class JiangtangPlayer extends HTMLElement {
   static get observedAttributes(): string[] {
     return ["stream", "server", "lang", "mode", "muted", "ui", "token", "replay"];
@@ -156,6 +159,7 @@ export class JiangtangPlayer extends HTMLElement {
   private viewers: { webrtc: number; live_channel: number } | null = null;
   private _state: PlayerState = "loading";
   private _dialect: string | null = null;
+  private siteTick = 0;
   private connected = false;
   /** Why the relay refuses to play this lecture here (a token reason code), if it does. */
   private denied: string | null = null;
@@ -572,6 +576,7 @@ export class JiangtangPlayer extends HTMLElement {
 
   /** Once a second: the countdown, and the info panel. */
   private tick(): void {
+    if (++this.siteTick % SITE_REPORT_S === 0) void this.reportSite();
     const t = this.t;
     if (this._state === "scheduled" && this.lecture?.starts_at) {
       const start = new Date(this.lecture.starts_at);
@@ -616,9 +621,24 @@ export class JiangtangPlayer extends HTMLElement {
     return this.getAttribute("stream") ?? "";
   }
 
+  /** The sub-venue this player shows the lecture at (`site`), reported to the main hall. */
+  private site(): string | null {
+    const s = this.getAttribute("site");
+    return s && /^[a-z0-9_-]{1,32}$/.test(s) ? s : null;
+  }
+
+  /** A site's player tells the main hall what it plays and how its link does. */
+  private async reportSite(): Promise<void> {
+    if (!this.site() || this.ws?.readyState !== WebSocket.OPEN) return;
+    const link = (await this.engine?.link().catch(() => ({}))) ?? {};
+    this.sendChannel({ type: "stats", lang: this._dialect ?? undefined, mode: this.engine?.mode, ...link });
+  }
+
   private connectChannel(): void {
     const base = this.server() || window.location.origin;
-    const url = `${base.replace(/^http/, "ws")}/ws/${encodeURIComponent(this.stream())}`;
+    const site = this.site();
+    const url =
+      `${base.replace(/^http/, "ws")}/ws/${encodeURIComponent(this.stream())}` + (site ? `?site=${encodeURIComponent(site)}` : "");
     let ws: WebSocket;
     try {
       ws = new WebSocket(url);

@@ -12,6 +12,15 @@ export interface Engine {
   setDialect(lang: string): Promise<void>;
   /** Seconds behind the live edge, when the engine can tell. */
   latency(): Promise<number | null>;
+  /** How the link is doing, as far as the engine can tell (reported by a site's player). */
+  link(): Promise<LinkStats>;
+}
+
+/** A player's link figures: receive rate, packet loss (WebRTC), round trip (WebRTC). */
+export interface LinkStats {
+  kbps?: number;
+  loss?: number;
+  rtt?: number;
 }
 
 export interface EngineOptions {
@@ -192,6 +201,36 @@ export class WhepEngine implements Engine {
     if (r.status !== 204) throw new Error(`dialect switch answered ${r.status}`);
   }
 
+  private lastBytes: { at: number; bytes: number; lost: number; received: number } | null = null;
+
+  async link(): Promise<LinkStats> {
+    if (!this.pc) return {};
+    let bytes = 0;
+    let lost = 0;
+    let received = 0;
+    let rtt: number | undefined;
+    (await this.pc.getStats()).forEach((s: any) => {
+      if (s.type === "inbound-rtp") {
+        bytes += s.bytesReceived ?? 0;
+        lost += Math.max(0, s.packetsLost ?? 0);
+        received += s.packetsReceived ?? 0;
+      }
+      if (s.type === "candidate-pair" && s.nominated && typeof s.currentRoundTripTime === "number") {
+        rtt = s.currentRoundTripTime * 1000;
+      }
+    });
+    const now = performance.now();
+    const prev = this.lastBytes;
+    this.lastBytes = { at: now, bytes, lost, received };
+    if (!prev || now <= prev.at) return { rtt };
+    const packets = received - prev.received + (lost - prev.lost);
+    return {
+      kbps: ((bytes - prev.bytes) * 8) / (now - prev.at),
+      loss: packets > 0 ? ((lost - prev.lost) * 100) / packets : 0,
+      rtt,
+    };
+  }
+
   async latency(): Promise<number | null> {
     if (!this.pc) return null;
     let jitter: number | null = null;
@@ -352,6 +391,11 @@ export class HlsEngine implements Engine {
     const l = this.hls?.latency;
     return typeof l === "number" && isFinite(l) ? l : null;
   }
+
+  async link(): Promise<LinkStats> {
+    const b = this.hls?.bandwidthEstimate;
+    return typeof b === "number" && isFinite(b) && b > 0 ? { kbps: b / 1000 } : {};
+  }
 }
 
 /** Audio only: one dialect's media playlist, for a classroom on a poor link. */
@@ -385,5 +429,9 @@ export class AudioEngine implements Engine {
 
   latency(): Promise<number | null> {
     return this.inner.latency();
+  }
+
+  link(): Promise<LinkStats> {
+    return this.inner.link();
   }
 }

@@ -4,7 +4,7 @@
 // the time, the playback speed, the downloads, and the list of replays of a lecture that
 // has several. Everything from the relay is set as text or as checked URLs, never as HTML.
 import Hls, { ErrorTypes, Events } from "hls.js";
-import { Engine, EngineOptions, Mode, nativeHls } from "./engines";
+import { Engine, EngineOptions, LinkStats, Mode, nativeHls } from "./engines";
 import { Texts } from "./i18n";
 
 export interface RecordingDialect {
@@ -169,6 +169,11 @@ export class ReplayEngine implements Engine {
 
   async latency(): Promise<number | null> {
     return null;
+  }
+
+  /** A replay is not a live link: nothing to report. */
+  async link(): Promise<LinkStats> {
+    return {};
   }
 }
 
