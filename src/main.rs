@@ -249,6 +249,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         config.lectures.allow_unconfigured,
     )));
     hub.set_admission(chain);
+    if let Some(c) = &programme {
+        hub.set_schedule(Arc::new(ProgrammeSchedule(c.clone())));
+    }
     tokio::spawn(hub.clone().run_maintenance());
     // Recordings: found (and those a stopped relay cut off recovered) before anything is
     // served; kept while the folder exists even when new lectures are not recorded.
@@ -566,6 +569,15 @@ const SHUTDOWN_WEBHOOKS: std::time::Duration = std::time::Duration::from_secs(3)
 
 /// What the pages learn from the relay.
 struct RelayLive(Arc<relay::Hub>);
+
+/// The catalogue's programme, for players' "next lecture".
+struct ProgrammeSchedule(catalogue::Catalogue);
+
+impl relay::hub::Schedule for ProgrammeSchedule {
+    fn upcoming(&self, stream: &str, after: i64) -> Vec<(String, i64)> {
+        self.0.upcoming(stream, after, 3)
+    }
+}
 
 impl site::Live for RelayLive {
     fn live_streams(&self) -> Vec<String> {

@@ -34,6 +34,8 @@ struct StreamEntry {
     previous: Option<(String, i64)>,
     /// (start, end, visibility) of its scheduled occurrences, in start order.
     occurrences: Vec<(Option<i64>, Option<i64>, Visibility)>,
+    /// (start, title) of those with a start: what a player shows as the next lecture.
+    titled: Vec<(i64, String)>,
 }
 
 impl StreamEntry {
@@ -140,12 +142,13 @@ impl Catalogue {
                     key: r.try_get("publish_key")?,
                     previous,
                     occurrences: Vec::new(),
+                    titled: Vec::new(),
                 },
             );
         }
         // Occurrences from a month back (replays) on.
         let rows = sqlx::query(
-            "SELECT stream, starts_at, ends_at, visibility FROM lectures WHERE status = 'scheduled' \
+            "SELECT stream, starts_at, ends_at, visibility, title FROM lectures WHERE status = 'scheduled' \
              AND COALESCE(ends_at, starts_at, $1) >= $1 ORDER BY starts_at, id",
         )
         .bind(self.now() - 30 * 86_400)
@@ -155,11 +158,14 @@ impl Catalogue {
             let stream: String = r.try_get("stream")?;
             let v = Visibility::parse(&r.try_get::<String, _>("visibility")?)
                 .unwrap_or(Visibility::Private);
-            snap.streams.entry(stream).or_default().occurrences.push((
-                r.try_get("starts_at")?,
-                r.try_get("ends_at")?,
-                v,
-            ));
+            let starts_at: Option<i64> = r.try_get("starts_at")?;
+            let entry = snap.streams.entry(stream).or_default();
+            entry
+                .occurrences
+                .push((starts_at, r.try_get("ends_at")?, v));
+            if let Some(start) = starts_at {
+                entry.titled.push((start, r.try_get("title")?));
+            }
         }
         *self
             .inner
@@ -167,6 +173,23 @@ impl Catalogue {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
         Ok(())
+    }
+
+    /// The scheduled occurrences of `stream` starting after `after` (Unix seconds), title
+    /// and start, soonest first, at most `n`: answered from memory.
+    pub fn upcoming(&self, stream: &str, after: i64, n: usize) -> Vec<(String, i64)> {
+        self.snapshot()
+            .streams
+            .get(stream)
+            .map(|e| {
+                e.titled
+                    .iter()
+                    .filter(|(start, _)| *start > after)
+                    .take(n)
+                    .map(|(start, title)| (title.clone(), *start))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -278,6 +301,7 @@ mod tests {
                 (Some(10_000), Some(13_600), Visibility::Public),
                 (Some(100_000), Some(103_600), Visibility::Private),
             ],
+            titled: Vec::new(),
         };
         assert_eq!(e.visibility_at(0), Visibility::Public);
         assert_eq!(

@@ -79,7 +79,7 @@ async fn player_js(headers: HeaderMap) -> Response {
     r
 }
 
-/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=&replay=&site=`
+/// `/play/NAME?lang=&mode=&autoplay=&muted=&ui=&token=&replay=&site=&kiosk=`
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct PlayQuery {
     lang: Option<String>,
@@ -93,6 +93,9 @@ pub struct PlayQuery {
     token: Option<String>,
     /// The sub-venue the page shows the lecture at (its code, reported to the main hall).
     site: Option<String>,
+    /// A screen in a hall: full window, no controls, sound on, starts and reconnects by
+    /// itself, the next lecture and a countdown in between.
+    kiosk: Option<String>,
 }
 
 /// Whether `t` has the shape of a playback token (`STREAM.EXPIRES.MAC`: stream-name
@@ -150,11 +153,16 @@ fn player_attributes(stream: &str, q: &PlayQuery) -> String {
     }) {
         attrs.push_str(&format!(" site=\"{site}\""));
     }
-    // Autoplay works in browsers when muted; the viewer unmutes with one tap.
-    if flag(&q.autoplay, true) {
+    // Autoplay works in browsers when muted; the viewer unmutes with one tap. A kiosk has
+    // nobody to tap: sound on (its browser allows autoplay, see docs/player.md).
+    let kiosk = flag(&q.kiosk, false);
+    if kiosk {
+        attrs.push_str(" kiosk");
+    }
+    if kiosk || flag(&q.autoplay, true) {
         attrs.push_str(" autoplay");
     }
-    if flag(&q.muted, true) {
+    if flag(&q.muted, !kiosk) {
         attrs.push_str(" muted");
     }
     attrs
@@ -277,6 +285,8 @@ mod tests {
             ui: Some("fr".into()),
             token: Some("x\" onerror=\"alert(1)".into()),
             replay: Some("x\" onload=\"alert(1)".into()),
+            site: Some("Bad\"><x>".into()),
+            kiosk: None,
         };
         assert_eq!(
             player_attributes("xihe", &q),
@@ -298,6 +308,17 @@ mod tests {
         assert_eq!(
             player_attributes("xihe", &q),
             "stream=\"xihe\" replay=\"20261206T193000Z-xihe\" autoplay muted"
+        );
+        // A hall's screen: sound on unless asked otherwise, and its site.
+        let q = PlayQuery {
+            kiosk: Some("1".into()),
+            site: Some("shimen".into()),
+            lang: Some("hak".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            player_attributes("xihe", &q),
+            "stream=\"xihe\" lang=\"hak\" site=\"shimen\" kiosk autoplay"
         );
     }
 }

@@ -54,6 +54,8 @@ pub const MAX_KEPT: usize = 1000;
 const MINUTE: Duration = Duration::from_secs(60);
 /// How often viewer counts are pushed.
 const VIEWERS_EVERY: Duration = Duration::from_secs(5);
+/// Watched lectures' states are rebuilt this often even without a change in the hub.
+const STATES_EVERY: Duration = Duration::from_secs(30);
 
 /// A question or a raised hand.
 #[derive(Debug, Clone, Serialize)]
@@ -382,8 +384,19 @@ impl Questions {
 async fn follow_hub(hub: Weak<Hub>, mut events: broadcast::Receiver<crate::hub::HubEvent>) {
     let mut tick = tokio::time::interval(VIEWERS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut again = tokio::time::interval(STATES_EVERY);
+    again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // What time and the programme change without a hub event (a start passing, the
+            // next lecture scheduled): channels are woken only if a state changed.
+            _ = again.tick() => {
+                let Some(hub) = hub.upgrade() else { return };
+                let names: Vec<String> = lock(&hub.questions.watched).keys().cloned().collect();
+                for name in names {
+                    hub.questions.refresh(&hub, &name);
+                }
+            }
             ev = events.recv() => {
                 let Some(hub) = hub.upgrade() else { return };
                 let q = &hub.questions;
@@ -459,12 +472,33 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         .into_iter()
         .map(|(lang, dname)| json!({ "lang": lang, "name": dname, "default": lang == default }))
         .collect();
+    // The next lecture on this stream: occurrences beginning up to half an hour after it
+    // went live here belong to the one live (or just ended); without one, a start up to an
+    // hour ago that has not gone live is still awaited.
+    let now = jiff::Timestamp::now().as_second();
+    let after = match &live {
+        Some(l) => jiff::Timestamp::try_from(l.started)
+            .map_or(now, |t| t.as_second())
+            .saturating_add(1800),
+        None => now - 3600,
+    };
+    let next = hub
+        .upcoming(name, after)
+        .into_iter()
+        .next()
+        .map(|(title, start)| {
+            json!({
+                "title": title,
+                "starts_at": jiff::Timestamp::from_second(start).map(|t| t.to_string()).ok(),
+            })
+        });
     Some(json!({
         "type": "state",
         "lecture": name,
         "status": status,
         "title": title,
         "starts_at": starts_at,
+        "next": next,
         "dialects": dialects,
         "has_video": live.as_ref().is_some_and(|l| l.has_video()),
         "hls": format!("/hls/{name}/index.m3u8"),

@@ -441,10 +441,19 @@ pub struct Hub {
     meters: std::sync::OnceLock<Arc<dyn media::encode::Transcoders>>,
     /// Where lectures are recorded.
     recordings: std::sync::OnceLock<Arc<recorder::Library>>,
+    /// The programme's upcoming lectures, when the binary has a programme.
+    schedule: std::sync::OnceLock<Arc<dyn Schedule>>,
     admission: Arc<AdmissionSnapshot>,
     /// Who may publish and watch, as the binary chained it (else `default_chain`).
     chain: std::sync::OnceLock<crate::admission::Chain>,
     default_chain: crate::admission::Chain,
+}
+
+/// The programme's upcoming lectures (the catalogue's), answered from memory.
+pub trait Schedule: Send + Sync {
+    /// Occurrences of `stream` starting after `after` (Unix seconds): title and start,
+    /// soonest first, a few.
+    fn upcoming(&self, stream: &str, after: i64) -> Vec<(String, i64)>;
 }
 
 /// Something about a lecture changed (status, dialects): live channels re-send its state.
@@ -473,6 +482,7 @@ impl Hub {
             ),
             meters: std::sync::OnceLock::new(),
             recordings: std::sync::OnceLock::new(),
+            schedule: std::sync::OnceLock::new(),
             admission: Arc::default(),
             chain: std::sync::OnceLock::new(),
             default_chain: crate::admission::from_config(&config),
@@ -514,6 +524,35 @@ impl Hub {
     /// Records lectures into `library` (those `recording.enabled` and their `record` say).
     pub fn set_recordings(&self, library: Arc<recorder::Library>) {
         let _ = self.recordings.set(library);
+    }
+
+    /// Tells players the programme's next lectures from `schedule` (set once).
+    pub fn set_schedule(&self, schedule: Arc<dyn Schedule>) {
+        let _ = self.schedule.set(schedule);
+    }
+
+    /// The programme's occurrences of `stream` starting after `after` (Unix seconds), title
+    /// and start, soonest first: the programme's, else the configuration's `starts_at`.
+    pub fn upcoming(&self, stream: &str, after: i64) -> Vec<(String, i64)> {
+        let from_programme = self
+            .schedule
+            .get()
+            .map(|s| s.upcoming(stream, after))
+            .unwrap_or_default();
+        if !from_programme.is_empty() {
+            return from_programme;
+        }
+        self.config
+            .lecture(stream)
+            .and_then(|l| {
+                Some((
+                    l.title.clone().unwrap_or_default(),
+                    l.starts_at?.as_second(),
+                ))
+            })
+            .filter(|(_, start)| *start > after)
+            .into_iter()
+            .collect()
     }
 
     /// Where lectures are recorded, if anywhere.

@@ -27,6 +27,8 @@ interface LectureState {
   status: "starting" | "live" | "reconnecting" | "ended" | "scheduled" | "idle";
   title: string | null;
   starts_at: string | null;
+  /** The programme's next lecture on this stream, when there is one. */
+  next?: { title: string | null; starts_at: string | null } | null;
   dialects: Dialect[];
   has_video: boolean;
 }
@@ -103,6 +105,11 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .notice.top { top: 44px; bottom: auto; }
 .notice button { font: inherit; min-height: 36px; border-radius: 6px; border: 1px solid #666; background: #333; color: #fff; padding: 0 12px; cursor: pointer; }
 :host([fill]) { display: flex; flex-direction: column; height: 100%; }
+:host([kiosk]) { position: fixed; inset: 0; cursor: none; }
+:host([kiosk]) .bar, :host([kiosk]) .replays, :host([kiosk]) .replay-bar, :host([kiosk]) .big-play { display: none !important; }
+:host([kiosk]) .overlay .msg { font-size: 2.4em; }
+:host([kiosk]) .overlay .sub { font-size: 1.6em; }
+:host([kiosk]) .title { font-size: 1.6em; }
 :host([fill]) .frame { flex: 1 1 auto; min-height: 0; }
 :host([fill]) video { height: 100%; aspect-ratio: auto; object-fit: contain; }
 .replay-bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; padding: 8px 8px 0; background: #111; }
@@ -132,7 +139,7 @@ const SITE_REPORT_S = 5;
 
 export class JiangtangPlayer extends HTMLElement {
   static get observedAttributes(): string[] {
-    return ["stream", "server", "lang", "mode", "muted", "ui", "token", "replay"];
+    return ["stream", "server", "lang", "mode", "muted", "ui", "token", "replay", "kiosk"];
   }
 
   private root: ShadowRoot;
@@ -578,15 +585,29 @@ export class JiangtangPlayer extends HTMLElement {
   private tick(): void {
     if (++this.siteTick % SITE_REPORT_S === 0) void this.reportSite();
     const t = this.t;
-    if (this._state === "scheduled" && this.lecture?.starts_at) {
-      const start = new Date(this.lecture.starts_at);
+    // Before a lecture, and between lectures: the next one's title and a countdown.
+    const s = this._state;
+    const next =
+      s === "scheduled" || s === "idle" || s === "ended"
+        ? this.lecture?.next?.starts_at
+          ? this.lecture.next
+          : s === "scheduled" && this.lecture?.starts_at
+            ? { title: null, starts_at: this.lecture.starts_at }
+            : null
+        : null;
+    if (next?.starts_at) {
+      const start = new Date(next.starts_at);
       const left = Math.max(0, Math.round((start.getTime() - Date.now()) / 1000));
-      const hh = Math.floor(left / 3600);
+      const dd = Math.floor(left / 86400);
+      const hh = Math.floor((left % 86400) / 3600);
       const mm = Math.floor((left % 3600) / 60);
       const ss = left % 60;
       const two = (n: number) => String(n).padStart(2, "0");
       const when = start.toLocaleString(this.getAttribute("ui") === "en" ? "en" : "zh-CN", { dateStyle: "medium", timeStyle: "short" });
-      this.el.sub.textContent = `${t.startsAt} ${when} · ${t.startsIn} ${hh > 0 ? `${hh}:` : ""}${two(mm)}:${two(ss)}`;
+      const count = `${dd > 0 ? `${dd}${t.days} ` : ""}${dd > 0 || hh > 0 ? `${hh}:` : ""}${two(mm)}:${two(ss)}`;
+      const what = next.title ? `${t.next}：${next.title} · ` : "";
+      this.el.sub.textContent = `${what}${t.startsAt} ${when} · ${t.startsIn} ${count}`;
+      this.el.sub.className = "sub next";
     }
     const info = this.el.info;
     if (info && !info.hidden) {
@@ -974,6 +995,14 @@ export class JiangtangPlayer extends HTMLElement {
     }
     if (this.hasAttribute("autoplay")) {
       this.video.play().catch(() => {
+        if (this.hasAttribute("kiosk")) {
+          // Nobody will click a kiosk: the picture without sound, and the reason shown.
+          this.video.muted = true;
+          this.video.play().catch(() => undefined);
+          this.emit("playbackerror", { reason: this.t.soundBlocked, mode: this.mode });
+          this.el.title.textContent = `${this.lecture?.title ?? ""} · ${this.t.soundBlocked}`;
+          return;
+        }
         // Autoplay with sound blocked: ask for a click.
         (this.el["big-play"] as HTMLButtonElement).hidden = false;
         this.el.overlay.hidden = false;
