@@ -380,6 +380,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
         for addr in whep.candidates() {
             println!("jiangtang: webrtc listening on udp {addr}");
         }
+        for addr in whep.tcp_candidates() {
+            println!("jiangtang: webrtc listening on tcp {addr}");
+        }
         whep_metrics = Some(whep.clone());
         app = app.merge(whep.router());
     }

@@ -354,3 +354,84 @@ fn a_slow_viewer_slows_nobody_else() {
         "no frames skipped for the slow viewer:\n{metrics}"
     );
 }
+
+#[test]
+fn chromium_plays_over_ice_tcp_where_udp_is_dropped() {
+    // A school network that drops UDP: the classroom's namespace drops every UDP packet
+    // in and out. WebRTC must come up over the relay's ICE-TCP candidate, and the web
+    // player must stay on WebRTC rather than fall back to LL-HLS.
+    let (Some(hall), Some(school)) = (Netns::new("tcph"), Netns::new("tcps")) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    hall.link(&school, None);
+    school.nft(
+        "table inet noudp {
+           chain i { type filter hook input priority 0; meta l4proto udp drop; }
+           chain o { type filter hook output priority 0; meta l4proto udp drop; }
+         }",
+    );
+    let s = Server::start_reachable_in(
+        &hall,
+        "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 25\nvideo_kbps = 800\n",
+    );
+    // Junk first, on the ICE-TCP port (the UDP port's number): a frame of garbage, then a
+    // length of 0 (closed); the viewer below must not notice.
+    let port = s.webrtc[0].port();
+    for junk in ["\\x00\\x04abcd\\xff\\xff", "\\x00\\x00"] {
+        let st = hall
+            .command("bash")
+            .args(["-c", &format!("printf '{junk}' > /dev/tcp/10.99.1.1/{port}")])
+            .status()
+            .unwrap();
+        assert!(st.success(), "no ICE-TCP listener on {port}");
+    }
+    let _browser = browser_lock();
+    std::thread::sleep(Duration::from_secs(3));
+    let server = format!("http://10.99.1.1:{}", s.http.port());
+    let shots = shots();
+    let r = node_in(
+        Some(&school),
+        "whep-play.mjs",
+        &[&server, "demo", "yue", "", "8", &shots],
+        Duration::from_secs(120),
+    );
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    assert_eq!(r["status"], 201, "{r}");
+    let samples = r["samples"].as_array().unwrap();
+    assert!(samples.iter().all(|x| x["state"] == "connected"), "{r}");
+    let (a, b) = (&samples[0], samples.last().unwrap());
+    let fps = (f(&b["framesDecoded"]) - f(&a["framesDecoded"])) / (f(&b["t"]) - f(&a["t"]));
+    assert!(fps > 20.0, "{fps:.1} frames/s over ICE-TCP: {r}");
+    assert!((f(&r["hzEnd"]) - 660.0).abs() < 25.0, "粤语 not heard: {r}");
+    // The web player in auto mode stays on WebRTC (over TCP) instead of LL-HLS.
+    let page = format!("{server}/play/demo");
+    let p = node_in(
+        Some(&school),
+        "hls-watch.mjs",
+        &[&page, "14", &shots],
+        Duration::from_secs(120),
+    );
+    assert_eq!(p["errors"], serde_json::json!([]), "{p}");
+    let ps = p["samples"].as_array().unwrap();
+    let tail: Vec<_> = ps.iter().rev().take(8).collect();
+    assert!(
+        tail.iter()
+            .all(|x| x["mode"] == "webrtc" && x["state"] == "playing"),
+        "the player left WebRTC: {p}"
+    );
+    let metrics = String::from_utf8(
+        hall.command("curl")
+            .args(["-sf", &s.url("/metrics")])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let tcp: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jiangtang_webrtc_tcp_connections_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(tcp >= 2.0, "ICE-TCP not used: {tcp}");
+}

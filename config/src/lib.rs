@@ -395,6 +395,11 @@ pub struct WebrtcConfig {
     /// Receive and send buffer of each WebRTC UDP socket, in KiB: room for a GOP burst to
     /// every viewer and a join storm's handshakes (the kernel's default is about 200 KiB).
     pub socket_buffer_kib: usize,
+    /// ICE over TCP (RFC 6544) beside UDP, for networks that drop UDP: each engine also
+    /// listens on TCP at its UDP port's number and offers that as a passive candidate.
+    pub tcp: bool,
+    /// Most ICE-TCP connections open at once (each engine's share of it).
+    pub max_tcp_connections: usize,
 }
 
 impl WebrtcConfig {

@@ -42,7 +42,7 @@ use crate::align::Aligner;
 use crate::hub::{Hub, Lecture, Status};
 use crate::taps::{TapFrame, TapTrack};
 
-/// A datagram received on one of our sockets.
+/// A datagram received on one of our sockets (or a frame on an ICE-TCP connection).
 pub struct Datagram {
     /// Sender.
     pub source: SocketAddr,
@@ -50,6 +50,17 @@ pub struct Datagram {
     pub destination: SocketAddr,
     /// Bytes.
     pub data: Bytes,
+    /// UDP, or TCP for ICE-TCP.
+    pub proto: Protocol,
+}
+
+/// An engine's ports by the address announced for each: UDP sockets, and ICE-TCP
+/// listeners' connections.
+pub struct Ports {
+    /// UDP sockets.
+    pub udp: HashMap<SocketAddr, Arc<Udp>>,
+    /// ICE-TCP ports.
+    pub tcp: HashMap<SocketAddr, Arc<super::tcp::TcpPort>>,
 }
 
 /// What the HTTP side asks of the engine.
@@ -357,7 +368,7 @@ impl Drop for Feed {
 
 /// The engine's state.
 pub struct Engine {
-    sockets: HashMap<SocketAddr, Arc<Udp>>,
+    sockets: Ports,
     sessions: Vec<Session>,
     publishers: Vec<Publisher>,
     by_remote: HashMap<SocketAddr, String>,
@@ -426,6 +437,7 @@ impl Engine {
     /// raises as it hands sessions over.
     pub fn start(
         sockets: HashMap<SocketAddr, Arc<Udp>>,
+        tcp: Vec<(tokio::net::TcpListener, Arc<super::tcp::TcpPort>)>,
         shared: Shared,
         load: Arc<AtomicUsize>,
     ) -> Handles {
@@ -448,8 +460,21 @@ impl Engine {
                 stats.clone(),
             ));
         }
+        let mut tcp_ports = HashMap::new();
+        for (listener, port) in tcp {
+            tcp_ports.insert(port.announced, port.clone());
+            tokio::spawn(super::tcp::serve(
+                listener,
+                port,
+                net_tx.clone(),
+                stats.clone(),
+            ));
+        }
         let engine = Engine {
-            sockets,
+            sockets: Ports {
+                udp: sockets,
+                tcp: tcp_ports,
+            },
             sessions: Vec::new(),
             publishers: Vec::new(),
             by_remote: HashMap::new(),
@@ -607,7 +632,7 @@ impl Engine {
         let input = Input::Receive(
             Instant::now(),
             Receive {
-                proto: Protocol::Udp,
+                proto: d.proto,
                 source: d.source,
                 destination: d.destination,
                 contents,
@@ -1148,8 +1173,17 @@ fn request_keyframe(p: &mut Publisher, now: Instant) {
 
 /// Sends one datagram from the socket it belongs to, without waiting: a full kernel buffer
 /// drops it (and counts it) rather than hold up anybody else.
-fn transmit(t: &str0m::net::Transmit, sockets: &HashMap<SocketAddr, Arc<Udp>>, stats: &Stats) {
-    let socket = sockets.get(&t.source).or_else(|| sockets.values().next());
+fn transmit(t: &str0m::net::Transmit, sockets: &Ports, stats: &Stats) {
+    if t.proto == Protocol::Tcp {
+        if let Some(port) = sockets.tcp.get(&t.source) {
+            count_sent(port.send(t.destination, &t.contents, None), 1, stats);
+        }
+        return;
+    }
+    let socket = sockets
+        .udp
+        .get(&t.source)
+        .or_else(|| sockets.udp.values().next());
     if let Some(socket) = socket {
         count_sent(socket.send(t.destination, &t.contents, None), 1, stats);
     }
@@ -1171,15 +1205,28 @@ fn count_sent(result: std::io::Result<()>, datagrams: u64, stats: &Stats) {
 fn transmit_all(
     out: &mut Vec<str0m::net::Transmit>,
     scratch: &mut Vec<u8>,
-    sockets: &HashMap<SocketAddr, Arc<Udp>>,
+    sockets: &Ports,
     stats: &Stats,
 ) {
     let mut i = 0;
     while i < out.len() {
         let first = &out[i];
+        if first.proto == Protocol::Tcp {
+            // Each packet framed on its connection; no batching to gain.
+            if let Some(port) = sockets.tcp.get(&first.source) {
+                count_sent(
+                    port.send(first.destination, &first.contents, None),
+                    1,
+                    stats,
+                );
+            }
+            i += 1;
+            continue;
+        }
         let Some(socket) = sockets
+            .udp
             .get(&first.source)
-            .or_else(|| sockets.values().next())
+            .or_else(|| sockets.udp.values().next())
         else {
             out.clear();
             return;
@@ -1189,6 +1236,7 @@ fn transmit_all(
         let mut j = i + 1;
         while j < out.len()
             && j - i < socket.max_segments()
+            && out[j].proto == Protocol::Udp
             && out[j].source == first.source
             && out[j].destination == first.destination
             && out[j].contents.len() <= size
@@ -1222,7 +1270,7 @@ fn transmit_all(
 /// Drains a publisher's output: sends datagrams (RTCP, STUN), handles its media.
 fn drive_publisher(
     p: &mut Publisher,
-    sockets: &HashMap<SocketAddr, Arc<Udp>>,
+    sockets: &Ports,
     stats: &Stats,
     transcoders: &dyn Transcoders,
 ) {
@@ -1415,7 +1463,7 @@ fn on_media_data(p: &mut Publisher, d: MediaData, transcoders: &dyn Transcoders)
 }
 
 /// Drains a session's output: sends datagrams, handles events, records the next timeout.
-fn drive(s: &mut Session, sockets: &HashMap<SocketAddr, Arc<Udp>>, stats: &Stats) {
+fn drive(s: &mut Session, sockets: &Ports, stats: &Stats) {
     thread_local! {
         /// One drain's datagrams and the bytes of a GSO send: kept per thread so a drain
         /// allocates nothing once they have grown.
@@ -1520,7 +1568,7 @@ fn write_video(
     frame: &VideoFrame,
     rtp_pts: i64,
     wallclock: Instant,
-    sockets: &HashMap<SocketAddr, Arc<Udp>>,
+    sockets: &Ports,
     stats: &Stats,
 ) {
     let Some((mid, Some(pt))) = s.video else {
@@ -1601,7 +1649,7 @@ fn send_rtp(
 fn start_video(
     s: &mut Session,
     cut: Option<&std::collections::VecDeque<Arc<VideoFrame>>>,
-    sockets: &HashMap<SocketAddr, Arc<Udp>>,
+    sockets: &Ports,
     stats: &Stats,
 ) {
     s.started = true;
@@ -1661,6 +1709,7 @@ async fn read_socket(
                             source: m.addr,
                             destination: announced,
                             data: Bytes::copy_from_slice(data),
+                            proto: Protocol::Udp,
                         };
                         if tx.try_send(d).is_err() {
                             stats.datagrams_dropped.inc();
@@ -1784,7 +1833,11 @@ mod tests {
         // Sends never wait, so the socket must first be seen writable (the reactor's first
         // turn after it was registered), as an engine's long-lived socket always has been.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        transmit_all(&mut out, &mut scratch, &sockets, &stats);
+        let ports = Ports {
+            udp: sockets,
+            tcp: HashMap::new(),
+        };
+        transmit_all(&mut out, &mut scratch, &ports, &stats);
         assert!(out.is_empty());
         assert_eq!(stats.datagrams_sent.get(), 7);
         let read = |s: &std::net::UdpSocket, n: usize| -> Vec<(usize, u8)> {

@@ -51,7 +51,10 @@ impl Rig {
         let media = socket.local_addr().unwrap();
         let sockets = HashMap::from([(media, Arc::new(Udp::new(socket).unwrap()))]);
         let whep = Whep::start_with(
-            vec![sockets],
+            vec![super::ShardPorts {
+                udp: sockets,
+                tcp: Vec::new(),
+            }],
             hub.clone(),
             Arc::new(transcode::opus::GstTranscoders::default()),
             maintain_every,
@@ -488,6 +491,7 @@ async fn handlers_answer_503_when_the_engine_does_not() {
         shards: vec![super::Shard {
             commands,
             candidates: vec!["127.0.0.1:9".parse().unwrap()],
+            tcp_candidates: Vec::new(),
             load: Default::default(),
         }],
         opus: Arc::new(super::opus_feed::OpusFeeds::new(

@@ -19,6 +19,7 @@ mod engine_tests;
 pub mod opus_feed;
 pub mod rtp_line;
 pub mod stats;
+pub mod tcp;
 pub mod udp;
 pub mod whip;
 pub mod whip_media;
@@ -79,13 +80,23 @@ struct Shard {
     commands: mpsc::Sender<Command>,
     /// Its announced addresses.
     candidates: Vec<SocketAddr>,
+    /// Its ICE-TCP addresses (passive candidates).
+    tcp_candidates: Vec<SocketAddr>,
     /// Sessions it holds or has been handed.
     load: Arc<AtomicUsize>,
 }
 
-/// The UDP sockets of each engine (shard) by the address announced for them, from
-/// [`bind`].
-pub type ShardSockets = Vec<HashMap<SocketAddr, Arc<udp::Udp>>>;
+/// One engine's ports, from [`bind`].
+#[derive(Default)]
+pub struct ShardPorts {
+    /// UDP sockets by the address announced for them.
+    pub udp: HashMap<SocketAddr, Arc<udp::Udp>>,
+    /// ICE-TCP listeners, each with the port it feeds.
+    pub tcp: Vec<(tokio::net::TcpListener, Arc<tcp::TcpPort>)>,
+}
+
+/// Every engine's ports.
+pub type ShardSockets = Vec<ShardPorts>;
 
 /// Binds the WebRTC UDP ports, `webrtc.engines()` of them (one per engine, consecutive
 /// from `udp_listen`'s port, or any free ones for port 0): each on the given address, or,
@@ -99,7 +110,26 @@ pub async fn bind(config: &config::WebrtcConfig) -> std::io::Result<ShardSockets
             p => p + k as u16,
         };
         let listen = SocketAddr::new(config.udp_listen.ip(), port);
-        shards.push(bind_one(config, listen).await?);
+        let udp = bind_one(config, listen).await?;
+        let mut tcp = Vec::new();
+        if config.tcp {
+            let per_engine = (config.max_tcp_connections / config.engines().max(1)).max(1);
+            for (announced, socket) in &udp {
+                let local = socket.local_addr()?;
+                // The UDP port's number, else any free one.
+                let listener = match tokio::net::TcpListener::bind(local).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!("ICE-TCP: {local} taken ({e}); listening on another port");
+                        tokio::net::TcpListener::bind(SocketAddr::new(local.ip(), 0)).await?
+                    }
+                };
+                let bound = listener.local_addr()?;
+                let announced = SocketAddr::new(announced.ip(), bound.port());
+                tcp.push((listener, tcp::TcpPort::new(announced, per_engine)));
+            }
+        }
+        shards.push(ShardPorts { udp, tcp });
     }
     Ok(shards)
 }
@@ -210,7 +240,10 @@ impl Whep {
             stats.clone(),
         ));
         tokio::spawn(watch_losses(
-            sockets.iter().flat_map(|s| s.values().cloned()).collect(),
+            sockets
+                .iter()
+                .flat_map(|s| s.udp.values().cloned())
+                .collect(),
             stats.clone(),
         ));
         let shared = Shared {
@@ -223,14 +256,18 @@ impl Whep {
         };
         let shards: Vec<Shard> = sockets
             .into_iter()
-            .map(|sockets| {
-                let mut candidates: Vec<SocketAddr> = sockets.keys().copied().collect();
+            .map(|ports| {
+                let mut candidates: Vec<SocketAddr> = ports.udp.keys().copied().collect();
                 candidates.sort();
+                let mut tcp_candidates: Vec<SocketAddr> =
+                    ports.tcp.iter().map(|(_, p)| p.announced).collect();
+                tcp_candidates.sort();
                 let load = Arc::new(AtomicUsize::new(0));
-                let handles = Engine::start(sockets, shared.clone(), load.clone());
+                let handles = Engine::start(ports.udp, ports.tcp, shared.clone(), load.clone());
                 Shard {
                     commands: handles.commands,
                     candidates,
+                    tcp_candidates,
                     load,
                 }
             })
@@ -317,6 +354,17 @@ impl Whep {
     /// The announced media addresses.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
+    }
+
+    /// The ICE-TCP addresses announced (passive candidates), every engine's.
+    pub fn tcp_candidates(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.tcp_candidates.clone())
+            .collect();
+        v.sort();
+        v
     }
 
     /// WHIP publishers currently held by the engine.
@@ -453,6 +501,16 @@ impl Picked<'_> {
         let mut rtc = config.build(Instant::now());
         for c in &self.shard.candidates {
             let candidate = Candidate::host(*c, "udp")
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            rtc.add_local_candidate(candidate);
+        }
+        // After UDP: ICE prefers UDP pairs; these serve networks that drop UDP.
+        for c in &self.shard.tcp_candidates {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*c)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
                 .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
             rtc.add_local_candidate(candidate);
         }

@@ -144,6 +144,10 @@ pub struct Stats {
     pub datagrams_dropped_out: Counter,
     /// Datagrams the kernel dropped on receive (the socket's buffer was full).
     pub kernel_receive_drops: Counter,
+    /// ICE-TCP connections accepted.
+    pub tcp_connections: Counter,
+    /// ICE-TCP frames received (STUN, DTLS, RTP, RTCP).
+    pub tcp_frames_received: Counter,
     /// Datagrams str0m could not parse.
     pub bad_datagrams: Counter,
     /// Datagrams no session claimed.
@@ -183,7 +187,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 26] = [
+        let counters: [(&str, &Counter, &str); 28] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -230,6 +234,16 @@ impl Stats {
                 "trickled ICE candidates received and not used (ICE-lite)",
             ),
             ("datagrams_sent", &self.datagrams_sent, "UDP datagrams sent"),
+            (
+                "tcp_connections",
+                &self.tcp_connections,
+                "ICE-TCP connections accepted (networks that drop UDP)",
+            ),
+            (
+                "tcp_frames_received",
+                &self.tcp_frames_received,
+                "ICE-TCP frames received",
+            ),
             (
                 "datagrams_dropped",
                 &self.datagrams_dropped,
