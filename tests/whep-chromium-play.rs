@@ -381,7 +381,10 @@ fn chromium_plays_over_ice_tcp_where_udp_is_dropped() {
     for junk in ["\\x00\\x04abcd\\xff\\xff", "\\x00\\x00"] {
         let st = hall
             .command("bash")
-            .args(["-c", &format!("printf '{junk}' > /dev/tcp/10.99.1.1/{port}")])
+            .args([
+                "-c",
+                &format!("printf '{junk}' > /dev/tcp/10.99.1.1/{port}"),
+            ])
             .status()
             .unwrap();
         assert!(st.success(), "no ICE-TCP listener on {port}");
