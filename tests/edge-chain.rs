@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,12 +23,6 @@ fn curl_in(ns: &Netns, url: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn shots() -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.display().to_string()
 }
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -126,7 +119,7 @@ fn viewers_on_the_second_edge_hear_their_dialect_through_a_cut_origin_link() {
 
     // Two viewers on the village edge for the whole cut: WebRTC in Chromium (Hakka), and
     // the web player forced to LL-HLS.
-    let shots = shots();
+    let shots = screenshot_dir();
     let _browser = browser_lock();
     let watch_s = 58;
     let (webrtc, hls, marked) = std::thread::scope(|scope| {
@@ -431,7 +424,7 @@ fn the_origin_lists_its_sites_with_viewers_dialects_and_link_and_flags_those_gon
     );
 
     // A classroom's player opened as a site, in Chromium, reports itself over its channel.
-    let shots = shots();
+    let shots = screenshot_dir();
     let page = origin.url("/play/demo?site=school-1&mode=hls&lang=yue");
     let player = {
         let _browser = browser_lock();

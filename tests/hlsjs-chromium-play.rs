@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -24,26 +23,7 @@ fn node(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
 
 /// For a caller already holding [`browser_lock`].
 fn node_unlocked(script: &str, args: &[&str], timeout: Duration) -> serde_json::Value {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "tests/node has no node_modules: run scripts/test.sh, which installs them"
-    );
-    let out = output_within(
-        Command::new("node").arg(dir.join(script)).args(args),
-        timeout,
-    );
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{script} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    node_in(None, script, args, timeout)
 }
 
 #[test]

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -55,8 +54,7 @@ fn a_kiosk_starts_by_itself_shows_the_next_lecture_and_plays_again() {
         key["publish_key"].as_str().unwrap()
     ));
 
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let shots = screenshot_dir();
     let page = s.url("/play/kiosk?kiosk=1&site=shimen&lang=hak");
     let _browser = browser_lock();
     let (r, on_roster) = std::thread::scope(|scope| {
@@ -64,7 +62,7 @@ fn a_kiosk_starts_by_itself_shows_the_next_lecture_and_plays_again() {
             node_in(
                 None,
                 "kiosk.mjs",
-                &[&page, "50", shots.to_str().unwrap()],
+                &[&page, "50", &shots],
                 Duration::from_secs(120),
             )
         });

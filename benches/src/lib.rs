@@ -6,6 +6,7 @@ pub mod flv;
 pub mod hls_cache;
 pub mod proc;
 pub mod publisher;
+pub mod whep;
 
 use anyhow::{Context, bail};
 

@@ -942,3 +942,10 @@ pub fn node_in(
         )
     })
 }
+
+/// `target/test-screenshots/` (created), where browser tests leave their screenshots.
+pub fn screenshot_dir() -> String {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}

@@ -23,15 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use benches::hls_cache::NginxCache;
 use benches::proc::Relay;
 use clap::Parser;
-use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use str0m::{Event, Input, Output};
+use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser)]
 struct Args {
@@ -161,25 +157,12 @@ async fn watch_hls(base: String, until: Instant, seen: Seen) {
 /// A WHEP viewer of `demo` at `http` until `until`, noting when each keyframe arrived
 /// (its last 2 KiB identify it: the slice data, whatever parameter sets precede it).
 async fn watch_webrtc(http: SocketAddr, until: Instant, seen: Seen) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = api.apply().context("offer")?;
-    let resp = reqwest::Client::new()
-        .post(format!("http://{http}/whep/demo"))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    if resp.status() != 201 {
-        bail!("WHEP answered {}", resp.status());
-    }
-    let answer = SdpAnswer::from_sdp_string(&resp.text().await?)?;
-    rtc.sdp_api().accept_answer(pending, answer)?;
+    let benches::whep::Offered {
+        mut rtc,
+        socket,
+        local,
+        ..
+    } = benches::whep::offer(http, "/whep/demo").await?;
     let mut buf = vec![0u8; 2048];
     loop {
         let timeout = loop {
@@ -211,12 +194,7 @@ async fn watch_webrtc(http: SocketAddr, until: Instant, seen: Seen) -> anyhow::R
         let input = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r?;
-                Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents: buf[..n].try_into()?,
-                })
+                benches::whep::receive(&buf[..n], source, local)?
             }
             _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
         };

@@ -34,10 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use benches::proc::{Relay, rss_mib};
 use clap::Parser;
-use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output};
 
 #[derive(Parser)]
 struct Args {
@@ -267,33 +264,12 @@ async fn webrtc_viewer(
     t: Arc<Tally>,
 ) -> anyhow::Result<()> {
     t.webrtc_sessions.fetch_add(1, Ordering::Relaxed);
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = api.apply().context("offer")?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
-    let resp = client
-        .post(format!("http://{http}/whep/soak"))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    if resp.status() != 201 {
-        bail!("WHEP answered {}", resp.status());
-    }
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let answer = SdpAnswer::from_sdp_string(&resp.text().await?)?;
-    rtc.sdp_api().accept_answer(pending, answer)?;
+    let benches::whep::Offered {
+        mut rtc,
+        socket,
+        local,
+        location,
+    } = benches::whep::offer(http, "/whep/soak").await?;
     let started = Instant::now();
     let mut connected = false;
     let mut last_media = Instant::now();
@@ -338,12 +314,7 @@ async fn webrtc_viewer(
         let input = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r?;
-                Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents: buf[..n].try_into()?,
-                })
+                benches::whep::receive(&buf[..n], source, local)?
             }
             _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
         };
@@ -351,6 +322,9 @@ async fn webrtc_viewer(
     };
     // Leaving politely, as a player does (a lost viewer is reclaimed by consent timeouts).
     if let Some(l) = location {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
         let _ = client.delete(format!("http://{http}{l}")).send().await;
     }
     result

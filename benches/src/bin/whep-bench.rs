@@ -21,15 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use benches::proc::{Relay, cpu_seconds, rss_mib};
 use benches::publisher::{SendLog, publish};
 use clap::Parser;
-use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::net::UdpSocket;
+use str0m::{Event, Input, Output};
 
 #[derive(Parser)]
 struct Args {
@@ -196,26 +192,13 @@ async fn viewer(
     measure_from: Instant,
     full: bool,
 ) -> anyhow::Result<()> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = api.apply().context("offer")?;
     let started = Instant::now();
-    let resp = reqwest::Client::new()
-        .post(format!("http://{http}/whep/bench"))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    if resp.status() != 201 {
-        bail!("WHEP answered {}", resp.status());
-    }
-    let answer = SdpAnswer::from_sdp_string(&resp.text().await?)?;
-    rtc.sdp_api().accept_answer(pending, answer)?;
+    let benches::whep::Offered {
+        mut rtc,
+        socket,
+        local,
+        ..
+    } = benches::whep::offer(http, "/whep/bench").await?;
     let mut buf = vec![0u8; 2048];
     let mut connected_at: Option<Instant> = None;
     let mut got_video = false;
@@ -300,12 +283,7 @@ async fn viewer(
                 if rtp.is_some() && !full && connected_at.is_some() {
                     continue;
                 }
-                Input::Receive(now, Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents: buf[..n].try_into()?,
-                })
+                benches::whep::receive(&buf[..n], source, local)?
             }
             _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
         };

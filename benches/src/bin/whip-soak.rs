@@ -24,10 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use benches::proc::Relay;
 use clap::Parser;
-use str0m::change::SdpAnswer;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Event, Input, Output};
 
 #[derive(Parser)]
 struct Args {
@@ -155,25 +152,12 @@ async fn viewer(
     measure_from: Instant,
     until: Instant,
 ) -> anyhow::Result<()> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
-    let local = socket.local_addr()?;
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp")?);
-    let mut api = rtc.sdp_api();
-    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = api.apply().context("offer")?;
-    let resp = reqwest::Client::new()
-        .post(format!("http://{http}/whep/soak"))
-        .header("content-type", "application/sdp")
-        .body(offer.to_sdp_string())
-        .send()
-        .await?;
-    if resp.status() != 201 {
-        bail!("WHEP answered {}", resp.status());
-    }
-    let answer = SdpAnswer::from_sdp_string(&resp.text().await?)?;
-    rtc.sdp_api().accept_answer(pending, answer)?;
+    let benches::whep::Offered {
+        mut rtc,
+        socket,
+        local,
+        ..
+    } = benches::whep::offer(http, "/whep/soak").await?;
     let mut buf = vec![0u8; 2048];
     let (mut last_video, mut last_audio) = (measure_from, measure_from);
     let gap = |slot: &AtomicU64, last: &mut Instant, now: Instant| {
@@ -224,12 +208,7 @@ async fn viewer(
         let input = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let (n, source) = r?;
-                Input::Receive(Instant::now(), Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    contents: buf[..n].try_into()?,
-                })
+                benches::whep::receive(&buf[..n], source, local)?
             }
             _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
         };
