@@ -232,8 +232,13 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     let hub = relay::Hub::new(config.clone());
     // Deny by default: the demo, the catalogue's lectures (with their keys and playback
     // tokens), the file's [[lecture]] entries, and other names only when allowed.
-    let mut chain: relay::admission::Chain =
-        vec![Arc::new(relay::admission::EdgeKeys::new(&config.edge))];
+    // An edge's pull publishes with a key of this run's own, not the configured edge.key
+    // (its origins know that one).
+    let pull_key = format!("{:032x}", rand::random::<u128>());
+    let mut chain: relay::admission::Chain = vec![Arc::new(relay::admission::EdgeKeys::new(
+        &config.edge,
+        Some(pull_key.clone()),
+    ))];
     if config.demo.enabled {
         chain.push(Arc::new(relay::admission::FileLectures::new(
             config.lecture.iter().filter(|l| l.name == config.demo.name),
@@ -474,7 +479,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     });
     let _edge = if config.edge.is_edge() {
         let publish: Arc<dyn Publish> = hub.clone();
-        match ingest::edge::start(config.clone(), publish) {
+        match ingest::edge::start(config.clone(), publish, pull_key) {
             Ok(e) => {
                 info!(origins = ?config.edge.origins, always = ?config.edge.always, "edge of origins");
                 Some(e)

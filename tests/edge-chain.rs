@@ -248,9 +248,19 @@ fn viewers_on_the_second_edge_hear_their_dialect_through_a_cut_origin_link() {
 
 #[test]
 fn edges_fail_over_pull_on_schedule_stop_when_idle_and_need_the_right_key() {
+    let now = jiff::Timestamp::now();
+    let at = |s: i64| {
+        now.checked_add(jiff::SignedDuration::from_secs(s))
+            .unwrap()
+            .to_string()
+    };
+    // A private lesson (playback tokens) beside the demo: edges may not carry it.
     let origin = Server::start(&format!(
         "[demo]\nenabled = true\nwidth = 320\nheight = 180\nfps = 25\nkeyframe_interval = 25\nvideo_kbps = 300\n\
-         [edge]\naccept_keys = [\"{TOWN_KEY}\"]\n"
+         [edge]\naccept_keys = [\"{TOWN_KEY}\"]\n\
+         [[lecture]]\nname = \"board\"\npublish_key = \"board-key-123\"\nvisibility = \"private\"\nstarts_at = \"{}\"\nends_at = \"{}\"\n",
+        at(-600),
+        at(7200)
     ));
     let good = origin.url("");
     // The programme has the lecture starting in 30 s, in the town of Xihe.
@@ -264,12 +274,6 @@ fn edges_fail_over_pull_on_schedule_stop_when_idle_and_need_the_right_key() {
     );
     assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
     let hall: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let now = jiff::Timestamp::now();
-    let at = |s: i64| {
-        now.checked_add(jiff::SignedDuration::from_secs(s))
-            .unwrap()
-            .to_string()
-    };
     let (code, _, body) = send(
         "POST",
         &origin.url("/api/v1/lectures"),
@@ -342,6 +346,32 @@ fn edges_fail_over_pull_on_schedule_stop_when_idle_and_need_the_right_key() {
     assert!(failover.log().contains("nobody here watches it any more"));
     // The always-pulled one is still live.
     assert_eq!(state(&always).unwrap()["status"], "live");
+
+    // The edge shows the origin's title for the lecture (what a kiosk there shows).
+    let title = wait_until(
+        Duration::from_secs(10),
+        "the origin's title on the edge",
+        || state(&always).and_then(|v| v["title"].as_str().map(str::to_string)),
+    );
+    assert_eq!(title, "演示讲堂 · Demo lecture");
+    // A private lesson is not carried by edges: the origin refuses, the edge says why.
+    let (code, _, _) = get(&always.url("/hls/board/index.m3u8"));
+    assert_eq!(code, 404);
+    wait_until(
+        Duration::from_secs(10),
+        "the protected refusal logged",
+        || {
+            always
+                .log()
+                .contains("the origin does not let edges carry this lecture")
+                .then_some(())
+        },
+    );
+    assert!(
+        origin
+            .log()
+            .contains("edge refused: the lecture needs a playback token")
+    );
 
     // The stranger's viewer gets nothing; both sides say why.
     let (code, _, _) = get(&stranger.url("/hls/demo/index.m3u8"));

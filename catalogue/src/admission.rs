@@ -34,7 +34,8 @@ struct StreamEntry {
     previous: Option<(String, i64)>,
     /// (start, end, visibility) of its scheduled occurrences, in start order.
     occurrences: Vec<(Option<i64>, Option<i64>, Visibility)>,
-    /// (start, title) of those with a start: what a player shows as the next lecture.
+    /// (start, title) of those with a start that have not gone live: what a player shows as
+    /// the next lecture.
     titled: Vec<(i64, String)>,
 }
 
@@ -148,7 +149,7 @@ impl Catalogue {
         }
         // Occurrences from a month back (replays) on.
         let rows = sqlx::query(
-            "SELECT stream, starts_at, ends_at, visibility, title FROM lectures WHERE status = 'scheduled' \
+            "SELECT stream, starts_at, ends_at, visibility, title, live_at FROM lectures WHERE status = 'scheduled' \
              AND COALESCE(ends_at, starts_at, $1) >= $1 ORDER BY starts_at, id",
         )
         .bind(self.now() - 30 * 86_400)
@@ -163,7 +164,9 @@ impl Catalogue {
             entry
                 .occurrences
                 .push((starts_at, r.try_get("ends_at")?, v));
-            if let Some(start) = starts_at {
+            // One that went live is not a next lecture any more, early or late.
+            let went_live: Option<i64> = r.try_get("live_at")?;
+            if let (Some(start), None) = (starts_at, went_live) {
                 entry.titled.push((start, r.try_get("title")?));
             }
         }

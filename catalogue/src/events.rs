@@ -174,12 +174,17 @@ impl Catalogue {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        if r.rows_affected() == 1 {
+        let went = r.rows_affected() == 1;
+        if went {
             self.lecture_event(&mut tx, id, "lecture.live", now).await?;
             info!(stream, lecture = id, "lecture went live");
         }
         tx.commit().await?;
         self.wake_outbox();
+        if went {
+            // It is no longer anybody's "next lecture".
+            self.refresh_admission().await?;
+        }
         Ok(Some(id))
     }
 

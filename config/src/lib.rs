@@ -132,8 +132,8 @@ pub struct EdgeConfig {
     pub hold_s: u64,
     /// Longest wait between attempts to reach an origin (attempts start at 0.5 s and double).
     pub max_backoff_ms: u64,
-    /// Keys of edges allowed to pull from this relay: with one, an edge may watch every
-    /// lecture here, those that need a playback token too.
+    /// Keys of edges allowed to pull from this relay: with one, an edge may pull every
+    /// lecture here that needs no playback token.
     pub accept_keys: Vec<String>,
     /// Lectures of the origin's programme pulled on schedule (from `schedule_lead_s` before
     /// they start until they end) even with nobody watching yet: those of halls in these

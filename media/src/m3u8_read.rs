@@ -155,7 +155,9 @@ pub fn read_media(text: &str) -> Result<LivePlaylist, ReadError> {
                 map: map.clone(),
                 discontinuity,
             });
-            index += 1;
+            index = index
+                .checked_add(1)
+                .ok_or_else(|| ReadError("too many parts in a segment".into()))?;
         } else if let Some(rest) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
             let a = attributes(rest)?;
             if get(&a, "TYPE") == Some("PART") {
@@ -167,7 +169,9 @@ pub fn read_media(text: &str) -> Result<LivePlaylist, ReadError> {
             out.ended = true;
         } else if !line.starts_with('#') && after_extinf {
             // The segment's URI ends it: what follows belongs to the next one.
-            msn += 1;
+            msn = msn
+                .checked_add(1)
+                .ok_or_else(|| ReadError("media sequence overflows".into()))?;
             index = 0;
             discontinuity = false;
             after_extinf = false;
@@ -307,6 +311,10 @@ seg-a-7.m4s
         assert!(read_media("#EXTM3U\n#EXT-X-PART:URI=\"p.m4s\"\n").is_err());
         assert!(read_media("#EXTM3U\n#EXT-X-MAP:URI=\"i.mp4\n").is_err());
         assert!(read_media("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:x\n").is_err());
+        assert!(
+            read_media("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1,\na\n")
+                .is_err()
+        );
         assert!(attributes("A=\"1\"B=2").is_err());
         assert!(attributes("A").is_err());
         assert_eq!(

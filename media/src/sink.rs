@@ -118,6 +118,18 @@ pub trait Publish: Send + Sync {
         Vec::new()
     }
 
+    /// What an edge learned from its origin about `stream`: its title, the programme's next
+    /// lecture on it (title, start in Unix seconds), and display names of its dialects (tag,
+    /// name) — shown to players here as the origin shows them.
+    fn learned(
+        &self,
+        _stream: &str,
+        _title: Option<String>,
+        _next: Option<(String, i64)>,
+        _dialects: Vec<(String, String)>,
+    ) {
+    }
+
     /// Who watches `stream` here, in all and by dialect where known (an edge reports it to
     /// its origin's roster).
     fn audience(&self, _stream: &str) -> (u32, std::collections::BTreeMap<String, u32>) {

@@ -92,9 +92,11 @@ impl Admission for Unconfigured {
 }
 
 /// Relays chained to this one (`[edge]`): this edge's own pull from its origin may publish
-/// any lecture here (the origin decided who may publish it), and edges presenting one of
-/// `edge.accept_keys` as their bearer token may watch every lecture (those needing a
-/// playback token too: the edge's own viewers are checked by the edge).
+/// any lecture here (the origin decided who may publish it) with the pull's key — a random
+/// value the binary hands the pull at start, never the configured `edge.key`, which the
+/// origins know — and edges presenting one of `edge.accept_keys` as their bearer token may
+/// watch every public lecture (the guard refuses them lectures that need a playback token:
+/// an edge cannot check its own viewers' tokens).
 #[derive(Debug, Default)]
 pub struct EdgeKeys {
     own: Option<String>,
@@ -102,10 +104,11 @@ pub struct EdgeKeys {
 }
 
 impl EdgeKeys {
-    /// The keys of `config.edge`.
-    pub fn new(config: &config::EdgeConfig) -> Self {
+    /// The keys of `config.edge`, and the key of this edge's own pull (`pull`, when it is
+    /// an edge).
+    pub fn new(config: &config::EdgeConfig, pull: Option<String>) -> Self {
         EdgeKeys {
-            own: config.is_edge().then(|| config.key.clone()),
+            own: pull.filter(|_| config.is_edge()),
             accepted: config.accept_keys.clone(),
         }
     }
@@ -138,7 +141,7 @@ pub type Chain = Vec<Arc<dyn Admission>>;
 /// `allow_unconfigured` rule.
 pub fn from_config(config: &config::Config) -> Chain {
     vec![
-        Arc::new(EdgeKeys::new(&config.edge)),
+        Arc::new(EdgeKeys::new(&config.edge, None)),
         Arc::new(FileLectures::new(&config.lecture)),
         Arc::new(Unconfigured(config.lectures.allow_unconfigured)),
     ]
@@ -326,6 +329,21 @@ fn decide(hub: &Hub, req: &Request) -> Decision {
         let accepted = token
             .as_deref()
             .is_some_and(|t| hub.config().edge.accept_keys.iter().any(|k| same(k, t)));
+        if accepted && hub.may_watch(stream, None) != Verdict::Allow {
+            // A lecture that needs a playback token: the edge could not check its viewers'.
+            info!(lecture = %stream, "edge refused: the lecture needs a playback token");
+            let mut resp = (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({
+                    "error": "this lecture needs a playback token: edges do not carry it",
+                    "reason": "protected",
+                })),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Decision::Refuse(resp);
+        }
         if accepted {
             let code = edge.to_str().ok().filter(|c| crate::roster::valid_code(c));
             if let Some(code) = code {
@@ -506,13 +524,14 @@ mod tests {
         )
         .unwrap()
         .edge;
-        let e = EdgeKeys::new(&cfg);
+        let e = EdgeKeys::new(&cfg, Some("pull-0123456789abcdef".into()));
         assert_eq!(
-            e.may_publish("x", Some("own-key-0123456789")),
+            e.may_publish("x", Some("pull-0123456789abcdef")),
             Verdict::Allow
         );
+        // The configured key (the origins know it) publishes nothing here.
         assert_eq!(
-            e.may_publish("x", Some("own-key-012345678")),
+            e.may_publish("x", Some("own-key-0123456789")),
             Verdict::NotMine
         );
         assert_eq!(e.may_publish("x", None), Verdict::NotMine);
@@ -524,12 +543,12 @@ mod tests {
             e.may_watch("x", Some("own-key-0123456789")),
             Verdict::NotMine
         );
-        // Not an edge: its own key publishes nothing.
+        // Not an edge: no pull key.
         let mut not_edge = cfg.clone();
         not_edge.origins.clear();
-        let e = EdgeKeys::new(&not_edge);
+        let e = EdgeKeys::new(&not_edge, Some("pull-0123456789abcdef".into()));
         assert_eq!(
-            e.may_publish("x", Some("own-key-0123456789")),
+            e.may_publish("x", Some("pull-0123456789abcdef")),
             Verdict::NotMine
         );
     }

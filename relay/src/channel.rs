@@ -442,7 +442,8 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
     let title = live
         .as_ref()
         .and_then(|l| l.title.clone())
-        .or_else(|| configured.and_then(|c| c.title.clone()));
+        .or_else(|| configured.and_then(|c| c.title.clone()))
+        .or_else(|| hub.learned_title(name));
     let starts_at = configured.and_then(|c| c.starts_at).map(|t| t.to_string());
     let status = match live.as_ref().map(|l| l.status()) {
         // Published, but nothing playable yet: players wait instead of guessing the tracks.

@@ -261,7 +261,7 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
         .collect();
     json!({
         "name": l.name,
-        "title": l.title,
+        "title": l.title.clone().or_else(|| hub.learned_title(&l.name)),
         "starts_at": hub.config().lecture(&l.name).and_then(|c| c.starts_at).map(|t| t.to_string()),
         "live_channel": hub.questions.connections(&l.name),
         "status": status,

@@ -443,11 +443,24 @@ pub struct Hub {
     recordings: std::sync::OnceLock<Arc<recorder::Library>>,
     /// The programme's upcoming lectures, when the binary has a programme.
     schedule: std::sync::OnceLock<Arc<dyn Schedule>>,
+    /// What an edge learned from its origin, by lecture name.
+    learned: Mutex<HashMap<String, Learned>>,
     admission: Arc<AdmissionSnapshot>,
     /// Who may publish and watch, as the binary chained it (else `default_chain`).
     chain: std::sync::OnceLock<crate::admission::Chain>,
     default_chain: crate::admission::Chain,
 }
+
+/// What an edge learned from its origin about a lecture.
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    title: Option<String>,
+    next: Option<(String, i64)>,
+    dialects: Vec<(String, String)>,
+}
+
+/// Most lectures an edge keeps what it learned of.
+const MAX_LEARNED: usize = 4096;
 
 /// The programme's upcoming lectures (the catalogue's), answered from memory.
 pub trait Schedule: Send + Sync {
@@ -483,6 +496,7 @@ impl Hub {
             meters: std::sync::OnceLock::new(),
             recordings: std::sync::OnceLock::new(),
             schedule: std::sync::OnceLock::new(),
+            learned: Mutex::default(),
             admission: Arc::default(),
             chain: std::sync::OnceLock::new(),
             default_chain: crate::admission::from_config(&config),
@@ -512,13 +526,18 @@ impl Hub {
         crate::admission::may_watch(self.chain(), stream, token)
     }
 
-    /// Whether `stream` names a lecture that may exist here: one that someone knows, or any
-    /// name when unconfigured names may be published.
+    /// Whether `stream` names a lecture that may exist here: one that someone knows (an
+    /// edge: one its origin told it of), or any name when unconfigured names may be
+    /// published.
     pub fn known(&self, stream: &str) -> bool {
         !matches!(
             self.may_publish(stream, None),
             media::admission::Verdict::Deny(media::admission::Refusal::UnknownStream)
-        )
+        ) || self
+            .learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(stream)
     }
 
     /// Records lectures into `library` (those `recording.enabled` and their `record` say).
@@ -542,7 +561,8 @@ impl Hub {
         if !from_programme.is_empty() {
             return from_programme;
         }
-        self.config
+        let configured: Vec<(String, i64)> = self
+            .config
             .lecture(stream)
             .and_then(|l| {
                 Some((
@@ -552,7 +572,28 @@ impl Hub {
             })
             .filter(|(_, start)| *start > after)
             .into_iter()
+            .collect();
+        if !configured.is_empty() {
+            return configured;
+        }
+        // An edge: the origin's programme, as its state said.
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .and_then(|l| l.next.clone())
+            .filter(|(_, start)| *start > after)
+            .into_iter()
             .collect()
+    }
+
+    /// A lecture's title as an edge's origin gave it.
+    pub fn learned_title(&self, stream: &str) -> Option<String> {
+        self.learned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .and_then(|l| l.title.clone())
     }
 
     /// Where lectures are recorded, if anywhere.
@@ -585,14 +626,23 @@ impl Hub {
         if let Some(at) = d.get_mut(name) {
             *at = Some(Instant::now());
         } else if self.config.edge.is_edge() && media::sink::valid_stream_name(name) {
-            // An edge pulls any lecture its viewers ask for: names are remembered a while.
+            // An edge pulls any lecture its viewers ask for: names are remembered a while,
+            // the one asked for longest ago making room (names anyone can send must not
+            // keep out a real lecture's).
             if d.len() >= MAX_DEMANDED {
                 let idle = Duration::from_secs(self.config.edge.idle_stop_s);
-                d.retain(|_, at| at.is_some_and(|t| t.elapsed() < idle));
+                d.retain(|_, at| at.is_none_or(|t| t.elapsed() < idle));
+                if d.len() >= MAX_DEMANDED
+                    && let Some(oldest) = d
+                        .iter()
+                        .filter_map(|(n, at)| Some((n.clone(), (*at)?)))
+                        .min_by_key(|(_, at)| *at)
+                        .map(|(n, _)| n)
+                {
+                    d.remove(&oldest);
+                }
             }
-            if d.len() < MAX_DEMANDED {
-                d.insert(name.to_string(), Some(Instant::now()));
-            }
+            d.insert(name.to_string(), Some(Instant::now()));
         }
     }
 
@@ -1108,12 +1158,54 @@ impl Publish for Hub {
             lecture,
             session,
             tracks: HashMap::new(),
-            dialect_names: self.config.dialects.clone(),
+            dialect_names: {
+                // The configuration's names first; an edge adds those its origin uses.
+                let mut names = self.config.dialects.clone();
+                if let Some(l) = self
+                    .learned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&request.stream)
+                {
+                    for (tag, name) in &l.dialects {
+                        names.entry(tag.clone()).or_insert_with(|| name.clone());
+                    }
+                }
+                names
+            },
             had_media: false,
             last_keyframe: None,
             meters: self.meters.get().cloned(),
             finished: false,
         }))
+    }
+
+    fn learned(
+        &self,
+        stream: &str,
+        title: Option<String>,
+        next: Option<(String, i64)>,
+        dialects: Vec<(String, String)>,
+    ) {
+        let clip = |t: String| t.chars().take(200).collect::<String>();
+        let mut all = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if !all.contains_key(stream) && all.len() >= MAX_LEARNED {
+            return;
+        }
+        let entry = all.entry(stream.to_string()).or_default();
+        // Dialect names alone (from the multivariant playlist) leave the rest as it was.
+        if title.is_some() || next.is_some() || dialects.is_empty() {
+            entry.title = title.map(clip);
+            entry.next = next.map(|(t, at)| (clip(t), at));
+        }
+        if !dialects.is_empty() {
+            entry.dialects = dialects
+                .into_iter()
+                .take(32)
+                .filter(|(tag, _)| Language::parse(tag).is_ok())
+                .map(|(tag, name)| (tag, clip(name)))
+                .collect();
+        }
     }
 
     fn audience(&self, stream: &str) -> (u32, std::collections::BTreeMap<String, u32>) {
@@ -1123,12 +1215,13 @@ impl Publish for Hub {
             .map(|l| l.webrtc_viewers())
             .unwrap_or_default();
         for (lang, n) in &webrtc {
-            *dialects.entry(lang.clone()).or_insert(0) += *n as u32;
+            let c = dialects.entry(lang.clone()).or_insert(0);
+            *c = c.saturating_add(*n as u32);
         }
         // Web players hold a live channel (and may play WebRTC): the larger count.
         let here =
             (self.questions.connections(stream) as u32).max(webrtc.values().sum::<usize>() as u32);
-        (here + behind, dialects)
+        (here.saturating_add(behind), dialects)
     }
 
     fn demanded(&self, within: Duration) -> Vec<String> {
@@ -1498,6 +1591,13 @@ mod tests {
             "allow_unconfigured = false",
             "[edge]\norigins = [\"http://10.0.0.1:8080\"]\nkey = \"edge-key-0123456789\"\nhold_s = 5\n",
         );
+        hub.set_admission(vec![
+            Arc::new(crate::admission::EdgeKeys::new(
+                &hub.config().edge,
+                Some("edge-key-0123456789".into()),
+            )),
+            Arc::new(crate::admission::Unconfigured(false)),
+        ]);
         // Any valid name a player asks for is wanted for a while; others are not kept.
         hub.note_demand("hall-1");
         hub.note_demand("../etc");

@@ -159,7 +159,18 @@ impl Roster {
         }
         let sites = all.entry(stream.to_string()).or_default();
         if !sites.contains_key(code) && sites.len() >= MAX_SITES {
-            return None;
+            // Full (codes come from anyone): the longest quiet site that is gone makes room.
+            let gone = sites
+                .iter()
+                .filter(|(_, p)| p.open == 0 && p.last_seen.elapsed() >= DROPPED_AFTER)
+                .min_by_key(|(_, p)| p.last_seen)
+                .map(|(c, _)| c.clone());
+            match gone {
+                Some(c) => {
+                    sites.remove(&c);
+                }
+                None => return None,
+            }
         }
         let now = Instant::now();
         let p = sites.entry(code.to_string()).or_insert_with(|| Presence {
@@ -219,9 +230,10 @@ impl Roster {
         let mut by = BTreeMap::new();
         for p in all.get(stream).into_iter().flat_map(|s| s.values()) {
             if p.via == Via::Edge && p.last_seen.elapsed() < DROPPED_AFTER {
-                total += p.edge.viewers;
+                total = u32::saturating_add(total, p.edge.viewers);
                 for (l, n) in &p.edge.dialects {
-                    *by.entry(l.clone()).or_insert(0) += n;
+                    let c = by.entry(l.clone()).or_insert(0u32);
+                    *c = c.saturating_add(*n);
                 }
             }
         }

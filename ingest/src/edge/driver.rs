@@ -40,13 +40,18 @@ pub const EDGE_REPORT_HEADER: &str = "x-jiangtang-edge-report";
 const MAX_BODY: usize = 16 << 20;
 /// A part the playlist lists must arrive within this.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// When the origin ends a lecture, its renditions' last parts are awaited this long.
+const ENDING: Duration = Duration::from_secs(3);
 /// The edge's report to its origin is brought up to date this often.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// A blocking reload must be answered within the origin's blocking time and this: a link
 /// that went silent is noticed this long after the origin's answer was due.
 const REPLY_SLACK: Duration = Duration::from_secs(3);
-/// A lecture the origin does not have (yet) is asked for again this often.
+/// A lecture the origin does not have (yet) is asked for again after this, then less often
+/// up to [`NOT_LIVE_MAX`].
 const NOT_LIVE_RETRY: Duration = Duration::from_secs(2);
+/// Longest wait before asking the origin again for a lecture it does not have.
+const NOT_LIVE_MAX: Duration = Duration::from_secs(20);
 /// A pull that ran this long resets the backoff.
 const HEALTHY: Duration = Duration::from_secs(30);
 /// The same failure is logged at most this often.
@@ -58,8 +63,13 @@ pub struct Edge {
     _task: Owned,
 }
 
-/// Starts pulling from `config.edge.origins` what `publish` says is wanted.
-pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<Edge, String> {
+/// Starts pulling from `config.edge.origins` what `publish` says is wanted, publishing with
+/// `pull_key` (what the local admission lets this edge's pull publish with).
+pub fn start(
+    config: Arc<Config>,
+    publish: Arc<dyn Publish>,
+    pull_key: String,
+) -> Result<Edge, String> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(60))
@@ -80,6 +90,7 @@ pub fn start(config: Arc<Config>, publish: Arc<dyn Publish>) -> Result<Edge, Str
         config,
         publish,
         name,
+        pull_key,
     });
     Ok(Edge {
         _task: Owned(tokio::spawn(supervise(shared))),
@@ -93,6 +104,8 @@ struct Shared {
     publish: Arc<dyn Publish>,
     /// This edge's name, for its origins' logs.
     name: String,
+    /// What its sessions publish with here.
+    pull_key: String,
 }
 
 /// The site code this edge reports: `edge.site`, else the host name made into a code.
@@ -146,7 +159,8 @@ async fn supervise(s: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let mut wanted = s.publish.demanded(idle);
+        let mut wanted: std::collections::HashSet<String> =
+            s.publish.demanded(idle).into_iter().collect();
         wanted.extend(s.config.edge.always.iter().cloned());
         wanted.extend(
             programme
@@ -288,10 +302,14 @@ async fn pull(s: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
     let min = Duration::from_millis(500);
     let max = Duration::from_millis(s.config.edge.max_backoff_ms);
     let mut backoff = min;
+    let mut not_live = NOT_LIVE_RETRY;
     let mut origin = 0usize;
     let mut last_log: Option<(String, Instant)> = None;
     let mut failing_since: Option<Instant> = None;
     let resume: Resume = Arc::default();
+    // The origin's title, next lecture and dialect names, for players here (a kiosk's
+    // countdown between lectures).
+    let _learn = Owned(tokio::spawn(learn(s.clone(), name.clone())));
     loop {
         if *stop.borrow() {
             return;
@@ -310,16 +328,21 @@ async fn pull(s: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
                 info!(lecture = %name, origin = %base, "the origin ended the lecture");
                 failing_since = None;
                 backoff = min;
+                not_live = NOT_LIVE_RETRY;
                 NOT_LIVE_RETRY
             }
             Outcome::NotLive => {
-                // A backup origin may have it.
+                // A backup origin may have it. Asked again sooner while it has just been
+                // live or just been asked for, less and less often for a name that is not.
                 origin += 1;
                 failing_since = None;
                 backoff = min;
-                NOT_LIVE_RETRY
+                let w = not_live;
+                not_live = (not_live * 3 / 2).min(NOT_LIVE_MAX);
+                w
             }
             Outcome::Failed(e) => {
+                not_live = NOT_LIVE_RETRY;
                 if started.elapsed() >= HEALTHY {
                     backoff = min;
                 }
@@ -348,6 +371,42 @@ async fn pull(s: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
 /// next part, so that a session after a short break continues there instead of sending
 /// again what the last one sent.
 type Resume = Arc<std::sync::Mutex<Option<(String, u64, u32)>>>;
+
+/// The origin's state of a lecture is read this often while it is pulled.
+const LEARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Reads the lecture's state from the first origin that has it, every [`LEARN_EVERY`].
+async fn learn(s: Arc<Shared>, name: String) {
+    loop {
+        for base in &s.origins {
+            let Ok(url) = base.join(&format!("api/v1/streams/{name}/state")) else {
+                continue;
+            };
+            let Ok(body) = get(&s, &url, FETCH_TIMEOUT, MAX_PLAYLIST, None).await else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            let next = v["next"]["starts_at"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| (text(&v["next"]["title"]).unwrap_or_default(), t.as_second()));
+            let dialects = v["dialects"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|x| Some((text(&x["lang"])?, text(&x["name"])?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            s.publish.learned(&name, text(&v["title"]), next, dialects);
+            break;
+        }
+        tokio::time::sleep(LEARN_EVERY).await;
+    }
+}
 
 /// What one rendition of the lecture sends the pull.
 enum Msg {
@@ -479,9 +538,15 @@ async fn session(
         tracks.push((TrackId(i as u32 + 1), url.clone(), first, init));
     }
 
+    // The dialects' names as the origin shows them (before the tracks are announced).
+    let names: Vec<(String, String)> = renditions
+        .iter()
+        .filter_map(|r| Some((r.language.clone()?, r.name.clone()?)))
+        .collect();
+    s.publish.learned(name, None, None, names);
     let mut sink = match s.publish.publish(PublishRequest {
         stream: name.to_string(),
-        key: Some(s.config.edge.key.clone()),
+        key: Some(s.pull_key.clone()),
         language: None,
         protocol: PROTOCOL,
         remote: None,
@@ -509,6 +574,7 @@ async fn session(
     info!(lecture = %name, origin = %base, dialects = ?languages, "pulling from the origin");
 
     let (tx, mut rx) = mpsc::channel(64);
+    let renditions_followed = tracks.len();
     let mut followers = JoinSet::new();
     for (id, url, first, init) in tracks {
         let mark = (id.0 as usize == lead + 1).then(|| resume.clone());
@@ -524,6 +590,10 @@ async fn session(
     }
     drop(tx);
     let mut every = tokio::time::interval(REPORT_EVERY);
+    // The origin ended the lecture: every rendition's last parts are waited for (up to
+    // ENDING), then what the interleaver holds goes out, then the lecture ends here.
+    let mut ended = 0usize;
+    let mut ending: Option<tokio::time::Instant> = None;
     let mut history: std::collections::VecDeque<(Instant, u64, u64)> = Default::default();
     loop {
         let msg = tokio::select! {
@@ -531,6 +601,9 @@ async fn session(
             _ = stop.changed() => {
                 sink.finish();
                 return Outcome::Stopped;
+            }
+            _ = tokio::time::sleep_until(ending.unwrap_or_else(tokio::time::Instant::now)), if ending.is_some() => {
+                Some(Msg::Ended)
             }
             _ = every.tick() => {
                 let (bytes, errors) = (link.bytes.load(Ordering::Relaxed), link.errors.load(Ordering::Relaxed));
@@ -575,6 +648,16 @@ async fn session(
             }
             Some(Msg::Restart) => return Outcome::Restart,
             Some(Msg::Ended) => {
+                ended += 1;
+                let deadline = *ending.get_or_insert_with(|| tokio::time::Instant::now() + ENDING);
+                if ended < renditions_followed && tokio::time::Instant::now() < deadline {
+                    continue;
+                }
+                for (track, frame) in order.drain() {
+                    if sink.handle(MediaEvent::Frame { track, frame }).is_err() {
+                        break;
+                    }
+                }
                 sink.finish();
                 return Outcome::Ended;
             }
@@ -631,7 +714,7 @@ async fn follow(s: Arc<Shared>, f: Follow, tx: mpsc::Sender<Msg>) {
                 Err(e) => return Err(e.to_string()),
             };
             let behind = playlist.parts.first().is_some_and(|f| {
-                (f.msn, f.index) > want && !(f.msn == want.0 + 1 && f.index == 0)
+                (f.msn, f.index) > want && !(f.msn == want.0.saturating_add(1) && f.index == 0)
             });
             if behind {
                 // The parts we wanted left the origin's window (a stall here longer than
@@ -663,7 +746,7 @@ async fn follow(s: Arc<Shared>, f: Follow, tx: mpsc::Sender<Msg>) {
                 if tx.send(Msg::Frames(id, frames)).await.is_err() {
                     return Ok(Next::Gone);
                 }
-                want = (p.msn, p.index + 1);
+                want = (p.msn, p.index.saturating_add(1));
                 if let Some(r) = &resume {
                     *r.lock().unwrap_or_else(|e| e.into_inner()) = Some((map.clone(), want.0, want.1));
                 }
@@ -782,10 +865,19 @@ async fn fetch(
         200 => {}
         404 => return Err(Fetch::NotFound),
         401 | 403 => {
-            return Err(Fetch::Failed(format!(
-                "{url}: the origin refused this edge (HTTP {}): is edge.key among its edge.accept_keys?",
-                response.status().as_u16()
-            )));
+            let code = response.status().as_u16();
+            let body = response.bytes().await.unwrap_or_default();
+            let reason = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_string));
+            return Err(Fetch::Failed(match reason.as_deref() {
+                Some("protected") => format!(
+                    "{url}: the origin does not let edges carry this lecture (it needs a playback token: watch it from the origin)"
+                ),
+                _ => format!(
+                    "{url}: the origin refused this edge (HTTP {code}): is edge.key among its edge.accept_keys?"
+                ),
+            }));
         }
         code => return Err(Fetch::Status(code)),
     }

@@ -70,6 +70,25 @@ impl Interleave {
         let t = &mut self.tracks[i];
         t.frames.pop_front().map(|f| (t.id, f))
     }
+
+    /// Every frame still queued, in decode order (the source ended: nothing earlier can
+    /// come any more).
+    pub fn drain(&mut self) -> Vec<(TrackId, Frame)> {
+        let mut out = Vec::new();
+        loop {
+            let next = self
+                .tracks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.frames.front().map(|f| (i, f.dts as f64 / t.timescale)))
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((i, _)) = next else { return out };
+            let t = &mut self.tracks[i];
+            if let Some(f) = t.frames.pop_front() {
+                out.push((t.id, f));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,7 +124,17 @@ mod tests {
         }
         assert_eq!(
             drain(&mut i),
-            vec![(1, 0), (2, 0), (2, 20), (2, 40), (1, 400), (2, 60), (2, 80)]
+            // 400 ms of track 1 and 40 of track 2's centiseconds are the same time.
+            vec![
+                (1, 0),
+                (2, 0),
+                (2, 20),
+                (1, 400),
+                (2, 40),
+                (2, 60),
+                (1, 800),
+                (2, 80)
+            ]
         );
     }
 
@@ -121,7 +150,12 @@ mod tests {
             i.push(TrackId(1), frame(t));
         }
         assert!(drain(&mut i).is_empty(), "track 2 may still catch up");
+        let left = i.drain();
+        assert_eq!(left.len(), 15);
+        assert!(left.windows(2).all(|w| w[0].1.dts < w[1].1.dts));
+        i.push(TrackId(1), frame(1600));
         i.push(TrackId(1), frame(1700));
-        assert_eq!(drain(&mut i).first(), Some(&(1, 100)));
+        // Track 2 is 1.7 s behind now: it no longer holds track 1 back.
+        assert_eq!(drain(&mut i), vec![(1, 1600), (1, 1700)]);
     }
 }

@@ -29,9 +29,11 @@ use super::stats::Stats;
 const MAX_FRAME: usize = 4096;
 /// Packets queued for one connection before more are dropped (a frame's worth at 2.5 Mbit/s).
 const QUEUE: usize = 512;
-/// A connection that sends nothing for this long is closed (ICE consent checks come every
-/// few seconds while a session lives).
+/// A connection that sends no whole frame for this long is closed (ICE consent checks come
+/// every few seconds while a session lives).
 const IDLE: Duration = Duration::from_secs(30);
+/// ...and one whose first frame does not come within this.
+const FIRST_FRAME: Duration = Duration::from_secs(5);
 
 /// Reassembles RFC 4571 frames from a byte stream.
 #[derive(Debug, Default)]
@@ -152,10 +154,6 @@ pub async fn serve(
         let (port, net, stats) = (port.clone(), net.clone(), stats.clone());
         tokio::spawn(async move {
             connection(stream, peer, &port, net, stats).await;
-            port.peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&peer);
             port.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -174,7 +172,14 @@ async fn connection(
     port.peers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(peer, tx);
+        .insert(peer, tx.clone());
+    // Taken off when done, unless a newer connection from the same address took its place.
+    let forget = || {
+        let mut peers = port.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.get(&peer).is_some_and(|t| t.same_channel(&tx)) {
+            peers.remove(&peer);
+        }
+    };
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if write.write_all(&b).await.is_err() {
@@ -185,8 +190,11 @@ async fn connection(
     let mut deframer = Deframer::default();
     let mut buf = vec![0u8; 16 << 10];
     let mut frames = 0u64;
+    // Whole frames keep a connection open, not bytes dripped in: the first one must come
+    // within FIRST_FRAME, each later one within IDLE of the one before.
+    let mut deadline = tokio::time::Instant::now() + FIRST_FRAME;
     loop {
-        let n = match tokio::time::timeout(IDLE, read.read(&mut buf)).await {
+        let n = match tokio::time::timeout_at(deadline, read.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => n,
         };
@@ -195,6 +203,7 @@ async fn connection(
             match deframer.next_frame() {
                 Ok(Some(data)) => {
                     frames += 1;
+                    deadline = tokio::time::Instant::now() + IDLE;
                     stats.tcp_frames_received.inc();
                     let d = Datagram {
                         source: peer,
@@ -211,6 +220,7 @@ async fn connection(
                 Err(e) => {
                     info!(%peer, "ICE-TCP connection closed: {e}");
                     writer.abort();
+                    forget();
                     return;
                 }
             }
@@ -218,6 +228,7 @@ async fn connection(
     }
     debug!(%peer, frames, "ICE-TCP connection closed");
     writer.abort();
+    forget();
 }
 
 #[cfg(test)]
