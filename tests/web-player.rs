@@ -145,14 +145,23 @@ fn plays_over_ll_hls_where_webrtc_is_missing() {
 
 #[test]
 fn falls_back_to_ll_hls_when_a_firewall_drops_udp() {
-    // Relay and browser in a namespace of our own whose firewall drops every UDP packet, as
-    // on a school network that lets only web traffic through.
+    // Relay and browser in a namespace of our own whose firewall drops every UDP packet and
+    // the relay's ICE-TCP ports, as on a school network that lets only web traffic through
+    // (where only UDP is dropped, WebRTC comes up over ICE-TCP: whep-chromium-play.rs).
     let Some(ns) = Netns::new("udp") else {
         eprintln!("SKIPPED: a network namespace needs root (CI runs as root)");
         return;
     };
     ns.nft("table inet jt {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto udp drop\n }\n}\n");
     let s = Server::start_in(Some(&ns), DEMO);
+    // ICE-TCP listens at the UDP ports' numbers.
+    let ports: std::collections::BTreeSet<String> =
+        s.webrtc.iter().map(|a| a.port().to_string()).collect();
+    let ports: Vec<String> = ports.into_iter().collect();
+    ns.nft(&format!(
+        "table inet jt_tcp {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  tcp dport {{ {} }} drop\n }}\n}}\n",
+        ports.join(", ")
+    ));
     // No wait for segments from out here: the namespace is closed; the player itself waits.
     let r = player_in(Some(&ns), "play", &s, "demo", 0);
     assert_eq!(r["player"]["mode"], "hls");
