@@ -225,6 +225,19 @@ fn watched<'a>(method: &Method, path: &'a str) -> Option<Watched<'a>> {
     }
 }
 
+/// The answer to an edge refused: 403, the reason in words and as a code (the edge logs
+/// which setting to look at), never cached.
+fn edge_refused(error: &str, reason: &str) -> Response {
+    let mut resp = (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({ "error": error, "reason": reason })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 /// The header an edge relay names itself with when it pulls (`ingest::edge`): its requests
 /// must carry one of `edge.accept_keys` as their bearer token.
 pub const EDGE_HEADER: &str = "x-jiangtang-edge";
@@ -332,17 +345,10 @@ fn decide(hub: &Hub, req: &Request) -> Decision {
         if accepted && hub.may_watch(stream, None) != Verdict::Allow {
             // A lecture that needs a playback token: the edge could not check its viewers'.
             info!(lecture = %stream, "edge refused: the lecture needs a playback token");
-            let mut resp = (
-                StatusCode::FORBIDDEN,
-                axum::Json(json!({
-                    "error": "this lecture needs a playback token: edges do not carry it",
-                    "reason": "protected",
-                })),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Decision::Refuse(resp);
+            return Decision::Refuse(edge_refused(
+                "this lecture needs a playback token: edges do not carry it",
+                "protected",
+            ));
         }
         if accepted {
             let code = edge.to_str().ok().filter(|c| crate::roster::valid_code(c));
@@ -380,17 +386,10 @@ fn decide(hub: &Hub, req: &Request) -> Decision {
         {
             warn!(lecture = %stream, edge = %name, "edge refused: its key is not in edge.accept_keys");
         }
-        let mut resp = (
-            StatusCode::FORBIDDEN,
-            axum::Json(json!({
-                "error": "this relay does not accept that edge key (edge.accept_keys)",
-                "reason": "bad_edge_key",
-            })),
-        )
-            .into_response();
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Decision::Refuse(resp);
+        return Decision::Refuse(edge_refused(
+            "this relay does not accept that edge key (edge.accept_keys)",
+            "bad_edge_key",
+        ));
     }
     let verdict = hub.may_watch(stream, token.as_deref());
     if let Verdict::Deny(r) = verdict {
