@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use media::limits::Limit;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info};
 
 use crate::http::{ApiError, AppState};
@@ -70,6 +70,9 @@ pub struct Question {
     pub from: Option<String>,
     /// The question text (none for a raised hand).
     pub text: Option<String>,
+    /// The live channel it came from, for an answer to that class alone (ask back).
+    #[serde(skip)]
+    pub(crate) reply: Option<mpsc::Sender<Value>>,
 }
 
 /// The questions of one lecture name.
@@ -132,13 +135,14 @@ use media::limits::address_key;
 impl Questions {
     /// Adds a question to the lecture `name` of `hub`, if that lecture exists (published, or
     /// configured and not yet started).
-    fn add(
+    pub(crate) fn add(
         &self,
         hub: &Hub,
         lecture: &str,
         kind: &'static str,
         from: Option<String>,
         text: Option<String>,
+        reply: Option<mpsc::Sender<Value>>,
     ) -> Option<u64> {
         // Checked and stored under one lock, so the lecture cannot be forgotten (and its
         // questions pruned, see `prune`) in between.
@@ -168,6 +172,7 @@ impl Questions {
             kind,
             from,
             text,
+            reply,
         });
         Some(id)
     }
@@ -183,6 +188,11 @@ impl Questions {
             return Vec::new();
         }
         kept.list.iter().cloned().collect()
+    }
+
+    /// Question `id` of the current lecture `lecture`.
+    pub(crate) fn get(&self, hub: &Hub, lecture: &str, id: u64) -> Option<Question> {
+        self.list(hub, lecture).into_iter().find(|q| q.id == id)
     }
 
     /// Forgets the questions of `lecture` if the lecture they were asked in is gone.
@@ -816,6 +826,8 @@ async fn run(
         last: Instant::now(),
     };
     let mut strikes = 0;
+    // Answers for this class alone (an invitation to speak), from the operator.
+    let (reply_tx, mut reply_rx) = mpsc::channel::<Value>(8);
     let Some(initial) = state_rx.borrow_and_update().clone() else {
         return;
     };
@@ -831,6 +843,11 @@ async fn run(
                 let Some(st) = state_rx.borrow_and_update().clone() else { return };
                 if !ch.send(Message::Text(st)).await {
                     debug!(lecture = %name, "live channel closed: a state update was not taken in time");
+                    return;
+                }
+            }
+            Some(m) = reply_rx.recv() => {
+                if !ch.send_json(&m).await {
                     return;
                 }
             }
@@ -930,14 +947,14 @@ async fn run(
                             } else {
                                 let from = from.map(|f| clean(&f, MAX_FROM_CHARS)).filter(|f| !f.is_empty());
                                 let from = from.map(|f| f.chars().take(MAX_FROM_CHARS).collect());
-                                ack(hub, name, "question", from, Some(text))
+                                ack(hub, name, "question", from, Some(text), None)
                             }
                         }
                         Ok(ClientMessage::Hand { from }) => {
                             let from = from
                                 .map(|f| clean(&f, MAX_FROM_CHARS).chars().take(MAX_FROM_CHARS).collect::<String>())
                                 .filter(|f| !f.is_empty());
-                            ack(hub, name, "hand", from, None)
+                            ack(hub, name, "hand", from, None, Some(reply_tx.clone()))
                         }
                         Err(e) => {
                             strikes += 1;
@@ -965,8 +982,9 @@ fn ack(
     kind: &'static str,
     from: Option<String>,
     text: Option<String>,
+    reply: Option<mpsc::Sender<Value>>,
 ) -> Value {
-    match hub.questions.add(hub, name, kind, from, text) {
+    match hub.questions.add(hub, name, kind, from, text, reply) {
         Some(id) => {
             info!(lecture = %name, id, "{kind} received");
             json!({ "type": "ack", "id": id })
@@ -1005,7 +1023,7 @@ pub(crate) fn operator_allowed(
 
 /// The answer to a request for an operator's view of `name` without the operator token or
 /// the lecture's key (see [`operator_allowed`]), or `None` when it may have it.
-fn operator_refusal(
+pub(crate) fn operator_refusal(
     s: &AppState,
     name: &str,
     peer: Option<std::net::IpAddr>,
@@ -1189,7 +1207,7 @@ mod tests {
         let hub = hub("[[lecture]]\nname = \"a\"\n");
         let q = &hub.questions;
         for i in 0..(MAX_KEPT + 5) {
-            q.add(&hub, "a", "question", None, Some(format!("{i}")));
+            q.add(&hub, "a", "question", None, Some(format!("{i}")), None);
         }
         let l = q.list(&hub, "a");
         assert_eq!(l.len(), MAX_KEPT);
@@ -1201,19 +1219,26 @@ mod tests {
         let hub = hub("[[lecture]]\nname = \"planned\"\n");
         let q = &hub.questions;
         // No list for a name that is no lecture.
-        assert_eq!(q.add(&hub, "ghost", "hand", None, None), None);
+        assert_eq!(q.add(&hub, "ghost", "hand", None, None, None), None);
         assert_eq!(q.kept(), 0);
         // A configured lecture takes questions before it starts; they stay with it.
-        q.add(&hub, "planned", "question", None, Some("early".into()))
-            .unwrap();
+        q.add(
+            &hub,
+            "planned",
+            "question",
+            None,
+            Some("early".into()),
+            None,
+        )
+        .unwrap();
         let mut sink = publish(&hub, "planned");
         send_audio(&mut sink);
-        q.add(&hub, "planned", "hand", None, None).unwrap();
+        q.add(&hub, "planned", "hand", None, None, None).unwrap();
         assert_eq!(q.list(&hub, "planned").len(), 2);
         // An unconfigured lecture, while it exists.
         let mut other = publish(&hub, "free");
         send_audio(&mut other);
-        q.add(&hub, "free", "hand", None, None).unwrap();
+        q.add(&hub, "free", "hand", None, None, None).unwrap();
         assert_eq!(q.kept(), 2);
         // Both end, and are forgotten after their retention: so are their questions.
         drop((sink, other));
@@ -1231,14 +1256,14 @@ mod tests {
         // before the last one's were pruned.
         let mut again = publish(&hub, "free");
         send_audio(&mut again);
-        q.add(&hub, "free", "question", None, Some("new".into()))
+        q.add(&hub, "free", "question", None, Some("new".into()), None)
             .unwrap();
         drop(again);
         hub.maintain(t + Duration::from_millis(3400));
         hub.maintain(t + Duration::from_millis(4600));
         let mut third = publish(&hub, "free");
         send_audio(&mut third);
-        q.add(&hub, "free", "hand", None, None).unwrap();
+        q.add(&hub, "free", "hand", None, None, None).unwrap();
         let l = q.list(&hub, "free");
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].kind, "hand");
@@ -1284,7 +1309,9 @@ mod tests {
                 .all(|(s, _)| s.borrow().as_ref().unwrap().contains("\"live\""))
         );
 
-        hub.questions.add(&hub, "p", "hand", None, None).unwrap();
+        hub.questions
+            .add(&hub, "p", "hand", None, None, None)
+            .unwrap();
         drop(sink);
         let t = Instant::now();
         hub.maintain(t + Duration::from_millis(1100));

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use bytes::Bytes;
 use media::TrackKind;
 use serde_json::{Value, json};
@@ -46,6 +46,18 @@ pub fn router(hub: Arc<Hub>) -> Router {
             get(crate::channel::questions),
         )
         .route("/api/v1/streams/{name}/sites", get(crate::channel::sites))
+        .route(
+            "/api/v1/streams/{name}/asks",
+            get(crate::ask::api_list).post(crate::ask::api_accept),
+        )
+        .route(
+            "/api/v1/streams/{name}/asks/{id}",
+            axum::routing::delete(crate::ask::api_end),
+        )
+        .route(
+            "/api/v1/streams/{name}/asks/{id}/broadcast",
+            post(crate::ask::api_broadcast).delete(crate::ask::api_off_air),
+        )
         .route(
             "/api/v1/streams/{name}/state",
             get(crate::channel::state_api),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use config::Config;
 use media::sink::{MediaSink, Publish, PublishError, PublishRequest, SinkError};
-use media::{Language, MediaEvent, TrackId, TrackKind};
+use media::{Language, MediaEvent, TrackId, TrackInfo, TrackKind};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
@@ -104,6 +104,14 @@ pub struct Lecture {
     /// Pulled from an origin by this edge: it waits `edge.hold_s` for its source, not the
     /// grace period (an origin link that drops is restored by the edge itself).
     pulled: std::sync::atomic::AtomicBool,
+    /// Classes the operator invited to speak (ask back), and the one on air.
+    pub(crate) asks: Mutex<crate::ask::Asks>,
+    /// What a site on air replaces ([`crate::ask::REPLACES_VIDEO`],
+    /// [`crate::ask::REPLACES_AUDIO`]) in the low bits, a generation above them that changes
+    /// with every switch. Changed and read under the packager's lock.
+    pub(crate) on_air: AtomicU64,
+    /// A class speaking back ([`Hub::new_feed`]): nobody but the operator hears of it.
+    feed: std::sync::atomic::AtomicBool,
 }
 
 /// Where a lecture's recording is.
@@ -130,7 +138,7 @@ impl Lecture {
     /// Hands what the packager made since the last call to the lecture's recording,
     /// starting it with the first media. Called with the packager locked after every change;
     /// never waits on the disk.
-    fn record(&self, hls: &mut Packager) {
+    pub(crate) fn record(&self, hls: &mut Packager) {
         let events = hls.take_recorded();
         if events.is_empty() {
             return;
@@ -182,7 +190,7 @@ impl Lecture {
         self.changed.subscribe()
     }
 
-    fn notify(&self, version: u64) {
+    pub(crate) fn notify(&self, version: u64) {
         self.changed.send_if_modified(|v| {
             let changed = *v != version;
             *v = version;
@@ -216,6 +224,11 @@ impl Lecture {
     /// Current publisher, if live.
     pub fn publisher(&self) -> Option<PublisherInfo> {
         self.state().publisher.clone()
+    }
+
+    /// The current publishing session (0 when none).
+    pub(crate) fn session(&self) -> u64 {
+        self.state().session
     }
 
     /// How many publishing sessions this lecture has had.
@@ -292,6 +305,9 @@ impl Lecture {
     /// Tells live-channel listeners that this lecture's state changed, and brings the
     /// admission snapshot up to date (every status change is followed by this).
     pub fn announce(&self) {
+        if self.feed.load(Ordering::Relaxed) {
+            return;
+        }
         self.admission.update(self);
         let _ = self.events.send(HubEvent {
             lecture: self.name.as_str().into(),
@@ -325,7 +341,11 @@ impl Lecture {
     /// Starts publishing session `session`: the lecture's first, or a publisher coming back
     /// within the grace period. Refused with the lecture's status if it is live (another
     /// publisher has it) or ended.
-    fn begin_session(&self, session: u64, publisher: PublisherInfo) -> Result<(), Status> {
+    pub(crate) fn begin_session(
+        &self,
+        session: u64,
+        publisher: PublisherInfo,
+    ) -> Result<(), Status> {
         let mut st = self.state();
         match st.status {
             // A lecture just created is live with no session yet.
@@ -353,7 +373,7 @@ impl Lecture {
         }
     }
 
-    fn finish_if(&self, seen: Status) -> bool {
+    pub(crate) fn finish_if(&self, seen: Status) -> bool {
         let v = {
             let mut st = self.state();
             if st.status != seen {
@@ -429,7 +449,7 @@ impl AdmissionSnapshot {
 pub struct Hub {
     config: Arc<Config>,
     lectures: Mutex<HashMap<String, Arc<Lecture>>>,
-    sessions: AtomicU64,
+    pub(crate) sessions: AtomicU64,
     events: broadcast::Sender<HubEvent>,
     /// Questions and raised hands from live channels, by lecture name.
     pub questions: crate::channel::Questions,
@@ -727,6 +747,14 @@ impl Hub {
     }
 
     fn new_lecture(&self, name: &str) -> Arc<Lecture> {
+        self.lecture_with(name, true)
+    }
+
+    fn new_lecture_unrecorded(&self, name: &str) -> Arc<Lecture> {
+        self.lecture_with(name, false)
+    }
+
+    fn lecture_with(&self, name: &str, may_record: bool) -> Arc<Lecture> {
         let configured = self.config.lecture(name);
         let default_language = configured
             .and_then(|l| l.language.as_deref())
@@ -748,7 +776,7 @@ impl Hub {
             .and_then(|l| l.record)
             .unwrap_or(self.config.recording.enabled);
         let recording = match self.recordings.get() {
-            Some(library) if recorded => {
+            Some(library) if recorded && may_record => {
                 packager.record();
                 RecordingSlot::Waiting(library.clone(), configured.and_then(|l| l.retention_days))
             }
@@ -778,7 +806,18 @@ impl Hub {
             admission: self.admission.clone(),
             recording: Mutex::new(recording),
             pulled: Default::default(),
+            asks: Mutex::default(),
+            on_air: AtomicU64::new(0),
+            feed: Default::default(),
         })
+    }
+
+    /// A lecture outside the hub's map for a class speaking back to `stream` (ask back): it
+    /// is never listed, recorded or served except to the operator.
+    pub(crate) fn new_feed(&self, stream: &str, ask: u64) -> Arc<Lecture> {
+        let l = self.new_lecture_unrecorded(&format!("{stream}.ask{ask}"));
+        l.feed.store(true, Ordering::Relaxed);
+        l
     }
 
     /// Whether one more lecture may go live (`lectures.max_live`).
@@ -1083,6 +1122,43 @@ fn base36(mut v: u64) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
+impl Hub {
+    /// The sink of publishing session `session` of `lecture` (named `stream` here).
+    pub(crate) fn publisher_sink(
+        &self,
+        lecture: Arc<Lecture>,
+        session: u64,
+        stream: &str,
+    ) -> PublisherSink {
+        PublisherSink {
+            lecture,
+            session,
+            tracks: HashMap::new(),
+
+            dialect_names: {
+                // The configuration's names first; an edge adds those its origin uses.
+                let mut names = self.config.dialects.clone();
+                if let Some(l) = self
+                    .learned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(stream)
+                {
+                    for (tag, name) in &l.dialects {
+                        names.entry(tag.clone()).or_insert_with(|| name.clone());
+                    }
+                }
+                names
+            },
+            had_media: false,
+            last_keyframe: None,
+            meters: self.meters.get().cloned(),
+            finished: false,
+            air_seen: 0,
+        }
+    }
+}
+
 impl Publish for Hub {
     fn wanted(&self, stream: &str, within: Duration) -> bool {
         let asked = self
@@ -1154,30 +1230,11 @@ impl Publish for Hub {
         lecture.announce();
         drop(map);
         info!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {session} started");
-        Ok(Box::new(PublisherSink {
+        Ok(Box::new(self.publisher_sink(
             lecture,
             session,
-            tracks: HashMap::new(),
-            dialect_names: {
-                // The configuration's names first; an edge adds those its origin uses.
-                let mut names = self.config.dialects.clone();
-                if let Some(l) = self
-                    .learned
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&request.stream)
-                {
-                    for (tag, name) in &l.dialects {
-                        names.entry(tag.clone()).or_insert_with(|| name.clone());
-                    }
-                }
-                names
-            },
-            had_media: false,
-            last_keyframe: None,
-            meters: self.meters.get().cloned(),
-            finished: false,
-        }))
+            &request.stream,
+        )))
     }
 
     fn learned(
@@ -1247,7 +1304,7 @@ pub const EDGE_PROTOCOL: &str = "edge";
 const MAX_DEMANDED: usize = 4096;
 
 /// The sink of one publishing session.
-struct PublisherSink {
+pub(crate) struct PublisherSink {
     lecture: Arc<Lecture>,
     session: u64,
     tracks: HashMap<TrackId, SinkTrack>,
@@ -1259,6 +1316,8 @@ struct PublisherSink {
     meters: Option<Arc<dyn media::encode::Transcoders>>,
     /// The source said the lecture is over: dropping the sink ends it now.
     finished: bool,
+    /// The value of [`Lecture::on_air`] this session last acted on.
+    air_seen: u64,
 }
 
 struct SinkTrack {
@@ -1270,6 +1329,13 @@ struct SinkTrack {
     /// Lecture time minus input time of the last frame placed (track units): where the
     /// source's own Opus goes.
     offset: Option<i64>,
+    /// The track as described, to take its rendition back after a site was on air.
+    key: String,
+    info: TrackInfo,
+    language: Option<Language>,
+    name: String,
+    /// Video after a site was on air: frames wait for a keyframe the lecture takes.
+    waiting_keyframe: bool,
 }
 
 impl MediaSink for PublisherSink {
@@ -1314,7 +1380,18 @@ impl MediaSink for PublisherSink {
                     )));
                 }
                 let known = hls.rendition_by_id(&key).is_some();
-                let rendition = hls.set_track(&key, info, language, name);
+                let described = (key.clone(), info.clone(), language.clone(), name.clone());
+                // While a site is on air its picture or sound keeps the rendition.
+                let replaced = crate::ask::replaced(
+                    self.lecture.on_air.load(Ordering::Acquire),
+                    &tap,
+                    &self.lecture.default_language,
+                );
+                let rendition = if replaced && known {
+                    hls.rendition_by_id(&key).unwrap_or_default()
+                } else {
+                    hls.set_track(&key, info, language, name)
+                };
                 let v = hls.version();
                 drop(hls);
                 if !known {
@@ -1335,20 +1412,38 @@ impl MediaSink for PublisherSink {
                         timescale,
                         meter,
                         offset: None,
+                        key: described.0,
+                        info: described.1,
+                        language: described.2,
+                        name: described.3,
+                        waiting_keyframe: false,
                     },
                 );
                 self.lecture.notify(v);
                 Ok(())
             }
             MediaEvent::Frame { track, frame } => {
-                let Some(t) = self.tracks.get_mut(&track) else {
+                if !self.tracks.contains_key(&track) {
                     return Err(SinkError::Rejected(format!(
                         "frame for track {} before its description",
                         track.0
                     )));
-                };
+                }
                 if self.lecture.state().session != self.session {
                     return Err(SinkError::Closed("lecture ended".into()));
+                }
+                let air = self.lecture.on_air.load(Ordering::Acquire);
+                if air != self.air_seen {
+                    self.follow_air(air);
+                }
+                let Some(t) = self.tracks.get_mut(&track) else {
+                    return Ok(());
+                };
+                if crate::ask::replaced(air, &t.tap, &self.lecture.default_language) {
+                    return Ok(());
+                }
+                if t.waiting_keyframe && !frame.keyframe {
+                    return Ok(());
                 }
                 let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
@@ -1365,9 +1460,16 @@ impl MediaSink for PublisherSink {
                     }
                 }
                 let mut hls = self.lecture.hls();
+                if self.lecture.on_air.load(Ordering::Acquire) != air {
+                    // A site went on air meanwhile: its frames have the rendition now.
+                    return Ok(());
+                }
                 let before = hls.version();
                 let input_pts = frame.pts;
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
+                if t.waiting_keyframe && placed.is_some() {
+                    t.waiting_keyframe = false;
+                }
                 self.lecture.record(&mut hls);
                 let v = hls.version();
                 let first_media = !self.had_media && hls.has_media(t.rendition);
@@ -1424,11 +1526,47 @@ impl MediaSink for PublisherSink {
         let (TapTrack::Audio(lang), Some(offset)) = (&t.tap, t.offset) else {
             return;
         };
+        if crate::ask::replaced(
+            self.lecture.on_air.load(Ordering::Acquire),
+            &t.tap,
+            &self.lecture.default_language,
+        ) {
+            return;
+        }
         if self.lecture.state().session != self.session {
             return;
         }
         let pts = pts + media::model::rescale(offset, t.timescale, 48_000);
         send_opus(&self.lecture, lang, pts, data);
+    }
+}
+
+impl PublisherSink {
+    /// A site went on air or off: what it no longer replaces, this session's own picture and
+    /// sound take back (the picture from its next keyframe the lecture takes).
+    fn follow_air(&mut self, air: u64) {
+        let mut before = std::mem::replace(&mut self.air_seen, air);
+        if air >> 2 != (before >> 2) + 1 {
+            // Switches this session did not see (no frame in between): a site may have
+            // replaced anything meanwhile.
+            before = crate::ask::REPLACES_VIDEO | crate::ask::REPLACES_AUDIO;
+        }
+        let mut hls = self.lecture.hls();
+        if self.lecture.on_air.load(Ordering::Acquire) != air {
+            return;
+        }
+        for t in self.tracks.values_mut() {
+            let lang = &self.lecture.default_language;
+            if crate::ask::replaced(before, &t.tap, lang)
+                && !crate::ask::replaced(air, &t.tap, lang)
+            {
+                hls.set_track(&t.key, t.info.clone(), t.language.clone(), t.name.clone());
+                t.waiting_keyframe = matches!(t.tap, TapTrack::Video);
+            }
+        }
+        let v = hls.version();
+        drop(hls);
+        self.lecture.notify(v);
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod admission;
 pub mod align;
+pub mod ask;
 pub mod channel;
 pub mod hls;
 pub mod http;

@@ -666,6 +666,34 @@ impl Packager {
         }
     }
 
+    /// Where the leader's media has reached on the lecture timeline (90 kHz ticks): the end
+    /// of its last frame. `None` while no session runs.
+    pub fn leader_end(&self) -> Option<i64> {
+        self.lead_part_start?;
+        Some(self.leader_latest + self.est_frame)
+    }
+
+    /// Takes a frame for rendition `r` (one of the session's own) whose times are already on
+    /// the lecture timeline: a site put on air in place of the publisher's picture or sound.
+    /// It goes through [`Packager::push`] as if the publisher had sent it, so the session's
+    /// timeline, part cutting and alignment apply unchanged.
+    pub fn push_on_lecture_clock(
+        &mut self,
+        r: RenditionIdx,
+        mut frame: Frame,
+        now: SystemTime,
+    ) -> Option<Placed> {
+        let rend = self.renditions.get(r)?;
+        if rend.lecture_clock || !self.timeline_running() {
+            return None;
+        }
+        let offset = self.offset? + rend.skew;
+        let off_r = rescale(offset, HZ, rend.info.timescale);
+        frame.dts -= off_r;
+        frame.pts -= off_r;
+        self.push(r, frame, now)
+    }
+
     /// Takes one frame of rendition `r`, received at wall-clock time `now`.
     pub fn push(&mut self, r: RenditionIdx, frame: Frame, now: SystemTime) -> Option<Placed> {
         if self.ended || r >= self.renditions.len() {

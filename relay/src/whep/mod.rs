@@ -411,6 +411,10 @@ impl Whep {
         Router::new()
             .route("/whep/{stream}", post(offer).options(options))
             .route(
+                "/whep/{stream}/ask/{id}",
+                post(ask_preview).options(options),
+            )
+            .route(
                 "/whep/{stream}/{id}",
                 get(info).patch(patch).delete(delete).options(options),
             )
@@ -625,6 +629,53 @@ async fn answer_offer(
     }
     let lecture = live_lecture(&w.hub, stream)?;
     let lang = pick_dialect(&lecture, w.hub.config(), q.lang.as_deref())?;
+    viewer_session(w, stream, lecture, lang, body).await
+}
+
+/// `POST /whep/STREAM/ask/ID`: the operator's preview of a class speaking back
+/// ([`crate::ask`]), with the ask's preview token or an operator's credential.
+async fn ask_preview(
+    State(w): State<Arc<Whep>>,
+    Path((stream, id)): Path<(String, u64)>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let operator =
+        crate::channel::operator_allowed(w.hub.config(), &stream, bearer, peer.map(|p| p.0.0.ip()));
+    let answer = async {
+        if !content_type_is(&headers, "application/sdp") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the offer must be Content-Type: application/sdp",
+            ));
+        }
+        let feed = crate::ask::feed_for_preview(&w.hub, &stream, id, bearer, operator)?;
+        let lang = feed.default_language.to_string();
+        viewer_session(&w, &stream, feed, lang, &body).await
+    };
+    match answer.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(lecture = %stream, ask = id, status = e.status().as_u16(), "ask-back preview refused: {}", e.message());
+            e.into_response()
+        }
+    }
+}
+
+/// A WebRTC viewer of `lecture` in dialect `lang`, answered.
+async fn viewer_session(
+    w: &Arc<Whep>,
+    stream: &str,
+    lecture: Arc<Lecture>,
+    lang: String,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let webrtc = &w.hub.config().webrtc;
     if w.viewers() >= webrtc.max_viewers as u64 {
         if media::limits::hit_logged(Limit::WhepViewers, Instant::now()) {

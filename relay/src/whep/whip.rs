@@ -5,6 +5,8 @@
 //!   audio; the audio is transcoded once to AAC for HLS.
 //! - With `?lang=yue`: an interpreter adding that dialect to a lecture already live (audio
 //!   only); its voice is placed on the lecture's timeline by arrival ([`crate::align`]).
+//! - With `?ask=ID`: a class the operator invited to speak back, with the invitation's
+//!   token; its media goes to the operator alone until put on air ([`crate::ask`]).
 //!
 //! Publishers share the WHEP engine and its UDP port; the session resource
 //! (`/whip/STREAM/ID`) takes `DELETE`, `PATCH` (trickle ICE) and `GET`, as WHEP's does.
@@ -29,6 +31,7 @@ use crate::hub::ContributeError;
 #[derive(Deserialize)]
 pub(super) struct WhipQuery {
     lang: Option<String>,
+    ask: Option<u64>,
 }
 
 fn unauthorized(message: String) -> ApiError {
@@ -134,7 +137,20 @@ async fn answer_offer(
             "too many WebRTC publishers; publish over RTMP or SRT",
         ));
     }
-    let joined = join(w, stream, request, &language, has_video, has_audio);
+    let joined = match q.ask {
+        Some(_) if !has_video && !has_audio => Err(ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "the offer has neither H.264 (packetization-mode 1) video nor Opus audio to send",
+        )),
+        Some(id) if language.is_none() => {
+            crate::ask::connect(&w.hub, stream, id, request.key.as_deref()).map(|s| (s, None))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a class speaking back sends no ?lang=",
+        )),
+        None => join(w, stream, request, &language, has_video, has_audio),
+    };
     let (sink, interpreter) = match joined {
         Ok(x) => x,
         Err(e) => {
