@@ -56,6 +56,8 @@ pub struct Config {
     pub camera: Vec<CameraConfig>,
     /// HLS / LL-HLS packaging.
     pub hls: HlsConfig,
+    /// Smaller pictures next to the source, for weak links.
+    pub ladder: LadderConfig,
     /// WebRTC playback (WHEP).
     pub webrtc: WebrtcConfig,
     /// Lecture-wide rules.
@@ -365,6 +367,32 @@ pub struct HlsConfig {
     pub block_timeout_ms: u64,
 }
 
+/// `[ladder]`: smaller pictures transcoded once per lecture next to the source (HLS
+/// variants sharing the dialects), for sub-venues whose link cannot carry the source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderConfig {
+    /// Whether lectures get the ladder (a `[[lecture]]`'s `ladder` decides for it).
+    pub enabled: bool,
+    /// The smaller pictures, largest first.
+    pub rungs: Vec<LadderRungConfig>,
+}
+
+/// One smaller picture of `[ladder]`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LadderRungConfig {
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Video bitrate, kbit/s.
+    pub kbps: u32,
+}
+
+/// Most rungs of `[ladder]`.
+pub const MAX_RUNGS: usize = 3;
+
 /// `[webrtc]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -486,6 +514,10 @@ pub struct LectureConfig {
     /// Whether this lecture is recorded (`recording.enabled` when unset).
     #[serde(default)]
     pub record: Option<bool>,
+    /// Whether this lecture gets the smaller pictures of `[ladder]` (`ladder.enabled` when
+    /// unset).
+    #[serde(default)]
+    pub ladder: Option<bool>,
     /// Days this lecture's recordings are kept, instead of `recording.retention_days`.
     #[serde(default)]
     pub retention_days: Option<u32>,
@@ -665,6 +697,24 @@ impl Config {
             return bad("transcode.stall_timeout_ms", "must be 1000..=600000");
         }
         self.validate_edge()?;
+        if self.ladder.rungs.len() > MAX_RUNGS {
+            return bad("ladder.rungs", "at most 3");
+        }
+        for r in &self.ladder.rungs {
+            if !(64..=3840).contains(&r.width)
+                || !(64..=2160).contains(&r.height)
+                || r.width % 2 == 1
+                || r.height % 2 == 1
+            {
+                return bad(
+                    "ladder.rungs",
+                    "width 64..=3840 and height 64..=2160, both even",
+                );
+            }
+            if !(50..=20_000).contains(&r.kbps) {
+                return bad("ladder.rungs", "kbps must be 50..=20000");
+            }
+        }
         if self.channel.max_connections == 0 {
             return bad("channel.max_connections", "must be at least 1");
         }
@@ -1106,6 +1156,15 @@ impl Config {
     /// The configured lecture of that name.
     pub fn lecture(&self, name: &str) -> Option<&LectureConfig> {
         self.lecture.iter().find(|l| l.name == name)
+    }
+
+    /// Whether lecture `name` gets the smaller pictures of `[ladder]`.
+    pub fn ladder_for(&self, name: &str) -> bool {
+        !self.ladder.rungs.is_empty()
+            && self
+                .lecture(name)
+                .and_then(|l| l.ladder)
+                .unwrap_or(self.ladder.enabled)
     }
 
     /// Position of a dialect in the configured order (unknown ones after all known).

@@ -664,6 +664,16 @@ struct SiteChannel<'a> {
 }
 
 impl<'a> SiteChannel<'a> {
+    /// The site's registered name, else its code.
+    fn display_name(&self) -> String {
+        self.hub
+            .config()
+            .site
+            .iter()
+            .find(|x| x.code == self.code)
+            .map_or_else(|| self.code.clone(), |x| x.name.clone())
+    }
+
     fn open(hub: &'a Hub, lecture: &str, code: String, id: u64) -> Self {
         hub.roster.player_joined(lecture, &code, id);
         SiteChannel {
@@ -953,7 +963,9 @@ async fn run(
                         Ok(ClientMessage::Hand { from }) => {
                             let from = from
                                 .map(|f| clean(&f, MAX_FROM_CHARS).chars().take(MAX_FROM_CHARS).collect::<String>())
-                                .filter(|f| !f.is_empty());
+                                .filter(|f| !f.is_empty())
+                                // A site's player is that site, by its registered name.
+                                .or_else(|| site.map(|s| s.display_name()));
                             ack(hub, name, "hand", from, None, Some(reply_tx.clone()))
                         }
                         Err(e) => {

@@ -1130,6 +1130,7 @@ impl Hub {
         session: u64,
         stream: &str,
     ) -> PublisherSink {
+        let lecture_is_feed = lecture.feed.load(Ordering::Relaxed);
         PublisherSink {
             lecture,
             session,
@@ -1155,6 +1156,8 @@ impl Hub {
             meters: self.meters.get().cloned(),
             finished: false,
             air_seen: 0,
+            ladder: self.config.ladder_for(stream) && !lecture_is_feed,
+            ladder_rungs: self.config.ladder.rungs.clone(),
         }
     }
 }
@@ -1318,6 +1321,9 @@ pub(crate) struct PublisherSink {
     finished: bool,
     /// The value of [`Lecture::on_air`] this session last acted on.
     air_seen: u64,
+    /// Whether this lecture gets the smaller pictures, and which.
+    ladder: bool,
+    ladder_rungs: Vec<config::LadderRungConfig>,
 }
 
 struct SinkTrack {
@@ -1336,6 +1342,8 @@ struct SinkTrack {
     name: String,
     /// Video after a site was on air: frames wait for a keyframe the lecture takes.
     waiting_keyframe: bool,
+    /// The smaller pictures made from this video (`[ladder]`).
+    ladder: Option<crate::ladder::Ladder>,
 }
 
 impl MediaSink for PublisherSink {
@@ -1403,6 +1411,13 @@ impl MediaSink for PublisherSink {
                     }
                     TapTrack::Video => None,
                 };
+                let ladder = match (codec.as_ref(), &self.meters) {
+                    (media::CodecParams::H264(h), Some(t)) if self.ladder => {
+                        let rungs = &self.ladder_rungs;
+                        crate::ladder::Ladder::start(t, &self.lecture, self.session, h, rungs)
+                    }
+                    _ => None,
+                };
                 self.tracks.insert(
                     id,
                     SinkTrack {
@@ -1417,6 +1432,7 @@ impl MediaSink for PublisherSink {
                         language: described.2,
                         name: described.3,
                         waiting_keyframe: false,
+                        ladder,
                     },
                 );
                 self.lecture.notify(v);
@@ -1447,6 +1463,7 @@ impl MediaSink for PublisherSink {
                 }
                 let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
+                let laddered = t.ladder.is_some().then(|| frame.data.clone());
                 if let Some(m) = t.meter.as_mut() {
                     let _ = m.push(frame.pts.max(0), t.timescale, &data);
                 }
@@ -1484,6 +1501,15 @@ impl MediaSink for PublisherSink {
                 }
                 if let Some(placed) = placed {
                     t.offset = Some(placed.pts - input_pts);
+                    if let (Some(ladder), Some(data)) = (t.ladder.as_mut(), laddered) {
+                        let placed = media::Frame {
+                            dts: placed.dts,
+                            pts: placed.pts,
+                            keyframe,
+                            data,
+                        };
+                        ladder.push(&placed, t.timescale);
+                    }
                     let taps = &self.lecture.taps;
                     taps.send(
                         &t.tap,

@@ -20,6 +20,7 @@ pub mod channel;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub(crate) mod ladder;
 pub mod replay;
 pub mod replay_media;
 pub mod roster;

@@ -1,4 +1,5 @@
-//! The multivariant playlist: one video variant referencing an audio group with one
+//! The multivariant playlist: the source's video variant, then the smaller pictures of the
+//! ladder (if any), then sound alone, each referencing one audio group with an
 //! `EXT-X-MEDIA` rendition per dialect (`LANGUAGE`, `NAME`, `DEFAULT`, `AUTOSELECT`).
 
 use media::m3u8::{self, AudioRendition, Variant};
@@ -12,6 +13,7 @@ pub const AUDIO_GROUP: &str = "dialects";
 /// Bitrates assumed before a segment has been measured.
 const GUESS_VIDEO_BPS: u64 = 2_500_000;
 const GUESS_AUDIO_BPS: u64 = 160_000;
+const GUESS_RUNG_BPS: u64 = 500_000;
 
 /// Renders the multivariant playlist, or `None` while the lecture has no rendition with
 /// media yet. `default_language` picks the `DEFAULT=YES` dialect; `rank` orders the
@@ -22,7 +24,18 @@ pub fn render(
     rank: impl Fn(&str) -> usize,
 ) -> Option<String> {
     let renditions = p.renditions();
-    let video = renditions.iter().position(|r| r.kind() == TrackKind::Video);
+    let video = renditions
+        .iter()
+        .position(|r| r.kind() == TrackKind::Video && !r.derived);
+    // Smaller pictures with something to play, largest first.
+    let mut rungs: Vec<usize> = (0..renditions.len())
+        .filter(|&i| renditions[i].kind() == TrackKind::Video && renditions[i].derived)
+        .filter(|&i| p.has_media(i))
+        .collect();
+    rungs.sort_by_key(|&i| match &renditions[i].info.codec {
+        CodecParams::H264(h) => std::cmp::Reverse(h.width as u64 * h.height as u64),
+        _ => std::cmp::Reverse(0),
+    });
     let mut audio: Vec<usize> = (0..renditions.len())
         .filter(|&i| renditions[i].kind() == TrackKind::Audio)
         .collect();
@@ -74,51 +87,52 @@ pub fn render(
         .iter()
         .filter_map(|&i| renditions[i].rates().map(|r| r.0))
         .max();
-    let mut codecs: Vec<String> = Vec::new();
-    let mut push_codec = |c: String| {
-        if !codecs.contains(&c) {
-            codecs.push(c);
+    let audio_codecs: Vec<String> = {
+        let mut c: Vec<String> = Vec::new();
+        for &i in &audio {
+            let s = renditions[i].info.codec.codec_string();
+            if !c.contains(&s) {
+                c.push(s);
+            }
+        }
+        c
+    };
+    let video_variant = |v: usize, guess_bps: u64| {
+        let r = &renditions[v];
+        let own = r.info.codec.codec_string();
+        let mut codecs = vec![own.clone()];
+        codecs.extend(audio_codecs.iter().filter(|c| **c != own).cloned());
+        let (resolution, sps_fps) = match &r.info.codec {
+            CodecParams::H264(h) => (
+                Some((h.width, h.height)),
+                h.fps_milli.map(|f| f as f64 / 1000.0),
+            ),
+            _ => (None, None),
+        };
+        let rates = r.rates();
+        Variant {
+            bandwidth: r.peak_bitrate().unwrap_or(guess_bps) + audio_peak,
+            average_bandwidth: rates.map(|(bps, _)| bps + audio_avg.unwrap_or(0)),
+            codecs: codecs.join(","),
+            resolution,
+            frame_rate: rates
+                .map(|(_, fps)| fps)
+                .or(sps_fps)
+                .map(|f| (f * 1000.0).round() / 1000.0),
+            audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
+            uri: format!("{}/index.m3u8", r.id),
         }
     };
     let variant = match video {
-        Some(v) => {
-            let r = &renditions[v];
-            push_codec(r.info.codec.codec_string());
-            for &i in &audio {
-                push_codec(renditions[i].info.codec.codec_string());
-            }
-            let (resolution, sps_fps) = match &r.info.codec {
-                CodecParams::H264(h) => (
-                    Some((h.width, h.height)),
-                    h.fps_milli.map(|f| f as f64 / 1000.0),
-                ),
-                _ => (None, None),
-            };
-            let rates = r.rates();
-            Variant {
-                bandwidth: r.peak_bitrate().unwrap_or(GUESS_VIDEO_BPS) + audio_peak,
-                average_bandwidth: rates.map(|(bps, _)| bps + audio_avg.unwrap_or(0)),
-                codecs: codecs.join(","),
-                resolution,
-                frame_rate: rates
-                    .map(|(_, fps)| fps)
-                    .or(sps_fps)
-                    .map(|f| (f * 1000.0).round() / 1000.0),
-                audio_group: (!audio.is_empty()).then(|| AUDIO_GROUP.to_string()),
-                uri: format!("{}/index.m3u8", r.id),
-            }
-        }
+        Some(v) => video_variant(v, GUESS_VIDEO_BPS),
         None => {
             // Audio-only lecture: the variant plays the default dialect; the group offers
             // the others.
             let &main = audio.get(default)?;
-            for &i in &audio {
-                push_codec(renditions[i].info.codec.codec_string());
-            }
             Variant {
                 bandwidth: audio_peak,
                 average_bandwidth: audio_avg,
-                codecs: codecs.join(","),
+                codecs: audio_codecs.join(","),
                 resolution: None,
                 frame_rate: None,
                 audio_group: Some(AUDIO_GROUP.to_string()),
@@ -127,21 +141,14 @@ pub fn render(
         }
     };
     let mut variants = vec![variant];
+    if video.is_some() {
+        variants.extend(rungs.iter().map(|&i| video_variant(i, GUESS_RUNG_BPS)));
+    }
     if video.is_some()
         && let Some(&main) = audio.get(default)
     {
         // Audio only, for classrooms on a poor link: the same dialect group, no video. Native
         // players (Safari, iOS) can step down to it; the web player offers it as a mode.
-        let audio_codecs: Vec<String> = {
-            let mut c: Vec<String> = Vec::new();
-            for &i in &audio {
-                let s = renditions[i].info.codec.codec_string();
-                if !c.contains(&s) {
-                    c.push(s);
-                }
-            }
-            c
-        };
         variants.push(Variant {
             bandwidth: audio_peak,
             average_bandwidth: audio_avg,

@@ -288,6 +288,9 @@ pub struct Rendition {
     /// Its frames arrive already on the lecture timeline (a contributor such as an
     /// interpreter, placed by arrival), not on a publisher's own clock.
     pub lecture_clock: bool,
+    /// Made here from another rendition (a smaller picture of the ladder): it never leads
+    /// and is not recorded (the recording keeps the source).
+    pub derived: bool,
 }
 
 impl Rendition {
@@ -572,9 +575,20 @@ impl Packager {
             skew: 0,
             in_session: true,
             lecture_clock: false,
+            derived: false,
         });
         self.version += 1;
         self.renditions.len() - 1
+    }
+
+    /// Adds (or updates) a rendition made here from the session's own video (a smaller
+    /// picture): a follower whose segments start with the keyframes it is made to have at the
+    /// source's keyframes; never recorded. Its frames come through
+    /// [`Packager::push_on_lecture_clock`].
+    pub fn set_derived_track(&mut self, id: &str, info: TrackInfo) -> RenditionIdx {
+        let r = self.set_track(id, info, None, String::new());
+        self.renditions[r].derived = true;
+        r
     }
 
     /// Adds (or reclaims) a rendition whose frames come already on the lecture timeline, in
@@ -727,7 +741,9 @@ impl Packager {
             }
         };
         let leads = self.leader == Some(r)
-            || (self.leader.is_none() && self.renditions[r].kind() == TrackKind::Video);
+            || (self.leader.is_none()
+                && self.renditions[r].kind() == TrackKind::Video
+                && !self.renditions[r].derived);
         if leads && self.lead_part_start.is_none() {
             // The leader's first frame sets the lecture's timeline; the session's very first
             // frame (another track's, perhaps with a wild clock) only said where it starts.
@@ -820,14 +836,21 @@ impl Packager {
         if p.t < 0 {
             return None;
         }
+        if self.leader.is_none() && self.renditions[r].derived {
+            return self.push_follower(r, p, now);
+        }
         if self.leader.is_none() {
             let video = self
                 .renditions
                 .iter()
-                .position(|x| x.in_session && x.kind() == TrackKind::Video);
+                .position(|x| x.in_session && x.kind() == TrackKind::Video && !x.derived);
             match video {
                 Some(v) => self.leader = Some(v),
-                None if self.renditions[r].kind() == TrackKind::Video => self.leader = Some(r),
+                None if self.renditions[r].kind() == TrackKind::Video
+                    && !self.renditions[r].derived =>
+                {
+                    self.leader = Some(r)
+                }
                 None => {
                     // Audio before any video was declared: encoders announce video late
                     // (it takes longer to encode), so wait a little before deciding that
@@ -1285,7 +1308,12 @@ impl Packager {
         let instance_window = self.s.window;
         let target_duration = self.s.target_duration;
         let rend = &mut self.renditions[r];
-        let record = &mut self.record;
+        let mut not_recorded = None;
+        let record = if rend.derived {
+            &mut not_recorded
+        } else {
+            &mut self.record
+        };
         rend.next_boundary += 1;
 
         if let Some(open) = rend.open.as_ref().filter(|o| o.msn != b.msn) {

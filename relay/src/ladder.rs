@@ -1,0 +1,142 @@
+//! The smaller pictures of a lecture (`[ladder]`): the publisher's video, as the packager
+//! placed it, goes once into one transcoder per rung ([`media::encode::Transcoders::video_rung`],
+//! GStreamer in `transcode`), whose frames come back on the lecture timeline and become a
+//! derived rendition `video-HEIGHTp` ([`crate::hls::packager::Packager::set_derived_track`]):
+//! another HLS variant sharing the dialects.
+//!
+//! The transcoder keeps each frame's presentation time and makes a keyframe exactly where the
+//! source has one; the rung's decode time is its presentation time less the source's
+//! composition offset at its keyframes, so each rung keyframe lands on the source keyframe's
+//! decode time, where the packager cuts segments: every rung segment starts with its own
+//! keyframe.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::SystemTime;
+
+use media::encode::{LadderRung, Transcoders, VideoEncoder, VideoFrame};
+use media::h264::H264Params;
+use media::model::rescale;
+use media::{CodecParams, Frame, TrackInfo};
+use tracing::{info, warn};
+
+use crate::hub::Lecture;
+
+/// The rung transcoders of one publishing session's video.
+pub(crate) struct Ladder {
+    rungs: Vec<Rung>,
+    /// The source's composition offset (pts − dts) at its last keyframe, 90 kHz.
+    composition: Arc<AtomicI64>,
+}
+
+struct Rung {
+    encoder: Box<dyn VideoEncoder>,
+    id: String,
+}
+
+impl Ladder {
+    /// Starts a transcoder per rung of `rungs` for `source` video of `session` of `lecture`;
+    /// `None` when none could start (logged).
+    pub(crate) fn start(
+        transcoders: &Arc<dyn Transcoders>,
+        lecture: &Arc<Lecture>,
+        session: u64,
+        source: &H264Params,
+        rungs: &[config::LadderRungConfig],
+    ) -> Option<Ladder> {
+        let composition = Arc::new(AtomicI64::new(0));
+        let mut started = Vec::new();
+        for r in rungs {
+            // A rung no smaller than the source adds nothing.
+            if r.height >= source.height {
+                continue;
+            }
+            let id = format!("video-{}p", r.height);
+            let rung = LadderRung {
+                width: r.width,
+                height: r.height,
+                kbps: r.kbps,
+            };
+            let out = output(
+                Arc::downgrade(lecture),
+                session,
+                id.clone(),
+                composition.clone(),
+            );
+            match transcoders.video_rung(source, &rung, out) {
+                Ok(encoder) => {
+                    info!(lecture = %lecture.name, rung = %id, kbps = r.kbps, "smaller picture started");
+                    started.push(Rung { encoder, id });
+                }
+                Err(e) => {
+                    warn!(lecture = %lecture.name, rung = %id, "smaller picture not made: {e}")
+                }
+            }
+        }
+        (!started.is_empty()).then_some(Ladder {
+            rungs: started,
+            composition,
+        })
+    }
+
+    /// Feeds one source frame as placed on the lecture timeline (`timescale` units).
+    pub(crate) fn push(&mut self, frame: &Frame, timescale: u32) {
+        if frame.keyframe {
+            self.composition.store(
+                rescale(frame.pts - frame.dts, timescale, 90_000),
+                Ordering::Relaxed,
+            );
+        }
+        for r in &mut self.rungs {
+            if let Err(e) = r.encoder.push(frame, timescale) {
+                tracing::debug!(rung = %r.id, "smaller picture input refused: {e}");
+            }
+        }
+    }
+}
+
+/// Where a rung's frames go: the lecture's derived rendition `id`, while `session` is the
+/// lecture's and no site is on air in its place.
+fn output(
+    lecture: Weak<Lecture>,
+    session: u64,
+    id: String,
+    composition: Arc<AtomicI64>,
+) -> Box<dyn FnMut(VideoFrame) + Send> {
+    let mut params: Option<Arc<H264Params>> = None;
+    Box::new(move |f: VideoFrame| {
+        let Some(l) = lecture.upgrade() else { return };
+        if l.session() != session {
+            return;
+        }
+        let frame = Frame {
+            dts: f.pts - composition.load(Ordering::Relaxed),
+            pts: f.pts,
+            keyframe: f.keyframe,
+            data: f.data,
+        };
+        let mut hls = l.hls();
+        if l.on_air.load(Ordering::Acquire) & crate::ask::REPLACES_VIDEO != 0 {
+            return;
+        }
+        let r = match hls.rendition_by_id(&id) {
+            Some(r) if params.as_ref().is_some_and(|p| Arc::ptr_eq(p, &f.params)) => r,
+            _ => {
+                params = Some(f.params.clone());
+                hls.set_derived_track(
+                    &id,
+                    TrackInfo {
+                        codec: CodecParams::H264((*f.params).clone()),
+                        timescale: 90_000,
+                        language: None,
+                    },
+                )
+            }
+        };
+        hls.push_on_lecture_clock(r, frame, SystemTime::now());
+        l.record(&mut hls);
+        let v = hls.version();
+        drop(hls);
+        l.notify(v);
+    })
+}
