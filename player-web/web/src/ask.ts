@@ -23,8 +23,10 @@ const VIDEO = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { idea
 const MAX_VIDEO_BPS = 800_000;
 /** An ICE connection that does not come up within this long has failed. */
 const CONNECT_MS = 15_000;
-/** A dropped call is retried this many times before giving up. */
-const RETRIES = 5;
+/** A call that cannot be made (relay busy, network) is tried this many times more before
+ *  the class is asked to try again. A call that dropped once connected is over: the relay
+ *  ends an ask whose publishing ends, and the operator can accept the hand again. */
+const RETRIES = 3;
 /** The "ended" note stays this long. */
 const ENDED_NOTE_MS = 6000;
 
@@ -78,7 +80,7 @@ export class AskBack {
   render(t: Texts): HTMLElement {
     this.t = t;
     const panel = document.createElement("div");
-    panel.className = "ask";
+    panel.className = "ask-back";
     panel.setAttribute("role", "region");
     panel.setAttribute("aria-label", t.askInvite);
     this.el = {};
@@ -183,14 +185,7 @@ export class AskBack {
     const pc = new RTCPeerConnection();
     this.pc = pc;
     for (const track of this.camera.getTracks()) {
-      const tr = addSendTrack(pc, track, this.camera);
-      if (track.kind === "video") {
-        const p = tr.sender.getParameters();
-        if (p.encodings?.length) {
-          p.encodings[0].maxBitrate = MAX_VIDEO_BPS;
-          tr.sender.setParameters(p).catch(() => undefined);
-        }
-      }
+      addSendTrack(pc, track, this.camera, track.kind === "video" ? { maxBitrate: MAX_VIDEO_BPS } : undefined);
     }
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
@@ -231,26 +226,24 @@ export class AskBack {
     }, CONNECT_MS);
   }
 
-  /** The call dropped or could not be made: again, a few times, then give up. */
+  /** The call dropped, or could not be made: a dropped call is over; one not made yet is
+   *  tried again a few times, then the class may try again. */
   private dropped(why: string): void {
     if (this.phase !== "starting" && this.phase !== "live") return;
+    this.note = why;
+    if (this.phase === "live") {
+      this.end("failed");
+      return;
+    }
     this.closePeer();
     if (this.retries >= RETRIES) {
-      if (this.phase === "starting") {
-        // Never connected: the class may try again.
-        this.stopCamera();
-        this.phase = "invited";
-        this.note = why;
-        this.retries = 0;
-        this.update();
-      } else {
-        this.note = why;
-        this.end("failed");
-      }
+      this.stopCamera();
+      this.phase = "invited";
+      this.retries = 0;
+      this.update();
       return;
     }
     this.retries++;
-    this.note = this.phase === "live" ? this.t.askReconnecting : why;
     this.update();
     window.clearTimeout(this.retryTimer);
     this.retryTimer = window.setTimeout(() => void this.connect(), Math.min(1000 * this.retries, 5000));

@@ -135,17 +135,17 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .replays .replay-item span { display: flex; flex-direction: column; }
 .bar button:focus-visible, .replay-bar :focus-visible, .replays button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
 @media (max-width: 480px) { .bar .lbl, .replay-bar .lbl { display: none; } }
-.ask { position: absolute; top: 44px; right: 8px; width: min(320px, 60%); display: flex; flex-direction: column; gap: 8px; padding: 10px; border-radius: 8px; background: #000d; border: 2px solid #4af; }
-.ask.on-air { border-color: #e33; }
-.ask[hidden], .ask [hidden] { display: none !important; }
-.frame .ask video.ask-self { position: static; width: 100%; height: auto; aspect-ratio: 4 / 3; opacity: 1; object-fit: cover; background: #222; border-radius: 4px; transform: scaleX(-1); }
-.ask .ask-onair { align-self: flex-start; font-weight: 600; padding: 2px 10px; border-radius: 10px; background: #e33; color: #fff; }
-.ask .ask-msg { margin: 0; font-weight: 600; }
-.ask .ask-buttons { display: flex; flex-wrap: wrap; gap: 8px; }
-.ask button { font: inherit; min-height: 40px; padding: 0 16px; border-radius: 20px; border: 1px solid #666; background: #333; color: #fff; cursor: pointer; }
-.ask button.ask-start, .ask button.ask-stop { background: #e33; border-color: #e33; }
-.ask button:disabled { opacity: .6; cursor: default; }
-.ask button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
+.ask-back { position: absolute; top: 44px; right: 8px; width: min(320px, 60%); display: flex; flex-direction: column; gap: 8px; padding: 10px; border-radius: 8px; background: #000d; border: 2px solid #4af; }
+.ask-back.on-air { border-color: #e33; }
+.ask-back[hidden], .ask-back [hidden] { display: none !important; }
+.frame .ask-back video.ask-self { position: static; width: 100%; height: auto; aspect-ratio: 4 / 3; opacity: 1; object-fit: cover; background: #222; border-radius: 4px; transform: scaleX(-1); }
+.ask-back .ask-onair { align-self: flex-start; font-weight: 600; padding: 2px 10px; border-radius: 10px; background: #e33; color: #fff; }
+.ask-back .ask-msg { margin: 0; font-weight: 600; }
+.ask-back .ask-buttons { display: flex; flex-wrap: wrap; gap: 8px; }
+.ask-back button { font: inherit; min-height: 40px; padding: 0 16px; border-radius: 20px; border: 1px solid #666; background: #333; color: #fff; cursor: pointer; }
+.ask-back button.ask-start, .ask-back button.ask-stop { background: #e33; border-color: #e33; }
+.ask-back button:disabled { opacity: .6; cursor: default; }
+.ask-back button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
 `;
 
 /** A site's player reports its figures this often (seconds). */

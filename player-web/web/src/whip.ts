@@ -22,10 +22,11 @@ export class WhipError extends Error {
 
 type Codec = NonNullable<ReturnType<typeof RTCRtpSender.getCapabilities>>["codecs"][number];
 
-/** Adds `track` to `pc` to send only; a camera's track prefers H.264 with
- *  packetization-mode 1, what the relay forwards to every viewer without transcoding. */
-export function addSendTrack(pc: RTCPeerConnection, track: MediaStreamTrack, stream?: MediaStream): RTCRtpTransceiver {
-  const tr = pc.addTransceiver(track, { direction: "sendonly", streams: stream ? [stream] : [] });
+/** Adds `track` to `pc` to send only (with `encoding`'s limits, e.g. a maximum bitrate); a
+ *  camera's track prefers H.264 with packetization-mode 1, what the relay forwards to every
+ *  viewer without transcoding. */
+export function addSendTrack(pc: RTCPeerConnection, track: MediaStreamTrack, stream?: MediaStream, encoding?: RTCRtpEncodingParameters): RTCRtpTransceiver {
+  const tr = pc.addTransceiver(track, { direction: "sendonly", streams: stream ? [stream] : [], sendEncodings: encoding ? [encoding] : undefined });
   if (track.kind === "video") preferH264(tr);
   return tr;
 }
