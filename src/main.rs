@@ -626,6 +626,25 @@ impl site::Live for RelayLive {
     fn questions(&self, stream: &str) -> serde_json::Value {
         serde_json::to_value(self.0.questions.list(&self.0, stream)).unwrap_or_default()
     }
+
+    fn asks(&self, stream: &str) -> serde_json::Value {
+        relay::ask::list(&self.0, stream)
+    }
+
+    fn ask(
+        &self,
+        stream: &str,
+        action: site::AskRequest,
+    ) -> Result<serde_json::Value, (u16, String)> {
+        use relay::ask::AskAction;
+        let action = match action {
+            site::AskRequest::Accept { question } => AskAction::Accept { question },
+            site::AskRequest::Broadcast(id) => AskAction::Broadcast(id),
+            site::AskRequest::OffAir(id) => AskAction::OffAir(id),
+            site::AskRequest::End(id) => AskAction::End(id),
+        };
+        relay::ask::act(&self.0, stream, action)
+    }
 }
 
 /// Tells the catalogue when a lecture goes live (it marks the occurrence on now and sends

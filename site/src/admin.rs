@@ -2,11 +2,13 @@
 //!
 //! Every page needs a console session (`/admin/login`); every form carries the session's
 //! CSRF token and is refused without it. The pages' scripts call the `/api/v1` operator
-//! routes with the same cookie and the token in `X-CSRF-Token`.
+//! routes, and the console's own JSON routes (a lecture's asks back), with the same cookie
+//! and the token in `X-CSRF-Token`.
 
 use std::fmt::Write as _;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Form, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,7 +21,7 @@ use catalogue::{
 };
 use serde::Deserialize;
 
-use crate::{Site, Ui, esc, message, page, request_host, see_other, when};
+use crate::{AskRequest, Site, Ui, esc, message, page, request_host, see_other, when};
 
 pub(crate) fn router() -> Router<Site> {
     Router::new()
@@ -36,6 +38,9 @@ pub(crate) fn router() -> Router<Site> {
         .route("/admin/lectures/{id}/token", post(make_token))
         .route("/admin/lectures/{id}/questions.json", get(questions))
         .route("/admin/lectures/{id}/sites.json", get(sites))
+        .route("/admin/lectures/{id}/asks.json", get(asks))
+        .route("/admin/lectures/{id}/asks", post(accept_ask))
+        .route("/admin/lectures/{id}/asks/{ask}/{action}", post(ask_action))
         .route("/admin/series", get(series).post(create_series))
         .route("/admin/series/{id}", post(update_series))
         .route("/admin/checkin/{id}", get(checkin_page).post(checkin))
@@ -88,6 +93,25 @@ impl Console {
                 StatusCode::FORBIDDEN,
                 self.ui.t().console,
                 self.ui.t().csrf_failed,
+            ))
+        }
+    }
+
+    /// The same check for the console's JSON routes: the token in `X-CSRF-Token`, a JSON
+    /// error without it.
+    #[allow(clippy::result_large_err)] // Returned once per request, straight to the client.
+    fn check_header(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let presented = headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if accounts::csrf_matches(&self.session, presented) {
+            Ok(())
+        } else {
+            tracing::info!(operator = %self.session.operator.name, "console request without its CSRF token");
+            Err(json_error(
+                StatusCode::FORBIDDEN,
+                "a console change needs its CSRF token (X-CSRF-Token)",
             ))
         }
     }
@@ -788,6 +812,11 @@ async fn lecture(
          data-t-levels=\"{levels}\" data-t-viewers=\"{viewers}\" data-t-none=\"{none}\">\
          <p class=\"state\">{state}</p><dl class=\"stats\"></dl></div>\
          <h3>{questions}</h3><ul class=\"questions\"></ul>\
+         <h3>{ask_back}</h3><div class=\"asks\" data-asks=\"/admin/lectures/{id}/asks.json\" data-ask-post=\"/admin/lectures/{id}/asks\" \
+         data-t-accept=\"{accept}\" data-t-broadcast=\"{broadcast}\" data-t-off-air=\"{off_air}\" data-t-end=\"{end}\" \
+         data-t-unmute=\"{unmute}\" data-t-mute=\"{mute}\" data-t-invited=\"{s_invited}\" data-t-connected=\"{s_connected}\" \
+         data-t-on-air=\"{s_on_air}\" data-t-ended=\"{s_ended}\" data-t-none=\"{ask_none}\">\
+         <p class=\"note\">{ask_note}</p><ul class=\"ask-list\"></ul></div>\
          <h3>{sites}</h3><table class=\"sites\" data-sites=\"/admin/lectures/{id}/sites.json\"><thead><tr>\
          <th>{c0}</th><th>{c1}</th><th>{c2}</th><th>{c3}</th><th>{c4}</th></tr></thead><tbody></tbody></table></section>",
         dash = t.dashboard,
@@ -801,6 +830,19 @@ async fn lecture(
         none = t.none,
         state = if live { t.live } else { t.not_live },
         questions = t.questions,
+        ask_back = t.ask_back,
+        accept = t.ask_accept,
+        broadcast = t.ask_broadcast,
+        off_air = t.ask_off_air,
+        end = t.ask_end,
+        unmute = t.ask_unmute,
+        mute = t.ask_mute,
+        s_invited = t.ask_states[0],
+        s_connected = t.ask_states[1],
+        s_on_air = t.ask_states[2],
+        s_ended = t.ask_states[3],
+        ask_none = t.ask_none,
+        ask_note = t.ask_note,
         sites = t.sites,
         c0 = t.sites_columns[0],
         c1 = t.sites_columns[1],
@@ -940,6 +982,121 @@ async fn sites(State(site): State<Site>, console: Console, Path(id): Path<i64>) 
         }
         Err(e) => console.fail(e),
     }
+}
+
+// ---- asking back ----------------------------------------------------------------------
+
+/// A JSON answer that no cache keeps.
+fn json_reply(status: StatusCode, v: serde_json::Value) -> Response {
+    let mut r = (status, axum::Json(v)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    json_reply(status, serde_json::json!({ "error": message }))
+}
+
+/// The lecture's stream, or the JSON error for a missing one.
+#[allow(clippy::result_large_err)] // Returned once per request, straight to the client.
+async fn lecture_stream(site: &Site, id: i64) -> Result<String, Response> {
+    match site.catalogue.lecture(id).await {
+        Ok(l) => Ok(l.stream),
+        Err(catalogue::Error::NotFound(m)) => Err(json_error(StatusCode::NOT_FOUND, &m)),
+        Err(e) => {
+            tracing::error!("console: {e}");
+            Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the catalogue's database failed; try again",
+            ))
+        }
+    }
+}
+
+/// What the relay says about an ask action, as the console's answer.
+fn ask_reply(ok: StatusCode, r: Result<serde_json::Value, (u16, String)>) -> Response {
+    match r {
+        Ok(v) => json_reply(ok, v),
+        Err((status, message)) => json_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &message,
+        ),
+    }
+}
+
+/// The lecture's asks back, for the dashboard (polled).
+async fn asks(State(site): State<Site>, _console: Console, Path(id): Path<i64>) -> Response {
+    match lecture_stream(&site, id).await {
+        Ok(stream) => json_reply(StatusCode::OK, site.live.asks(&stream)),
+        Err(r) => r,
+    }
+}
+
+/// `{"question": N}`: the raised hand to accept.
+#[derive(Debug, Deserialize)]
+struct AcceptBody {
+    question: u64,
+}
+
+/// Accepts a raised hand: its site is invited to send its camera and microphone.
+async fn accept_ask(
+    State(site): State<Site>,
+    console: Console,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = console.check_header(&headers) {
+        return r;
+    }
+    let question = match serde_json::from_slice::<AcceptBody>(&body) {
+        Ok(b) => b.question,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is {{\"question\": ID}} (a raised hand's id): {e}"),
+            );
+        }
+    };
+    let stream = match lecture_stream(&site, id).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    tracing::info!(operator = %console.session.operator.name, lecture = %stream, question, "ask back: raised hand accepted");
+    ask_reply(
+        StatusCode::CREATED,
+        site.live.ask(&stream, AskRequest::Accept { question }),
+    )
+}
+
+/// `broadcast`, `off_air` or `end` of one ask.
+async fn ask_action(
+    State(site): State<Site>,
+    console: Console,
+    Path((id, ask, action)): Path<(i64, u64, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = console.check_header(&headers) {
+        return r;
+    }
+    let request = match action.as_str() {
+        "broadcast" => AskRequest::Broadcast(ask),
+        "off_air" => AskRequest::OffAir(ask),
+        "end" => AskRequest::End(ask),
+        _ => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "an ask's actions are broadcast, off_air and end",
+            );
+        }
+    };
+    let stream = match lecture_stream(&site, id).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    tracing::info!(operator = %console.session.operator.name, lecture = %stream, ask, action = %action, "ask back");
+    ask_reply(StatusCode::OK, site.live.ask(&stream, request))
 }
 
 // ---- series ---------------------------------------------------------------------------

@@ -6,8 +6,8 @@
 //! - `/lectures/ID`: one occurrence: countdown and booking before, the player during, the
 //!   replay after. `/tickets/CODE`: a booking with its QR code.
 //! - `/admin/...`: the operator console (login, halls, lectures, series, bookings and
-//!   check-ins, the live dashboard, questions, how to stream and key rotation) and
-//!   `/admin/checkin/ID`, the door's phone page.
+//!   check-ins, the live dashboard, questions, sub-venues asking back, how to stream and key
+//!   rotation) and `/admin/checkin/ID`, the door's phone page.
 //!
 //! Chinese by default, English with `?ui=en`. Nothing from the database or a request
 //! reaches the HTML unescaped ([`esc`]); every page carries a strict Content-Security-Policy
@@ -43,6 +43,24 @@ pub struct Replay {
     pub duration_s: Option<f64>,
 }
 
+/// What the operator does with a sub-venue asking back (its camera and microphone sent to
+/// the main hall): accept a raised hand, broadcast the site to everyone, take it off air,
+/// end it. Ids are the relay's ask ids, except `question` (the raised hand's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskRequest {
+    /// Invite the site whose raised hand is `question` to send its camera and microphone.
+    Accept {
+        /// The raised hand's id in the lecture's questions.
+        question: u64,
+    },
+    /// Put the ask on air: every viewer sees and hears the site (one at a time).
+    Broadcast(u64),
+    /// Take the ask off air: viewers get the lecture hall again; the main hall still sees it.
+    OffAir(u64),
+    /// End the ask: the site stops sending.
+    End(u64),
+}
+
 /// What the pages learn from the relay: what is live, the recordings, the questions.
 pub trait Live: Send + Sync + 'static {
     /// Streams with a publisher sending now.
@@ -53,6 +71,11 @@ pub trait Live: Send + Sync + 'static {
     fn questions(&self, stream: &str) -> serde_json::Value;
     /// The stream's roster of sub-venues (as `GET /api/v1/streams/NAME/sites`).
     fn sites(&self, stream: &str) -> serde_json::Value;
+    /// The stream's asks back: `{"asks":[{"id","question","from","state","since","video",
+    /// "audio","preview","preview_token"}],"on_air":ID|null}`.
+    fn asks(&self, stream: &str) -> serde_json::Value;
+    /// Does `action` on the stream's asks; the ask as JSON, or an HTTP status and why not.
+    fn ask(&self, stream: &str, action: AskRequest) -> Result<serde_json::Value, (u16, String)>;
 }
 
 /// The pages' shared state.

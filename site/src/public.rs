@@ -365,9 +365,11 @@ pub async fn lecture(
         if needs_token {
             let _ = write!(body, "<p class=\"note\">{}</p>", t.needs_booking);
         } else {
+            // Camera and microphone: a class whose raised hand the main hall accepts may
+            // ask back from here (the browser still asks, and only after its click).
             let _ = write!(
                 body,
-                "<div class=\"player\"><iframe src=\"{}\" title=\"{}\" allow=\"autoplay; fullscreen\" allowfullscreen></iframe></div>",
+                "<div class=\"player\"><iframe src=\"{}\" title=\"{}\" allow=\"autoplay; fullscreen; camera; microphone\" allowfullscreen></iframe></div>",
                 play_src(&format!("/play/{}", l.stream)),
                 esc(&l.title)
             );

@@ -9,7 +9,10 @@
 // After the lecture (or at any time, from its list) the player plays its recordings: a
 // replay with a seek bar, speeds and downloads; while live, "watch from the beginning"
 // plays the recording so far and catches up, with a way back to live (replay.ts).
+// A sub-venue whose raised hand the main hall accepted is invited to ask back: its camera
+// and microphone go to the main hall over WHIP once the class clicks (ask.ts).
 // Everything shown from the relay (titles, dialect names) is set as text, never as HTML.
+import { AskBack, AskState } from "./ask";
 import { AudioEngine, DeniedError, Engine, EngineOptions, HlsEngine, Mode, NoPictureError, WhepEngine, webrtcAvailable } from "./engines";
 import { Locale, Texts, texts } from "./i18n";
 import { Recording, ReplayControls, ReplayEngine, fetchRecording, fetchRecordings, isLive, posterOf, replayPicker } from "./replay";
@@ -132,6 +135,17 @@ video { display: block; width: 100%; aspect-ratio: 16 / 9; background: #000; }
 .replays .replay-item span { display: flex; flex-direction: column; }
 .bar button:focus-visible, .replay-bar :focus-visible, .replays button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
 @media (max-width: 480px) { .bar .lbl, .replay-bar .lbl { display: none; } }
+.ask-back { position: absolute; top: 44px; right: 8px; width: min(320px, 60%); display: flex; flex-direction: column; gap: 8px; padding: 10px; border-radius: 8px; background: #000d; border: 2px solid #4af; }
+.ask-back.on-air { border-color: #e33; }
+.ask-back[hidden], .ask-back [hidden] { display: none !important; }
+.frame .ask-back video.ask-self { position: static; width: 100%; height: auto; aspect-ratio: 4 / 3; opacity: 1; object-fit: cover; background: #222; border-radius: 4px; transform: scaleX(-1); }
+.ask-back .ask-onair { align-self: flex-start; font-weight: 600; padding: 2px 10px; border-radius: 10px; background: #e33; color: #fff; }
+.ask-back .ask-msg { margin: 0; font-weight: 600; }
+.ask-back .ask-buttons { display: flex; flex-wrap: wrap; gap: 8px; }
+.ask-back button { font: inherit; min-height: 40px; padding: 0 16px; border-radius: 20px; border: 1px solid #666; background: #333; color: #fff; cursor: pointer; }
+.ask-back button.ask-start, .ask-back button.ask-stop { background: #e33; border-color: #e33; }
+.ask-back button:disabled { opacity: .6; cursor: default; }
+.ask-back button:focus-visible { outline: 2px solid #4af; outline-offset: 2px; }
 `;
 
 /** A site's player reports its figures this often (seconds). */
@@ -180,6 +194,11 @@ export class JiangtangPlayer extends HTMLElement {
   private recordingsFor = "";
   private recordingsTries = 0;
   private replayControls: ReplayControls | null = null;
+  /** Asking back, once the main hall invites this class. */
+  private askBack = new AskBack({
+    server: () => this.server(),
+    onState: (state, previous, detail) => this.emit("askstate", { state, previous, ...detail }),
+  });
 
   constructor() {
     super();
@@ -215,6 +234,14 @@ export class JiangtangPlayer extends HTMLElement {
   /** The lecture's title. */
   get lectureTitle(): string | null {
     return this.lecture?.title ?? null;
+  }
+  /** Where asking back stands: none, invited, publishing, on_air, ended. */
+  get askState(): AskState {
+    return this.askBack.state;
+  }
+  /** The ask-back's id, while there is one. */
+  get askId(): number | null {
+    return this.askBack.id;
   }
   /** The video element (for measurements). */
   get media(): HTMLVideoElement {
@@ -307,6 +334,7 @@ export class JiangtangPlayer extends HTMLElement {
     this.recordingsFor = "";
     this.replay = null;
     this.stopEngine();
+    this.askBack.stop();
   }
 
   attributeChangedCallback(name: string, old: string | null, value: string | null): void {
@@ -391,6 +419,7 @@ export class JiangtangPlayer extends HTMLElement {
       this.video.play().catch(() => undefined);
     });
     this.make("div", "replays", overlay);
+    frame.appendChild(this.askBack.render(t));
     this.root.appendChild(frame);
 
     this.replayControls = new ReplayControls(
@@ -684,6 +713,8 @@ export class JiangtangPlayer extends HTMLElement {
         this.viewers = { webrtc: m.webrtc, live_channel: m.live_channel };
       } else if (m.type === "error") {
         this.emit("channelerror", { message: m.error });
+      } else if (m.type === "ask" || m.type === "ask_ended" || m.type === "on_air") {
+        this.askBack.onMessage(m);
       }
     };
     ws.onclose = () => {

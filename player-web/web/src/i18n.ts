@@ -54,6 +54,17 @@ const zh = {
   seek: "播放进度",
   download: "下载",
   allDialects: "全部方言",
+  askInvite: "主会场邀请你发言",
+  askStart: "开始发言",
+  askDecline: "不了",
+  askStop: "结束发言",
+  askOnAir: "正在向全体播出",
+  askConnecting: "正在连接主会场…",
+  askLive: "主会场正在看你、听你发言",
+  askEnded: "连线已结束",
+  askNoCamera: "无法打开摄像头或话筒",
+  askFailed: "连接失败",
+  askSelf: "本地画面",
 };
 
 const en: typeof zh = {
@@ -109,6 +120,17 @@ const en: typeof zh = {
   seek: "Position",
   download: "Download",
   allDialects: "All dialects",
+  askInvite: "The main hall invites you to speak",
+  askStart: "Start speaking",
+  askDecline: "Decline",
+  askStop: "Stop",
+  askOnAir: "On air to everyone",
+  askConnecting: "Connecting to the main hall…",
+  askLive: "The main hall sees and hears you",
+  askEnded: "The call has ended",
+  askNoCamera: "Cannot open the camera or microphone",
+  askFailed: "Could not connect",
+  askSelf: "Your picture",
 };
 
 export type Texts = typeof zh;

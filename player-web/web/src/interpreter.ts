@@ -6,6 +6,7 @@
 // A dropped connection reconnects by itself; the relay fills the dialect with silence
 // meanwhile. Everything shown from the relay is set as text.
 import { Locale } from "./i18n";
+import { WhipError, addSendTrack, whipDelete, whipOffer } from "./whip";
 
 export type InterpreterState = "idle" | "connecting" | "live" | "muted" | "reconnecting" | "error";
 
@@ -240,10 +241,8 @@ export class JiangtangInterpreter extends HTMLElement {
   }
 
   private hangUp(): void {
-    if (this.session) {
-      fetch(`${this.server()}${this.session}`, { method: "DELETE", keepalive: true }).catch(() => undefined);
-      this.session = null;
-    }
+    whipDelete(this.session);
+    this.session = null;
     this.pc?.close();
     this.pc = null;
   }
@@ -255,7 +254,7 @@ export class JiangtangInterpreter extends HTMLElement {
     const key = (this.el.key as HTMLInputElement).value;
     const pc = new RTCPeerConnection();
     this.pc = pc;
-    for (const track of this.mic.getAudioTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+    for (const track of this.mic.getAudioTracks()) addSendTrack(pc, track);
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
       if (pc.connectionState === "connected") {
@@ -267,36 +266,18 @@ export class JiangtangInterpreter extends HTMLElement {
       }
     };
     try {
-      await pc.setLocalDescription(await pc.createOffer());
-      const headers: Record<string, string> = { "Content-Type": "application/sdp" };
-      if (key) headers.Authorization = `Bearer ${key}`;
-      const resp = await fetch(`${this.server()}/whip/${encodeURIComponent(this.stream())}?lang=${encodeURIComponent(lang)}`, {
-        method: "POST",
-        headers,
-        body: pc.localDescription?.sdp ?? "",
-      });
-      if (resp.status !== 201) {
-        let message = `HTTP ${resp.status}`;
-        try {
-          message = (await resp.json()).error ?? message;
-        } catch {
-          /* not JSON */
-        }
-        // Wrong key, dialect taken, not acceptable: retrying will not help. Not live yet or
-        // the relay busy: try again.
-        if ([400, 401, 403, 406, 415].includes(resp.status)) {
-          this.running = false;
-          this.hangUp();
-          this.setState("error", message);
-        } else {
-          this.reconnectLater(message);
-        }
-        return;
-      }
-      this.session = resp.headers.get("Location");
-      await pc.setRemoteDescription({ type: "answer", sdp: await resp.text() });
+      const url = `${this.server()}/whip/${encodeURIComponent(this.stream())}?lang=${encodeURIComponent(lang)}`;
+      this.session = await whipOffer(pc, url, key);
     } catch (e) {
-      this.reconnectLater(String(e));
+      // Wrong key, dialect taken, not acceptable: retrying will not help. Not live yet or
+      // the relay busy: try again.
+      if (e instanceof WhipError && !e.retryable) {
+        this.running = false;
+        this.hangUp();
+        this.setState("error", e.message);
+      } else {
+        this.reconnectLater(e instanceof WhipError ? e.message : String(e));
+      }
     }
   }
 
