@@ -209,6 +209,8 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             ends_at: None,
             // It never ends: recording it would only fill the disk.
             record: Some(false),
+            // The demo's picture is small already; a ladder would only cost CPU.
+            ladder: Some(false),
             retention_days: None,
             hall: None,
             category: None,
@@ -644,6 +646,7 @@ impl site::Live for RelayLive {
             site::AskRequest::End(id) => AskAction::End(id),
         };
         relay::ask::act(&self.0, stream, action)
+            .map_err(|e| (e.status().as_u16(), e.message().to_string()))
     }
 }
 

@@ -82,7 +82,7 @@ pub struct Asks {
 #[derive(Debug)]
 struct OnAir {
     id: u64,
-    task: tokio::task::AbortHandle,
+    switch: Arc<Switch>,
 }
 
 #[derive(Debug)]
@@ -303,7 +303,7 @@ async fn watch(lecture: Arc<Lecture>, id: u64) {
     }
 }
 
-fn end(lecture: &Lecture, id: u64, why: &str) -> Result<(), ApiError> {
+fn end(lecture: &Arc<Lecture>, id: u64, why: &str) -> Result<(), ApiError> {
     let was_on_air = lock(lecture).on_air.as_ref().is_some_and(|o| o.id == id);
     if was_on_air {
         off_air(lecture, Some(id));
@@ -328,6 +328,24 @@ fn end(lecture: &Lecture, id: u64, why: &str) -> Result<(), ApiError> {
     }
     info!(lecture = %lecture.name, ask = id, "ask back ended: {why}");
     Ok(())
+}
+
+/// The class invited as ask `id` declines or stops, from its own live channel (`channel`,
+/// the one whose hand was accepted); whether it had that ask open.
+pub(crate) fn end_by_class(
+    hub: &Hub,
+    stream: &str,
+    id: u64,
+    channel: &mpsc::Sender<Value>,
+) -> bool {
+    let Some(lecture) = hub.lecture(stream) else {
+        return false;
+    };
+    let mine = lock(&lecture)
+        .list
+        .iter()
+        .any(|a| a.id == id && a.ended.is_none() && a.tell.same_channel(channel));
+    mine && end(&lecture, id, "ended by the class").is_ok()
 }
 
 /// A class's WHIP offer (`POST /whip/NAME?ask=ID` with the invitation's token): where its
@@ -436,27 +454,34 @@ fn broadcast(lecture: &Arc<Lecture>, id: u64) -> Result<u64, ApiError> {
             "nothing to put on air: the class sends no picture or sound the lecture carries",
         ));
     }
-    off_air(lecture, None);
-    let air = {
-        let _hls = lecture.hls();
-        let generation = (lecture.on_air.load(Ordering::Acquire) >> 2) + 1;
-        let air = generation << 2 | flags;
-        lecture.on_air.store(air, Ordering::Release);
-        air
-    };
-    let task = tokio::spawn(inject(lecture.clone(), feed, air)).abort_handle();
+    let switch = Arc::new(Switch::default());
+    tokio::spawn(inject(lecture.clone(), feed, flags, switch.clone()));
     let mut asks = lock(lecture);
-    asks.on_air = Some(OnAir { id, task });
+    // Another class on air stays until this one's first keyframe takes its place.
+    if let Some(old) = asks.on_air.replace(OnAir { id, switch }) {
+        let _hls = lecture.hls();
+        old.switch.cancel.store(true, Ordering::Release);
+        if let Some(a) = asks.list.iter().find(|a| a.id == old.id) {
+            a.tell(json!({ "type": "on_air", "id": old.id, "on": false }));
+        }
+    }
     if let Some(a) = asks.list.iter().find(|a| a.id == id) {
         a.tell(json!({ "type": "on_air", "id": id, "on": true }));
     }
-    info!(lecture = %lecture.name, ask = id, video = flags & REPLACES_VIDEO != 0, audio = flags & REPLACES_AUDIO != 0, "ask back: class on air for everyone");
+    drop(asks);
+    info!(lecture = %lecture.name, ask = id, video = flags & REPLACES_VIDEO != 0, audio = flags & REPLACES_AUDIO != 0, "ask back: class on air for everyone (from its next keyframe)");
     lecture.announce();
     Ok(id)
 }
 
+/// How long the lecture's publisher has to send the keyframe it comes back with, before it
+/// comes back without (its picture then resumes at its next keyframe).
+const TAKE_BACK_WITHIN: Duration = Duration::from_secs(5);
+
 /// Takes the site on air (`Some(id)`: only if it is that one) off air; whether one was.
-fn off_air(lecture: &Lecture, only: Option<u64>) -> bool {
+/// The lecture's publisher takes its picture back at its next keyframe (the class's picture
+/// goes on until then), so no viewer sees a frozen picture.
+fn off_air(lecture: &Arc<Lecture>, only: Option<u64>) -> bool {
     let on = {
         let mut asks = lock(lecture);
         if only.is_some() && asks.on_air.as_ref().map(|o| o.id) != only {
@@ -465,38 +490,86 @@ fn off_air(lecture: &Lecture, only: Option<u64>) -> bool {
         asks.on_air.take()
     };
     let Some(on) = on else { return false };
-    {
+    let switched = {
         let _hls = lecture.hls();
-        let generation = (lecture.on_air.load(Ordering::Acquire) >> 2) + 1;
-        lecture.on_air.store(generation << 2, Ordering::Release);
+        on.switch.cancel.store(true, Ordering::Release);
+        let switched = on.switch.switched.load(Ordering::Acquire);
+        let current = switched != 0 && lecture.on_air.load(Ordering::Acquire) == switched;
+        if current {
+            lecture.air_leave.store(switched, Ordering::Release);
+        }
+        current.then_some(switched)
+    };
+    if let Some(air) = switched {
+        let lecture = lecture.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(TAKE_BACK_WITHIN).await;
+            if take_back(&lecture, air) {
+                warn!(lecture = %lecture.name, "ask back: the lecture's publisher sent no keyframe in {TAKE_BACK_WITHIN:?}; its picture resumes at its next one");
+            }
+        });
     }
-    on.task.abort();
     if let Some(a) = lock(lecture).list.iter().find(|a| a.id == on.id) {
         a.tell(json!({ "type": "on_air", "id": on.id, "on": false }));
     }
-    info!(lecture = %lecture.name, ask = on.id, "ask back: class off air; the lecture's own picture and sound resume");
+    info!(lecture = %lecture.name, ask = on.id, "ask back: class off air; the lecture's own picture and sound resume at its next keyframe");
     lecture.announce();
     true
 }
 
-/// Puts `feed`'s frames into `lecture` while `air` holds.
-async fn inject(lecture: Arc<Lecture>, feed: Arc<Lecture>, air: u64) {
+/// Ends `air` (what a site replaces) if it still holds: the publisher's own tracks are the
+/// lecture's again. Whether it held.
+pub(crate) fn take_back(lecture: &Lecture, air: u64) -> bool {
+    let _hls = lecture.hls();
+    take_back_locked(lecture, air)
+}
+
+/// [`take_back`] with the packager already locked.
+pub(crate) fn take_back_locked(lecture: &Lecture, air: u64) -> bool {
+    if air & 3 == 0 || lecture.on_air.load(Ordering::Acquire) != air {
+        return false;
+    }
+    lecture
+        .on_air
+        .store(((air >> 2) + 1) << 2, Ordering::Release);
+    lecture.air_leave.store(0, Ordering::Release);
+    true
+}
+
+/// Whether a publisher's frame of `tap` is where it may take back what `air` replaces: the
+/// operator asked, and it is a keyframe (the first sound frame, when only sound was replaced).
+pub fn take_back_point(air: u64, leave: u64, tap: &TapTrack, keyframe: bool) -> bool {
+    air & 3 != 0
+        && leave == air
+        && match tap {
+            TapTrack::Video => keyframe,
+            TapTrack::Audio(_) => air & REPLACES_VIDEO == 0,
+        }
+}
+
+/// An injector's switch, shared with whoever ends it.
+#[derive(Debug, Default)]
+struct Switch {
+    /// Set (under the packager's lock) when the class is taken off air.
+    cancel: std::sync::atomic::AtomicBool,
+    /// The [`Lecture::on_air`] value it switched to; 0 until its first keyframe.
+    switched: std::sync::atomic::AtomicU64,
+}
+
+/// Puts `feed`'s frames into `lecture`, replacing what `flags` says from the class's first
+/// keyframe (the switch), until the lecture's publisher takes it back or the switch is
+/// cancelled before it happened.
+async fn inject(lecture: Arc<Lecture>, feed: Arc<Lecture>, flags: u64, switch: Arc<Switch>) {
     let lang = feed.default_language.to_string();
-    let (gop, mut video) = feed.taps.subscribe_video_with_gop();
+    let mut video = feed.taps.subscribe(&TapTrack::Video);
     let mut audio = feed.taps.subscribe(&TapTrack::Audio(lang.clone()));
     let mut opus = feed.taps.subscribe_opus(&lang);
-    let mut p = Placer::new(lecture.clone(), air);
-    if air & REPLACES_VIDEO != 0 {
-        for f in gop {
-            if !p.video(&f) {
-                return;
-            }
-        }
-    }
+    let mut p = Placer::new(lecture.clone(), flags, switch.clone());
     let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut left = false;
     loop {
         let more = tokio::select! {
-            v = video.recv(), if air & REPLACES_VIDEO != 0 => match v {
+            v = video.recv(), if flags & REPLACES_VIDEO != 0 => match v {
                 Ok(f) => p.video(&f),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     warn!(lecture = %lecture.name, "ask back: {n} frames of the class's picture dropped; waiting for a keyframe");
@@ -505,17 +578,30 @@ async fn inject(lecture: Arc<Lecture>, feed: Arc<Lecture>, air: u64) {
                 }
                 Err(broadcast::error::RecvError::Closed) => false,
             },
-            a = audio.recv(), if air & REPLACES_AUDIO != 0 => match a {
+            a = audio.recv(), if flags & REPLACES_AUDIO != 0 => match a {
                 Ok(f) => p.audio(&f),
                 Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => false,
             },
-            o = opus.recv(), if air & REPLACES_AUDIO != 0 => match o {
+            o = opus.recv(), if flags & REPLACES_AUDIO != 0 => match o {
                 Ok(pkt) => p.opus(&pkt),
                 Err(broadcast::error::RecvError::Lagged(_)) => true,
                 Err(broadcast::error::RecvError::Closed) => false,
             },
-            _ = check.tick() => lecture.on_air.load(Ordering::Acquire) == air,
+            _ = check.tick() => {
+                let air = switch.switched.load(Ordering::Acquire);
+                if air == 0 {
+                    !switch.cancel.load(Ordering::Acquire)
+                } else {
+                    if feed.status() != Status::Live && !left {
+                        // The class's link dropped while on air: the hall takes over at its
+                        // next keyframe rather than show a frozen picture.
+                        left = true;
+                        lecture.air_leave.store(air, Ordering::Release);
+                    }
+                    lecture.on_air.load(Ordering::Acquire) == air
+                }
+            }
         };
         if !more {
             return;
@@ -526,6 +612,10 @@ async fn inject(lecture: Arc<Lecture>, feed: Arc<Lecture>, air: u64) {
 /// Places a feed's frames on a lecture's timeline.
 struct Placer {
     lecture: Arc<Lecture>,
+    /// What the class replaces.
+    flags: u64,
+    switch: Arc<Switch>,
+    /// The [`Lecture::on_air`] value of this class, once switched.
     air: u64,
     /// Lecture time minus feed time (90 kHz ticks), fixed by the first frame placed.
     delta: Option<i64>,
@@ -535,10 +625,12 @@ struct Placer {
 }
 
 impl Placer {
-    fn new(lecture: Arc<Lecture>, air: u64) -> Placer {
+    fn new(lecture: Arc<Lecture>, flags: u64, switch: Arc<Switch>) -> Placer {
         Placer {
             lecture,
-            air,
+            flags,
+            switch,
+            air: 0,
             delta: None,
             video_codec: None,
             audio_codec: None,
@@ -569,7 +661,7 @@ impl Placer {
 
     /// Places a sound frame (AAC) in the lecture's default dialect.
     fn audio(&mut self, f: &TapFrame) -> bool {
-        if self.air & REPLACES_VIDEO != 0 && self.delta.is_none() {
+        if self.flags & REPLACES_VIDEO != 0 && self.delta.is_none() {
             // The picture fixes the timeline; sound before it has no place yet.
             return true;
         }
@@ -579,6 +671,9 @@ impl Placer {
 
     /// Passes the class's own Opus to WebRTC listeners of the default dialect.
     fn opus(&mut self, pkt: &OpusPacket) -> bool {
+        if self.air == 0 {
+            return !self.switch.cancel.load(Ordering::Acquire);
+        }
         if self.lecture.on_air.load(Ordering::Acquire) != self.air {
             return false;
         }
@@ -606,7 +701,25 @@ impl Placer {
             TapTrack::Audio(l) => (format!("audio-{l}"), Some(lecture.default_language.clone())),
         };
         let mut hls = lecture.hls();
-        if lecture.on_air.load(Ordering::Acquire) != self.air {
+        if self.air == 0 {
+            // The switch: at the class's first keyframe (its first sound, when it sends no
+            // picture), unless it was taken off air before.
+            if self.switch.cancel.load(Ordering::Acquire) {
+                return None;
+            }
+            let switch_point = match track {
+                TapTrack::Video => f.keyframe,
+                TapTrack::Audio(_) => self.flags & REPLACES_VIDEO == 0,
+            };
+            if !switch_point {
+                return Some(false);
+            }
+            let generation = (lecture.on_air.load(Ordering::Acquire) >> 2) + 1;
+            self.air = generation << 2 | self.flags;
+            lecture.on_air.store(self.air, Ordering::Release);
+            lecture.air_leave.store(0, Ordering::Release);
+            self.switch.switched.store(self.air, Ordering::Release);
+        } else if lecture.on_air.load(Ordering::Acquire) != self.air {
             return None;
         }
         let r = hls.rendition_by_id(&key)?;
@@ -1005,6 +1118,21 @@ mod tests {
         }
         levels(&mut out, &mut seen);
         assert_eq!(seen, vec![0x1f, 0x28, 0x1f]);
+
+        // Only the class's own channel may end its ask.
+        let (other, _) = mpsc::channel(1);
+        assert!(!end_by_class(&hub, "hall", id, &other));
+        // A second class declines its invitation: its ask ends at once.
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let second = hub
+            .questions
+            .add(&hub, "hall", "hand", None, None, Some(tx2.clone()))
+            .unwrap();
+        act(&hub, "hall", AskAction::Accept { question: second }).unwrap();
+        assert_eq!(rx2.try_recv().unwrap()["type"], "ask");
+        assert!(end_by_class(&hub, "hall", second, &tx2));
+        assert_eq!(rx2.try_recv().unwrap()["type"], "ask_ended");
+        assert_eq!(list(&hub, "hall")["asks"][1]["state"], "ended");
 
         // Ended: the class hears so and its session is refused from its next frame.
         assert_eq!(

@@ -728,8 +728,17 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientMessage {
-    Question { text: String, from: Option<String> },
-    Hand { from: Option<String> },
+    Question {
+        text: String,
+        from: Option<String>,
+    },
+    Hand {
+        from: Option<String>,
+    },
+    /// The class invited to speak declines, or stops speaking (ask back).
+    AskEnd {
+        id: u64,
+    },
 }
 
 /// Fuzzing entry point for the live channel's client messages: a WebSocket text frame
@@ -741,7 +750,7 @@ pub fn fuzz_channel_message(data: &[u8]) {
     let (body, from) = match serde_json::from_str::<ClientMessage>(&text) {
         Ok(ClientMessage::Question { text, from }) => (Some(text), from),
         Ok(ClientMessage::Hand { from }) => (None, from),
-        Err(_) => return,
+        Ok(ClientMessage::AskEnd { .. }) | Err(_) => return,
     };
     if let Some(body) = body {
         let kept = clean(&body, MAX_QUESTION_CHARS);
@@ -967,6 +976,13 @@ async fn run(
                                 // A site's player is that site, by its registered name.
                                 .or_else(|| site.map(|s| s.display_name()));
                             ack(hub, name, "hand", from, None, Some(reply_tx.clone()))
+                        }
+                        Ok(ClientMessage::AskEnd { id }) => {
+                            if crate::ask::end_by_class(hub, name, id, &reply_tx) {
+                                json!({ "type": "ack", "id": id })
+                            } else {
+                                json!({ "type": "error", "error": "no invitation of yours to end" })
+                            }
                         }
                         Err(e) => {
                             strikes += 1;

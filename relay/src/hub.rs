@@ -110,6 +110,9 @@ pub struct Lecture {
     /// [`crate::ask::REPLACES_AUDIO`]) in the low bits, a generation above them that changes
     /// with every switch. Changed and read under the packager's lock.
     pub(crate) on_air: AtomicU64,
+    /// The [`Lecture::on_air`] value the operator took off air: the publisher takes its
+    /// tracks back at its next keyframe (0: none asked).
+    pub(crate) air_leave: AtomicU64,
     /// A class speaking back ([`Hub::new_feed`]): nobody but the operator hears of it.
     feed: std::sync::atomic::AtomicBool,
 }
@@ -224,6 +227,11 @@ impl Lecture {
     /// Current publisher, if live.
     pub fn publisher(&self) -> Option<PublisherInfo> {
         self.state().publisher.clone()
+    }
+
+    /// Whether this is a class speaking back ([`Hub::new_feed`]), in no map of the hub.
+    pub fn is_feed(&self) -> bool {
+        self.feed.load(Ordering::Relaxed)
     }
 
     /// The current publishing session (0 when none).
@@ -808,6 +816,7 @@ impl Hub {
             pulled: Default::default(),
             asks: Mutex::default(),
             on_air: AtomicU64::new(0),
+            air_leave: AtomicU64::new(0),
             feed: Default::default(),
         })
     }
@@ -1452,12 +1461,26 @@ impl MediaSink for PublisherSink {
                 if air != self.air_seen {
                     self.follow_air(air);
                 }
+                let Some(t) = self.tracks.get(&track) else {
+                    return Ok(());
+                };
+                let mut air = air;
+                let mut lift = false;
+                if crate::ask::replaced(air, &t.tap, &self.lecture.default_language) {
+                    let leave = self.lecture.air_leave.load(Ordering::Acquire);
+                    if !crate::ask::take_back_point(air, leave, &t.tap, frame.keyframe)
+                        || !crate::ask::take_back(&self.lecture, air)
+                    {
+                        return Ok(());
+                    }
+                    // Taken back at this frame: the class's picture went on until now.
+                    lift = air & crate::ask::REPLACES_VIDEO != 0;
+                    air = self.lecture.on_air.load(Ordering::Acquire);
+                    self.follow_air(air);
+                }
                 let Some(t) = self.tracks.get_mut(&track) else {
                     return Ok(());
                 };
-                if crate::ask::replaced(air, &t.tap, &self.lecture.default_language) {
-                    return Ok(());
-                }
                 if t.waiting_keyframe && !frame.keyframe {
                     return Ok(());
                 }
@@ -1483,6 +1506,10 @@ impl MediaSink for PublisherSink {
                 }
                 let before = hls.version();
                 let input_pts = frame.pts;
+                if lift {
+                    // Never before the class's last frame: the keyframe must stay.
+                    hls.lift_session(t.rendition, frame.dts);
+                }
                 let placed = hls.push(t.rendition, frame, SystemTime::now());
                 if t.waiting_keyframe && placed.is_some() {
                     t.waiting_keyframe = false;

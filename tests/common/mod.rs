@@ -647,6 +647,17 @@ pub fn send(
     content_type: Option<&str>,
     body: &[u8],
 ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    send_with(method, url, content_type, body, &[])
+}
+
+/// [`send`] with extra request headers.
+pub fn send_with(
+    method: &str,
+    url: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -661,6 +672,9 @@ pub fn send(
             .body(body.to_vec());
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let r = req.send().await.expect("request");
         let status = r.status().as_u16();

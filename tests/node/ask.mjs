@@ -182,6 +182,7 @@ function sound(page, which, ms) {
       const buf = new Float32Array(an.fftSize);
       const bins = new Float32Array(an.frequencyBinCount);
       let max = 0;
+      let min = Infinity;
       let sum = 0;
       let n = 0;
       let peakHz = 0;
@@ -194,6 +195,7 @@ function sound(page, which, ms) {
         const rms = Math.sqrt(s / buf.length);
         sum += rms;
         n++;
+        if (rms < min) min = rms;
         if (rms > max) {
           max = rms;
           an.getFloatFrequencyData(bins);
@@ -202,8 +204,11 @@ function sound(page, which, ms) {
           peakHz = (best * ctx.sampleRate) / an.fftSize;
         }
       }
+      const context = ctx.state;
+      const track = v.srcObject?.getAudioTracks()[0];
+      const trackState = track ? { muted: track.muted, readyState: track.readyState, enabled: track.enabled } : null;
       if (v.srcObject) await ctx.close();
-      return { rmsMax: max, rmsMean: n ? sum / n : 0, peakHz, samples: n };
+      return { rmsMax: max, rmsMin: n ? min : 0, rmsMean: n ? sum / n : 0, peakHz, samples: n, context, track: trackState };
     },
     { which, ms },
   );

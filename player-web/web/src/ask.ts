@@ -35,6 +35,9 @@ export interface AskOptions {
   server: () => string;
   /** Told of every change of state, with the ask's id and why it ended. */
   onState: (state: AskState, previous: AskState, detail: { id: number | null; reason?: string }) => void;
+  /** Sends a message on the live channel (the class declining or stopping tells the relay,
+   *  which ends the ask at once). */
+  send: (m: unknown) => boolean;
 }
 
 /** Whether `m` is a well-formed invitation; its WHIP address must be a path on the relay,
@@ -251,6 +254,8 @@ export class AskBack {
 
   /** Ends the ask here: stops sending (the WHIP session deleted), closes the camera. */
   private end(reason: string): void {
+    // The class's own decision ends the ask on the relay too; the relay's does not need telling.
+    if ((reason === "declined" || reason === "stopped") && this.invite) this.o.send({ type: "ask_end", id: this.invite.id });
     this.closePeer();
     this.stopCamera();
     this.phase = "ended";

@@ -198,6 +198,7 @@ export class JiangtangPlayer extends HTMLElement {
   private askBack = new AskBack({
     server: () => this.server(),
     onState: (state, previous, detail) => this.emit("askstate", { state, previous, ...detail }),
+    send: (m) => this.sendChannel(m),
   });
 
   constructor() {

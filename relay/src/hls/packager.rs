@@ -687,6 +687,22 @@ impl Packager {
         Some(self.leader_latest + self.est_frame)
     }
 
+    /// Moves the session's timeline later, if needed, so that a frame of rendition `r` with
+    /// decode time `dts` (its input's) comes after the leader's last frame: a publisher
+    /// taking its picture back after a site was on air continues after the site's frames,
+    /// its sound moved with it.
+    pub fn lift_session(&mut self, r: RenditionIdx, dts: i64) {
+        let (Some(offset), Some(end), Some(rend)) =
+            (self.offset, self.leader_end(), self.renditions.get(r))
+        else {
+            return;
+        };
+        let t = rescale(dts, rend.info.timescale, HZ) + offset + rend.skew;
+        if t < end {
+            self.offset = Some(offset + (end - t));
+        }
+    }
+
     /// Takes a frame for rendition `r` (one of the session's own) whose times are already on
     /// the lecture timeline: a site put on air in place of the publisher's picture or sound.
     /// It goes through [`Packager::push`] as if the publisher had sent it, so the session's

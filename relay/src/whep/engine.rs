@@ -1065,11 +1065,16 @@ impl Engine {
                 self.stats.sessions_timed_out.inc();
                 s.dead = true;
             }
-            let gone = match self.hub.lecture(&s.lecture_name) {
-                Some(l) => {
-                    !Arc::ptr_eq(&l, &s.lecture) || matches!(l.status(), Status::Ended { .. })
+            let gone = if s.lecture.is_feed() {
+                // A class speaking back is in no map: its own status says.
+                matches!(s.lecture.status(), Status::Ended { .. })
+            } else {
+                match self.hub.lecture(&s.lecture_name) {
+                    Some(l) => {
+                        !Arc::ptr_eq(&l, &s.lecture) || matches!(l.status(), Status::Ended { .. })
+                    }
+                    None => true,
                 }
-                None => true,
             };
             if gone {
                 info!(session = %s.id, lecture = %s.lecture_name, "lecture ended: closing viewer");
