@@ -128,6 +128,10 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
             state("connected")
         });
         let quiet = get_text(&video_playlist);
+        // The class's media is nowhere a viewer could find it.
+        let feed = format!("askback.ask{}", connected["id"]);
+        assert_eq!(get(&s.url(&format!("/hls/{feed}/index.m3u8"))).0, 404);
+        assert!(!get_text(&s.url("/api/v1/streams")).contains(&feed));
         let start = Instant::now();
         let on_air = wait_until(Duration::from_secs(200), "the class on air", || {
             state("on_air")
