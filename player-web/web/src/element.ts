@@ -1078,8 +1078,9 @@ export class JiangtangPlayer extends HTMLElement {
   }
 
   /** A stall or freeze. Three within a minute in `auto` mode: the link cannot carry the
-   *  picture, so play the sound alone (what a classroom on a poor line needs) and offer the
-   *  picture back. */
+   *  picture, so step down to the lecture's smallest picture if it has one (the relay's
+   *  ladder) and is not there yet, else play the sound alone (what a classroom on a poor line
+   *  needs) and offer the picture back. */
   private onStall(): void {
     const now = Date.now();
     if (this.replay || this.lecture?.status !== "live" || now < this.stallsIgnoredUntil) return;
@@ -1087,6 +1088,11 @@ export class JiangtangPlayer extends HTMLElement {
     this.stalls.push(now);
     const auto = (this.getAttribute("mode") ?? "auto") === "auto";
     if (!auto || this.weakNetwork || this.engine?.mode === "audio" || this.stalls.length < 3) return;
+    if (this.engine instanceof HlsEngine && this.engine.stepDown()) {
+      this.stalls = [];
+      this.emit("fallback", { from: "hls", reason: "weak network: the smallest picture" });
+      return;
+    }
     this.weakNetwork = true;
     this.stalls = [];
     this.emit("fallback", { from: this.engine?.mode ?? null, reason: "weak network: the picture keeps stalling" });

@@ -276,6 +276,22 @@ export class HlsEngine implements Engine {
     }
   }
 
+  /** Steps down to the smallest picture the lecture offers (the relay's ladder), if it is
+   *  not there already: what a weak link tries before sound alone. Whether it stepped. */
+  stepDown(): boolean {
+    const hls = this.hls;
+    if (!hls) return false;
+    let smallest = -1;
+    hls.levels.forEach((l, i) => {
+      if (!l.height) return;
+      if (smallest < 0 || l.height * l.width < hls.levels[smallest].height * hls.levels[smallest].width) smallest = i;
+    });
+    if (smallest < 0 || hls.autoLevelCapping === smallest || hls.levels.length < 2) return false;
+    hls.autoLevelCapping = smallest;
+    hls.nextLevel = smallest;
+    return true;
+  }
+
   private attach(): void {
     const hls = new Hls({
       lowLatencyMode: true,
