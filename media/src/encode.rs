@@ -1,10 +1,13 @@
-//! The seam to audio transcoders: the relay asks for an encoder (AAC to Opus for WebRTC;
-//! Opus or G.711 to AAC for HLS) without knowing how it is built. `transcode` implements it
-//! with GStreamer.
+//! The seam to transcoders: the relay asks for an encoder (AAC to Opus for WebRTC; Opus or
+//! G.711 to AAC for HLS; a smaller picture of the lecture's video for weak links) without
+//! knowing how it is built. `transcode` implements it with GStreamer.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::aac::AacParams;
+use crate::h264::H264Params;
 
 /// One encoded audio packet: presentation time in the output timescale and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,40 @@ pub struct Level {
     pub peak_db: f64,
 }
 
+/// One H.264 access unit out of a video transcoder (a rung of the ladder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoFrame {
+    /// Decode time, 90 kHz, on the input's timeline (equal to `pts`: no B-frames).
+    pub dts: i64,
+    /// Presentation time, 90 kHz: exactly that of the input frame this picture was made from.
+    pub pts: i64,
+    /// An IDR picture; exactly where the input has one.
+    pub keyframe: bool,
+    /// 4-byte length-prefixed NAL units, without SPS, PPS or access unit delimiters.
+    pub data: Bytes,
+    /// The output's SPS/PPS (the same `Arc` until they change).
+    pub params: Arc<H264Params>,
+}
+
+/// One step of the video ladder: a smaller picture next to the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LadderRung {
+    /// Picture width in pixels (even).
+    pub width: u32,
+    /// Picture height in pixels (even).
+    pub height: u32,
+    /// Target bitrate, kbit/s.
+    pub kbps: u32,
+}
+
+/// A running video encoder. Frames come out through the callback given at creation, on
+/// whatever thread the encoder uses.
+pub trait VideoEncoder: Send {
+    /// Feeds one H.264 frame of the source (length-prefixed NAL units as [`crate::Frame`]
+    /// carries them), its times in `timescale` units.
+    fn push(&mut self, frame: &crate::Frame, timescale: u32) -> Result<(), String>;
+}
+
 /// Creates encoders.
 pub trait Transcoders: Send + Sync {
     /// A meter of an AAC track's level: frames pushed in, a [`Level`] about every second of
@@ -96,4 +133,17 @@ pub trait Transcoders: Send + Sync {
         aac: &AacParams,
         on_packet: Box<dyn FnMut(Packet) + Send>,
     ) -> Result<Box<dyn AudioEncoder>, String>;
+
+    /// A rung of the video ladder: H.264 `source` frames pushed in are decoded, scaled to
+    /// `rung` (keeping the picture's aspect, with black borders where it differs) and
+    /// encoded again, with a keyframe exactly at each of the source's keyframes and nowhere
+    /// else; the frames come out through `on_frame`.
+    fn video_rung(
+        &self,
+        _source: &H264Params,
+        _rung: &LadderRung,
+        _on_frame: Box<dyn FnMut(VideoFrame) + Send>,
+    ) -> Result<Box<dyn VideoEncoder>, String> {
+        Err("no video transcoder here".into())
+    }
 }
