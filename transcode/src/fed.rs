@@ -56,6 +56,11 @@ impl Fed {
         &self.pipeline
     }
 
+    /// Its `appsrc`, for a feeder that needs more than [`AudioEncoder::push`] (video).
+    pub(crate) fn src(&self) -> &gst_app::AppSrc {
+        &self.src
+    }
+
     /// The `appsink` named `name`.
     pub fn sink(&self, name: &str) -> Result<gst_app::AppSink, String> {
         self.pipeline

@@ -6,6 +6,7 @@
 //! - [`opus`]: AAC to Opus for WebRTC viewers.
 //! - [`aac`]: Opus or G.711 to AAC for HLS (WebRTC publishers, IP cameras).
 //! - [`level`]: the sound level of a dialect, for the lecture's health.
+//! - [`ladder`]: the video ladder, a smaller picture of the lecture for weak links.
 //! - [`poster`]: a recording's poster, the first picture of its video as a JPEG.
 //! - [`fed`]: the appsrc-fed pipeline shape they share.
 //! - [`supervise`]: restarts a pipeline that fails or stalls.
@@ -13,12 +14,15 @@
 pub mod aac;
 pub mod demo;
 pub mod fed;
+pub mod ladder;
 pub mod level;
 pub mod opus;
 pub mod poster;
 pub mod supervise;
 #[cfg(test)]
 mod test_audio;
+#[cfg(test)]
+mod test_video;
 
 use std::sync::Once;
 

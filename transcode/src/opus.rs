@@ -135,6 +135,21 @@ impl Transcoders for GstTranscoders {
     ) -> Result<Box<dyn AudioEncoder>, String> {
         Ok(Box::new(supervised(self.watchdog, aac, on_packet)?))
     }
+
+    fn video_rung(
+        &self,
+        source: &media::h264::H264Params,
+        rung: &media::encode::LadderRung,
+        on_frame: Box<dyn FnMut(media::encode::VideoFrame) + Send>,
+    ) -> Result<Box<dyn media::encode::VideoEncoder>, String> {
+        Ok(Box::new(crate::ladder::supervised(
+            self.watchdog,
+            source,
+            rung,
+            &crate::ladder::LadderOptions::default(),
+            on_frame,
+        )?))
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,16 @@
 //! Checked on each input frame, on the thread that feeds it: no extra thread per pipeline. A
 //! broken pipeline is stopped on a thread of its own, as a stalled one may take long to
 //! reach the `Null` state.
+//!
+//! Audio pipelines are a [`Fed`]; the video ladder's ([`crate::ladder`]) wraps one to feed
+//! it whole GOPs; both are [`Watched`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use media::encode::AudioEncoder;
+use media::encode::{AudioEncoder, VideoEncoder};
 use tracing::{info, warn};
 
 use crate::fed::Fed;
@@ -57,8 +60,26 @@ pub fn restarts_total() -> u64 {
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 
+/// A pipeline the supervisor can judge.
+pub trait Watched: Send + 'static {
+    /// The first error it posted, if any.
+    fn fault(&self) -> Option<String>;
+
+    /// True while it deliberately takes no input (a video pipeline waiting for a keyframe
+    /// to start at): no output then is no stall.
+    fn idle(&self) -> bool {
+        false
+    }
+}
+
+impl Watched for Fed {
+    fn fault(&self) -> Option<String> {
+        Fed::fault(self)
+    }
+}
+
 /// Starts a pipeline whose output moves `produced` on each unit it puts out.
-type Start = Box<dyn FnMut(Arc<AtomicU64>) -> Result<Fed, String> + Send>;
+type Start<P> = Box<dyn FnMut(Arc<AtomicU64>) -> Result<P, String> + Send>;
 
 /// An output callback kept across restarts.
 pub(crate) type Shared<T> = Arc<Mutex<Box<dyn FnMut(T) + Send>>>;
@@ -76,11 +97,11 @@ pub(crate) fn counted<T: 'static>(
 }
 
 /// A supervised pipeline.
-pub struct Supervised {
+pub struct Supervised<P: Watched = Fed> {
     what: &'static str,
-    start: Start,
+    start: Start<P>,
     watchdog: Watchdog,
-    running: Option<Fed>,
+    running: Option<P>,
     produced: Arc<AtomicU64>,
     /// Output count at `progress_at`.
     seen: u64,
@@ -93,13 +114,13 @@ pub struct Supervised {
     last_fault: Option<String>,
 }
 
-impl Supervised {
+impl<P: Watched> Supervised<P> {
     /// Starts the first pipeline with `start`; its error is returned as is.
     pub(crate) fn start(
         what: &'static str,
         watchdog: Watchdog,
-        mut start: impl FnMut(Arc<AtomicU64>) -> Result<Fed, String> + Send + 'static,
-    ) -> Result<Supervised, String> {
+        mut start: impl FnMut(Arc<AtomicU64>) -> Result<P, String> + Send + 'static,
+    ) -> Result<Supervised<P>, String> {
         let produced = Arc::new(AtomicU64::new(0));
         let fed = start(produced.clone())?;
         Ok(Supervised {
@@ -130,7 +151,7 @@ impl Supervised {
             return Some(format!("error: {e}"));
         }
         let n = self.produced.load(Ordering::Relaxed);
-        if n != self.seen {
+        if n != self.seen || fed.idle() {
             self.seen = n;
             self.progress_at = now;
             return None;
@@ -206,10 +227,10 @@ impl Supervised {
             Err(e) => self.tear_down(&format!("cannot restart: {e}"), now),
         }
     }
-}
 
-impl AudioEncoder for Supervised {
-    fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
+    /// Judges the running pipeline as one more input arrives, tearing it down or starting
+    /// it again as due: the pipeline to give the input to, if one runs.
+    fn on_input(&mut self) -> Option<&mut P> {
         let now = Instant::now();
         // Input that paused (a publisher away) is not a stall of ours.
         if self
@@ -226,9 +247,25 @@ impl AudioEncoder for Supervised {
         if self.running.is_none() && self.retry_at.is_some_and(|t| now >= t) {
             self.restart(now);
         }
-        match self.running.as_mut() {
+        self.running.as_mut()
+    }
+}
+
+impl AudioEncoder for Supervised<Fed> {
+    fn push(&mut self, pts: i64, timescale: u32, data: &[u8]) -> Result<(), String> {
+        match self.on_input() {
             Some(fed) => fed.push(pts, timescale, data),
             // Silent until restarted.
+            None => Ok(()),
+        }
+    }
+}
+
+impl<P: Watched + VideoEncoder> VideoEncoder for Supervised<P> {
+    fn push(&mut self, frame: &media::Frame, timescale: u32) -> Result<(), String> {
+        match self.on_input() {
+            Some(p) => p.push(frame, timescale),
+            // No pictures until restarted.
             None => Ok(()),
         }
     }
