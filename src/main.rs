@@ -209,8 +209,7 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             ends_at: None,
             // It never ends: recording it would only fill the disk.
             record: Some(false),
-            // The demo's picture is small already; a ladder would only cost CPU.
-            ladder: Some(false),
+            ladder: None,
             retention_days: None,
             hall: None,
             category: None,

@@ -577,6 +577,71 @@ fn on_a_link_too_slow_for_the_picture_it_plays_the_sound_alone() {
     );
 }
 
+#[test]
+fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
+    // The same village classroom on 400 kbit/s, where the relay offers a smaller picture
+    // (its ladder, 320x180 at 180 kbit/s next to the 1.2 Mbit/s source): the player (mode
+    // auto) keeps a picture, the smaller one over LL-HLS, instead of the sound alone.
+    let (Some(hall), Some(village)) = (Netns::new("ladda"), Netns::new("laddb")) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    hall.link(&village, Some(400));
+    let s = Server::start_reachable_in(
+        &hall,
+        "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 1200\n\
+         [ladder]\nenabled = true\nrungs = [{ width = 320, height = 180, kbps = 180 }]\n",
+    );
+    wait_until(Duration::from_secs(30), "the smaller picture", || {
+        let out = hall
+            .command("curl")
+            .args(["-sf", &s.url("/hls/demo/index.m3u8")])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .contains("RESOLUTION=320x180")
+            .then_some(())
+    });
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let shots = screenshot_dir();
+    let _browser = browser_lock();
+    let out = output_within(
+        village.command("node").arg(dir.join("player.mjs")).args([
+            "watch",
+            &format!("http://10.99.1.1:{}", s.http.port()),
+            "demo",
+            &shots,
+            "50",
+        ]),
+        Duration::from_secs(150),
+    );
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let events = r["events"].as_array().unwrap();
+    assert!(
+        !events.iter().any(|e| e["name"] == "fallback"
+            && e["detail"]["reason"]
+                .as_str()
+                .is_some_and(|x| x.contains("picture keeps stalling"))),
+        "it fell back to the sound alone: {}",
+        r["events"]
+    );
+    let samples = r["samples"].as_array().unwrap();
+    let tail = &samples[samples.len() - 8..];
+    assert!(
+        tail.iter()
+            .all(|x| x["mode"] == "hls" && x["state"] == "playing" && x["videoWidth"] == 320),
+        "not playing the smaller picture at the end: {tail:?} (events: {})",
+        r["events"]
+    );
+    let t: Vec<f64> = tail.iter().map(|x| x["t"].as_f64().unwrap()).collect();
+    assert!(
+        t.windows(2).all(|w| w[1] > w[0]),
+        "picture not advancing: {t:?}"
+    );
+}
+
 /// Runs a `tests/node/player-firefox.mjs` scenario in Firefox ESR. Firefox pairs no
 /// loopback candidates and gathers none without a default route: relay and browser share a
 /// namespace of the test's own, with a default route that leads nowhere.

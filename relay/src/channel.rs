@@ -512,6 +512,7 @@ pub fn state(hub: &Hub, name: &str) -> Option<Value> {
         "next": next,
         "dialects": dialects,
         "has_video": live.as_ref().is_some_and(|l| l.has_video()),
+        "small_picture": live.as_ref().is_some_and(|l| l.has_small_picture()),
         "hls": format!("/hls/{name}/index.m3u8"),
         "whep": format!("/whep/{name}"),
         // "Watch from the beginning" while live; the replays once it is over.

@@ -336,6 +336,12 @@ impl Lecture {
             .any(|r| r.kind() == TrackKind::Video)
     }
 
+    /// Whether the lecture offers a smaller picture (`[ladder]`) with something to play.
+    pub fn has_small_picture(&self) -> bool {
+        let hls = self.hls();
+        (0..hls.renditions().len()).any(|r| hls.renditions()[r].derived && hls.has_media(r))
+    }
+
     /// The lecture's dialects in rendition order: `(tag, display name)`.
     pub fn dialects(&self) -> Vec<(String, String)> {
         self.hls()

@@ -34,6 +34,8 @@ interface LectureState {
   next?: { title: string | null; starts_at: string | null } | null;
   dialects: Dialect[];
   has_video: boolean;
+  /** The relay offers a smaller picture for weak links (its ladder). */
+  small_picture?: boolean;
 }
 
 const STORAGE_KEY = "jiangtang.dialect";
@@ -175,6 +177,8 @@ export class JiangtangPlayer extends HTMLElement {
   private codecNoticeTimer = 0;
   /** Playing sound only because the link could not carry the picture. */
   private weakNetwork = false;
+  /** On a weak link with the relay's smaller picture: LL-HLS from its smallest variant. */
+  private smallPicture = false;
   private stalls: number[] = [];
   private stallsIgnoredUntil = 0;
   private viewers: { webrtc: number; live_channel: number } | null = null;
@@ -344,6 +348,7 @@ export class JiangtangPlayer extends HTMLElement {
       (this.el.mode as HTMLSelectElement).value = value ?? "auto";
       this.forcedHls = false;
       this.weakNetwork = false;
+      this.smallPicture = false;
       this.el.notice.hidden = true;
       this.hideCodecNotice();
       this.failures = 0;
@@ -961,6 +966,7 @@ export class JiangtangPlayer extends HTMLElement {
   private modes(): Mode[] {
     const pref = (this.getAttribute("mode") ?? "auto") as ModePref;
     if (pref === "auto" && this.weakNetwork) return ["audio"];
+    if (pref === "auto" && this.smallPicture) return ["hls"];
     if (pref === "webrtc") return ["webrtc"];
     if (pref === "hls") return ["hls"];
     if (pref === "audio") return ["audio"];
@@ -976,6 +982,7 @@ export class JiangtangPlayer extends HTMLElement {
       video: this.video,
       onFailure: (reason, fatal) => this.onFailure(reason, fatal),
       onStall: () => this.onStall(),
+      smallest: this.smallPicture,
       token: this.getAttribute("token"),
       onDenied: (reason) => this.onDenied(reason),
       onPlaying: () => {
@@ -1093,6 +1100,14 @@ export class JiangtangPlayer extends HTMLElement {
       this.emit("fallback", { from: "hls", reason: "weak network: the smallest picture" });
       return;
     }
+    if (this.engine instanceof WhepEngine && this.lecture?.small_picture && !this.smallPicture) {
+      // WebRTC carries the full picture: LL-HLS brings the relay's smaller one.
+      this.smallPicture = true;
+      this.stalls = [];
+      this.emit("fallback", { from: "webrtc", reason: "weak network: the smallest picture" });
+      this.restartEngine();
+      return;
+    }
     this.weakNetwork = true;
     this.stalls = [];
     this.emit("fallback", { from: this.engine?.mode ?? null, reason: "weak network: the picture keeps stalling" });
@@ -1102,8 +1117,9 @@ export class JiangtangPlayer extends HTMLElement {
 
   /** Back to the picture after a weak-network fallback. */
   restoreVideo(): void {
-    if (!this.weakNetwork) return;
+    if (!this.weakNetwork && !this.smallPicture) return;
     this.weakNetwork = false;
+    this.smallPicture = false;
     this.el.notice.hidden = true;
     this.restartEngine();
   }

@@ -35,6 +35,8 @@ export interface EngineOptions {
   /** WebRTC only: an answer without a picture (sound only) is a failure, because another
    *  engine can bring the picture. Without it the engine plays the sound alone. */
   needPicture?: boolean;
+  /** HLS only: start on the smallest picture the lecture offers (a weak link). */
+  smallest?: boolean;
   /** The playback token of a lecture that needs one (`?token=` on every request). */
   token?: string | null;
   /** The relay refused to play this lecture (401/403): `reason` is its code
@@ -288,13 +290,17 @@ export class HlsEngine implements Engine {
     });
     if (smallest < 0 || hls.autoLevelCapping === smallest || hls.levels.length < 2) return false;
     hls.autoLevelCapping = smallest;
+    hls.startLevel = smallest;
     hls.nextLevel = smallest;
     return true;
   }
 
   private attach(): void {
     const hls = new Hls({
-      lowLatencyMode: true,
+      // On a weak link (the smallest picture), a few seconds of buffer matter more than
+      // being a part behind the hall: whole segments, three behind the live edge.
+      lowLatencyMode: !this.o.smallest,
+      ...(this.o.smallest ? { liveSyncDurationCount: 3 } : {}),
       backBufferLength: 30,
       liveDurationInfinity: true,
       // A blocking playlist reload that cannot be answered in time gets a 503 (RFC 8216bis
@@ -312,6 +318,7 @@ export class HlsEngine implements Engine {
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => {
       this.retries = 0;
+      if (this.o.smallest) this.stepDown();
       this.pickTrack();
     });
     hls.on(Events.AUDIO_TRACKS_UPDATED, () => this.pickTrack());
