@@ -52,6 +52,7 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
         &config_path,
         format!(
             "[http]\noperator_token = \"{OPERATOR}\"\n\
+             [ladder]\nenabled = true\nrungs = [{{ width = 320, height = 180, kbps = 200 }}]\n\
              [catalogue]\ndatabase_path = \"{}\"\n\
              [[site]]\ncode = \"shimen\"\nname = \"石门小学\"\ntown = \"西和\"\nkind = \"school\"\n",
             dir.join("catalogue.db").display()
@@ -144,8 +145,11 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
+        // The smaller picture goes on with the class's picture: no gaps while it is on air.
+        std::thread::sleep(Duration::from_secs(3));
+        let rung = get_text(&s.url("/hls/askback/video-180p/index.m3u8"));
         let out = driver.join().unwrap();
-        (out, (connected, quiet), (on_air, with_break))
+        (out, (connected, quiet), (on_air, with_break, rung))
     });
     let stdout = String::from_utf8_lossy(&r.stdout);
     let stderr = String::from_utf8_lossy(&r.stderr);
@@ -196,6 +200,11 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
         on_air.1.matches("#EXT-X-MAP").count() >= 2,
         "the class's configuration was not announced: {}",
         on_air.1
+    );
+    assert!(
+        on_air.2.contains("#EXT-X-DISCONTINUITY") && !on_air.2.contains("GAP"),
+        "the smaller picture did not follow the class on air: {}",
+        on_air.2
     );
     // The class's sound replaced the hall's tone for viewers: its beeps, and silence
     // between them where the tone was.

@@ -768,6 +768,15 @@ impl Placer {
         let Some(placed) = placed else {
             return Some(false);
         };
+        if matches!(track, TapTrack::Video) {
+            let frame = Frame {
+                dts: placed.dts,
+                pts: placed.pts,
+                keyframe: f.keyframe,
+                data: f.data.clone(),
+            };
+            lecture.ladder_push(&frame, f.timescale, &f.codec);
+        }
         let taps = &lecture.taps;
         taps.send(
             track,

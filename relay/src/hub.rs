@@ -115,6 +115,8 @@ pub struct Lecture {
     pub(crate) air_leave: AtomicU64,
     /// A class speaking back ([`Hub::new_feed`]): nobody but the operator hears of it.
     feed: std::sync::atomic::AtomicBool,
+    /// The smaller pictures of the current publishing session (`[ladder]`).
+    ladder: Mutex<Option<crate::ladder::Ladder>>,
 }
 
 /// Where a lecture's recording is.
@@ -227,6 +229,23 @@ impl Lecture {
     /// Current publisher, if live.
     pub fn publisher(&self) -> Option<PublisherInfo> {
         self.state().publisher.clone()
+    }
+
+    pub(crate) fn ladder_lock(&self) -> MutexGuard<'_, Option<crate::ladder::Ladder>> {
+        self.ladder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Feeds the lecture's smaller pictures (if it has them) one frame of its picture as
+    /// placed: the publisher's or, on air, a class's.
+    pub(crate) fn ladder_push(
+        &self,
+        frame: &media::Frame,
+        timescale: u32,
+        codec: &media::CodecParams,
+    ) {
+        if let Some(l) = self.ladder_lock().as_mut() {
+            l.push(frame, timescale, codec);
+        }
     }
 
     /// Whether this is a class speaking back ([`Hub::new_feed`]), in no map of the hub.
@@ -824,6 +843,7 @@ impl Hub {
             on_air: AtomicU64::new(0),
             air_leave: AtomicU64::new(0),
             feed: Default::default(),
+            ladder: Mutex::default(),
         })
     }
 
@@ -1357,8 +1377,6 @@ struct SinkTrack {
     name: String,
     /// Video after a site was on air: frames wait for a keyframe the lecture takes.
     waiting_keyframe: bool,
-    /// The smaller pictures made from this video (`[ladder]`).
-    ladder: Option<crate::ladder::Ladder>,
 }
 
 impl MediaSink for PublisherSink {
@@ -1426,13 +1444,14 @@ impl MediaSink for PublisherSink {
                     }
                     TapTrack::Video => None,
                 };
-                let ladder = match (codec.as_ref(), &self.meters) {
-                    (media::CodecParams::H264(h), Some(t)) if self.ladder => {
-                        let rungs = &self.ladder_rungs;
-                        crate::ladder::Ladder::start(t, &self.lecture, self.session, h, rungs)
-                    }
-                    _ => None,
-                };
+                if let (media::CodecParams::H264(h), Some(t)) = (codec.as_ref(), &self.meters)
+                    && self.ladder
+                {
+                    let rungs = &self.ladder_rungs;
+                    let ladder =
+                        crate::ladder::Ladder::start(t, &self.lecture, self.session, h, rungs);
+                    *self.lecture.ladder_lock() = ladder;
+                }
                 self.tracks.insert(
                     id,
                     SinkTrack {
@@ -1447,7 +1466,6 @@ impl MediaSink for PublisherSink {
                         language: described.2,
                         name: described.3,
                         waiting_keyframe: false,
-                        ladder,
                     },
                 );
                 self.lecture.notify(v);
@@ -1492,7 +1510,8 @@ impl MediaSink for PublisherSink {
                 }
                 let arrived = Instant::now();
                 let (keyframe, data) = (frame.keyframe, frame.data.clone());
-                let laddered = t.ladder.is_some().then(|| frame.data.clone());
+                let laddered =
+                    (self.ladder && matches!(t.tap, TapTrack::Video)).then(|| frame.data.clone());
                 if let Some(m) = t.meter.as_mut() {
                     let _ = m.push(frame.pts.max(0), t.timescale, &data);
                 }
@@ -1534,14 +1553,14 @@ impl MediaSink for PublisherSink {
                 }
                 if let Some(placed) = placed {
                     t.offset = Some(placed.pts - input_pts);
-                    if let (Some(ladder), Some(data)) = (t.ladder.as_mut(), laddered) {
+                    if let Some(data) = laddered {
                         let placed = media::Frame {
                             dts: placed.dts,
                             pts: placed.pts,
                             keyframe,
                             data,
                         };
-                        ladder.push(&placed, t.timescale);
+                        self.lecture.ladder_push(&placed, t.timescale, &t.codec);
                     }
                     let taps = &self.lecture.taps;
                     taps.send(
@@ -1631,6 +1650,13 @@ impl PublisherSink {
 
 impl Drop for PublisherSink {
     fn drop(&mut self) {
+        {
+            let mut ladder = self.lecture.ladder_lock();
+            if ladder.as_ref().is_some_and(|l| l.session == self.session) {
+                // Its pipelines stop with it.
+                *ladder = None;
+            }
+        }
         if self.lecture.end_session(self.session) && self.finished {
             let status = self.lecture.status();
             if self.lecture.finish_if(status) {

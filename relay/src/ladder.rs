@@ -24,6 +24,15 @@ use crate::hub::Lecture;
 
 /// The rung transcoders of one publishing session's video.
 pub(crate) struct Ladder {
+    transcoders: Arc<dyn Transcoders>,
+    lecture: Weak<Lecture>,
+    name: String,
+    /// The publishing session it serves.
+    pub(crate) session: u64,
+    /// The configuration being transcoded (another arrives while a class is on air).
+    source: H264Params,
+    /// Rungs smaller than the publisher's picture, as configured.
+    wanted: Vec<config::LadderRungConfig>,
     rungs: Vec<Rung>,
     /// The source's composition offset (pts − dts) at its last keyframe, 90 kHz.
     composition: Arc<AtomicI64>,
@@ -34,9 +43,19 @@ struct Rung {
     id: String,
 }
 
+impl std::fmt::Debug for Ladder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.rungs.iter().map(|r| r.id.as_str()).collect();
+        f.debug_struct("Ladder")
+            .field("session", &self.session)
+            .field("rungs", &ids)
+            .finish()
+    }
+}
+
 impl Ladder {
-    /// Starts a transcoder per rung of `rungs` for `source` video of `session` of `lecture`;
-    /// `None` when none could start (logged).
+    /// Starts a transcoder per rung of `rungs` smaller than `source`, the video of `session`
+    /// of `lecture`; `None` when none could start (logged).
     pub(crate) fn start(
         transcoders: &Arc<dyn Transcoders>,
         lecture: &Arc<Lecture>,
@@ -44,13 +63,28 @@ impl Ladder {
         source: &H264Params,
         rungs: &[config::LadderRungConfig],
     ) -> Option<Ladder> {
-        let composition = Arc::new(AtomicI64::new(0));
-        let mut started = Vec::new();
-        for r in rungs {
+        let mut ladder = Ladder {
+            transcoders: transcoders.clone(),
+            lecture: Arc::downgrade(lecture),
+            name: lecture.name.clone(),
+            session,
+            source: source.clone(),
             // A rung no smaller than the source adds nothing.
-            if r.height >= source.height {
-                continue;
-            }
+            wanted: rungs
+                .iter()
+                .filter(|r| r.height < source.height)
+                .copied()
+                .collect(),
+            rungs: Vec::new(),
+            composition: Arc::new(AtomicI64::new(0)),
+        };
+        ladder.start_rungs();
+        (!ladder.rungs.is_empty()).then_some(ladder)
+    }
+
+    fn start_rungs(&mut self) {
+        self.rungs.clear();
+        for r in &self.wanted {
             let id = format!("video-{}p", r.height);
             let rung = LadderRung {
                 width: r.width,
@@ -58,29 +92,36 @@ impl Ladder {
                 kbps: r.kbps,
             };
             let out = output(
-                Arc::downgrade(lecture),
-                session,
+                self.lecture.clone(),
+                self.session,
                 id.clone(),
-                composition.clone(),
+                self.composition.clone(),
             );
-            match transcoders.video_rung(source, &rung, out) {
+            match self.transcoders.video_rung(&self.source, &rung, out) {
                 Ok(encoder) => {
-                    info!(lecture = %lecture.name, rung = %id, kbps = r.kbps, "smaller picture started");
-                    started.push(Rung { encoder, id });
+                    info!(lecture = %self.name, rung = %id, kbps = r.kbps, "smaller picture started");
+                    self.rungs.push(Rung { encoder, id });
                 }
                 Err(e) => {
-                    warn!(lecture = %lecture.name, rung = %id, "smaller picture not made: {e}")
+                    warn!(lecture = %self.name, rung = %id, "smaller picture not made: {e}")
                 }
             }
         }
-        (!started.is_empty()).then_some(Ladder {
-            rungs: started,
-            composition,
-        })
     }
 
-    /// Feeds one source frame as placed on the lecture timeline (`timescale` units).
-    pub(crate) fn push(&mut self, frame: &Frame, timescale: u32) {
+    /// Feeds one frame of the lecture's picture as placed on the lecture timeline
+    /// (`timescale` units), whose configuration is `codec`: the publisher's, or a class's on
+    /// air, for which the rungs start again from its first keyframe.
+    pub(crate) fn push(&mut self, frame: &Frame, timescale: u32, codec: &CodecParams) {
+        if let CodecParams::H264(h) = codec
+            && h.record != self.source.record
+        {
+            if !frame.keyframe {
+                return;
+            }
+            self.source = h.clone();
+            self.start_rungs();
+        }
         if frame.keyframe {
             self.composition.store(
                 rescale(frame.pts - frame.dts, timescale, 90_000),
@@ -96,7 +137,7 @@ impl Ladder {
 }
 
 /// Where a rung's frames go: the lecture's derived rendition `id`, while `session` is the
-/// lecture's and no site is on air in its place.
+/// lecture's.
 fn output(
     lecture: Weak<Lecture>,
     session: u64,
@@ -116,9 +157,6 @@ fn output(
             data: f.data,
         };
         let mut hls = l.hls();
-        if l.on_air.load(Ordering::Acquire) & crate::ask::REPLACES_VIDEO != 0 {
-            return;
-        }
         let r = match hls.rendition_by_id(&id) {
             Some(r) if params.as_ref().is_some_and(|p| Arc::ptr_eq(p, &f.params)) => r,
             _ => {
