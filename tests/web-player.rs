@@ -642,6 +642,76 @@ fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
     );
 }
 
+#[test]
+fn a_webrtc_viewer_on_a_lossy_link_is_moved_to_the_smaller_picture() {
+    // A WebRTC viewer (mode webrtc: the player does not fall back by itself) on 400 kbit/s
+    // watching a 1.2 Mbit/s lecture with a 320x180 picture in its ladder: its receiver
+    // reports loss, the relay moves it to the smaller picture at a keyframe, in the session.
+    let (Some(hall), Some(village)) = (Netns::new("movea"), Netns::new("moveb")) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    hall.link(&village, Some(400));
+    let s = Server::start_reachable_in(
+        &hall,
+        "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 1200\n\
+         [ladder]\nenabled = true\nrungs = [{ width = 320, height = 180, kbps = 180 }]\n",
+    );
+    let in_hall = |path: &str| {
+        let out = hall
+            .command("curl")
+            .args(["-sf", &s.url(path)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(Duration::from_secs(30), "the smaller picture", || {
+        in_hall("/hls/demo/index.m3u8")
+            .contains("RESOLUTION=320x180")
+            .then_some(())
+    });
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    let shots = screenshot_dir();
+    let _browser = browser_lock();
+    let out = output_within(
+        village.command("node").arg(dir.join("player.mjs")).args([
+            "watch-webrtc",
+            &format!("http://10.99.1.1:{}", s.http.port()),
+            "demo",
+            &shots,
+            "40",
+        ]),
+        Duration::from_secs(150),
+    );
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let samples = r["samples"].as_array().unwrap();
+    assert!(
+        samples.iter().any(|x| x["videoWidth"] == 640),
+        "it never had the full picture: {samples:?}"
+    );
+    let tail = &samples[samples.len() - 8..];
+    assert!(
+        tail.iter()
+            .all(|x| x["mode"] == "webrtc" && x["state"] == "playing" && x["videoWidth"] == 320),
+        "not on the smaller picture over WebRTC at the end: {tail:?}"
+    );
+    let t: Vec<f64> = tail.iter().map(|x| x["t"].as_f64().unwrap()).collect();
+    assert!(
+        t.windows(2).all(|w| w[1] > w[0]),
+        "picture not advancing: {t:?}"
+    );
+    let metrics = in_hall("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jiangtang_webrtc_moved_to_small_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(s.log().contains("moved to the smallest picture"));
+}
+
 /// Runs a `tests/node/player-firefox.mjs` scenario in Firefox ESR. Firefox pairs no
 /// loopback candidates and gathers none without a default route: relay and browser share a
 /// namespace of the test's own, with a default route that leads nowhere.

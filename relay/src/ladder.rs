@@ -84,6 +84,7 @@ impl Ladder {
 
     fn start_rungs(&mut self) {
         self.rungs.clear();
+        let smallest = self.wanted.iter().map(|r| r.height).min();
         for r in &self.wanted {
             let id = format!("video-{}p", r.height);
             let rung = LadderRung {
@@ -96,6 +97,7 @@ impl Ladder {
                 self.session,
                 id.clone(),
                 self.composition.clone(),
+                Some(r.height) == smallest,
             );
             match self.transcoders.video_rung(&self.source, &rung, out) {
                 Ok(encoder) => {
@@ -137,12 +139,13 @@ impl Ladder {
 }
 
 /// Where a rung's frames go: the lecture's derived rendition `id`, while `session` is the
-/// lecture's.
+/// lecture's; the smallest rung's (`webrtc`) also to WebRTC viewers on a poor link.
 fn output(
     lecture: Weak<Lecture>,
     session: u64,
     id: String,
     composition: Arc<AtomicI64>,
+    webrtc: bool,
 ) -> Box<dyn FnMut(VideoFrame) + Send> {
     let mut params: Option<Arc<H264Params>> = None;
     Box::new(move |f: VideoFrame| {
@@ -150,12 +153,15 @@ fn output(
         if l.session() != session {
             return;
         }
+        let arrived = std::time::Instant::now();
+        let codec = webrtc.then(|| Arc::new(CodecParams::H264((*f.params).clone())));
         let frame = Frame {
             dts: f.pts - composition.load(Ordering::Relaxed),
             pts: f.pts,
             keyframe: f.keyframe,
             data: f.data,
         };
+        let tapped = webrtc.then(|| (frame.keyframe, frame.data.clone()));
         let mut hls = l.hls();
         let r = match hls.rendition_by_id(&id) {
             Some(r) if params.as_ref().is_some_and(|p| Arc::ptr_eq(p, &f.params)) => r,
@@ -171,10 +177,27 @@ fn output(
                 )
             }
         };
-        hls.push_on_lecture_clock(r, frame, SystemTime::now());
+        let placed = hls.push_on_lecture_clock(r, frame, SystemTime::now());
         l.record(&mut hls);
         let v = hls.version();
         drop(hls);
         l.notify(v);
+        if let (Some(placed), Some((keyframe, data)), Some(codec)) = (placed, tapped, codec) {
+            let taps = &l.taps;
+            taps.send_small(crate::taps::TapFrame {
+                dts: placed.dts,
+                pts: placed.pts,
+                timescale: 90_000,
+                keyframe,
+                data,
+                codec,
+                wallclock: taps
+                    .wallclock_of(placed.pts, 90_000)
+                    .unwrap_or(arrived)
+                    .min(arrived),
+                session,
+                arrived,
+            });
+        }
     })
 }

@@ -90,6 +90,8 @@ struct Gop {
 #[derive(Debug)]
 pub struct Taps {
     video: broadcast::Sender<Arc<TapFrame>>,
+    /// The smallest picture of the lecture's ladder, for WebRTC viewers on a poor link.
+    small: broadcast::Sender<Arc<TapFrame>>,
     audio: Mutex<IndexMap<String, broadcast::Sender<Arc<TapFrame>>>>,
     /// Per dialect, the Opus its source sent (WebRTC publishers and interpreters), beside
     /// the AAC transcoded from it.
@@ -103,6 +105,7 @@ impl Default for Taps {
     fn default() -> Self {
         Taps {
             video: broadcast::channel(CHANNEL_FRAMES).0,
+            small: broadcast::channel(CHANNEL_FRAMES).0,
             audio: Mutex::default(),
             opus: Mutex::default(),
             gop: Mutex::default(),
@@ -202,6 +205,16 @@ impl Taps {
                 let _ = tx.send(frame);
             }
         }
+    }
+
+    /// Sends a frame of the smallest picture ([`crate::ladder`]).
+    pub fn send_small(&self, frame: TapFrame) {
+        let _ = self.small.send(Arc::new(frame));
+    }
+
+    /// Subscribes to the smallest picture.
+    pub fn subscribe_small(&self) -> broadcast::Receiver<Arc<TapFrame>> {
+        self.small.subscribe()
     }
 
     /// Subscribes to a track. Audio tracks not seen yet are created empty.

@@ -141,8 +141,8 @@ try {
     result.afterSwitch = await player(page);
     result.audioCard = await page.evaluate(() => document.querySelector("jiangtang-player").shadowRoot.querySelector(".audio-text").textContent);
     await page.screenshot({ path: `${shots}/player-audio-only.png` });
-  } else if (scenario === "watch") {
-    await page.goto(`${server}/play/${stream}`);
+  } else if (scenario === "watch" || scenario === "watch-webrtc") {
+    await page.goto(`${server}/play/${stream}${scenario === "watch-webrtc" ? "?mode=webrtc" : ""}`);
     const samples = [];
     const end = Date.now() + Number(seconds) * 1000;
     const shotStates = new Set();

@@ -223,6 +223,8 @@ pub struct VideoFrame {
     pub profile: u8,
     /// When the relay received it.
     pub arrived: Instant,
+    /// A frame of the lecture's smallest picture (its ladder), not of its source.
+    pub small: bool,
 }
 
 /// The largest RTP payload: what str0m's own packetization uses with its default MTU (1,150
@@ -267,6 +269,7 @@ pub fn annexb(frame: &TapFrame, packetizer: &mut H264Packetizer) -> Option<Video
         packets: packets.into_iter().map(Arc::from).collect(),
         profile: h.profile,
         arrived: frame.arrived,
+        small: false,
     })
 }
 
@@ -296,6 +299,12 @@ struct Session {
     frames_skipped: u64,
     connected_at: Option<Instant>,
     switched_at: Option<Instant>,
+    /// Sent the lecture's smallest picture (a poor link), not its source.
+    small: bool,
+    /// The picture it should get; a switch happens at the source's next keyframe.
+    want_small: bool,
+    /// The loss its receiver reports for the video.
+    link: LinkLoss,
 }
 
 struct Feed {
@@ -312,6 +321,9 @@ struct Feed {
     /// The frames since the last keyframe, already cut into payloads: a joining viewer's
     /// GOP burst reuses them instead of cutting its own.
     gop: std::collections::VecDeque<Arc<VideoFrame>>,
+    /// The smallest picture's feeder, and when it last brought a keyframe.
+    small: JoinHandle<()>,
+    small_keyframe: Option<Instant>,
 }
 
 /// Longest video is held back to wait for its audio.
@@ -360,6 +372,7 @@ impl Feed {
 impl Drop for Feed {
     fn drop(&mut self) {
         self.video.abort();
+        self.small.abort();
         for t in self.dialects.values() {
             t.abort();
         }
@@ -786,6 +799,9 @@ impl Engine {
             frames_skipped: 0,
             connected_at: None,
             switched_at: None,
+            small: false,
+            want_small: false,
+            link: LinkLoss::default(),
         };
         contained(&mut s, &self.stats, |s| {
             drive(s, &self.sockets, &self.stats)
@@ -836,7 +852,14 @@ impl Engine {
         let stats = self.stats.clone();
         let feed = self.feeds.entry(lecture.id).or_insert_with(|| Feed {
             lecture: lecture.clone(),
-            video: tokio::spawn(feed_video(lecture.clone(), media_tx, stats)),
+            small: tokio::spawn(feed_video(
+                lecture.clone(),
+                media_tx.clone(),
+                stats.clone(),
+                true,
+            )),
+            small_keyframe: None,
+            video: tokio::spawn(feed_video(lecture.clone(), media_tx, stats, false)),
             dialects: HashMap::new(),
             audio_lag: None,
             video_lag: None,
@@ -870,6 +893,14 @@ impl Engine {
                 let Some(feed) = self.feeds.get_mut(&lecture) else {
                     return;
                 };
+                if frame.small {
+                    // Later than the source already (it is made from it): sent as it comes.
+                    if frame.keyframe {
+                        feed.small_keyframe = Some(now);
+                    }
+                    self.deliver_video(lecture, &frame, Duration::ZERO);
+                    return;
+                }
                 smooth(
                     &mut feed.video_lag,
                     now.saturating_duration_since(frame.wallclock).as_secs_f64() * 1000.0,
@@ -942,9 +973,39 @@ impl Engine {
 
     /// Writes a video frame to every started viewer of the lecture instance `lecture`.
     fn deliver_video(&mut self, lecture: u64, frame: &Arc<VideoFrame>, held: Duration) {
+        // Viewers move down only to a smallest picture that is being made.
+        let small_made = self
+            .feeds
+            .get(&lecture)
+            .and_then(|f| f.small_keyframe)
+            .is_some_and(|t| t.elapsed() < SMALL_GONE_AFTER);
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
             if s.lecture.id != lecture || !s.started || s.dead {
+                continue;
+            }
+            if s.small && !small_made {
+                s.want_small = false;
+            }
+            // Pictures change at the source's keyframes, where the smallest picture has one
+            // too: down, the source stops there and the small one's keyframe of the same
+            // instant follows; up, the source's keyframe goes out at once.
+            if !frame.small
+                && frame.keyframe
+                && s.want_small != s.small
+                && (small_made || !s.want_small)
+            {
+                s.small = s.want_small;
+                if s.small {
+                    self.stats.moved_to_small.inc();
+                    info!(session = %s.id, lecture = %s.lecture_name, loss = ?s.link.loss, "viewer's link is losing packets: moved to the smallest picture");
+                    s.waiting_keyframe = true;
+                } else {
+                    self.stats.moved_to_source.inc();
+                    info!(session = %s.id, lecture = %s.lecture_name, "viewer's link is clean again: back to the full picture");
+                }
+            }
+            if frame.small != s.small {
                 continue;
             }
             // Frames the viewer already has (its GOP burst) are skipped; a jump of the
@@ -1484,6 +1545,80 @@ fn drive(s: &mut Session, sockets: &Ports, stats: &Stats) {
     });
 }
 
+/// A smallest picture without a keyframe for this long is no longer being made.
+const SMALL_GONE_AFTER: Duration = Duration::from_secs(6);
+
+/// Receiver reports with more than this fraction of the video lost (smoothed) are lossy.
+const LOSSY: f64 = 0.05;
+/// This many lossy reports in a row (about a second apart) move a viewer to the smallest
+/// picture.
+const LOSSY_REPORTS: u32 = 3;
+/// Below this loss for [`CLEAN_FOR`] (doubled each time the source was tried and lost
+/// again, up to [`MAX_CLEAN_FOR`]), a viewer on the smallest picture gets the source again.
+const CLEAN: f64 = 0.01;
+const CLEAN_FOR: Duration = Duration::from_secs(60);
+const MAX_CLEAN_FOR: Duration = Duration::from_secs(16 * 60);
+
+/// A viewer's link as its receiver reports tell it, sans-IO: which picture it should get.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LinkLoss {
+    /// Fraction of the video lost, smoothed.
+    pub(crate) loss: Option<f64>,
+    lossy_reports: u32,
+    clean_since: Option<Instant>,
+    /// On the smallest picture now.
+    small: bool,
+    /// Times it went back to the source and had to come down again.
+    retries: u32,
+}
+
+impl LinkLoss {
+    /// Takes one report's fraction lost; whether the viewer should get the smallest picture.
+    pub(crate) fn note(&mut self, fraction: f64, now: Instant) -> bool {
+        let loss = match self.loss {
+            Some(old) => old + (fraction - old) * 0.5,
+            None => fraction,
+        };
+        self.loss = Some(loss);
+        if loss > LOSSY {
+            self.lossy_reports += 1;
+            self.clean_since = None;
+        } else {
+            self.lossy_reports = 0;
+            if loss < CLEAN {
+                self.clean_since.get_or_insert(now);
+            } else {
+                self.clean_since = None;
+            }
+        }
+        let wait = CLEAN_FOR
+            .saturating_mul(1 << self.retries.min(4))
+            .min(MAX_CLEAN_FOR);
+        if !self.small && self.lossy_reports >= LOSSY_REPORTS {
+            self.small = true;
+            self.lossy_reports = 0;
+        } else if self.small
+            && self
+                .clean_since
+                .is_some_and(|t| now.duration_since(t) >= wait)
+        {
+            self.small = false;
+            self.clean_since = None;
+            // If the source is lost again, the next try waits longer.
+            self.retries += 1;
+        }
+        if !self.small
+            && self
+                .clean_since
+                .is_some_and(|t| now.duration_since(t) >= wait)
+        {
+            // The source held: the next fall starts from the first wait.
+            self.retries = 0;
+        }
+        self.small
+    }
+}
+
 /// Polls a viewer's `Rtc` until it wants only time, collecting its datagrams in `out`.
 fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
     loop {
@@ -1528,6 +1663,11 @@ fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
                 }
                 Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                     s.dead = true;
+                }
+                Event::MediaEgressStats(st) if s.video.is_some_and(|(m, _)| m == st.mid) => {
+                    if let Some(loss) = st.loss {
+                        s.want_small = s.link.note(loss as f64, Instant::now());
+                    }
                 }
                 _ => {}
             },
@@ -1732,15 +1872,25 @@ async fn read_socket(
     }
 }
 
-async fn feed_video(lecture: Arc<Lecture>, tx: mpsc::Sender<Media>, stats: Arc<Stats>) {
-    let mut rx = lecture.taps.subscribe(&TapTrack::Video);
+async fn feed_video(
+    lecture: Arc<Lecture>,
+    tx: mpsc::Sender<Media>,
+    stats: Arc<Stats>,
+    small: bool,
+) {
+    let mut rx = if small {
+        lecture.taps.subscribe_small()
+    } else {
+        lecture.taps.subscribe(&TapTrack::Video)
+    };
     let mut packetizer = H264Packetizer::default();
     loop {
         match rx.recv().await {
             Ok(f) => {
-                let Some(frame) = annexb(&f, &mut packetizer) else {
+                let Some(mut frame) = annexb(&f, &mut packetizer) else {
                     continue;
                 };
+                frame.small = small;
                 if tx
                     .send(Media::Video {
                         lecture: lecture.id,
@@ -1806,6 +1956,49 @@ mod tests {
     use super::*;
     use media::sink::{Publish, PublishRequest};
     use tokio::net::UdpSocket;
+
+    #[test]
+    fn a_lossy_link_moves_down_and_comes_back_up_ever_more_cautiously() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut l = LinkLoss::default();
+        // A clean link stays on the source; one bad report is not enough.
+        for s in 0..10 {
+            assert!(!l.note(0.0, at(s)));
+        }
+        assert!(!l.note(0.3, at(10)));
+        for s in 11..14 {
+            assert!(!l.note(0.0, at(s)));
+        }
+        // Three lossy reports in a row: the smallest picture.
+        assert!(!l.note(0.3, at(14)));
+        assert!(!l.note(0.3, at(15)));
+        assert!(l.note(0.3, at(16)));
+        // Clean again: it stays small for a minute, then tries the source.
+        let mut up = None;
+        for s in 17..200 {
+            if !l.note(0.0, at(s)) {
+                up = Some(s);
+                break;
+            }
+        }
+        let first = up.expect("never back up");
+        assert!((75..90).contains(&first), "{first}");
+        // The source is lost again: down, and the next try waits twice as long.
+        for s in first + 1..first + 4 {
+            l.note(0.5, at(s));
+        }
+        assert!(l.note(0.5, at(first + 4)));
+        let mut up = None;
+        for s in first + 5..first + 400 {
+            if !l.note(0.0, at(s)) {
+                up = Some(s - first);
+                break;
+            }
+        }
+        let second = up.expect("never back up");
+        assert!((125..145).contains(&second), "{second}");
+    }
 
     /// A frame's packets (equal sizes, a shorter last one), then another viewer's, then a
     /// lone STUN-sized datagram: every datagram arrives whole, in order, at its own
@@ -1927,6 +2120,9 @@ mod tests {
             frames_skipped: 0,
             connected_at: None,
             switched_at: None,
+            small: false,
+            want_small: false,
+            link: LinkLoss::default(),
         };
         let stats = Stats::default();
         let (mut a, mut b) = (session("a"), session("b"));

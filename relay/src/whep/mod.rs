@@ -691,7 +691,13 @@ async fn viewer_session(
     }
     let offer = parse_offer(body)?;
     let picked = w.pick();
-    let mut rtc = picked.new_rtc(viewer_config())?;
+    // Where a smaller picture exists, the receiver's loss reports decide who gets it.
+    let config = if lecture.has_small_picture() {
+        viewer_config().set_stats_interval(Some(Duration::from_secs(1)))
+    } else {
+        viewer_config()
+    };
+    let mut rtc = picked.new_rtc(config)?;
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

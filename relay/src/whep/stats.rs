@@ -160,6 +160,10 @@ pub struct Stats {
     pub frames_skipped: Counter,
     /// PLI/FIR received from viewers.
     pub keyframe_requests: Counter,
+    /// Viewers moved to the lecture's smallest picture for their link's loss.
+    pub moved_to_small: Counter,
+    /// Viewers moved back to the source's picture.
+    pub moved_to_source: Counter,
     /// Frames the feeders lost because the engine fell behind.
     pub feed_lagged: Counter,
     /// Opus packets dropped because the engine's inbox was full.
@@ -187,7 +191,7 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self, out: &mut String) {
-        let counters: [(&str, &Counter, &str); 28] = [
+        let counters: [(&str, &Counter, &str); 30] = [
             (
                 "publishers_started",
                 &self.publishers_started,
@@ -298,6 +302,16 @@ impl Stats {
                 "keyframe_requests",
                 &self.keyframe_requests,
                 "PLI/FIR from viewers",
+            ),
+            (
+                "moved_to_small",
+                &self.moved_to_small,
+                "viewers moved to the lecture's smallest picture for their link's loss",
+            ),
+            (
+                "moved_to_source",
+                &self.moved_to_source,
+                "viewers moved back to the source's picture",
             ),
             (
                 "feed_lagged",
