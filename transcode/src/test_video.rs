@@ -19,10 +19,15 @@ pub struct SourceVideo {
 /// `gop` frames and two B-frames between references (so decode and presentation order
 /// differ, as with most cameras), its timeline starting at `start` (90 kHz).
 pub fn source(seconds: u32, gop: u32, start: i64) -> SourceVideo {
+    sized_source(seconds, gop, start, 1280, 720)
+}
+
+/// [`source`] at `width`x`height`: a ball on a green background.
+pub fn sized_source(seconds: u32, gop: u32, start: i64, width: u32, height: u32) -> SourceVideo {
     crate::init().unwrap();
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers={n} pattern=ball motion=wavy background-color=0xff206040 \
-         ! video/x-raw,width=1280,height=720,framerate=25/1 \
+         ! video/x-raw,width={width},height={height},framerate=25/1 \
          ! timeoverlay font-desc=\"Sans 48\" \
          ! x264enc speed-preset=superfast bitrate=2000 key-int-max={gop} bframes=2 \
            option-string=\"scenecut=0\" \
@@ -76,4 +81,56 @@ pub fn source(seconds: u32, gop: u32, start: i64) -> SourceVideo {
         params: params.unwrap(),
         frames,
     }
+}
+
+/// The picture of `frame` (a keyframe of a stream with configuration `params`), decoded to
+/// 8-bit luma: width, height and rows of samples.
+pub fn luma(params: &H264Params, frame: &[u8]) -> (usize, usize, Vec<u8>) {
+    crate::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time ! h264parse ! avdec_h264 ! videoconvert \
+         ! video/x-raw,format=GRAY8 ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(
+        &gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .field(
+                "codec_data",
+                gst::Buffer::from_slice(params.record.to_vec()),
+            )
+            .build(),
+    ));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut b = gst::Buffer::from_slice(frame.to_vec());
+    b.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    src.push_buffer(b).unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink.pull_sample().unwrap();
+    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    let (w, h) = (
+        s.get::<i32>("width").unwrap() as usize,
+        s.get::<i32>("height").unwrap() as usize,
+    );
+    let map = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+    pipeline.set_state(gst::State::Null).unwrap();
+    // GRAY8 rows are padded to 4 bytes.
+    let stride = w.div_ceil(4) * 4;
+    let rows = (0..h)
+        .flat_map(|y| map[y * stride..y * stride + w].to_vec())
+        .collect();
+    (w, h, rows)
 }
