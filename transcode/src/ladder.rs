@@ -463,7 +463,7 @@ pub(crate) fn supervised(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_video::{SourceVideo, luma, sized_source, source};
+    use crate::test_video::{SourceVideo, ffmpeg_source, luma, sized_source, source};
     use media::encode::Transcoders;
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
@@ -562,6 +562,9 @@ mod tests {
         );
         // A keyframe exactly at each of the source's, nowhere else.
         assert_eq!(keyframes_out(&out), input_keys);
+        // The source's colours, though its size would imply BT.601's.
+        let (.., colorimetry) = luma(&out[0].params, &out[0].data);
+        assert_eq!(colorimetry.as_deref(), Some("bt709"));
         // About the rate asked for: at most twice 400 kbit/s over the 10 s.
         let bits: usize = out.iter().map(|f| f.data.len() * 8).sum();
         let kbps = bits as f64 / 10.0 / 1000.0;
@@ -714,7 +717,7 @@ mod tests {
         drop(enc);
         let out = out.lock().unwrap().clone();
         check_frames(&src, &out);
-        let (w, h, y) = luma(&out[0].params, &out[0].data);
+        let (w, h, y, _) = luma(&out[0].params, &out[0].data);
         assert_eq!((w, h), (640, 360));
         // 480x360 of picture in the middle, 80 columns of black each side.
         let at = |x: usize, row: usize| y[row * w + x];
@@ -769,5 +772,25 @@ mod tests {
             let e = transcoders.video_rung(&src, &rung, Box::new(|_| {})).err();
             assert!(e.is_some_and(|e| e.starts_with("ladder rung")), "{rung:?}");
         }
+    }
+
+    #[test]
+    fn a_source_declaring_no_colours_keeps_those_its_size_implies() {
+        let src = ffmpeg_source(2);
+        assert_eq!(src.frames.len(), 50);
+        assert_eq!(keyframes(&src.frames).len(), 2);
+        let (out, on_frame) = collector();
+        let mut enc =
+            Ladder::start(&src.params, &RUNG, &LadderOptions::default(), on_frame).unwrap();
+        feed(&mut enc, &out, &src.frames, 0);
+        wait_for(&out, 49, 20);
+        drop(enc);
+        let out = out.lock().unwrap().clone();
+        check_frames(&src, &out);
+        assert_eq!(keyframes_out(&out), keyframes(&src.frames));
+        // 720 lines mean BT.709; 360 would mean BT.601, and converting every pixel to it
+        // costs more than the scaling.
+        let (.., colorimetry) = luma(&out[0].params, &out[0].data);
+        assert_eq!(colorimetry.as_deref(), Some("bt709"));
     }
 }
