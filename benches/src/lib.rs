@@ -10,10 +10,17 @@ pub mod whep;
 
 use anyhow::{Context, bail};
 
-/// The benchmarks' lecture as FLV: 30 s of 1280x720 25 fps H.264 at `kbps` (GOP 2 s) and AAC
-/// 128 kbit/s, encoded by ffmpeg once and kept in the temp folder.
+/// The benchmarks' lecture as FLV: 30 s of 1280x720 25 fps H.264 at `kbps` (GOP 2 s, x264's
+/// B-frames) and AAC 128 kbit/s, encoded by ffmpeg once and kept in the temp folder.
 pub fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
-    let path = std::env::temp_dir().join(format!("jiangtang-bench-{kbps}.flv"));
+    encode_lecture_path(kbps, true).and_then(|p| Ok(std::fs::read(p)?))
+}
+
+/// Where [`encode_lecture`]'s file is, made first if needed; without B-frames (as WebRTC
+/// publishers and low-delay encoders send) if `bframes` is false.
+pub fn encode_lecture_path(kbps: u32, bframes: bool) -> anyhow::Result<std::path::PathBuf> {
+    let tag = if bframes { "" } else { "-no-bframes" };
+    let path = std::env::temp_dir().join(format!("jiangtang-bench-{kbps}{tag}.flv"));
     if !path.exists() {
         let status = std::process::Command::new("ffmpeg")
             .args(["-nostdin", "-v", "error", "-y"])
@@ -39,6 +46,7 @@ pub fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
                 "-bufsize",
                 &format!("{}k", kbps * 2),
             ])
+            .args(if bframes { &[][..] } else { &["-bf", "0"][..] })
             .args([
                 "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
             ])
@@ -49,5 +57,5 @@ pub fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
             bail!("ffmpeg failed to encode the lecture");
         }
     }
-    Ok(std::fs::read(path)?)
+    Ok(path)
 }

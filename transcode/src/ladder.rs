@@ -74,8 +74,8 @@ pub struct LadderOptions {
 
 impl Default for LadderOptions {
     fn default() -> Self {
-        // One thread each: a rung costs one core's share and adds no frame of delay; see
-        // `ladder-bench` for what more threads cost.
+        // One thread each: a rung runs on one core and adds no frame of delay of its own;
+        // more threads cost as much CPU (`ladder-bench`).
         LadderOptions {
             x264_threads: 1,
             decoder_threads: 1,
@@ -94,7 +94,9 @@ fn encoder_description(encoder: &str, rung: &LadderRung, options: &LadderOptions
             format!("vah264enc bitrate={kbps} rate-control=cbr b-frames=0 key-int-max=1024")
         }
         "vaapih264enc" => {
-            format!("vaapih264enc bitrate={kbps} rate-control=cbr max-bframes=0 keyframe-period=0")
+            format!(
+                "vaapih264enc bitrate={kbps} rate-control=cbr max-bframes=0 keyframe-period=300"
+            )
         }
         "nvh264enc" => {
             format!("nvh264enc bitrate={kbps} rc-mode=cbr bframes=0 gop-size=-1 zerolatency=true")
@@ -201,9 +203,9 @@ impl Ladder {
         }
         let description = format!(
             "appsrc name=src format=time is-live=false do-timestamp=false \
-             ! h264parse ! avdec_h264 max-threads={dec} \
+             ! h264parse ! avdec_h264 name=dec max-threads={dec} \
              ! videoscale add-borders=true \
-             ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
+             ! capsfilter name=size caps=video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 \
              ! videoconvert ! {enc} \
              ! h264parse ! video/x-h264,stream-format=avc,alignment=au \
              ! appsink name=sink sync=false",
@@ -218,6 +220,7 @@ impl Ladder {
             MAX_QUEUED_BYTES,
             "video ladder",
         )?;
+        keep_colours(&fed, rung)?;
         // Frames are dropped here, whole GOPs at a time, never by the appsrc.
         fed.src().set_leaky_type(gst_app::AppLeakyType::None);
         fed.src().set_max_buffers(MAX_QUEUED_FRAMES);
@@ -292,6 +295,45 @@ impl Ladder {
             encoder,
         })
     }
+}
+
+/// Makes the small picture keep the source's colorimetry and chroma siting, as its size
+/// would otherwise imply others (BT.601 below 577 lines, BT.709 above): the scaler would
+/// then convert every pixel's colours too, costing twice what scaling does.
+fn keep_colours(fed: &Fed, rung: &LadderRung) -> Result<(), String> {
+    let element = |name: &str| fed.pipeline().by_name(name).ok_or(format!("no {name}"));
+    let (dec, size) = (element("dec")?, element("size")?);
+    let (width, height) = (rung.width as i32, rung.height as i32);
+    dec.static_pad("src")
+        .ok_or("decoder without a source pad")?
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && let gst::EventView::Caps(c) = e.view()
+                && let Some(s) = c.caps().structure(0)
+            {
+                let lines = s.get::<i32>("height").unwrap_or(0);
+                // GStreamer's default where the caps say nothing (`set_default_colorimetry`).
+                let colorimetry = s.get::<String>("colorimetry").unwrap_or_else(|_| {
+                    match lines {
+                        2160.. => "bt2020",
+                        577.. => "bt709",
+                        _ => "bt601",
+                    }
+                    .to_string()
+                });
+                let mut caps = gst::Caps::builder("video/x-raw")
+                    .field("width", width)
+                    .field("height", height)
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .field("colorimetry", colorimetry);
+                if let Ok(site) = s.get::<String>("chroma-site") {
+                    caps = caps.field("chroma-site", site);
+                }
+                size.set_property("caps", caps.build());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    Ok(())
 }
 
 /// The pipeline's time of `t` in `timescale` units, to the nearest nanosecond; `None` before
@@ -421,7 +463,7 @@ pub(crate) fn supervised(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_video::{SourceVideo, source};
+    use crate::test_video::{SourceVideo, ffmpeg_source, luma, sized_source, source};
     use media::encode::Transcoders;
     use std::collections::BTreeSet;
     use std::time::{Duration, Instant};
@@ -520,6 +562,9 @@ mod tests {
         );
         // A keyframe exactly at each of the source's, nowhere else.
         assert_eq!(keyframes_out(&out), input_keys);
+        // The source's colours, though its size would imply BT.601's.
+        let (.., colorimetry) = luma(&out[0].params, &out[0].data);
+        assert_eq!(colorimetry.as_deref(), Some("bt709"));
         // About the rate asked for: at most twice 400 kbit/s over the 10 s.
         let bits: usize = out.iter().map(|f| f.data.len() * 8).sum();
         let kbps = bits as f64 / 10.0 / 1000.0;
@@ -659,5 +704,93 @@ mod tests {
                 .collect()
         );
         assert_eq!(after[0].params.width, 640);
+    }
+
+    #[test]
+    fn a_four_by_three_source_keeps_its_shape_between_black_borders() {
+        let src = sized_source(2, 25, 0, 640, 480);
+        let (out, on_frame) = collector();
+        let mut enc =
+            Ladder::start(&src.params, &RUNG, &LadderOptions::default(), on_frame).unwrap();
+        feed(&mut enc, &out, &src.frames, 0);
+        wait_for(&out, 30, 20);
+        drop(enc);
+        let out = out.lock().unwrap().clone();
+        check_frames(&src, &out);
+        let (w, h, y, _) = luma(&out[0].params, &out[0].data);
+        assert_eq!((w, h), (640, 360));
+        // 480x360 of picture in the middle, 80 columns of black each side.
+        let at = |x: usize, row: usize| y[row * w + x];
+        for row in [10, 180, 350] {
+            assert!(
+                at(20, row) < 24 && at(620, row) < 24,
+                "no border in row {row}"
+            );
+            assert!(
+                at(100, row) > 40 && at(540, row) > 40,
+                "border in the picture, row {row}"
+            );
+        }
+        assert!((0..h).all(|row| at(320, row) > 24), "letterboxed instead");
+    }
+
+    #[test]
+    fn times_go_through_the_pipeline_clock_exactly() {
+        for t in (-200_000i64..200_000)
+            .step_by(7)
+            .chain([0, 1, 3600, i64::from(u32::MAX) * 3])
+        {
+            assert_eq!(from_clock(to_clock(t, 90_000).unwrap()), t);
+            assert_eq!(from_clock(to_clock(t, 1000).unwrap()), t * 90);
+        }
+        // Before the pipeline's time 0 (1000 h before the lecture's).
+        assert!(to_clock(-1000 * 3600 * 90_000 - 1, 90_000).is_none());
+    }
+
+    #[test]
+    fn rungs_a_pipeline_cannot_make_are_refused() {
+        let src = H264Params::from_sps_pps(
+            &[
+                0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00,
+                0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0x20, 0xf1, 0x83, 0x19, 0x60,
+            ],
+            &[0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0],
+        )
+        .unwrap();
+        let transcoders = crate::opus::GstTranscoders::default();
+        for (width, height, kbps) in [
+            (641, 360, 400),
+            (640, 0, 400),
+            (8000, 360, 400),
+            (640, 360, 0),
+        ] {
+            let rung = LadderRung {
+                width,
+                height,
+                kbps,
+            };
+            let e = transcoders.video_rung(&src, &rung, Box::new(|_| {})).err();
+            assert!(e.is_some_and(|e| e.starts_with("ladder rung")), "{rung:?}");
+        }
+    }
+
+    #[test]
+    fn a_source_declaring_no_colours_keeps_those_its_size_implies() {
+        let src = ffmpeg_source(2);
+        assert_eq!(src.frames.len(), 50);
+        assert_eq!(keyframes(&src.frames).len(), 2);
+        let (out, on_frame) = collector();
+        let mut enc =
+            Ladder::start(&src.params, &RUNG, &LadderOptions::default(), on_frame).unwrap();
+        feed(&mut enc, &out, &src.frames, 0);
+        wait_for(&out, 49, 20);
+        drop(enc);
+        let out = out.lock().unwrap().clone();
+        check_frames(&src, &out);
+        assert_eq!(keyframes_out(&out), keyframes(&src.frames));
+        // 720 lines mean BT.709; 360 would mean BT.601, and converting every pixel to it
+        // costs more than the scaling.
+        let (.., colorimetry) = luma(&out[0].params, &out[0].data);
+        assert_eq!(colorimetry.as_deref(), Some("bt709"));
     }
 }

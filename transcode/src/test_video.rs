@@ -19,10 +19,15 @@ pub struct SourceVideo {
 /// `gop` frames and two B-frames between references (so decode and presentation order
 /// differ, as with most cameras), its timeline starting at `start` (90 kHz).
 pub fn source(seconds: u32, gop: u32, start: i64) -> SourceVideo {
+    sized_source(seconds, gop, start, 1280, 720)
+}
+
+/// [`source`] at `width`x`height`: a ball on a green background.
+pub fn sized_source(seconds: u32, gop: u32, start: i64, width: u32, height: u32) -> SourceVideo {
     crate::init().unwrap();
     let pipeline = gst::parse::launch(&format!(
         "videotestsrc num-buffers={n} pattern=ball motion=wavy background-color=0xff206040 \
-         ! video/x-raw,width=1280,height=720,framerate=25/1 \
+         ! video/x-raw,width={width},height={height},framerate=25/1 \
          ! timeoverlay font-desc=\"Sans 48\" \
          ! x264enc speed-preset=superfast bitrate=2000 key-int-max={gop} bframes=2 \
            option-string=\"scenecut=0\" \
@@ -76,4 +81,113 @@ pub fn source(seconds: u32, gop: u32, start: i64) -> SourceVideo {
         params: params.unwrap(),
         frames,
     }
+}
+
+/// The picture of `frame` (a keyframe of a stream with configuration `params`), decoded to
+/// 8-bit luma: width, height and rows of samples, and the colorimetry the stream declares.
+pub fn luma(params: &H264Params, frame: &[u8]) -> (usize, usize, Vec<u8>, Option<String>) {
+    crate::init().unwrap();
+    let pipeline = gst::parse::launch(
+        "appsrc name=src format=time ! h264parse ! avdec_h264 name=dec ! videoconvert \
+         ! video/x-raw,format=GRAY8 ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(
+        &gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .field(
+                "codec_data",
+                gst::Buffer::from_slice(params.record.to_vec()),
+            )
+            .build(),
+    ));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut b = gst::Buffer::from_slice(frame.to_vec());
+    b.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    src.push_buffer(b).unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink.pull_sample().unwrap();
+    let declared = pipeline
+        .by_name("dec")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .current_caps()
+        .unwrap()
+        .structure(0)
+        .unwrap()
+        .get::<String>("colorimetry")
+        .ok();
+    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    let (w, h) = (
+        s.get::<i32>("width").unwrap() as usize,
+        s.get::<i32>("height").unwrap() as usize,
+    );
+    let map = sample.buffer().unwrap().map_readable().unwrap().to_vec();
+    pipeline.set_state(gst::State::Null).unwrap();
+    // GRAY8 rows are padded to 4 bytes.
+    let stride = w.div_ceil(4) * 4;
+    let rows = (0..h)
+        .flat_map(|y| map[y * stride..y * stride + w].to_vec())
+        .collect();
+    (w, h, rows, declared)
+}
+
+/// `seconds` of ffmpeg's 1280x720 25 fps test picture encoded by ffmpeg's libx264 (no
+/// B-frames, a keyframe a second), whose SPS, unlike x264enc's, declares no colours (as from
+/// many encoders): the picture's size then implies them.
+pub fn ffmpeg_source(seconds: u32) -> SourceVideo {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=1280x720:rate=25:duration={seconds}"))
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "25",
+        ])
+        .args(["-x264-params", "aud=1:scenecut=0", "-pix_fmt", "yuv420p"])
+        .args(["-f", "h264", "-"])
+        .output()
+        .expect("ffmpeg (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Access units start at their delimiters (NAL type 9).
+    let nals: Vec<&[u8]> = media::h264::split_annexb(&out.stdout).collect();
+    let find = |t: u8| *nals.iter().find(|n| n[0] & 0x1f == t).unwrap();
+    let params = H264Params::from_sps_pps(find(7), find(8)).unwrap();
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut unit: Vec<&[u8]> = Vec::new();
+    for nal in nals.iter().chain([&&[9u8][..]]) {
+        if nal[0] & 0x1f == 9 && !unit.is_empty() {
+            let t = frames.len() as i64 * 3600;
+            let mut data = Vec::new();
+            for n in unit.drain(..).filter(|n| !matches!(n[0] & 0x1f, 7..=9)) {
+                data.extend_from_slice(&(n.len() as u32).to_be_bytes());
+                data.extend_from_slice(n);
+            }
+            let keyframe = params.is_idr(&data).unwrap();
+            frames.push(Frame {
+                dts: t,
+                pts: t,
+                keyframe,
+                data: Bytes::from(data),
+            });
+        }
+        unit.push(nal);
+    }
+    SourceVideo { params, frames }
 }
