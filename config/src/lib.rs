@@ -700,6 +700,12 @@ impl Config {
         if self.ladder.rungs.len() > MAX_RUNGS {
             return bad("ladder.rungs", "at most 3");
         }
+        let mut heights: Vec<u32> = self.ladder.rungs.iter().map(|r| r.height).collect();
+        heights.sort_unstable();
+        heights.dedup();
+        if heights.len() != self.ladder.rungs.len() {
+            return bad("ladder.rungs", "each rung its own height (it names the variant)");
+        }
         for r in &self.ladder.rungs {
             if !(64..=3840).contains(&r.width)
                 || !(64..=2160).contains(&r.height)

@@ -493,12 +493,13 @@ fn off_air(lecture: &Arc<Lecture>, only: Option<u64>) -> bool {
     let switched = {
         let _hls = lecture.hls();
         on.switch.cancel.store(true, Ordering::Release);
-        let switched = on.switch.switched.load(Ordering::Acquire);
-        let current = switched != 0 && lecture.on_air.load(Ordering::Acquire) == switched;
-        if current {
-            lecture.air_leave.store(switched, Ordering::Release);
+        // Whatever is on air now (this class, or one it was to replace at its first
+        // keyframe) hands back to the lecture's publisher.
+        let air = lecture.on_air.load(Ordering::Acquire);
+        if air & 3 != 0 {
+            lecture.air_leave.store(air, Ordering::Release);
         }
-        current.then_some(switched)
+        (air & 3 != 0).then_some(air)
     };
     if let Some(air) = switched {
         let lecture = lecture.clone();
@@ -604,8 +605,25 @@ async fn inject(lecture: Arc<Lecture>, feed: Arc<Lecture>, flags: u64, switch: A
             }
         };
         if !more {
-            return;
+            break;
         }
+    }
+    // Off air without the operator (the lecture's publisher came back, or the class's
+    // link dropped): the console and the class hear so.
+    let mut asks = lock(&lecture);
+    if asks
+        .on_air
+        .as_ref()
+        .is_some_and(|o| Arc::ptr_eq(&o.switch, &switch))
+        && switch.switched.load(Ordering::Acquire) != 0
+    {
+        let id = asks.on_air.take().map(|o| o.id);
+        if let Some(a) = asks.list.iter().find(|a| Some(a.id) == id) {
+            a.tell(json!({ "type": "on_air", "id": a.id, "on": false }));
+        }
+        drop(asks);
+        info!(lecture = %lecture.name, ask = ?id, "ask back: class off air (its publisher or its link)");
+        lecture.announce();
     }
 }
 
@@ -700,10 +718,12 @@ impl Placer {
             TapTrack::Video => ("video".to_string(), None),
             TapTrack::Audio(l) => (format!("audio-{l}"), Some(lecture.default_language.clone())),
         };
+        // Read before the packager is locked: the lecture's state comes first in lock order.
+        let session = lecture.session();
         let mut hls = lecture.hls();
         if self.air == 0 {
             // The switch: at the class's first keyframe (its first sound, when it sends no
-            // picture), unless it was taken off air before.
+            // picture), unless it was taken off air before; only onto a running timeline.
             if self.switch.cancel.load(Ordering::Acquire) {
                 return None;
             }
@@ -711,7 +731,7 @@ impl Placer {
                 TapTrack::Video => f.keyframe,
                 TapTrack::Audio(_) => self.flags & REPLACES_VIDEO == 0,
             };
-            if !switch_point {
+            if !switch_point || !hls.timeline_running() || hls.rendition_by_id(&key).is_none() {
                 return Some(false);
             }
             let generation = (lecture.on_air.load(Ordering::Acquire) >> 2) + 1;
@@ -763,20 +783,12 @@ impl Placer {
         let placed = hls.push_on_lecture_clock(r, frame, SystemTime::now());
         lecture.record(&mut hls);
         let v = hls.version();
-        drop(hls);
-        lecture.notify(v);
         let Some(placed) = placed else {
+            drop(hls);
+            lecture.notify(v);
             return Some(false);
         };
-        if matches!(track, TapTrack::Video) {
-            let frame = Frame {
-                dts: placed.dts,
-                pts: placed.pts,
-                keyframe: f.keyframe,
-                data: f.data.clone(),
-            };
-            lecture.ladder_push(&frame, f.timescale, &f.codec);
-        }
+        // Sent with the packager held (see the publisher's sink).
         let taps = &lecture.taps;
         taps.send(
             track,
@@ -788,10 +800,21 @@ impl Placer {
                 data: f.data.clone(),
                 codec: f.codec.clone(),
                 wallclock: taps.wallclock(placed.pts, f.timescale, f.arrived),
-                session: lecture.session(),
+                session,
                 arrived: f.arrived,
             },
         );
+        drop(hls);
+        lecture.notify(v);
+        if matches!(track, TapTrack::Video) {
+            let frame = Frame {
+                dts: placed.dts,
+                pts: placed.pts,
+                keyframe: f.keyframe,
+                data: f.data.clone(),
+            };
+            lecture.ladder_push(&frame, f.timescale, &f.codec);
+        }
         Some(true)
     }
 }
@@ -838,6 +861,23 @@ pub struct AcceptBody {
     pub question: u64,
 }
 
+/// A `POST` that a web page elsewhere could make without asking (no preflight) is refused:
+/// the operator's requests are JSON.
+fn not_json(headers: &axum::http::HeaderMap) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with("application/json"));
+    (!json).then(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send this as Content-Type: application/json",
+        )
+        .into_response()
+    })
+}
+
 /// `POST /api/v1/streams/NAME/asks` `{"question": ID}`: invite that class to speak.
 pub async fn api_accept(
     axum::extract::State(s): axum::extract::State<crate::http::AppState>,
@@ -846,7 +886,7 @@ pub async fn api_accept(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> axum::response::Response {
-    if let Some(r) = refused(&s, &name, peer, &headers) {
+    if let Some(r) = refused(&s, &name, peer, &headers).or_else(|| not_json(&headers)) {
         return r;
     }
     let parsed = serde_json::from_slice::<AcceptBody>(&body).map_err(|e| {
@@ -866,14 +906,15 @@ pub async fn api_accept(
     }))
 }
 
-/// `POST /api/v1/streams/NAME/asks/ID/broadcast`: on air for everyone.
+/// `POST /api/v1/streams/NAME/asks/ID/broadcast` (`Content-Type: application/json`, any
+/// body): on air for everyone.
 pub async fn api_broadcast(
     axum::extract::State(s): axum::extract::State<crate::http::AppState>,
     axum::extract::Path((name, id)): axum::extract::Path<(String, u64)>,
     peer: Peer,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    if let Some(r) = refused(&s, &name, peer, &headers) {
+    if let Some(r) = refused(&s, &name, peer, &headers).or_else(|| not_json(&headers)) {
         return r;
     }
     answer(act(&s.hub, &name, AskAction::Broadcast(id)))

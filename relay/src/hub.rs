@@ -390,7 +390,14 @@ impl Lecture {
         st.session = session;
         st.sessions += 1;
         st.publisher = Some(publisher);
-        self.hls().begin_session();
+        {
+            let mut hls = self.hls();
+            hls.begin_session();
+            // A publisher coming back takes its tracks back from a class on air: the new
+            // session's timeline starts with its own frames.
+            let air = self.on_air.load(Ordering::Acquire);
+            crate::ask::take_back_locked(self, air);
+        }
         self.taps.new_session();
         Ok(())
     }
@@ -1542,6 +1549,26 @@ impl MediaSink for PublisherSink {
                 self.lecture.record(&mut hls);
                 let v = hls.version();
                 let first_media = !self.had_media && hls.has_media(t.rendition);
+                if let Some(placed) = placed {
+                    t.offset = Some(placed.pts - input_pts);
+                    // Sent with the packager held, so outputs get frames in the order the
+                    // lecture took them, across a switch to or from a class on air.
+                    let taps = &self.lecture.taps;
+                    taps.send(
+                        &t.tap,
+                        TapFrame {
+                            dts: placed.dts,
+                            pts: placed.pts,
+                            timescale: t.timescale,
+                            keyframe,
+                            data: data.clone(),
+                            codec: t.codec.clone(),
+                            wallclock: taps.wallclock(placed.pts, t.timescale, arrived),
+                            session: self.session,
+                            arrived,
+                        },
+                    );
+                }
                 drop(hls);
                 if v != before {
                     self.lecture.notify(v);
@@ -1551,32 +1578,16 @@ impl MediaSink for PublisherSink {
                     self.had_media = true;
                     self.lecture.announce();
                 }
-                if let Some(placed) = placed {
-                    t.offset = Some(placed.pts - input_pts);
-                    if let Some(data) = laddered {
-                        let placed = media::Frame {
-                            dts: placed.dts,
-                            pts: placed.pts,
-                            keyframe,
-                            data,
-                        };
-                        self.lecture.ladder_push(&placed, t.timescale, &t.codec);
-                    }
-                    let taps = &self.lecture.taps;
-                    taps.send(
-                        &t.tap,
-                        TapFrame {
-                            dts: placed.dts,
-                            pts: placed.pts,
-                            timescale: t.timescale,
-                            keyframe,
-                            data,
-                            codec: t.codec.clone(),
-                            wallclock: taps.wallclock(placed.pts, t.timescale, arrived),
-                            session: self.session,
-                            arrived,
-                        },
-                    );
+                if let (Some(placed), Some(data)) = (placed, laddered) {
+                    let placed = media::Frame {
+                        dts: placed.dts,
+                        pts: placed.pts,
+                        keyframe,
+                        data,
+                    };
+                    // Outside the packager's lock: a rung's pipeline stopping waits for its
+                    // output, which takes that lock.
+                    self.lecture.ladder_push(&placed, t.timescale, &t.codec);
                 }
                 Ok(())
             }
@@ -1623,7 +1634,7 @@ impl PublisherSink {
     /// A site went on air or off: what it no longer replaces, this session's own picture and
     /// sound take back (the picture from its next keyframe the lecture takes).
     fn follow_air(&mut self, air: u64) {
-        let mut before = std::mem::replace(&mut self.air_seen, air);
+        let mut before = self.air_seen;
         if air >> 2 != (before >> 2) + 1 {
             // Switches this session did not see (no frame in between): a site may have
             // replaced anything meanwhile.
@@ -1631,8 +1642,10 @@ impl PublisherSink {
         }
         let mut hls = self.lecture.hls();
         if self.lecture.on_air.load(Ordering::Acquire) != air {
+            // Changed again meanwhile: the next frame acts on the newer value.
             return;
         }
+        self.air_seen = air;
         for t in self.tracks.values_mut() {
             let lang = &self.lecture.default_language;
             if crate::ask::replaced(before, &t.tap, lang)

@@ -36,6 +36,9 @@ pub(crate) struct Ladder {
     rungs: Vec<Rung>,
     /// The source's composition offset (pts − dts) at its last keyframe, 90 kHz.
     composition: Arc<AtomicI64>,
+    /// Decode time (90 kHz) of the last keyframe fed: a frame from before it is another
+    /// source's late one (a switch to or from a class on air) and would corrupt the rung.
+    last_keyframe: Option<i64>,
 }
 
 struct Rung {
@@ -77,6 +80,7 @@ impl Ladder {
                 .collect(),
             rungs: Vec::new(),
             composition: Arc::new(AtomicI64::new(0)),
+            last_keyframe: None,
         };
         ladder.start_rungs();
         (!ladder.rungs.is_empty()).then_some(ladder)
@@ -124,7 +128,12 @@ impl Ladder {
             self.source = h.clone();
             self.start_rungs();
         }
+        let dts = rescale(frame.dts, timescale, 90_000);
+        if !frame.keyframe && self.last_keyframe.is_some_and(|k| dts < k) {
+            return;
+        }
         if frame.keyframe {
+            self.last_keyframe = Some(dts);
             self.composition.store(
                 rescale(frame.pts - frame.dts, timescale, 90_000),
                 Ordering::Relaxed,

@@ -128,8 +128,9 @@ export class AskBack {
     if (m.type === "ask") {
       const invite = parseInvite(m);
       if (!invite) return;
-      // The same invitation again (the channel reconnected): nothing changes.
-      if (this.invite?.id === invite.id) return;
+      // The same invitation again (the channel reconnected): nothing changes. The same hand
+      // accepted again after its ask ended comes with a new token: a new invitation.
+      if (this.invite?.id === invite.id && this.invite.token === invite.token && this.phase !== "ended") return;
       this.closePeer();
       this.stopCamera();
       window.clearTimeout(this.hideTimer);

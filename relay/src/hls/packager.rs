@@ -536,6 +536,18 @@ impl Packager {
             // The publisher's own track takes a dialect back from an interpreter.
             r.lecture_clock = false;
             if r.info != info {
+                let (from, to) = (r.info.timescale, info.timescale);
+                if from != to && from > 0 && to > 0 {
+                    // Another source's clock (a class on air sends 48 kHz sound into a
+                    // 44.1 kHz dialect): what this rendition holds and expects moves to it.
+                    let re = |v: i64| rescale(v, from, to);
+                    r.next_dts = r.next_dts.map(re);
+                    r.emit_end = r.emit_end.map(re);
+                    for p in &mut r.pending {
+                        p.dts = re(p.dts);
+                        p.pts = re(p.pts);
+                    }
+                }
                 r.info = info;
                 r.init_dirty = true;
                 if r.segments.is_empty() && r.open.is_none() {

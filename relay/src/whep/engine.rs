@@ -321,9 +321,9 @@ struct Feed {
     /// The frames since the last keyframe, already cut into payloads: a joining viewer's
     /// GOP burst reuses them instead of cutting its own.
     gop: std::collections::VecDeque<Arc<VideoFrame>>,
-    /// The smallest picture's feeder, and when it last brought a keyframe.
+    /// The smallest picture's feeder, and when it last brought a frame.
     small: JoinHandle<()>,
-    small_keyframe: Option<Instant>,
+    small_seen: Option<Instant>,
 }
 
 /// Longest video is held back to wait for its audio.
@@ -858,7 +858,7 @@ impl Engine {
                 stats.clone(),
                 true,
             )),
-            small_keyframe: None,
+            small_seen: None,
             video: tokio::spawn(feed_video(lecture.clone(), media_tx, stats, false)),
             dialects: HashMap::new(),
             audio_lag: None,
@@ -895,9 +895,7 @@ impl Engine {
                 };
                 if frame.small {
                     // Later than the source already (it is made from it): sent as it comes.
-                    if frame.keyframe {
-                        feed.small_keyframe = Some(now);
-                    }
+                    feed.small_seen = Some(now);
                     self.deliver_video(lecture, &frame, Duration::ZERO);
                     return;
                 }
@@ -977,7 +975,7 @@ impl Engine {
         let small_made = self
             .feeds
             .get(&lecture)
-            .and_then(|f| f.small_keyframe)
+            .and_then(|f| f.small_seen)
             .is_some_and(|t| t.elapsed() < SMALL_GONE_AFTER);
         for i in 0..self.sessions.len() {
             let s = &mut self.sessions[i];
@@ -1545,7 +1543,7 @@ fn drive(s: &mut Session, sockets: &Ports, stats: &Stats) {
     });
 }
 
-/// A smallest picture without a keyframe for this long is no longer being made.
+/// A smallest picture without a frame for this long is no longer being made.
 const SMALL_GONE_AFTER: Duration = Duration::from_secs(6);
 
 /// Receiver reports with more than this fraction of the video lost (smoothed) are lossy.
