@@ -319,8 +319,16 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n| rung {}x{} @ {} kbit/s from 1280x720 25 fps {} kbit/s | % of a core per lecture | delay added (median / p99) |",
-        rung.width, rung.height, rung.kbps, args.kbps
+        "\n| rung {}x{} @ {} kbit/s from 1280x720 25 fps {} kbit/s{} | % of a core per lecture | delay added (median / p99) |",
+        rung.width,
+        rung.height,
+        rung.kbps,
+        args.kbps,
+        if args.no_bframes {
+            ", no B-frames"
+        } else {
+            ", B-frames"
+        }
     );
     println!("|---|---|---|");
     for (name, share, r) in rows {
