@@ -704,7 +704,10 @@ impl Config {
         heights.sort_unstable();
         heights.dedup();
         if heights.len() != self.ladder.rungs.len() {
-            return bad("ladder.rungs", "each rung its own height (it names the variant)");
+            return bad(
+                "ladder.rungs",
+                "each rung its own height (it names the variant)",
+            );
         }
         for r in &self.ladder.rungs {
             if !(64..=3840).contains(&r.width)

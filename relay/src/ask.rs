@@ -969,18 +969,28 @@ mod tests {
         ))
     }
 
-    fn audio() -> TrackInfo {
+    fn audio(rate: u32) -> TrackInfo {
         TrackInfo::new(CodecParams::Aac(
-            media::aac::AacParams::lc(48_000, 1).unwrap(),
+            media::aac::AacParams::lc(rate, 1).unwrap(),
         ))
     }
 
     /// 25 fps video (a keyframe a second) and 48 kHz audio from `from_ms` for `ms`.
     fn send(sink: &mut dyn MediaSink, from_ms: i64, ms: i64) -> Result<(), media::sink::SinkError> {
+        send_at(sink, from_ms, ms, 48_000)
+    }
+
+    /// [`send`] with sound at `rate` Hz.
+    fn send_at(
+        sink: &mut dyn MediaSink,
+        from_ms: i64,
+        ms: i64,
+        rate: i64,
+    ) -> Result<(), media::sink::SinkError> {
         let mut v = from_ms / 40;
-        let mut a = from_ms * 48 / 1024;
+        let mut a = from_ms * rate / 1000 / 1024;
         while v * 40 < from_ms + ms {
-            while a * 1024 * 1000 / 48_000 <= v * 40 {
+            while a * 1024 * 1000 / rate <= v * 40 {
                 sink.handle(MediaEvent::Frame {
                     track: TrackId(1),
                     frame: Frame {
@@ -1007,6 +1017,10 @@ mod tests {
     }
 
     fn describe(sink: &mut dyn MediaSink, level: u8) {
+        describe_at(sink, level, 48_000)
+    }
+
+    fn describe_at(sink: &mut dyn MediaSink, level: u8, rate: u32) {
         let mut v = video(level);
         v.timescale = 90_000;
         sink.handle(MediaEvent::Track {
@@ -1016,7 +1030,7 @@ mod tests {
         .unwrap();
         sink.handle(MediaEvent::Track {
             id: TrackId(1),
-            info: audio(),
+            info: audio(rate),
         })
         .unwrap();
     }
@@ -1044,6 +1058,113 @@ mod tests {
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A hall at 44.1 kHz puts a 48 kHz class on air; its publisher reconnects meanwhile:
+    /// it takes its picture and sound back at once, and its sound is placed again (not
+    /// dropped as late on a clock the class left behind).
+    #[tokio::test]
+    async fn a_hall_at_44_1_khz_that_reconnects_on_air_takes_its_tracks_back() {
+        let hub = Hub::new(Arc::new(
+            config::Config::from_toml_str_with_env(
+                "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
+                std::iter::empty(),
+            )
+            .unwrap(),
+        ));
+        let publish = || {
+            hub.publish(PublishRequest {
+                stream: "hall".into(),
+                key: None,
+                language: None,
+                protocol: "test",
+                remote: None,
+            })
+            .unwrap()
+        };
+        let mut hall = publish();
+        describe_at(hall.as_mut(), 0x1f, 44_100);
+        send_at(hall.as_mut(), 0, 2000, 44_100).unwrap();
+        let lecture = hub.lecture("hall").unwrap();
+        let mut video = lecture.taps.subscribe(&TapTrack::Video);
+        let mut sound = lecture.taps.subscribe(&TapTrack::Audio("cmn".into()));
+        let (tx, _rx) = mpsc::channel(8);
+        let id = hub
+            .questions
+            .add(&hub, "hall", "hand", None, None, Some(tx))
+            .unwrap();
+        act(&hub, "hall", AskAction::Accept { question: id }).unwrap();
+        let token = list(&hub, "hall")["asks"][0]["id"].as_u64().unwrap();
+        assert_eq!(token, id);
+        let token = lock(&lecture).list[0].token.clone();
+        let mut class = connect(&hub, "hall", id, Some(&token)).unwrap();
+        describe(class.as_mut(), 0x28);
+        send(class.as_mut(), 0, 1000).unwrap();
+        act(&hub, "hall", AskAction::Broadcast(id)).unwrap();
+        for step in 0..20 {
+            send(class.as_mut(), 1000 + step * 100, 100).unwrap();
+            send_at(hall.as_mut(), 2000 + step * 100, 100, 44_100).unwrap();
+            settle().await;
+        }
+        let mut seen = Vec::new();
+        levels(&mut video, &mut seen);
+        assert_eq!(seen, vec![0x1f, 0x28]);
+        let rates = |rx: &mut broadcast::Receiver<Arc<TapFrame>>| {
+            let mut r = Vec::new();
+            while let Ok(f) = rx.try_recv() {
+                if r.last() != Some(&f.timescale) {
+                    r.push(f.timescale);
+                }
+            }
+            r
+        };
+        assert_eq!(rates(&mut sound), vec![44_100, 48_000]);
+        // Off air: the hall's 44.1 kHz sound is placed again, all of it.
+        act(&hub, "hall", AskAction::OffAir(id)).unwrap();
+        for step in 0..30 {
+            send(class.as_mut(), 3000 + step * 100, 100).unwrap();
+            send_at(hall.as_mut(), 4000 + step * 100, 100, 44_100).unwrap();
+            settle().await;
+        }
+        let mut back = 0;
+        let mut r = Vec::new();
+        while let Ok(f) = sound.try_recv() {
+            if r.last() != Some(&f.timescale) {
+                r.push(f.timescale);
+            }
+            back += (f.timescale == 44_100) as usize;
+        }
+        assert_eq!(r.last(), Some(&44_100));
+        // Three seconds of 1024-sample frames, less the moment of the switch.
+        assert!(back > 100, "{back} frames of the hall's sound");
+        act(&hub, "hall", AskAction::Broadcast(id)).unwrap();
+        for step in 0..20 {
+            send(class.as_mut(), 6000 + step * 100, 100).unwrap();
+            send_at(hall.as_mut(), 7000 + step * 100, 100, 44_100).unwrap();
+            settle().await;
+        }
+        let _ = rates(&mut sound);
+        // The hall's publisher drops and comes back while the class is on air.
+        drop(hall);
+        let mut hall = publish();
+        describe_at(hall.as_mut(), 0x1f, 44_100);
+        for step in 0..20 {
+            send(class.as_mut(), 8000 + step * 100, 100).unwrap();
+            send_at(hall.as_mut(), step * 100, 100, 44_100).unwrap();
+            settle().await;
+        }
+        levels(&mut video, &mut seen);
+        assert_eq!(
+            seen,
+            vec![0x1f, 0x28, 0x1f, 0x28, 0x1f],
+            "the hall's picture is back"
+        );
+        assert_eq!(
+            rates(&mut sound),
+            vec![44_100],
+            "the hall's sound is placed again"
+        );
+        assert_eq!(list(&hub, "hall")["on_air"], Value::Null);
     }
 
     #[tokio::test]
