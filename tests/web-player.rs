@@ -577,15 +577,20 @@ fn on_a_link_too_slow_for_the_picture_it_plays_the_sound_alone() {
     );
 }
 
-#[test]
-fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
-    // The same village classroom on 400 kbit/s, where the relay offers a smaller picture
-    // (its ladder, 320x180 at 180 kbit/s next to the 1.2 Mbit/s source): the player (mode
-    // auto) keeps a picture, the smaller one (the relay moves its WebRTC session to it, or
-    // the player moves to it over LL-HLS), instead of the sound alone.
-    let (Some(hall), Some(village)) = (Netns::new("ladda"), Netns::new("laddb")) else {
+/// A hall relay (the demo lecture at 1.2 Mbit/s with a 320x180 picture in its ladder) and a
+/// village behind a 400 kbit/s line; `scenario` of tests/node/player.mjs watched from the
+/// village for `seconds`: its result, and the relay's `/metrics` and log afterwards.
+fn watch_over_a_village_line(
+    tag: &str,
+    scenario: &str,
+    seconds: &str,
+) -> Option<(Value, String, String)> {
+    let (Some(hall), Some(village)) = (
+        Netns::new(&format!("{tag}a")),
+        Netns::new(&format!("{tag}b")),
+    ) else {
         eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
-        return;
+        return None;
     };
     hall.link(&village, Some(400));
     let s = Server::start_reachable_in(
@@ -593,13 +598,16 @@ fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
         "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 1200\n\
          [ladder]\nenabled = true\nrungs = [{ width = 320, height = 180, kbps = 180 }]\n",
     );
-    wait_until(Duration::from_secs(30), "the smaller picture", || {
+    let in_hall = |path: &str| {
         let out = hall
             .command("curl")
-            .args(["-sf", &s.url("/hls/demo/index.m3u8")])
+            .args(["-sf", &s.url(path)])
             .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_until(Duration::from_secs(30), "the smaller picture", || {
+        in_hall("/hls/demo/index.m3u8")
             .contains("RESOLUTION=320x180")
             .then_some(())
     });
@@ -608,17 +616,30 @@ fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
     let _browser = browser_lock();
     let out = output_within(
         village.command("node").arg(dir.join("player.mjs")).args([
-            "watch",
+            scenario,
             &format!("http://10.99.1.1:{}", s.http.port()),
             "demo",
             &shots,
-            "50",
+            seconds,
         ]),
         Duration::from_secs(150),
     );
     let r: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(r["errors"], serde_json::json!([]), "{r}");
+    let metrics = in_hall("/metrics");
+    Some((r, metrics, s.log()))
+}
+
+#[test]
+fn on_a_400_kbit_link_it_plays_the_smaller_picture_not_the_sound_alone() {
+    // The same village classroom on 400 kbit/s, where the relay offers a smaller picture
+    // (its ladder, 320x180 at 180 kbit/s next to the 1.2 Mbit/s source): the player (mode
+    // auto) keeps a picture, the smaller one (the relay moves its WebRTC session to it, or
+    // the player moves to it over LL-HLS), instead of the sound alone.
+    let Some((r, _, _)) = watch_over_a_village_line("ladd", "watch", "50") else {
+        return;
+    };
     let events = r["events"].as_array().unwrap();
     assert!(
         !events.iter().any(|e| e["name"] == "fallback"
@@ -650,45 +671,9 @@ fn a_webrtc_viewer_on_a_lossy_link_is_moved_to_the_smaller_picture() {
     // A WebRTC viewer (mode webrtc: the player does not fall back by itself) on 400 kbit/s
     // watching a 1.2 Mbit/s lecture with a 320x180 picture in its ladder: its receiver
     // reports loss, the relay moves it to the smaller picture at a keyframe, in the session.
-    let (Some(hall), Some(village)) = (Netns::new("movea"), Netns::new("moveb")) else {
-        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+    let Some((r, metrics, log)) = watch_over_a_village_line("move", "watch-webrtc", "40") else {
         return;
     };
-    hall.link(&village, Some(400));
-    let s = Server::start_reachable_in(
-        &hall,
-        "[demo]\nenabled = true\nwidth = 640\nheight = 360\nfps = 25\nkeyframe_interval = 50\nvideo_kbps = 1200\n\
-         [ladder]\nenabled = true\nrungs = [{ width = 320, height = 180, kbps = 180 }]\n",
-    );
-    let in_hall = |path: &str| {
-        let out = hall
-            .command("curl")
-            .args(["-sf", &s.url(path)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    wait_until(Duration::from_secs(30), "the smaller picture", || {
-        in_hall("/hls/demo/index.m3u8")
-            .contains("RESOLUTION=320x180")
-            .then_some(())
-    });
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    let shots = screenshot_dir();
-    let _browser = browser_lock();
-    let out = output_within(
-        village.command("node").arg(dir.join("player.mjs")).args([
-            "watch-webrtc",
-            &format!("http://10.99.1.1:{}", s.http.port()),
-            "demo",
-            &shots,
-            "40",
-        ]),
-        Duration::from_secs(150),
-    );
-    let r: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(r["errors"], serde_json::json!([]), "{r}");
     let samples = r["samples"].as_array().unwrap();
     assert!(
         samples.iter().any(|x| x["videoWidth"] == 640),
@@ -705,14 +690,13 @@ fn a_webrtc_viewer_on_a_lossy_link_is_moved_to_the_smaller_picture() {
         t.windows(2).all(|w| w[1] > w[0]),
         "picture not advancing: {t:?}"
     );
-    let metrics = in_hall("/metrics");
     assert!(
         metrics
             .lines()
             .any(|l| l.starts_with("jiangtang_webrtc_moved_to_small_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert!(s.log().contains("moved to the smallest picture"));
+    assert!(log.contains("moved to the smallest picture"), "{log}");
 }
 
 /// Runs a `tests/node/player-firefox.mjs` scenario in Firefox ESR. Firefox pairs no

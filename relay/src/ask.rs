@@ -445,7 +445,13 @@ fn broadcast(lecture: &Arc<Lecture>, id: u64) -> Result<u64, ApiError> {
         if feed.has_video() && hls.rendition_by_id("video").is_some() {
             flags |= REPLACES_VIDEO;
         }
-        if !feed.dialects().is_empty() && hls.rendition_by_id(&default).is_some() {
+        // The default dialect's own sound, not an interpreter's (a hall sending no sound):
+        // an interpreter's voice stays on its own clock.
+        if !feed.dialects().is_empty()
+            && hls
+                .rendition_by_id(&default)
+                .is_some_and(|r| !hls.renditions()[r].lecture_clock)
+        {
             flags |= REPLACES_AUDIO;
         }
     }
@@ -907,30 +913,26 @@ pub async fn api_accept(
 }
 
 /// `POST /api/v1/streams/NAME/asks/ID/broadcast` (`Content-Type: application/json`, any
-/// body): on air for everyone.
+/// body): on air for everyone; `DELETE` the same: off air.
 pub async fn api_broadcast(
     axum::extract::State(s): axum::extract::State<crate::http::AppState>,
     axum::extract::Path((name, id)): axum::extract::Path<(String, u64)>,
+    method: axum::http::Method,
     peer: Peer,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    if let Some(r) = refused(&s, &name, peer, &headers).or_else(|| not_json(&headers)) {
+    let on = method == axum::http::Method::POST;
+    let refusal =
+        refused(&s, &name, peer, &headers).or_else(|| on.then(|| not_json(&headers)).flatten());
+    if let Some(r) = refusal {
         return r;
     }
-    answer(act(&s.hub, &name, AskAction::Broadcast(id)))
-}
-
-/// `DELETE /api/v1/streams/NAME/asks/ID/broadcast`: off air.
-pub async fn api_off_air(
-    axum::extract::State(s): axum::extract::State<crate::http::AppState>,
-    axum::extract::Path((name, id)): axum::extract::Path<(String, u64)>,
-    peer: Peer,
-    headers: axum::http::HeaderMap,
-) -> axum::response::Response {
-    if let Some(r) = refused(&s, &name, peer, &headers) {
-        return r;
-    }
-    answer(act(&s.hub, &name, AskAction::OffAir(id)))
+    let action = if on {
+        AskAction::Broadcast(id)
+    } else {
+        AskAction::OffAir(id)
+    };
+    answer(act(&s.hub, &name, action))
 }
 
 /// `DELETE /api/v1/streams/NAME/asks/ID`: end the class's link.

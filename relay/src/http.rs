@@ -56,7 +56,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         )
         .route(
             "/api/v1/streams/{name}/asks/{id}/broadcast",
-            post(crate::ask::api_broadcast).delete(crate::ask::api_off_air),
+            post(crate::ask::api_broadcast).delete(crate::ask::api_broadcast),
         )
         .route(
             "/api/v1/streams/{name}/state",

@@ -358,7 +358,10 @@ impl Lecture {
     /// Whether the lecture offers a smaller picture (`[ladder]`) with something to play.
     pub fn has_small_picture(&self) -> bool {
         let hls = self.hls();
-        (0..hls.renditions().len()).any(|r| hls.renditions()[r].derived && hls.has_media(r))
+        (0..hls.renditions().len()).any(|r| {
+            let rend = &hls.renditions()[r];
+            rend.derived && rend.in_session && hls.has_media(r)
+        })
     }
 
     /// The lecture's dialects in rendition order: `(tag, display name)`.
@@ -1456,8 +1459,15 @@ impl MediaSink for PublisherSink {
                 {
                     let rungs = &self.ladder_rungs;
                     let ladder =
-                        crate::ladder::Ladder::start(t, &self.lecture, self.session, h, rungs);
-                    *self.lecture.ladder_lock() = ladder;
+                        crate::ladder::Ladder::new(t, &self.lecture, self.session, h, rungs);
+                    let mut slot = self.lecture.ladder_lock();
+                    // The old one's pipelines stop with it (on the thread that builds the new).
+                    let old = std::mem::replace(&mut *slot, ladder);
+                    if let Some(l) = slot.as_mut() {
+                        l.rebuild();
+                    }
+                    drop(slot);
+                    crate::ladder::drop_off_thread(old);
                 }
                 self.tracks.insert(
                     id,
@@ -1667,7 +1677,7 @@ impl Drop for PublisherSink {
             let mut ladder = self.lecture.ladder_lock();
             if ladder.as_ref().is_some_and(|l| l.session == self.session) {
                 // Its pipelines stop with it.
-                *ladder = None;
+                crate::ladder::drop_off_thread(ladder.take());
             }
         }
         if self.lecture.end_session(self.session) && self.finished {

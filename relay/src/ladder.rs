@@ -39,7 +39,14 @@ pub(crate) struct Ladder {
     /// Decode time (90 kHz) of the last keyframe fed: a frame from before it is another
     /// source's late one (a switch to or from a class on air) and would corrupt the rung.
     last_keyframe: Option<i64>,
+    /// While new rungs are being built: the frames they will start with (from the keyframe
+    /// that made them), so a switch loses no picture.
+    building: bool,
+    backlog: Vec<(Frame, u32)>,
 }
+
+/// Most frames kept for rungs being built (a few seconds).
+const MAX_BACKLOG: usize = 250;
 
 struct Rung {
     encoder: Box<dyn VideoEncoder>,
@@ -57,38 +64,152 @@ impl std::fmt::Debug for Ladder {
 }
 
 impl Ladder {
-    /// Starts a transcoder per rung of `rungs` smaller than `source`, the video of `session`
-    /// of `lecture`; `None` when none could start (logged).
-    pub(crate) fn start(
+    /// The ladder of `session` of `lecture` for `source` video: a transcoder per rung of
+    /// `rungs` smaller than the source, built by [`Ladder::rebuild`] once the ladder is the
+    /// lecture's; `None` when no rung is smaller.
+    pub(crate) fn new(
         transcoders: &Arc<dyn Transcoders>,
         lecture: &Arc<Lecture>,
         session: u64,
         source: &H264Params,
         rungs: &[config::LadderRungConfig],
     ) -> Option<Ladder> {
-        let mut ladder = Ladder {
+        let wanted: Vec<_> = rungs
+            .iter()
+            // A rung no smaller than the source adds nothing.
+            .filter(|r| r.height < source.height)
+            .copied()
+            .collect();
+        (!wanted.is_empty()).then(|| Ladder {
             transcoders: transcoders.clone(),
             lecture: Arc::downgrade(lecture),
             name: lecture.name.clone(),
             session,
             source: source.clone(),
-            // A rung no smaller than the source adds nothing.
-            wanted: rungs
-                .iter()
-                .filter(|r| r.height < source.height)
-                .copied()
-                .collect(),
+            wanted,
             rungs: Vec::new(),
             composition: Arc::new(AtomicI64::new(0)),
             last_keyframe: None,
-        };
-        ladder.start_rungs();
-        (!ladder.rungs.is_empty()).then_some(ladder)
+            building: false,
+            backlog: Vec::new(),
+        })
     }
 
-    fn start_rungs(&mut self) {
-        self.rungs.clear();
+    /// (Re)starts the rungs for the current source. Building and stopping GStreamer
+    /// pipelines takes tens of milliseconds: on a blocking thread when there is a runtime
+    /// (a WHIP hall's sink runs in the WebRTC engine's loop), the new rungs installed in the
+    /// lecture's ladder when ready (frames meanwhile go nowhere; a rung starts at a
+    /// keyframe anyway). Called with the lecture's ladder locked and this ladder in it.
+    pub(crate) fn rebuild(&mut self) {
+        let old = std::mem::take(&mut self.rungs);
+        self.last_keyframe = None;
+        self.backlog.clear();
+        let job = Build {
+            transcoders: self.transcoders.clone(),
+            lecture: self.lecture.clone(),
+            name: self.name.clone(),
+            session: self.session,
+            source: self.source.clone(),
+            wanted: self.wanted.clone(),
+            composition: self.composition.clone(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                self.building = true;
+                rt.spawn_blocking(move || {
+                    drop(old);
+                    let rungs = job.build();
+                    let Some(l) = job.lecture.upgrade() else {
+                        return;
+                    };
+                    let mut rungs = rungs;
+                    let mut ladder = l.ladder_lock();
+                    if let Some(ladder) = ladder.as_mut()
+                        && ladder.session == job.session
+                        && ladder.source.record == job.source.record
+                    {
+                        for (frame, timescale) in ladder.backlog.drain(..) {
+                            for r in &mut rungs {
+                                let _ = r.encoder.push(&frame, timescale);
+                            }
+                        }
+                        ladder.rungs = rungs;
+                        ladder.building = false;
+                    }
+                });
+            }
+            Err(_) => {
+                drop(old);
+                self.rungs = job.build();
+            }
+        }
+    }
+
+    /// Feeds one frame of the lecture's picture as placed on the lecture timeline
+    /// (`timescale` units), whose configuration is `codec`: the publisher's, or a class's on
+    /// air, for which the rungs start again from its first keyframe.
+    pub(crate) fn push(&mut self, frame: &Frame, timescale: u32, codec: &CodecParams) {
+        if let CodecParams::H264(h) = codec
+            && h.record != self.source.record
+        {
+            if !frame.keyframe {
+                return;
+            }
+            self.source = h.clone();
+            self.rebuild();
+        }
+        let dts = rescale(frame.dts, timescale, 90_000);
+        if !frame.keyframe && self.last_keyframe.is_some_and(|k| dts < k) {
+            return;
+        }
+        if frame.keyframe {
+            self.last_keyframe = Some(dts);
+            self.composition.store(
+                rescale(frame.pts - frame.dts, timescale, 90_000),
+                Ordering::Relaxed,
+            );
+        }
+        if self.building {
+            // Rungs start at a keyframe: the backlog too.
+            if (frame.keyframe || !self.backlog.is_empty()) && self.backlog.len() < MAX_BACKLOG {
+                self.backlog.push((frame.clone(), timescale));
+            }
+            return;
+        }
+        for r in &mut self.rungs {
+            if let Err(e) = r.encoder.push(frame, timescale) {
+                tracing::debug!(rung = %r.id, "smaller picture input refused: {e}");
+            }
+        }
+    }
+}
+
+/// Drops a ladder (stopping its pipelines) on a blocking thread when there is a runtime.
+pub(crate) fn drop_off_thread(ladder: Option<Ladder>) {
+    let Some(ladder) = ladder else { return };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || drop(ladder));
+        }
+        Err(_) => drop(ladder),
+    }
+}
+
+/// What building the rungs of a ladder needs, off the ladder.
+struct Build {
+    transcoders: Arc<dyn Transcoders>,
+    lecture: Weak<Lecture>,
+    name: String,
+    session: u64,
+    source: H264Params,
+    wanted: Vec<config::LadderRungConfig>,
+    composition: Arc<AtomicI64>,
+}
+
+impl Build {
+    fn build(&self) -> Vec<Rung> {
         let smallest = self.wanted.iter().map(|r| r.height).min();
+        let mut rungs = Vec::new();
         for r in &self.wanted {
             let id = format!("video-{}p", r.height);
             let rung = LadderRung {
@@ -106,44 +227,14 @@ impl Ladder {
             match self.transcoders.video_rung(&self.source, &rung, out) {
                 Ok(encoder) => {
                     info!(lecture = %self.name, rung = %id, kbps = r.kbps, "smaller picture started");
-                    self.rungs.push(Rung { encoder, id });
+                    rungs.push(Rung { encoder, id });
                 }
                 Err(e) => {
                     warn!(lecture = %self.name, rung = %id, "smaller picture not made: {e}")
                 }
             }
         }
-    }
-
-    /// Feeds one frame of the lecture's picture as placed on the lecture timeline
-    /// (`timescale` units), whose configuration is `codec`: the publisher's, or a class's on
-    /// air, for which the rungs start again from its first keyframe.
-    pub(crate) fn push(&mut self, frame: &Frame, timescale: u32, codec: &CodecParams) {
-        if let CodecParams::H264(h) = codec
-            && h.record != self.source.record
-        {
-            if !frame.keyframe {
-                return;
-            }
-            self.source = h.clone();
-            self.start_rungs();
-        }
-        let dts = rescale(frame.dts, timescale, 90_000);
-        if !frame.keyframe && self.last_keyframe.is_some_and(|k| dts < k) {
-            return;
-        }
-        if frame.keyframe {
-            self.last_keyframe = Some(dts);
-            self.composition.store(
-                rescale(frame.pts - frame.dts, timescale, 90_000),
-                Ordering::Relaxed,
-            );
-        }
-        for r in &mut self.rungs {
-            if let Err(e) = r.encoder.push(frame, timescale) {
-                tracing::debug!(rung = %r.id, "smaller picture input refused: {e}");
-            }
-        }
+        rungs
     }
 }
 

@@ -30,7 +30,8 @@ pub fn render(
     // Smaller pictures with something to play, largest first.
     let mut rungs: Vec<usize> = (0..renditions.len())
         .filter(|&i| renditions[i].kind() == TrackKind::Video && renditions[i].derived)
-        .filter(|&i| p.has_media(i))
+        // Made in this publishing session: a rung that never started again is not offered.
+        .filter(|&i| renditions[i].in_session && p.has_media(i))
         .collect();
     rungs.sort_by_key(|&i| match &renditions[i].info.codec {
         CodecParams::H264(h) => std::cmp::Reverse(h.width as u64 * h.height as u64),
