@@ -10,6 +10,23 @@ pub mod whep;
 
 use anyhow::{Context, bail};
 
+/// The CPU time (user + system, seconds) on the last `bench:` line `ffmpeg -benchmark`
+/// wrote to `stderr`: what the alternative cost in the same run.
+pub fn ffmpeg_cpu_seconds(stderr: &str) -> anyhow::Result<f64> {
+    let field = |name: &str| -> Option<f64> {
+        let l = stderr
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("bench: utime="))?;
+        let v = l.split_whitespace().find_map(|w| w.strip_prefix(name))?;
+        v.trim_end_matches('s').parse().ok()
+    };
+    let (Some(u), Some(s)) = (field("utime="), field("stime=")) else {
+        bail!("ffmpeg -benchmark said nothing usable: {stderr}");
+    };
+    Ok(u + s)
+}
+
 /// The benchmarks' lecture as FLV: 30 s of 1280x720 25 fps H.264 at `kbps` (GOP 2 s, x264's
 /// B-frames) and AAC 128 kbit/s, encoded by ffmpeg once and kept in the temp folder.
 pub fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {

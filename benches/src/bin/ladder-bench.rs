@@ -221,18 +221,7 @@ fn ffmpeg(file: &Path, seconds: u32, rung: &LadderRung, threads: u32) -> anyhow:
         .args(["-force_key_frames", "source", "-f", "null", "-"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stderr);
-    let field = |name: &str| -> Option<f64> {
-        let l = text
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("bench: utime="))?;
-        let v = l.split_whitespace().find_map(|w| w.strip_prefix(name))?;
-        v.trim_end_matches('s').parse().ok()
-    };
-    let (Some(u), Some(s)) = (field("utime="), field("stime=")) else {
-        bail!("ffmpeg -benchmark said nothing usable: {text}");
-    };
-    Ok(u + s)
+    benches::ffmpeg_cpu_seconds(&text)
 }
 
 fn parse_rung(s: &str) -> anyhow::Result<LadderRung> {

@@ -131,19 +131,9 @@ fn main() -> anyhow::Result<()> {
             ])
             .output()?;
         let text = String::from_utf8_lossy(&out.stderr);
-        let field = |name: &str| -> Option<f64> {
-            let l = text
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("bench: utime="))?;
-            let v = l.split_whitespace().find_map(|w| w.strip_prefix(name))?;
-            v.trim_end_matches('s').parse().ok()
-        };
-        let (Some(u), Some(s)) = (field("utime="), field("stime=")) else {
-            bail!("ffmpeg -benchmark said nothing usable: {text}");
-        };
-        println!("ffmpeg (libopus): {:.2} CPU s for {audio_s:.1} s", u + s);
-        theirs.push((u + s) / audio_s);
+        let cpu = benches::ffmpeg_cpu_seconds(&text)?;
+        println!("ffmpeg (libopus): {cpu:.2} CPU s for {audio_s:.1} s");
+        theirs.push(cpu / audio_s);
     }
     let _ = std::fs::remove_file(&file);
     let median = |v: &mut Vec<f64>| {
