@@ -248,13 +248,22 @@ fn output(
     webrtc: bool,
 ) -> Box<dyn FnMut(VideoFrame) + Send> {
     let mut params: Option<Arc<H264Params>> = None;
+    // The taps' codec parameters, made again only when the rung's own change (not per frame).
+    let mut tapped_codec: Option<(Arc<H264Params>, Arc<CodecParams>)> = None;
     Box::new(move |f: VideoFrame| {
         let Some(l) = lecture.upgrade() else { return };
         if l.session() != session {
             return;
         }
         let arrived = std::time::Instant::now();
-        let codec = webrtc.then(|| Arc::new(CodecParams::H264((*f.params).clone())));
+        let codec = webrtc.then(|| match &tapped_codec {
+            Some((p, c)) if Arc::ptr_eq(p, &f.params) => c.clone(),
+            _ => {
+                let c = Arc::new(CodecParams::H264((*f.params).clone()));
+                tapped_codec = Some((f.params.clone(), c.clone()));
+                c
+            }
+        });
         let frame = Frame {
             dts: f.pts - composition.load(Ordering::Relaxed),
             pts: f.pts,
