@@ -1778,11 +1778,21 @@ fn finish_segment(rend: &mut Rendition, window: usize, target_duration: u64) {
     for p in &open.parts {
         data.extend_from_slice(&p.data);
     }
+    let data = data.freeze();
+    // The parts are served from the segment's bytes from now on, so a lecture's media near
+    // the live edge is held once, not twice (parts and their segment).
+    let mut at = 0;
+    let mut parts = open.parts;
+    for p in &mut parts {
+        let n = p.data.len();
+        p.data = data.slice(at..at + n);
+        at += n;
+    }
     rend.segments.push_back(Segment {
         msn: open.msn,
         duration,
-        parts: open.parts,
-        data: data.freeze(),
+        parts,
+        data,
         discontinuity: open.discontinuity,
         dseq: open.dseq,
         init_version: open.init_version,

@@ -255,6 +255,30 @@ fn playlists_parse_and_report_renditions() {
 }
 
 #[test]
+fn a_closed_segments_parts_are_slices_of_its_bytes_not_copies() {
+    let mut p = packager();
+    let mut src = Source::new(&mut p, true, &["cmn"], 50);
+    src.run_until(&mut p, 10_050);
+    let renditions = p.renditions();
+    for id in ["video", "audio-cmn"] {
+        let r = p.rendition_by_id(id).unwrap();
+        let segs: Vec<_> = renditions[r].segments().collect();
+        let with_parts: Vec<_> = segs.iter().filter(|s| !s.parts.is_empty()).collect();
+        assert!(with_parts.len() >= 3, "{id}: segments with parts listed");
+        for s in with_parts {
+            let whole = s.data.as_ptr_range();
+            let mut at = whole.start;
+            for part in &s.parts {
+                // The part is served from the segment's own memory, in order.
+                assert_eq!(part.data.as_ptr(), at, "{id} segment {}", s.msn);
+                at = at.wrapping_add(part.data.len());
+            }
+            assert_eq!(at, whole.end, "{id} segment {}: parts cover it", s.msn);
+        }
+    }
+}
+
+#[test]
 fn window_slides() {
     let mut p = packager();
     let mut src = Source::new(&mut p, true, &["cmn"], 50);
