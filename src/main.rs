@@ -179,9 +179,39 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// How long jemalloc keeps freed pages before handing them back. A lecture frees a segment's
+/// worth of media every couple of seconds per rendition; at jemalloc's default 10 s those
+/// pages stay resident 10 s longer, ~4 MiB per 2.5 Mbit/s lecture (scripts/lecture-memory.sh).
+/// After 1 s instead, the next segments fault a few pages back in (~80 per second per
+/// lecture). `_RJEM_MALLOC_CONF=dirty_decay_ms:N` at start-up is overridden by this.
+const DIRTY_DECAY_MS: isize = 1000;
+
+/// Sets jemalloc's dirty-page decay time for the arenas that exist and those made later, and
+/// hands freed pages straight back from the muzzy state (no second wait).
+fn set_decay(ms: isize) -> tikv_jemalloc_ctl::Result<()> {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    b"arenas.dirty_decay_ms\0".name().write(ms)?;
+    b"arenas.muzzy_decay_ms\0".name().write(0isize)?;
+    for i in 0..tikv_jemalloc_ctl::arenas::narenas::read()? {
+        // Arenas not yet initialised refuse; they start with the defaults set above.
+        let _ = format!("arena.{i}.dirty_decay_ms\0")
+            .as_bytes()
+            .name()
+            .write(ms);
+        let _ = format!("arena.{i}.muzzy_decay_ms\0")
+            .as_bytes()
+            .name()
+            .write(0isize);
+    }
+    Ok(())
+}
+
 async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     // Let jemalloc hand freed pages back to the system in the background (after its decay
     // time) instead of only when the program next allocates.
+    if let Err(e) = set_decay(DIRTY_DECAY_MS) {
+        warn!("jemalloc decay time not set: {e}");
+    }
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         warn!("jemalloc background purging unavailable: {e}");
     }
