@@ -899,14 +899,38 @@ fn at_capacity(stream: &str) -> Response {
 }
 
 /// The configuration of every WHEP viewer's `Rtc`: ICE-lite, H.264 and Opus only, the video
-/// retransmission buffer, audio sender reports each second. Public for the fan-out benchmark
-/// (`relay/benches/whep_fanout.rs`), which installs str0m's crypto provider with
-/// [`install_crypto`] first.
+/// retransmission buffer, audio sender reports each second, and no transport-wide congestion
+/// control. Public for the fan-out benchmark (`relay/benches/whep_fanout.rs`), which installs
+/// str0m's crypto provider with [`install_crypto`] first.
 pub fn viewer_config() -> str0m::RtcConfig {
     codecs()
+        .set_extension_map(viewer_extensions())
         .set_send_buffer_video(SEND_BUFFER_VIDEO)
         // Sender reports are what browsers lip-sync on: send them often for audio too.
         .set_rtcp_report_interval_audio(Duration::from_secs(1))
+}
+
+/// The RTP header extensions offered to viewers: str0m's standard set (Chrome's ids) less
+/// the two that only feed a sender's bandwidth estimate, transport-wide sequence numbers and
+/// absolute send time. A viewer's bitrate is the lecture's, never estimated from its feedback
+/// (a lossy viewer is moved to a smaller picture by its receiver reports), so they would only
+/// cost: for TWCC str0m keeps a record of every packet sent (~90 KiB per viewer at 2.5
+/// Mbit/s) and parses each viewer's feedback every 50-100 ms; absolute send time is a clock
+/// reading and 3 bytes written into every packet. Publishers keep both: their browser's
+/// encoder adapts to them.
+fn viewer_extensions() -> str0m::rtp::ExtensionMap {
+    use str0m::rtp::Extension;
+    let mut exts = str0m::rtp::ExtensionMap::empty();
+    for (id, ext) in [
+        (1, Extension::AudioLevel),
+        (4, Extension::RtpMid),
+        (10, Extension::RtpStreamId),
+        (11, Extension::RepairedRtpStreamId),
+        (13, Extension::VideoOrientation),
+    ] {
+        exts.set(id, ext);
+    }
+    exts
 }
 
 /// What every session's `Rtc` starts from: ICE-lite (we have public addresses, browsers do
@@ -1187,6 +1211,43 @@ async fn dialect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer `server` gives a browser-like offer (str0m's standard extensions, TWCC and
+    /// absolute send time among them) to receive video and audio.
+    fn answer_to_a_browser(mut server: Rtc) -> String {
+        install_crypto();
+        let mut client = Rtc::builder().build(Instant::now());
+        let mut change = client.sdp_api();
+        for kind in [
+            str0m::media::MediaKind::Video,
+            str0m::media::MediaKind::Audio,
+        ] {
+            change.add_media(kind, str0m::media::Direction::RecvOnly, None, None, None);
+        }
+        let (offer, _) = change.apply().expect("an offer");
+        let offer_sdp = offer.to_sdp_string();
+        assert!(offer_sdp.contains("transport-wide-cc") && offer_sdp.contains("abs-send-time"));
+        server
+            .sdp_api()
+            .accept_offer(offer)
+            .expect("answered")
+            .to_sdp_string()
+    }
+
+    #[test]
+    fn viewers_are_not_offered_bandwidth_estimation_extensions_publishers_are() {
+        let viewer = answer_to_a_browser(viewer_config().build(Instant::now()));
+        assert!(!viewer.contains("transport-wide-cc"), "{viewer}");
+        assert!(!viewer.contains("abs-send-time"), "{viewer}");
+        // What a browser needs to bind our streams to its m-lines stays.
+        assert!(
+            viewer.contains("urn:ietf:params:rtp-hdrext:sdes:mid"),
+            "{viewer}"
+        );
+        // The configuration a WHIP publisher gets keeps both: its encoder adapts to them.
+        let publisher = answer_to_a_browser(codecs().build(Instant::now()));
+        assert!(publisher.contains("transport-wide-cc"), "{publisher}");
+    }
 
     #[test]
     fn answer_tracks_share_one_stream() {
