@@ -10,6 +10,14 @@
 #
 #   scripts/livewrk-compare.sh                           # 200 and 300 viewers joining at 100/s
 #   VIEWERS="60 120" SECONDS_PER_RUN=20 scripts/livewrk-compare.sh
+#   LOADGEN=whep-bench VIEWERS="300 600" SECONDS_PER_RUN=10 scripts/livewrk-compare.sh
+#   LOADGEN=whep-bench SERVERS=jiangtang VIEWERS=900 SECONDS_PER_RUN=10 scripts/livewrk-compare.sh
+#
+# LOADGEN=whep-bench measures with our own load generator instead (issue 11, item 6):
+# str0m viewers that, once DTLS is up, read the relay's batches with GRO and count RTP
+# headers, one in 10 decrypting everything; cheap enough to saturate a server's core from
+# the other. It prints its own table per server (core-ms per viewer-second, RSS growth per
+# viewer, packets, loss, sessions dropped).
 #
 # Read the packets-per-viewer column first: livewrk's webrtc-rs subscribers are costly, and on
 # a 2-vCPU machine one core of them keeps up with about 50 viewers of this lecture (≈ 287
@@ -29,10 +37,14 @@ VIEWERS="${VIEWERS:-200 300}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-30}"
 RAMP_MS="${RAMP_MS:-10}"
 RELAY="${RELAY:-target/release/jiangtang}"
+LOADGEN="${LOADGEN:-livewrk}"
 
 live777_build live777 livewrk whipinto
 bin="$LIVE777_BIN"
 [ -x "$RELAY" ] || cargo build --release --locked --bin jiangtang
+if [ "$LOADGEN" = whep-bench ]; then
+    [ -x target/release/whep-bench ] || cargo build --release --locked -p benches --bin whep-bench
+fi
 
 work="$(mktemp -d)"
 pids=()
@@ -115,6 +127,25 @@ publish() {
         >"$work/whipinto.log" 2>&1 &
     pids+=("$!")
 }
+
+if [ "$LOADGEN" = whep-bench ]; then
+    for server in ${SERVERS:-jiangtang live777}; do
+        pids=()
+        rm -f "$work/lecture.sdp"
+        start_server "$server"
+        publish "$whip"
+        sleep 8
+        echo "### $server"
+        # shellcheck disable=SC2086
+        taskset -c 1 target/release/whep-bench --attach "$whep" --attach-pid "$server_pid" \
+            --viewers "$(echo $VIEWERS | tr ' ' ,)" --seconds "$SECONDS_PER_RUN" --sample 10 \
+            --join-rate 100 | grep '^|'
+        for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        wait 2>/dev/null || true
+        sleep 5
+    done
+    exit 0
+fi
 
 echo "| server | viewers (ramp ${RAMP_MS} ms) | connected | failed | server CPU % | core-ms per viewer-second | RSS growth per viewer KiB | RTP pkts/s per viewer (livewrk) |"
 echo "|---|---|---|---|---|---|---|---|"

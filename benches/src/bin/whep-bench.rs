@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use benches::proc::{Relay, cpu_seconds, rss_mib};
 use benches::publisher::{SendLog, publish};
 use clap::Parser;
@@ -53,6 +53,19 @@ struct Args {
     /// Viewers joining per second.
     #[arg(long, default_value_t = 100)]
     join_rate: u32,
+    /// Read one datagram per system call, not a sender's batch at once (UDP GRO): the
+    /// loopback then cuts every GSO send apart on the relay's core, as a NIC without
+    /// segmentation offload would.
+    #[arg(long)]
+    no_gro: bool,
+    /// Watch a WHEP server someone else started and feeds (e.g. live777, with a WHIP
+    /// publisher), instead of starting the relay and publishing: its WHEP URL. Needs
+    /// `--attach-pid`; the relay's own figures (heap, latency) are read if it serves them.
+    #[arg(long, requires = "attach_pid")]
+    attach: Option<String>,
+    /// The attached server's process, whose CPU and memory are measured.
+    #[arg(long)]
+    attach_pid: Option<u32>,
 }
 
 #[derive(Default)]
@@ -187,10 +200,12 @@ fn encode_lecture(kbps: u32) -> anyhow::Result<Vec<u8>> {
 /// One viewer: offer, answer, then receive until `until`.
 async fn viewer(
     http: SocketAddr,
+    path: Arc<str>,
     stats: Arc<ViewerStats>,
     until: Instant,
     measure_from: Instant,
     full: bool,
+    gro: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let benches::whep::Offered {
@@ -198,8 +213,16 @@ async fn viewer(
         socket,
         local,
         ..
-    } = benches::whep::offer(http, "/whep/bench").await?;
-    let mut buf = vec![0u8; 2048];
+    } = benches::whep::offer(http, &path).await?;
+    // With GRO the kernel hands over the relay's GSO send to this viewer (a frame's packets)
+    // as one buffer of `stride`-sized datagrams: one system call where there were dozens.
+    let gro = if gro {
+        Some(quinn_udp::UdpSocketState::new((&socket).into())?)
+    } else {
+        None
+    };
+    let mut buf = vec![0u8; if gro.is_some() { 65_536 } else { 2048 }];
+    let mut meta = [quinn_udp::RecvMeta::default()];
     let mut connected_at: Option<Instant> = None;
     let mut got_video = false;
     let mut streams: std::collections::HashMap<u32, Seq> = Default::default();
@@ -266,28 +289,57 @@ async fn viewer(
         let wait = timeout
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        let input = tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                let (n, source) = r?;
-                let now = Instant::now();
-                let rtp = rtp_header(&buf[..n]);
-                if let Some((ssrc, seq)) = rtp
-                    && now >= measure_from
-                    && now <= until
-                {
-                    streams.entry(ssrc).or_default().note(seq);
-                    stats.packets.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                // A light viewer leaves media to the counters above once DTLS is up.
-                if rtp.is_some() && !full && connected_at.is_some() {
-                    continue;
-                }
-                benches::whep::receive(&buf[..n], source, local)?
-            }
-            _ = tokio::time::sleep(wait) => Input::Timeout(Instant::now()),
+        let received = tokio::select! {
+            r = recv(&socket, gro.as_ref(), &mut buf, &mut meta) => Some(r?),
+            _ = tokio::time::sleep(wait) => None,
         };
-        rtc.handle_input(input)?;
+        let Some((n, stride, source)) = received else {
+            rtc.handle_input(Input::Timeout(Instant::now()))?;
+            continue;
+        };
+        let now = Instant::now();
+        for d in buf[..n].chunks(stride.max(1)) {
+            let rtp = rtp_header(d);
+            if let Some((ssrc, seq)) = rtp
+                && now >= measure_from
+                && now <= until
+            {
+                streams.entry(ssrc).or_default().note(seq);
+                stats.packets.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+            // A light viewer leaves media to the counters above once DTLS is up.
+            if rtp.is_some() && !full && connected_at.is_some() {
+                continue;
+            }
+            rtc.handle_input(benches::whep::receive(d, source, local)?)?;
+        }
+    }
+}
+
+/// Waits for what the relay sent: one datagram, or with `gro` a batch of one sender's
+/// datagrams. Returns the bytes read, the size of each datagram in them (the last may be
+/// shorter) and the sender.
+async fn recv(
+    socket: &tokio::net::UdpSocket,
+    gro: Option<&quinn_udp::UdpSocketState>,
+    buf: &mut [u8],
+    meta: &mut [quinn_udp::RecvMeta; 1],
+) -> std::io::Result<(usize, usize, SocketAddr)> {
+    let Some(state) = gro else {
+        let (n, source) = socket.recv_from(buf).await?;
+        return Ok((n, n, source));
+    };
+    loop {
+        socket.readable().await?;
+        let mut bufs = [std::io::IoSliceMut::new(buf)];
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            state.recv(socket.into(), &mut bufs, meta)
+        }) {
+            Ok(_) => return Ok((meta[0].len, meta[0].stride, meta[0].addr)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -295,25 +347,47 @@ async fn viewer(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     str0m::crypto::from_feature_flags().install_process_default();
-    let tags = Arc::new(benches::flv::read(&encode_lecture(args.kbps)?)?);
-    let shards = args.shards.to_string();
-    let wrapper: Vec<String> = match &args.relay_cpus {
-        Some(cpus) => vec!["taskset".into(), "-c".into(), cpus.clone()],
-        None => Vec::new(),
+    // The lecture lasts the whole run: each count's ramp, window and reaping (see below).
+    let run: u64 = args
+        .viewers
+        .iter()
+        .map(|&n| ramp(n).as_secs() + args.seconds + 20)
+        .sum();
+    let end = Instant::now() + Duration::from_secs(30 + run);
+    let (pid, http, path, own) = match (&args.attach, args.attach_pid) {
+        (Some(url), Some(pid)) => {
+            let url = reqwest::Url::parse(url)?;
+            let http = url
+                .socket_addrs(|| Some(80))?
+                .into_iter()
+                .next()
+                .context("the WHEP URL's address")?;
+            (pid, http, url.path().to_string(), None)
+        }
+        _ => {
+            let tags = Arc::new(benches::flv::read(&encode_lecture(args.kbps)?)?);
+            let shards = args.shards.to_string();
+            let wrapper: Vec<String> = match &args.relay_cpus {
+                Some(cpus) => vec!["taskset".into(), "-c".into(), cpus.clone()],
+                None => Vec::new(),
+            };
+            let relay = Relay::start_logged(
+                &args.relay,
+                &wrapper,
+                &[("JIANGTANG_WEBRTC_SHARDS", shards.as_str())],
+            )?;
+            let log: SendLog = Arc::default();
+            let publisher = tokio::spawn(publish(relay.rtmp, "bench", tags, log, end));
+            relay.wait_live("bench").await?;
+            (
+                relay.pid(),
+                relay.http,
+                "/whep/bench".to_string(),
+                Some((relay, publisher)),
+            )
+        }
     };
-    let relay = Relay::start_logged(
-        &args.relay,
-        &wrapper,
-        &[("JIANGTANG_WEBRTC_SHARDS", shards.as_str())],
-    )?;
-    let pid = relay.pid();
-    let log: SendLog = Arc::default();
-    let end =
-        Instant::now() + Duration::from_secs(30 + args.viewers.len() as u64 * (args.seconds + 30));
-    let publisher = tokio::spawn(publish(relay.rtmp, "bench", tags, log.clone(), end));
-
-    // Wait until the lecture is live.
-    relay.wait_live("bench").await?;
+    let path: Arc<str> = path.into();
     let metric = |text: &str, name: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -321,8 +395,9 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(f64::NAN)
     };
+    // An attached server that is not jiangtang has none of its figures: they read NaN.
     let metrics = || async {
-        reqwest::get(format!("http://{}/metrics", relay.http))
+        reqwest::get(format!("http://{http}/metrics"))
             .await
             .ok()?
             .text()
@@ -331,46 +406,55 @@ async fn main() -> anyhow::Result<()> {
     };
 
     println!("## WebRTC (WHEP) fan-out\n");
+    match &args.attach {
+        Some(url) => println!("Server: {url} (process {pid}), fed by whoever started it."),
+        None => println!(
+            "Lecture: 1280x720 25 fps H.264 {} kbit/s (GOP 2 s, no B-frames) + AAC 128 kbit/s → Opus 64 kbit/s.",
+            args.kbps
+        ),
+    }
     println!(
-        "Lecture: 1280x720 25 fps H.264 {} kbit/s (GOP 2 s, no B-frames) + AAC 128 kbit/s → Opus 64 kbit/s.",
-        args.kbps
-    );
-    println!(
-        "Viewers: str0m clients on loopback (ICE, DTLS, SRTP, frame reassembly; no decoding; one in {} fully, the rest counting RTP headers), joining at {}/s, {} s measured per count after all connected. Relay: webrtc.shards = {} (0: one per core), cpus {}.\n",
+        "Viewers: str0m clients on loopback (ICE, DTLS, SRTP, frame reassembly; no decoding; one in {} fully, the rest counting RTP headers; {}), joining at {}/s, {} s measured per count after all connected. Relay: webrtc.shards = {} (0: one per core), cpus {}.\n",
         args.sample,
+        if args.no_gro {
+            "one datagram per read"
+        } else {
+            "reading with GRO"
+        },
         args.join_rate,
         args.seconds,
         args.shards,
         args.relay_cpus.as_deref().unwrap_or("all")
     );
     println!(
-        "| viewers | connected | relay CPU % | core-ms per viewer-second | relay RSS MiB | heap MiB | heap per viewer KiB | video fps per full viewer | audio pkts/s per full viewer | RTP pkts/s per viewer | Mbit/s per viewer | loss % | sessions dropped | gaps | first frame p50 / p99 ms | frame in → RTP out p50 / p99 ms |"
+        "| viewers | connected | relay CPU % | core-ms per viewer-second | relay RSS MiB | RSS growth per viewer KiB | heap MiB | heap per viewer KiB | video fps per full viewer | audio pkts/s per full viewer | RTP pkts/s per viewer | Mbit/s per viewer | loss % | sessions dropped | gaps | first frame p50 / p99 ms | frame in → RTP out p50 / p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let cpu0 = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_cpu = (cpu_seconds(pid) - cpu0) / 5.0 * 100.0;
     let m0 = metrics().await.unwrap_or_default();
     let heap_idle = metric(&m0, "jiangtang_heap_allocated_bytes") / 1048576.0;
+    let rss_idle = rss_mib(pid);
     println!(
-        "| 0 | – | {idle_cpu:.1} | – | {:.1} | {heap_idle:.1} | – | – | – | – | – | – | – | – | – | – |",
-        rss_mib(pid)
+        "| 0 | – | {idle_cpu:.1} | – | {rss_idle:.1} | – | {heap_idle:.1} | – | – | – | – | – | – | – | – | – | – |"
     );
 
     for &n in &args.viewers {
         let stats = Arc::new(ViewerStats::default());
-        let ramp = Duration::from_secs(5 + n as u64 / 20);
-        let measure_from = Instant::now() + ramp;
+        let measure_from = Instant::now() + ramp(n);
         let until = measure_from + Duration::from_secs(args.seconds);
         let mut tasks = Vec::new();
         let gap = Duration::from_secs_f64(1.0 / args.join_rate.max(1) as f64);
         for i in 0..n {
             tasks.push(tokio::spawn(viewer(
-                relay.http,
+                http,
+                path.clone(),
                 stats.clone(),
                 until,
                 measure_from,
                 i % args.sample.max(1) == 0,
+                !args.no_gro,
             )));
             tokio::time::sleep(gap).await;
         }
@@ -403,7 +487,7 @@ async fn main() -> anyhow::Result<()> {
             stats.lost.load(Ordering::Relaxed),
         );
         println!(
-            "| {n} | {connected}{} | {cpu:.0} | {:.3} | {rss:.1} | {heap:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.3} | {} | {} | {:.0} / {:.0} | {lat50:.2} / {lat99:.2} |",
+            "| {n} | {connected}{} | {cpu:.0} | {:.3} | {rss:.1} | {:.0} | {heap:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} | {:.3} | {} | {} | {:.0} / {:.0} | {lat50:.2} / {lat99:.2} |",
             if failed > 0 {
                 format!(" ({failed} failed)")
             } else {
@@ -411,6 +495,7 @@ async fn main() -> anyhow::Result<()> {
             },
             // % of a core per viewer is core-centiseconds per second: ×10 for core-ms.
             (cpu - idle_cpu) / n as f64 * 10.0,
+            (rss - rss_idle) * 1024.0 / n as f64,
             (heap - heap_idle) * 1024.0 / n as f64,
             per_full(stats.video_frames.load(Ordering::Relaxed)),
             per_full(stats.audio_frames.load(Ordering::Relaxed)),
@@ -425,9 +510,16 @@ async fn main() -> anyhow::Result<()> {
         // Let the relay reap the sessions before the next count.
         tokio::time::sleep(Duration::from_secs(12)).await;
     }
-    publisher.abort();
-    drop(relay);
+    if let Some((relay, publisher)) = own {
+        publisher.abort();
+        drop(relay);
+    }
     Ok(())
+}
+
+/// The time `n` viewers are given to join and settle before the window.
+fn ramp(n: usize) -> Duration {
+    Duration::from_secs(5 + n as u64 / 20)
 }
 
 /// Cumulative bucket counts `(le, count)` of a Prometheus histogram in `text`.
