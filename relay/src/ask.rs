@@ -1055,6 +1055,29 @@ mod tests {
         }
     }
 
+    /// A hub that takes any lecture, demo off.
+    fn hub() -> Arc<Hub> {
+        Hub::new(Arc::new(
+            config::Config::from_toml_str_with_env(
+                "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
+                std::iter::empty(),
+            )
+            .unwrap(),
+        ))
+    }
+
+    /// The hall's publisher of the lecture `hall`.
+    fn publish_hall(hub: &Arc<Hub>) -> Box<dyn MediaSink> {
+        hub.publish(PublishRequest {
+            stream: "hall".into(),
+            key: None,
+            language: None,
+            protocol: "test",
+            remote: None,
+        })
+        .unwrap()
+    }
+
     async fn settle() {
         for _ in 0..20 {
             tokio::task::yield_now().await;
@@ -1067,23 +1090,8 @@ mod tests {
     /// dropped as late on a clock the class left behind).
     #[tokio::test]
     async fn a_hall_at_44_1_khz_that_reconnects_on_air_takes_its_tracks_back() {
-        let hub = Hub::new(Arc::new(
-            config::Config::from_toml_str_with_env(
-                "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
-                std::iter::empty(),
-            )
-            .unwrap(),
-        ));
-        let publish = || {
-            hub.publish(PublishRequest {
-                stream: "hall".into(),
-                key: None,
-                language: None,
-                protocol: "test",
-                remote: None,
-            })
-            .unwrap()
-        };
+        let hub = hub();
+        let publish = || publish_hall(&hub);
         let mut hall = publish();
         describe_at(hall.as_mut(), 0x1f, 44_100);
         send_at(hall.as_mut(), 0, 2000, 44_100).unwrap();
@@ -1171,22 +1179,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_class_goes_on_air_in_place_of_the_hall_and_off_again() {
-        let hub = Hub::new(Arc::new(
-            config::Config::from_toml_str_with_env(
-                "[demo]\nenabled = false\n[lectures]\nallow_unconfigured = true\n",
-                std::iter::empty(),
-            )
-            .unwrap(),
-        ));
-        let mut hall = hub
-            .publish(PublishRequest {
-                stream: "hall".into(),
-                key: None,
-                language: None,
-                protocol: "test",
-                remote: None,
-            })
-            .unwrap();
+        let hub = hub();
+        let mut hall = publish_hall(&hub);
         describe(hall.as_mut(), 0x1f);
         send(hall.as_mut(), 0, 2000).unwrap();
         let lecture = hub.lecture("hall").unwrap();
