@@ -10,6 +10,7 @@
 #
 #   scripts/livewrk-compare.sh                           # 200 and 300 viewers joining at 100/s
 #   VIEWERS="60 120" SECONDS_PER_RUN=20 scripts/livewrk-compare.sh
+#   KBPS=300 VIEWERS=300 SECONDS_PER_RUN=20 scripts/livewrk-compare.sh   # a join storm
 #   LOADGEN=whep-bench VIEWERS="300 600" SECONDS_PER_RUN=10 scripts/livewrk-compare.sh
 #   LOADGEN=whep-bench SERVERS=jiangtang VIEWERS=900 SECONDS_PER_RUN=10 scripts/livewrk-compare.sh
 #
@@ -55,12 +56,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-lecture="${TMPDIR:-/tmp}/jiangtang-whip-soak-lecture-720p.mkv"
+# KBPS: the lecture's video bitrate (2000 unless set; a lower one shows joins apart from
+# livewrk's own throughput limit).
+KBPS="${KBPS:-2000}"
+if [ "$KBPS" = 2000 ]; then
+    lecture="${TMPDIR:-/tmp}/jiangtang-whip-soak-lecture-720p.mkv"
+else
+    lecture="${TMPDIR:-/tmp}/jiangtang-lecture-720p-${KBPS}k.mkv"
+fi
 if [ ! -f "$lecture" ]; then
     ffmpeg -nostdin -v error -y -f lavfi -i testsrc2=size=1280x720:rate=25 \
         -f lavfi -i sine=frequency=440:sample_rate=48000 -t 60 \
         -c:v libx264 -preset veryfast -g 50 -keyint_min 50 -sc_threshold 0 -bf 0 \
-        -b:v 2000k -maxrate 2000k -bufsize 4000k -pix_fmt yuv420p \
+        -b:v "${KBPS}k" -maxrate "${KBPS}k" -bufsize "$((KBPS * 2))k" -pix_fmt yuv420p \
         -c:a libopus -b:a 64k -ac 2 "$lecture"
 fi
 
