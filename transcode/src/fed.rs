@@ -30,15 +30,8 @@ impl Fed {
         max_bytes: u64,
         what: &'static str,
     ) -> Result<Fed, String> {
-        crate::init().map_err(|e| e.to_string())?;
-        let pipeline = gst::parse::launch(description)
-            .map_err(|e| e.to_string())?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| "not a pipeline".to_string())?;
-        let src = pipeline
-            .by_name("src")
-            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-            .ok_or("no appsrc")?;
+        let pipeline = crate::pipeline(description)?;
+        let src: gst_app::AppSrc = crate::element(&pipeline, "src")?;
         src.set_caps(Some(caps));
         src.set_max_bytes(max_bytes);
         src.set_property_from_str("leaky-type", "downstream");

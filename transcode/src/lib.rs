@@ -33,3 +33,25 @@ pub fn init() -> Result<(), gstreamer::glib::Error> {
     INIT.call_once(|| result = gstreamer::init());
     result
 }
+
+/// The pipeline `description` (GStreamer's launch syntax) builds, GStreamer initialised.
+pub(crate) fn pipeline(description: &str) -> Result<gstreamer::Pipeline, String> {
+    use gstreamer::prelude::*;
+    init().map_err(|e| e.to_string())?;
+    gstreamer::parse::launch(description)
+        .map_err(|e| e.to_string())?
+        .downcast::<gstreamer::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())
+}
+
+/// The element named `name` in `pipeline`, as a `T` (an `appsrc`, an `appsink`).
+pub(crate) fn element<T: gstreamer::prelude::IsA<gstreamer::Element>>(
+    pipeline: &gstreamer::Pipeline,
+    name: &str,
+) -> Result<T, String> {
+    use gstreamer::prelude::*;
+    pipeline
+        .by_name(name)
+        .and_then(|e| e.downcast::<T>().ok())
+        .ok_or_else(|| format!("no {name} of the expected kind in the pipeline"))
+}

@@ -40,24 +40,15 @@ pub fn jpeg(init: &[u8], segment: &[u8], size: Option<(u32, u32)>) -> Result<Jpe
         Some((w, h)) if w > 0 && h > 0 => format!(",width={w},height={h}"),
         _ => String::new(),
     };
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = crate::pipeline(&format!(
         "appsrc name=src format=bytes is-live=false caps=video/quicktime \
          ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! videoscale \
          ! video/x-raw,format=I420{scale} ! jpegenc quality=85 \
          ! appsink name=sink sync=false max-buffers=1 drop=false"
-    ))
-    .map_err(|e| e.to_string())?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline".to_string())?;
+    ))?;
     let stop = Stop(pipeline.clone());
-    let src = pipeline
-        .by_name("src")
-        .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
-        .ok_or("no appsrc")?;
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or("no appsink")?;
+    let src: gst_app::AppSrc = crate::element(&pipeline, "src")?;
+    let sink: gst_app::AppSink = crate::element(&pipeline, "sink")?;
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| format!("cannot start the poster pipeline: {e}"))?;
@@ -130,21 +121,14 @@ mod tests {
     /// `frames` frames of H.264 from `videotestsrc` (a keyframe first) as an init segment and
     /// one fragment, as the packager writes them.
     fn cmaf(width: u32, height: u32, frames: i32) -> (bytes::Bytes, bytes::Bytes) {
-        crate::init().unwrap();
-        let p = gst::parse::launch(&format!(
+        let p = crate::pipeline(&format!(
             "videotestsrc num-buffers={frames} pattern=smpte \
              ! video/x-raw,width={width},height={height},framerate=25/1 \
              ! x264enc key-int-max=25 speed-preset=ultrafast ! h264parse \
              ! video/x-h264,stream-format=avc,alignment=au ! appsink name=sink sync=false"
         ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
         .unwrap();
-        let sink = p
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let sink: gst_app::AppSink = crate::element(&p, "sink").unwrap();
         p.set_state(gst::State::Playing).unwrap();
         let mut samples = Vec::new();
         let mut record = None;

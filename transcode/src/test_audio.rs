@@ -8,18 +8,11 @@ use media::aac::AacParams;
 /// Runs `audiotestsrc {source} ! ... ! appsink` to its end: the buffers it produced, and
 /// the `codec_data` of its caps if they have one.
 pub fn pull(source: &str) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
-    crate::init().unwrap();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = crate::pipeline(&format!(
         "audiotestsrc {source} ! appsink name=sink sync=false"
     ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink: gst_app::AppSink = crate::element(&pipeline, "sink").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let (mut config, mut out) = (None, Vec::new());
     while let Ok(sample) = sink.pull_sample() {

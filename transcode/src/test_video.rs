@@ -24,8 +24,7 @@ pub fn source(seconds: u32, gop: u32, start: i64) -> SourceVideo {
 
 /// [`source`] at `width`x`height`: a ball on a green background.
 pub fn sized_source(seconds: u32, gop: u32, start: i64, width: u32, height: u32) -> SourceVideo {
-    crate::init().unwrap();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = crate::pipeline(&format!(
         "videotestsrc num-buffers={n} pattern=ball motion=wavy background-color=0xff206040 \
          ! video/x-raw,width={width},height={height},framerate=25/1 \
          ! timeoverlay font-desc=\"Sans 48\" \
@@ -35,14 +34,8 @@ pub fn sized_source(seconds: u32, gop: u32, start: i64, width: u32, height: u32)
          ! appsink name=sink sync=false",
         n = seconds * 25
     ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink: gst_app::AppSink = crate::element(&pipeline, "sink").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let (mut params, mut frames) = (None, Vec::new());
     while let Ok(sample) = sink.pull_sample() {
@@ -86,19 +79,12 @@ pub fn sized_source(seconds: u32, gop: u32, start: i64, width: u32, height: u32)
 /// The picture of `frame` (a keyframe of a stream with configuration `params`), decoded to
 /// 8-bit luma: width, height and rows of samples, and the colorimetry the stream declares.
 pub fn luma(params: &H264Params, frame: &[u8]) -> (usize, usize, Vec<u8>, Option<String>) {
-    crate::init().unwrap();
-    let pipeline = gst::parse::launch(
+    let pipeline = crate::pipeline(
         "appsrc name=src format=time ! h264parse ! avdec_h264 name=dec ! videoconvert \
          ! video/x-raw,format=GRAY8 ! appsink name=sink sync=false",
     )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+    let src: gst_app::AppSrc = crate::element(&pipeline, "src").unwrap();
     src.set_caps(Some(
         &gst::Caps::builder("video/x-h264")
             .field("stream-format", "avc")
@@ -109,11 +95,7 @@ pub fn luma(params: &H264Params, frame: &[u8]) -> (usize, usize, Vec<u8>, Option
             )
             .build(),
     ));
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink: gst_app::AppSink = crate::element(&pipeline, "sink").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut b = gst::Buffer::from_slice(frame.to_vec());
     b.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
