@@ -841,7 +841,7 @@ impl Hub {
             }),
             hls: Mutex::new(packager),
             changed: watch::channel(0).0,
-            taps: Taps::default(),
+            taps: Taps::new(self.config.webrtc.enabled),
             webrtc: Mutex::default(),
             events: self.events.clone(),
             health: Mutex::default(),

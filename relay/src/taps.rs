@@ -97,20 +97,15 @@ pub struct Taps {
     /// the AAC transcoded from it.
     opus: Mutex<IndexMap<String, OwnOpus>>,
     gop: Mutex<Gop>,
+    /// Whether [`Taps::gop`] is kept: only WebRTC viewers start from it.
+    keep_gop: bool,
     /// `(lecture time in 90 kHz ticks, instant)` of the current session's first frame.
     clock: Mutex<Option<(i64, Instant)>>,
 }
 
 impl Default for Taps {
     fn default() -> Self {
-        Taps {
-            video: broadcast::channel(CHANNEL_FRAMES).0,
-            small: broadcast::channel(CHANNEL_FRAMES).0,
-            audio: Mutex::default(),
-            opus: Mutex::default(),
-            gop: Mutex::default(),
-            clock: Mutex::default(),
-        }
+        Taps::new(true)
     }
 }
 
@@ -128,6 +123,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Taps {
+    /// Taps that keep the current GOP for joining WebRTC viewers, or (a relay without
+    /// WebRTC) not: up to 2 s of video per lecture that nobody could ask for.
+    pub fn new(keep_gop: bool) -> Taps {
+        Taps {
+            video: broadcast::channel(CHANNEL_FRAMES).0,
+            small: broadcast::channel(CHANNEL_FRAMES).0,
+            audio: Mutex::default(),
+            opus: Mutex::default(),
+            gop: Mutex::default(),
+            keep_gop,
+            clock: Mutex::default(),
+        }
+    }
+
     /// Forgets the wall-clock anchor: the next frame (a new publishing session) sets it.
     pub fn new_session(&self) {
         *lock(&self.clock) = None;
@@ -175,6 +184,9 @@ impl Taps {
     pub fn send(&self, track: &TapTrack, frame: TapFrame) {
         let frame = Arc::new(frame);
         match track {
+            TapTrack::Video if !self.keep_gop => {
+                let _ = self.video.send(frame);
+            }
             TapTrack::Video => {
                 let mut gop = lock(&self.gop);
                 if frame.keyframe {
@@ -310,6 +322,17 @@ mod tests {
         assert_eq!(gop.len(), 10);
         assert!(gop[0].keyframe);
         assert_eq!(gop[0].dts, 50 * 3600);
+    }
+
+    #[test]
+    fn without_webrtc_no_gop_is_kept_but_frames_still_go_out() {
+        let taps = Taps::new(false);
+        let mut rx = taps.subscribe(&TapTrack::Video);
+        for i in 0..30 {
+            taps.send(&TapTrack::Video, frame(i * 3600, i % 25 == 0, 10));
+        }
+        assert!(taps.subscribe_video_with_gop().0.is_empty());
+        assert!(rx.try_recv().is_ok_and(|f| f.keyframe));
     }
 
     #[test]
