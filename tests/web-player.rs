@@ -76,6 +76,7 @@ fn time_to_playing(r: &Value) -> Option<f64> {
 }
 
 fn check_dialect_switch(r: &Value, to_hz: f64) {
+    eprintln!("dialect switch: the new tone after {} ms", r["switchMs"]);
     assert!(
         (hz(&r["before"]) - 440.0).abs() < 10.0,
         "普通话 first: {}",

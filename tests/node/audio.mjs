@@ -22,3 +22,24 @@ export const ANALYSE = `
     };
   };
 `;
+
+// After a dialect switch, waits until the tone has moved away from `from` Hz and settled (three
+// readings in a row, 300 ms apart, above 100 Hz and within 10 Hz of each other, so the silence
+// or noise between renditions does not count) or `timeoutMs` has passed, and returns the last
+// reading with how long it took. A loaded machine can take several seconds to fill the new
+// rendition's buffer; the caller still checks that the tone is the one it asked for.
+export async function toneAfterSwitch(page, from, timeoutMs = 15000) {
+  const t0 = Date.now();
+  let settled = 0;
+  let last = from;
+  let hz = from;
+  while (Date.now() - t0 < timeoutMs) {
+    await new Promise((r) => setTimeout(r, 300));
+    hz = await page.evaluate(() => window.__peak());
+    const steady = hz > 100 && Math.abs(hz - from) > 50 && Math.abs(hz - last) < 10;
+    settled = steady ? settled + 1 : 0;
+    last = hz;
+    if (settled >= 2) break;
+  }
+  return { hz, ms: Date.now() - t0 };
+}

@@ -4,7 +4,7 @@
 // frequency before and after switching dialect from the player's picker.
 //   node hls-play.mjs PLAY_URL SCREENSHOT_DIR SWITCH_TO_LANG
 import { launch } from "./browser.mjs";
-import { ANALYSE } from "./audio.mjs";
+import { ANALYSE, toneAfterSwitch } from "./audio.mjs";
 
 const [url, shots, switchTo] = process.argv.slice(2);
 const browser = await launch();
@@ -47,8 +47,9 @@ try {
     { timeout: 10000 },
   );
   // Let the new rendition's audio reach the speakers.
-  await page.waitForTimeout(5000);
-  result.hzAfter = await page.evaluate(() => window.__peak());
+  const switched = await toneAfterSwitch(page, result.hzBefore);
+  result.hzAfter = switched.hz;
+  result.switchMs = switched.ms;
   result.state = await page.evaluate(() => document.querySelector("jiangtang-player").state);
   await page.screenshot({ path: `${shots}/hls-switched.png` });
 } catch (e) {

@@ -8,7 +8,7 @@
 // Reports the player's state, its events (with page times), the notice shown and the
 // dominant tone before and after the switch.
 import { launchFirefox } from "./firefox.mjs";
-import { ANALYSE } from "./audio.mjs";
+import { ANALYSE, toneAfterSwitch } from "./audio.mjs";
 
 const [scenario, server, stream, shots] = process.argv.slice(2);
 const browser = await launchFirefox();
@@ -64,8 +64,9 @@ try {
     select.value = "yue";
     select.dispatchEvent(new Event("change"));
   });
-  await new Promise((r) => setTimeout(r, 4000));
-  result.after = await page.evaluate(() => window.__peak());
+  const switched = await toneAfterSwitch(page, result.before);
+  result.after = switched.hz;
+  result.switchMs = switched.ms;
   result.afterSwitch = await player(page);
   result.events = await page.evaluate(() => window.__events);
 } catch (e) {

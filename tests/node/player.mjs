@@ -17,7 +17,7 @@
 //                 audio), each timed from navigation start to the player's "playing" state
 import http from "node:http";
 import { launch } from "./browser.mjs";
-import { ANALYSE } from "./audio.mjs";
+import { ANALYSE, toneAfterSwitch } from "./audio.mjs";
 
 const [scenario, server, stream, shots, seconds] = process.argv.slice(2);
 const browser = await launch();
@@ -54,9 +54,8 @@ async function dialectSwitch(page, to) {
   await page.waitForTimeout(2000);
   const before = await page.evaluate(() => window.__peak());
   await page.selectOption("jiangtang-player >> select.dialect", to);
-  await page.waitForTimeout(4000);
-  const after = await page.evaluate(() => window.__peak());
-  return { before, after };
+  const { hz: after, ms: switchMs } = await toneAfterSwitch(page, before);
+  return { before, after, switchMs };
 }
 
 if (scenario === "ttff") {
