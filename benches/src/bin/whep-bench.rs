@@ -216,13 +216,12 @@ async fn viewer(
     } = benches::whep::offer(http, &path).await?;
     // With GRO the kernel hands over the relay's GSO send to this viewer (a frame's packets)
     // as one buffer of `stride`-sized datagrams: one system call where there were dozens.
-    let gro = if gro {
-        Some(quinn_udp::UdpSocketState::new((&socket).into())?)
+    let socket = if gro {
+        Socket::Gro(relay::whep::udp::Udp::new(socket)?)
     } else {
-        None
+        Socket::Plain(socket)
     };
-    let mut buf = vec![0u8; if gro.is_some() { 65_536 } else { 2048 }];
-    let mut meta = [quinn_udp::RecvMeta::default()];
+    let mut buf = vec![0u8; if gro { 65_536 } else { 2048 }];
     let mut connected_at: Option<Instant> = None;
     let mut got_video = false;
     let mut streams: std::collections::HashMap<u32, Seq> = Default::default();
@@ -237,7 +236,7 @@ async fn viewer(
             match rtc.poll_output()? {
                 Output::Timeout(t) => break t,
                 Output::Transmit(t) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
+                    socket.send(t.destination, &t.contents);
                 }
                 Output::Event(e) => match e {
                     Event::Connected => {
@@ -290,7 +289,7 @@ async fn viewer(
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
         let received = tokio::select! {
-            r = recv(&socket, gro.as_ref(), &mut buf, &mut meta) => Some(r?),
+            r = socket.recv(&mut buf) => Some(r?),
             _ = tokio::time::sleep(wait) => None,
         };
         let Some((n, stride, source)) = received else {
@@ -317,28 +316,38 @@ async fn viewer(
     }
 }
 
-/// Waits for what the relay sent: one datagram, or with `gro` a batch of one sender's
-/// datagrams. Returns the bytes read, the size of each datagram in them (the last may be
-/// shorter) and the sender.
-async fn recv(
-    socket: &tokio::net::UdpSocket,
-    gro: Option<&quinn_udp::UdpSocketState>,
-    buf: &mut [u8],
-    meta: &mut [quinn_udp::RecvMeta; 1],
-) -> std::io::Result<(usize, usize, SocketAddr)> {
-    let Some(state) = gro else {
-        let (n, source) = socket.recv_from(buf).await?;
-        return Ok((n, n, source));
-    };
-    loop {
-        socket.readable().await?;
-        let mut bufs = [std::io::IoSliceMut::new(buf)];
-        match socket.try_io(tokio::io::Interest::READABLE, || {
-            state.recv(socket.into(), &mut bufs, meta)
-        }) {
-            Ok(_) => return Ok((meta[0].len, meta[0].stride, meta[0].addr)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+/// A viewer's socket: plain reads of one datagram each, or the relay's own [`Udp`] reading
+/// a batch of one sender's datagrams (GRO).
+///
+/// [`Udp`]: relay::whep::udp::Udp
+enum Socket {
+    Plain(tokio::net::UdpSocket),
+    Gro(relay::whep::udp::Udp),
+}
+
+impl Socket {
+    /// Sends one datagram now if the send buffer has room (str0m retransmits what is lost).
+    fn send(&self, to: SocketAddr, contents: &[u8]) {
+        let _ = match self {
+            Socket::Plain(s) => s.try_send_to(contents, to).map(drop),
+            Socket::Gro(u) => u.send(to, contents, None),
+        };
+    }
+
+    /// Waits for what the relay sent. Returns the bytes read, the size of each datagram in
+    /// them (the last may be shorter) and the sender.
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<(usize, usize, SocketAddr)> {
+        match self {
+            Socket::Plain(s) => {
+                let (n, source) = s.recv_from(buf).await?;
+                Ok((n, n, source))
+            }
+            Socket::Gro(u) => {
+                let mut meta = [quinn_udp::RecvMeta::default()];
+                u.recv(&mut [std::io::IoSliceMut::new(buf)], &mut meta)
+                    .await?;
+                Ok((meta[0].len, meta[0].stride, meta[0].addr))
+            }
         }
     }
 }
