@@ -254,6 +254,13 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
             config.hls.part_target_ms
         );
     }
+    if config.http.operator_token.is_empty() {
+        warn!(
+            "http.operator_token is empty: clients on this machine act as operators. A reverse \
+             proxy on this machine must send X-Forwarded-For (or Forwarded, X-Real-IP, Via) so \
+             its clients do not; set a token before putting one in front that does not"
+        );
+    }
     for l in &config.lecture {
         if l.publish_key.is_none() && !(config.demo.enabled && l.name == config.demo.name) {
             warn!(lecture = %l.name, "[[lecture]] without publish_key: anyone may publish it");

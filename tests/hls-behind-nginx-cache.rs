@@ -5,6 +5,7 @@
 //! reload, part and segment however many players ask nginx: counted from nginx's own log,
 //! where each request says whether it went upstream. A finished lecture's replay read by many
 //! viewers through nginx is read from the origin once, file by file, and arrives intact.
+//! And the cache, though it connects from loopback, does not make its clients operators.
 
 mod common;
 
@@ -156,5 +157,27 @@ fn a_replay_behind_nginx_is_read_from_the_origin_once() {
     for p in &paths {
         let up = log.iter().filter(|(u, up)| *up && u == p).count();
         assert_eq!(up, 1, "{p} asked of the origin {up} times");
+    }
+}
+
+#[test]
+fn clients_of_the_cache_on_this_machine_are_not_operators() {
+    // No operator token and a lecture without a key: the operator routes answer clients on
+    // this machine. nginx on the same machine connects from loopback too, for anyone.
+    let s = Server::start("[[lecture]]\nname = \"hall\"\nlanguage = \"cmn\"\n");
+    let nginx = NginxCache::start(s.http, &[], "operator").unwrap();
+    let path = "/api/v1/streams/hall/questions";
+    let (direct, _, body) = get(&format!("http://{}{path}", s.http));
+    assert_eq!(direct, 200, "{}", String::from_utf8_lossy(&body));
+    let (proxied, _, body) = get(&format!("http://{}{path}", nginx.addr));
+    assert_eq!(proxied, 401, "{}", String::from_utf8_lossy(&body));
+    // The same holds for whatever proxy names its client, however it does.
+    for (name, value) in [
+        ("forwarded", "for=198.51.100.7"),
+        ("x-real-ip", "198.51.100.7"),
+        ("via", "1.1 cache"),
+    ] {
+        let (st, _, _) = get_with(&format!("http://{}{path}", s.http), &[(name, value)]);
+        assert_eq!(st, 401, "{name}");
     }
 }

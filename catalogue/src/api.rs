@@ -154,7 +154,8 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
 /// check-in, exports, keys) takes this extractor, so how operators are recognised lives in
 /// one place: the operator token as a bearer token (scripts), a console session cookie
 /// (with its CSRF token in `X-CSRF-Token` on anything but GET and HEAD), or, while no
-/// operator token is set and no operator account exists, a client on this machine.
+/// operator token is set and no operator account exists, a client on this machine (not a
+/// reverse proxy on it: [`media::admission::from_this_machine`]).
 #[derive(Debug, Clone)]
 pub struct Operator {
     /// The logged-in operator, when it came with a session (not the token).
@@ -201,7 +202,7 @@ impl Operator {
             }
         }
         if token.is_empty()
-            && peer(parts).is_some_and(|ip| ip.is_loopback())
+            && media::admission::from_this_machine(peer(parts), |h| parts.headers.contains_key(h))
             && !c.has_operators().await.map_err(NotOperator::Db)?
         {
             return Ok(Operator { session: None });

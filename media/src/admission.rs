@@ -6,6 +6,8 @@
 //! keeps what it needs in RAM and refreshes it itself. Keys and tokens are secrets: an
 //! implementation compares them in constant time and never logs them.
 
+use std::net::IpAddr;
+
 /// Why a publisher or viewer is refused, in words a player or an encoder's log can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -72,6 +74,26 @@ pub fn chain(admissions: &[&dyn Admission], ask: impl Fn(&dyn Admission) -> Verd
     Verdict::NotMine
 }
 
+/// Request headers a reverse proxy adds for the client it passes on (RFC 7239 `Forwarded`,
+/// the de facto `X-Forwarded-*` and `X-Real-IP`, and HTTP's own `Via`).
+const PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "via",
+];
+
+/// Whether a request comes from a client on this machine itself, which the operator routes
+/// trust while no operator token is set: its peer is a loopback address and it carries none
+/// of the headers a reverse proxy adds. A proxy on this machine (nginx in front for TLS, or
+/// as a cache) connects from loopback on behalf of clients anywhere, so what it forwards
+/// never passes for local. `has_header` answers for a lower-case header name.
+pub fn from_this_machine(peer: Option<IpAddr>, has_header: impl Fn(&str) -> bool) -> bool {
+    peer.is_some_and(|ip| ip.is_loopback()) && !PROXY_HEADERS.iter().any(|h| has_header(h))
+}
+
 /// Names whose values are secrets in a query string or an SRT access-control stream id.
 const SECRET_NAMES: &[&str] = &[
     "key",
@@ -122,6 +144,24 @@ pub fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_direct_loopback_client_is_this_machine() {
+        let lo = Some(IpAddr::from([127, 0, 0, 1]));
+        let lo6 = Some(IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        let far = Some(IpAddr::from([192, 0, 2, 7]));
+        let none = |_: &str| false;
+        assert!(from_this_machine(lo, none));
+        assert!(from_this_machine(lo6, none));
+        assert!(!from_this_machine(far, none));
+        assert!(!from_this_machine(None, none));
+        for proxy in ["x-forwarded-for", "forwarded", "x-real-ip", "via"] {
+            assert!(
+                !from_this_machine(lo, |h| h == proxy),
+                "{proxy}: a proxy on this machine speaks for someone else"
+            );
+        }
+    }
 
     #[test]
     fn secrets_are_redacted_for_logs() {

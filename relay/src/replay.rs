@@ -206,8 +206,12 @@ async fn delete(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if !crate::channel::operator_allowed(s.hub.config(), &lecture, bearer, peer.map(|p| p.0.0.ip()))
-    {
+    if !crate::channel::operator_allowed(
+        s.hub.config(),
+        &lecture,
+        bearer,
+        crate::channel::on_this_machine(peer.map(|p| p.0.0.ip()), &headers),
+    ) {
         info!(recording = %id, "recording deletion refused: no valid operator token");
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,

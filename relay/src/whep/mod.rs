@@ -646,8 +646,12 @@ async fn ask_preview(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let operator =
-        crate::channel::operator_allowed(w.hub.config(), &stream, bearer, peer.map(|p| p.0.0.ip()));
+    let operator = crate::channel::operator_allowed(
+        w.hub.config(),
+        &stream,
+        bearer,
+        crate::channel::on_this_machine(peer.map(|p| p.0.0.ip()), &headers),
+    );
     let answer = async {
         if !content_type_is(&headers, "application/sdp") {
             return Err(ApiError::new(
