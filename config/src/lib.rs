@@ -451,6 +451,10 @@ pub struct LecturesConfig {
     pub default_language: String,
     /// A publisher that reconnects within this time continues the same lecture.
     pub grace_period_s: u64,
+    /// A publisher that has sent no frame for this long yields its lecture to a new publisher
+    /// with the right key (an encoder coming back after its network dropped, before the old
+    /// connection times out); 0: a live lecture refuses every other publisher.
+    pub stalled_publisher_ms: u64,
     /// How long an ended lecture's playlists stay available (with `EXT-X-ENDLIST`).
     pub ended_retention_s: u64,
     /// Most lectures live at once.
@@ -928,6 +932,11 @@ impl Config {
                 "must be a BCP-47 tag such as cmn",
             );
         }
+        if self.lectures.stalled_publisher_ms != 0
+            && !(500..=600_000).contains(&self.lectures.stalled_publisher_ms)
+        {
+            return bad("lectures.stalled_publisher_ms", "must be 0 or 500..=600000");
+        }
         if self.lectures.max_live == 0 {
             return bad("lectures.max_live", "must be at least 1");
         }
@@ -1243,6 +1252,7 @@ mod tests {
         );
         assert_eq!(c.dialect_rank("yue"), 1);
         assert_eq!(c.lectures.grace_period_s, 30);
+        assert_eq!(c.lectures.stalled_publisher_ms, 2000);
     }
 
     #[test]

@@ -117,6 +117,22 @@ pub struct Lecture {
     feed: std::sync::atomic::AtomicBool,
     /// The smaller pictures of the current publishing session (`[ladder]`).
     ladder: Mutex<Option<crate::ladder::Ladder>>,
+    /// When the current publishing session began or last delivered a frame ([`clock_ms`]):
+    /// a stalled publisher yields to a new one (`lectures.stalled_publisher_ms`). Shared with
+    /// the admission snapshot, which answers SRT before the hub's locks could.
+    last_frame: Arc<AtomicU64>,
+}
+
+/// Milliseconds on a monotonic clock shared by the process (for [`Lecture::last_frame`]).
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Whether a live session whose last frame came at `last_frame` ([`clock_ms`]) has stalled
+/// for `after_ms` (0: never counts as stalled).
+fn stalled(last_frame: &AtomicU64, after_ms: u64) -> bool {
+    after_ms != 0 && clock_ms().saturating_sub(last_frame.load(Ordering::Relaxed)) >= after_ms
 }
 
 /// Where a lecture's recording is.
@@ -393,6 +409,7 @@ impl Lecture {
         st.session = session;
         st.sessions += 1;
         st.publisher = Some(publisher);
+        self.last_frame.store(clock_ms(), Ordering::Relaxed);
         {
             let mut hls = self.hls();
             hls.begin_session();
@@ -444,15 +461,31 @@ impl Lecture {
 /// reads the map unlocked; [`Lecture::announce`] writes.
 #[derive(Debug, Default)]
 struct AdmissionSnapshot {
-    /// Lecture name → (which `Lecture`, by address; whether a publisher is sending).
-    /// Ended lectures are not in it.
-    current: RwLock<Arc<HashMap<String, (usize, bool)>>>,
+    /// Lecture name → its entry. Ended lectures are not in it.
+    current: RwLock<Arc<HashMap<String, Admitted>>>,
     /// Serialises writers, so each writes the status it read last.
     writer: Mutex<()>,
 }
 
+/// A lecture in the [`AdmissionSnapshot`].
+#[derive(Debug, Clone)]
+struct Admitted {
+    /// Which `Lecture`, by address.
+    id: usize,
+    /// Whether a publisher has it.
+    live: bool,
+    /// Its [`Lecture::last_frame`].
+    last_frame: Arc<AtomicU64>,
+}
+
+impl PartialEq for Admitted {
+    fn eq(&self, other: &Admitted) -> bool {
+        (self.id, self.live) == (other.id, other.live)
+    }
+}
+
 impl AdmissionSnapshot {
-    fn get(&self) -> Arc<HashMap<String, (usize, bool)>> {
+    fn get(&self) -> Arc<HashMap<String, Admitted>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -462,9 +495,14 @@ impl AdmissionSnapshot {
     fn update(&self, lecture: &Lecture) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let id = lecture as *const Lecture as usize;
+        let admitted = |live| Admitted {
+            id,
+            live,
+            last_frame: lecture.last_frame.clone(),
+        };
         let entry = match lecture.status() {
-            Status::Live => Some((id, true)),
-            Status::Reconnecting { .. } => Some((id, false)),
+            Status::Live => Some(admitted(true)),
+            Status::Reconnecting { .. } => Some(admitted(false)),
             Status::Ended { .. } => None,
         };
         let current = self.get();
@@ -472,7 +510,7 @@ impl AdmissionSnapshot {
         let next = match entry {
             _ if old == entry.as_ref() => return,
             // A lecture of that name that replaced this one is not ended.
-            None if old.is_none_or(|o| o.0 != id) => return,
+            None if old.is_none_or(|o| o.id != id) => return,
             None => {
                 let mut next = (*current).clone();
                 next.remove(&lecture.name);
@@ -854,6 +892,7 @@ impl Hub {
             air_leave: AtomicU64::new(0),
             feed: Default::default(),
             ladder: Mutex::default(),
+            last_frame: Arc::new(AtomicU64::new(clock_ms())),
         })
     }
 
@@ -1229,9 +1268,12 @@ impl Publish for Hub {
     fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
         self.check_key(request)?;
         let live = self.admission.get();
+        let stall = self.config.lectures.stalled_publisher_ms;
         match live.get(&request.stream) {
-            Some((_, true)) => Err(PublishError::AlreadyPublishing(request.stream.clone())),
-            Some((_, false)) => Ok(()),
+            Some(a) if a.live && !stalled(&a.last_frame, stall) => {
+                Err(PublishError::AlreadyPublishing(request.stream.clone()))
+            }
+            Some(_) => Ok(()),
             None if live.len() >= self.config.lectures.max_live => {
                 Err(PublishError::TooManyLectures)
             }
@@ -1267,6 +1309,18 @@ impl Publish for Hub {
             };
             match l.begin_session(session, publisher.clone()) {
                 Ok(()) => break l,
+                Err(Status::Live)
+                    if stalled(&l.last_frame, self.config.lectures.stalled_publisher_ms) =>
+                {
+                    // An encoder back after its network dropped, before its old connection
+                    // timed out: the old session, silent for a while, yields. Its sink's next
+                    // frame, if any ever comes, is refused and its connection closed.
+                    let old = l.state().session;
+                    if l.end_session(old) {
+                        warn!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {old} sent nothing for {} ms: a new publisher takes the lecture over", self.config.lectures.stalled_publisher_ms);
+                    }
+                    continue;
+                }
                 Err(Status::Live) => return Err(PublishError::AlreadyPublishing(request.stream)),
                 // Ended by maintenance a moment ago: the next round starts a new lecture.
                 Err(_) => continue,
@@ -1495,9 +1549,21 @@ impl MediaSink for PublisherSink {
                         track.0
                     )));
                 }
-                if self.lecture.state().session != self.session {
-                    return Err(SinkError::Closed("lecture ended".into()));
+                {
+                    let st = self.lecture.state();
+                    // Not live: a new publisher is taking over from this one (or it ended).
+                    if st.session != self.session || st.status != Status::Live {
+                        return Err(SinkError::Closed(
+                            if matches!(st.status, Status::Ended { .. }) {
+                                "lecture ended"
+                            } else {
+                                "another publisher took the lecture over"
+                            }
+                            .into(),
+                        ));
+                    }
                 }
+                self.lecture.last_frame.store(clock_ms(), Ordering::Relaxed);
                 let air = self.lecture.on_air.load(Ordering::Acquire);
                 if air != self.air_seen {
                     self.follow_air(air);
@@ -1876,6 +1942,43 @@ mod tests {
         let l = hub.lecture("hall-1").unwrap();
         assert!(matches!(l.status(), Status::Ended { .. }));
         assert!(l.hls().is_ended());
+    }
+
+    #[test]
+    fn a_stalled_session_yields_to_a_new_publisher_and_a_sending_one_does_not() {
+        let hub = hub_with("stalled_publisher_ms = 500\n", "");
+        let mut first = hub.publish(req("a", None)).unwrap();
+        publish_some_media(&mut first);
+        let l = hub.lecture("a").unwrap();
+        let session = l.state().session;
+        // Sending: nobody else gets in.
+        assert!(matches!(
+            hub.check(&req("a", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        assert!(matches!(
+            hub.publish(req("a", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        // Silent for longer than stalled_publisher_ms: the next publisher takes over.
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(hub.check(&req("a", None)), Ok(()));
+        let mut second = hub.publish(req("a", None)).unwrap();
+        assert_ne!(l.state().session, session);
+        assert_eq!(l.status(), Status::Live);
+        // The first session's late frames are refused, and its end ends nothing.
+        assert!(matches!(
+            first.handle(aac_frame(200 * 1024)),
+            Err(SinkError::Closed(_))
+        ));
+        drop(first);
+        assert_eq!(l.status(), Status::Live);
+        second.handle(aac_track()).unwrap();
+        second.handle(aac_frame(0)).unwrap();
+        assert!(
+            Arc::ptr_eq(&l, &hub.lecture("a").unwrap()),
+            "the same lecture"
+        );
     }
 
     #[test]
