@@ -1,7 +1,7 @@
 //! The recordings on disk: found and recovered at start, started as lectures begin, listed,
 //! read for replay, deleted by age or on request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
@@ -178,12 +178,42 @@ pub struct Contents {
     /// What `recording.json` says.
     pub meta: Meta,
     /// Renditions by id, in `meta.renditions` order; read from disk when first needed.
-    pub renditions: Option<BTreeMap<String, Rendition>>,
+    /// Shared: readers take the `Arc`, the writer changes its own copy when one is out.
+    pub renditions: Option<Arc<BTreeMap<String, Rendition>>>,
     /// Being written now.
     pub live: bool,
+    /// Playlists of the finished recording, rendered once (see [`Recording::playlist`]).
+    playlists: HashMap<String, Playlist>,
+}
+
+/// A rendered playlist with its entity tag.
+#[derive(Debug, Clone)]
+pub struct Playlist {
+    /// The text.
+    pub text: Bytes,
+    /// A strong ETag of the text, quoted.
+    pub etag: String,
+}
+
+impl Playlist {
+    /// `text` with its ETag (FNV-1a of the bytes).
+    pub fn new(text: String) -> Playlist {
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        Playlist {
+            text: Bytes::from(text),
+            etag: format!("\"{hash:016x}\""),
+        }
+    }
 }
 
 impl Contents {
+    /// The renditions to change (the writer's), copied first if a reader holds them.
+    pub(crate) fn renditions_mut(&mut self) -> &mut BTreeMap<String, Rendition> {
+        Arc::make_mut(self.renditions.get_or_insert_with(Default::default))
+    }
+
     /// Seconds of the longest rendition.
     pub fn duration(&self) -> Option<f64> {
         if !self.live
@@ -213,6 +243,7 @@ impl Recording {
         renditions: Option<BTreeMap<String, Rendition>>,
         live: bool,
     ) -> Self {
+        let renditions = renditions.map(Arc::new);
         Recording {
             id: meta.id.clone(),
             dir,
@@ -220,6 +251,7 @@ impl Recording {
                 meta,
                 renditions,
                 live,
+                playlists: HashMap::new(),
             }),
         }
     }
@@ -249,9 +281,9 @@ impl Recording {
     }
 
     /// Its renditions' segments, read from the indexes the first time.
-    pub fn renditions(&self) -> std::io::Result<BTreeMap<String, Rendition>> {
-        if let Some(r) = &self.contents().renditions {
-            return Ok(r.clone());
+    pub fn renditions(&self) -> std::io::Result<Arc<BTreeMap<String, Rendition>>> {
+        if let Some(r) = self.cached_renditions() {
+            return Ok(r);
         }
         let meta = self.meta();
         let mut out = BTreeMap::new();
@@ -266,8 +298,36 @@ impl Recording {
             }
             out.insert(r.id.clone(), rend);
         }
+        let out = Arc::new(out);
         self.contents_mut().renditions = Some(out.clone());
         Ok(out)
+    }
+
+    /// Its renditions' segments if they are in memory already (no disk read).
+    pub fn cached_renditions(&self) -> Option<Arc<BTreeMap<String, Rendition>>> {
+        self.contents().renditions.clone()
+    }
+
+    /// The playlist `key` (e.g. a rendition's id) made by `render`: rendered once and kept
+    /// once the recording is finished (it never changes then), rendered each time while it
+    /// is being written (it grows). `None` when `render` has nothing.
+    pub fn playlist(&self, key: &str, render: impl FnOnce() -> Option<String>) -> Option<Playlist> {
+        let live = {
+            let c = self.contents();
+            if let Some(p) = c.playlists.get(key) {
+                return Some(p.clone());
+            }
+            c.live
+        };
+        // Rendered without the lock: `render` reads the recording itself.
+        let p = Playlist::new(render()?);
+        if !live {
+            let mut c = self.contents_mut();
+            if !c.live {
+                c.playlists.insert(key.to_string(), p.clone());
+            }
+        }
+        Some(p)
     }
 
     /// Bytes `[offset, offset + len)` of a rendition's media, or of one of its files.

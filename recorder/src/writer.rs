@@ -1,7 +1,7 @@
 //! The thread that writes one recording: parts as they close, the index line after each,
 //! everything flushed to the disk at the end of each segment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
@@ -201,8 +201,7 @@ impl Writer {
             );
             self.recording
                 .contents_mut()
-                .renditions
-                .get_or_insert_with(BTreeMap::new)
+                .renditions_mut()
                 .entry(rendition.to_string())
                 .or_default();
         }
@@ -238,11 +237,7 @@ impl Writer {
         crate::meta::sync_dir(&dir)?;
         let save = {
             let mut c = self.recording.contents_mut();
-            if let Some(r) = c
-                .renditions
-                .get_or_insert_with(BTreeMap::new)
-                .get_mut(&**rendition)
-            {
+            if let Some(r) = c.renditions_mut().get_mut(&**rendition) {
                 r.inits.push(v);
                 r.inits.sort_unstable();
             }
@@ -302,11 +297,7 @@ impl Writer {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.metrics.parts_written.fetch_add(1, Ordering::Relaxed);
         let mut c = self.recording.contents_mut();
-        if let Some(r) = c
-            .renditions
-            .get_or_insert_with(BTreeMap::new)
-            .get_mut(&**rendition)
-        {
+        if let Some(r) = c.renditions_mut().get_mut(&**rendition) {
             absorb(&mut r.segments, &line);
         }
         Ok(())
@@ -324,11 +315,7 @@ impl Writer {
         files.media.sync_data()?;
         files.index.sync_data()?;
         let mut c = self.recording.contents_mut();
-        if let Some(r) = c
-            .renditions
-            .get_or_insert_with(BTreeMap::new)
-            .get_mut(&**rendition)
-        {
+        if let Some(r) = c.renditions_mut().get_mut(&**rendition) {
             absorb(&mut r.segments, &line);
         }
         Ok(())

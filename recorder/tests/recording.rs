@@ -118,6 +118,47 @@ fn start(lib: &Library, langs: &[&str]) -> recorder::Recorder {
 }
 
 #[test]
+fn a_finished_recordings_playlists_are_rendered_once_a_growing_ones_each_time() {
+    let dir = TempDir::new("playlists");
+    let lib = Library::open(config(&dir));
+    let rec = start(&lib, &["cmn"]);
+    let recording = rec.recording().clone();
+    send_segments(&rec, &["audio-cmn"], 0, 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while recording.cached_renditions().is_none_or(|r| {
+        r.get("audio-cmn")
+            .is_none_or(|r| r.segments.iter().filter(|s| s.complete).count() < 2)
+    }) {
+        assert!(std::time::Instant::now() < deadline, "segments written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let renders = std::cell::Cell::new(0);
+    let render = || {
+        renders.set(renders.get() + 1);
+        let c = recording.contents();
+        let r = c.renditions.clone().unwrap();
+        recorder::playlist::media(&c.meta, &r, "audio-cmn", c.live)
+    };
+    // Being written: it grows, so every request renders it.
+    let a = recording.playlist("audio-cmn", render).unwrap();
+    let b = recording.playlist("audio-cmn", render).unwrap();
+    assert_eq!(renders.get(), 2);
+    assert_eq!(a.etag, b.etag);
+    assert!(!std::str::from_utf8(&a.text).unwrap().contains("#EXT-X-ENDLIST"));
+    rec.send(Event::Ended);
+    assert!(lib.wait_idle(Duration::from_secs(5)));
+    // Finished: rendered once more, then the same bytes every time.
+    let done = recording.playlist("audio-cmn", render).unwrap();
+    let again = recording.playlist("audio-cmn", render).unwrap();
+    assert_eq!(renders.get(), 3);
+    assert!(std::str::from_utf8(&done.text).unwrap().ends_with("#EXT-X-ENDLIST\n"));
+    assert_ne!(done.etag, a.etag);
+    assert_eq!((done.text, done.etag), (again.text, again.etag));
+    // Keys are separate playlists.
+    assert!(recording.playlist("other", || None).is_none());
+}
+
+#[test]
 fn a_recording_reads_back_as_vod_with_its_dialects() {
     let dir = TempDir::new("vod");
     let lib = Library::open(config(&dir));

@@ -243,11 +243,16 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// FNV-1a, for playlist ETags.
-fn fnv(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// The recording's renditions: from memory, or read from its indexes on the blocking pool
+/// the first time.
+async fn renditions_of(
+    rec: &Arc<Recording>,
+) -> Result<Arc<std::collections::BTreeMap<String, recorder::store::Rendition>>, ApiError> {
+    if let Some(r) = rec.cached_renditions() {
+        return Ok(r);
+    }
+    let r2 = rec.clone();
+    blocking(move || r2.renditions()).await
 }
 
 pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
@@ -257,8 +262,8 @@ pub(crate) fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
 }
 
-fn playlist_response(text: String, live: bool, headers: &HeaderMap) -> Response {
-    let etag = format!("\"{:016x}\"", fnv(text.as_bytes()));
+fn playlist_response(p: recorder::store::Playlist, live: bool, headers: &HeaderMap) -> Response {
+    let etag = p.etag;
     // A recording in progress grows every segment; a finished one never changes.
     let cache = if live {
         "public, max-age=1"
@@ -268,7 +273,7 @@ fn playlist_response(text: String, live: bool, headers: &HeaderMap) -> Response 
     let mut r = if not_modified(headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (StatusCode::OK, text).into_response()
+        (StatusCode::OK, p.text).into_response()
     };
     let h = r.headers_mut();
     h.insert(
@@ -289,16 +294,17 @@ async fn multivariant(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rec = recording(&s, &id)?;
-    let r2 = rec.clone();
-    let renditions = blocking(move || r2.renditions()).await?;
-    let (meta, live) = {
-        let c = rec.contents();
-        (c.meta.clone(), c.live)
-    };
+    let renditions = renditions_of(&rec).await?;
+    let live = rec.is_live();
     let config = s.hub.config();
-    let text = recorder::playlist::multivariant(&meta, &renditions, |tag| config.dialect_rank(tag))
+    // "" cannot be a rendition's id: the multivariant playlist's key.
+    let p = rec
+        .playlist("", || {
+            let meta = rec.meta();
+            recorder::playlist::multivariant(&meta, &renditions, |tag| config.dialect_rank(tag))
+        })
         .ok_or_else(|| ApiError::not_found("the recording has no media yet"))?;
-    Ok(playlist_response(text, live, &headers))
+    Ok(playlist_response(p, live, &headers))
 }
 
 /// A file of a recorded rendition.
@@ -347,20 +353,20 @@ async fn rendition_file(
         }
     };
     let file = parse_file(&file).ok_or_else(|| ApiError::not_found(format!("no file {file:?}")))?;
-    let r2 = rec.clone();
-    let renditions = blocking(move || r2.renditions()).await?;
+    let renditions = renditions_of(&rec).await?;
     let rend = renditions
         .get(&rendition)
         .ok_or_else(|| ApiError::not_found("the rendition has no media yet"))?;
     match file {
         File::Playlist => {
-            let (meta, live) = {
-                let c = rec.contents();
-                (c.meta.clone(), c.live)
-            };
-            let text = recorder::playlist::media(&meta, &renditions, &rendition, live)
+            let live = rec.is_live();
+            let p = rec
+                .playlist(&rendition, || {
+                    let c = rec.contents();
+                    recorder::playlist::media(&c.meta, &renditions, &rendition, c.live)
+                })
                 .ok_or_else(|| ApiError::not_found("the rendition has no media yet"))?;
-            Ok(playlist_response(text, live, &headers))
+            Ok(playlist_response(p, live, &headers))
         }
         File::Init(v) => {
             if !rend.inits.contains(&v) {
