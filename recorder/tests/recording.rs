@@ -144,14 +144,22 @@ fn a_finished_recordings_playlists_are_rendered_once_a_growing_ones_each_time() 
     let b = recording.playlist("audio-cmn", render).unwrap();
     assert_eq!(renders.get(), 2);
     assert_eq!(a.etag, b.etag);
-    assert!(!std::str::from_utf8(&a.text).unwrap().contains("#EXT-X-ENDLIST"));
+    assert!(
+        !std::str::from_utf8(&a.text)
+            .unwrap()
+            .contains("#EXT-X-ENDLIST")
+    );
     rec.send(Event::Ended);
     assert!(lib.wait_idle(Duration::from_secs(5)));
     // Finished: rendered once more, then the same bytes every time.
     let done = recording.playlist("audio-cmn", render).unwrap();
     let again = recording.playlist("audio-cmn", render).unwrap();
     assert_eq!(renders.get(), 3);
-    assert!(std::str::from_utf8(&done.text).unwrap().ends_with("#EXT-X-ENDLIST\n"));
+    assert!(
+        std::str::from_utf8(&done.text)
+            .unwrap()
+            .ends_with("#EXT-X-ENDLIST\n")
+    );
     assert_ne!(done.etag, a.etag);
     assert_eq!((done.text, done.etag), (again.text, again.etag));
     // Keys are separate playlists.

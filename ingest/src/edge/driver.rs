@@ -370,7 +370,46 @@ async fn pull(s: Arc<Shared>, name: String, mut stop: watch::Receiver<bool>) {
 /// Where the last session stopped: the video's (or first rendition's) init segment URI and
 /// next part, so that a session after a short break continues there instead of sending
 /// again what the last one sent.
-type Resume = Arc<std::sync::Mutex<Option<(String, u64, u32)>>>;
+type Resume = Arc<std::sync::Mutex<Option<ResumePoint>>>;
+
+/// A rendition's init segment URI and the part after the last one delivered.
+type ResumePoint = (String, u64, u32);
+
+/// How far the lead rendition's parts have gone out to the relay, for [`Resume`]. A part
+/// counts once its last frame has left the interleaver, not when it was fetched: frames
+/// still queued are lost with a failing session, and the next session must fetch them
+/// again (sans-IO).
+#[derive(Debug, Default)]
+struct Delivered {
+    /// Parts fetched and not yet wholly sent: the decode time of each one's last frame and
+    /// the resume point after it.
+    pending: std::collections::VecDeque<(i64, ResumePoint)>,
+}
+
+impl Delivered {
+    /// A part of the lead rendition was fetched, its last frame at `last_dts` (`None`: it
+    /// had none). Returns the new resume point if nothing is waiting to be sent.
+    fn fetched(&mut self, last_dts: Option<i64>, after: ResumePoint) -> Option<ResumePoint> {
+        match last_dts {
+            None if self.pending.is_empty() => Some(after),
+            // An empty part after waiting ones counts with the next frame sent.
+            last => {
+                self.pending.push_back((last.unwrap_or(i64::MIN), after));
+                None
+            }
+        }
+    }
+
+    /// A frame of the lead rendition at `dts` went to the relay: the resume point after
+    /// the last part it completes, if any.
+    fn sent(&mut self, dts: i64) -> Option<ResumePoint> {
+        let mut done = None;
+        while self.pending.front().is_some_and(|(last, _)| dts >= *last) {
+            done = self.pending.pop_front().map(|(_, p)| p);
+        }
+        done
+    }
+}
 
 /// The origin's state of a lecture is read this often while it is pulled.
 const LEARN_EVERY: Duration = Duration::from_secs(30);
@@ -410,7 +449,8 @@ async fn learn(s: Arc<Shared>, name: String) {
 
 /// What one rendition of the lecture sends the pull.
 enum Msg {
-    Frames(TrackId, Vec<Frame>),
+    /// A part's frames, with the resume point after it for the lead rendition.
+    Frames(TrackId, Vec<Frame>, Option<ResumePoint>),
     /// The origin's source restarted: a new init segment, after a discontinuity.
     Restart,
     Ended,
@@ -577,13 +617,12 @@ async fn session(
     let renditions_followed = tracks.len();
     let mut followers = JoinSet::new();
     for (id, url, first, init) in tracks {
-        let mark = (id.0 as usize == lead + 1).then(|| resume.clone());
         let rendition = Follow {
             id,
             url,
             first,
             init,
-            resume: mark,
+            lead: id.0 as usize == lead + 1,
             link: link.clone(),
         };
         followers.spawn(follow(s.clone(), rendition, tx.clone()));
@@ -595,6 +634,7 @@ async fn session(
     let mut ended = 0usize;
     let mut ending: Option<tokio::time::Instant> = None;
     let mut history: std::collections::VecDeque<(Instant, u64, u64)> = Default::default();
+    let mut delivered = Delivered::default();
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
@@ -636,13 +676,24 @@ async fn session(
             }
         };
         match msg {
-            Some(Msg::Frames(id, frames)) => {
+            Some(Msg::Frames(id, frames, mark)) => {
+                if let Some(after) = mark
+                    && let Some(p) = delivered.fetched(frames.last().map(|f| f.dts), after)
+                {
+                    *resume.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+                }
                 for f in frames {
                     order.push(id, f);
                 }
                 while let Some((track, frame)) = order.pop() {
+                    let dts = frame.dts;
                     if let Err(e) = sink.handle(MediaEvent::Frame { track, frame }) {
                         return Outcome::Failed(format!("frame refused here: {e}"));
+                    }
+                    if track.0 as usize == lead + 1
+                        && let Some(p) = delivered.sent(dts)
+                    {
+                        *resume.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
                     }
                 }
             }
@@ -682,8 +733,8 @@ struct Follow {
     /// The part to start at.
     first: media::m3u8_read::PartRef,
     init: InitTrack,
-    /// Where to note progress, for the lead rendition.
-    resume: Option<Resume>,
+    /// The lead rendition: its messages carry the resume point after each part.
+    lead: bool,
     link: Arc<Link>,
 }
 
@@ -694,7 +745,7 @@ async fn follow(s: Arc<Shared>, f: Follow, tx: mpsc::Sender<Msg>) {
         url,
         first,
         init,
-        resume,
+        lead,
         link,
     } = f;
     let block = Duration::from_millis(s.config.hls.block_timeout_ms);
@@ -743,12 +794,10 @@ async fn follow(s: Arc<Shared>, f: Follow, tx: mpsc::Sender<Msg>) {
                     .map_err(|e| e.to_string())?;
                 let frames = read_fragment(&data, &init, &mut next_dts)
                     .map_err(|e| format!("{part_url}: {e}"))?;
-                if tx.send(Msg::Frames(id, frames)).await.is_err() {
-                    return Ok(Next::Gone);
-                }
                 want = (p.msn, p.index.saturating_add(1));
-                if let Some(r) = &resume {
-                    *r.lock().unwrap_or_else(|e| e.into_inner()) = Some((map.clone(), want.0, want.1));
+                let mark = lead.then(|| (map.clone(), want.0, want.1));
+                if tx.send(Msg::Frames(id, frames, mark)).await.is_err() {
+                    return Ok(Next::Gone);
                 }
             }
             if playlist.ended {
@@ -904,4 +953,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(msn: u64, part: u32) -> ResumePoint {
+        ("init-0.mp4".to_string(), msn, part)
+    }
+
+    #[test]
+    fn a_part_counts_as_delivered_when_its_last_frame_has_gone_out() {
+        let mut d = Delivered::default();
+        // Two parts fetched (frames up to dts 300, then up to 600), nothing sent yet: a
+        // session failing now resumes at neither.
+        assert_eq!(d.fetched(Some(300), point(7, 1)), None);
+        assert_eq!(d.fetched(Some(600), point(7, 2)), None);
+        assert_eq!(d.sent(200), None);
+        assert_eq!(d.sent(300), Some(point(7, 1)));
+        // An empty part waits behind the one before it, and goes with its last frame.
+        assert_eq!(d.fetched(None, point(7, 3)), None);
+        assert_eq!(d.sent(500), None);
+        assert_eq!(d.sent(600), Some(point(7, 3)));
+        // With nothing waiting, an empty part is delivered at once.
+        assert_eq!(d.fetched(None, point(7, 4)), Some(point(7, 4)));
+        assert_eq!(d.sent(900), None);
+    }
 }
