@@ -453,7 +453,9 @@ pub struct LecturesConfig {
     pub grace_period_s: u64,
     /// A publisher that has sent no frame for this long yields its lecture to a new publisher
     /// with the right key (an encoder coming back after its network dropped, before the old
-    /// connection times out); 0: a live lecture refuses every other publisher.
+    /// connection times out); never for a lecture without a key or pulled from an origin, and
+    /// a new session has 10 s more for its first frame. 0: a live lecture refuses every other
+    /// publisher.
     pub stalled_publisher_ms: u64,
     /// How long an ended lecture's playlists stay available (with `EXT-X-ENDLIST`).
     pub ended_retention_s: u64,

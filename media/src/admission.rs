@@ -74,14 +74,18 @@ pub fn chain(admissions: &[&dyn Admission], ask: impl Fn(&dyn Admission) -> Verd
     Verdict::NotMine
 }
 
-/// Request headers a reverse proxy adds for the client it passes on (RFC 7239 `Forwarded`,
-/// the de facto `X-Forwarded-*` and `X-Real-IP`, and HTTP's own `Via`).
+/// Request headers a reverse proxy or CDN adds for the client it passes on (RFC 7239
+/// `Forwarded`, the de facto `X-Forwarded-*`, `X-Real-IP` and `X-Client-IP`, CDNs' own, and
+/// HTTP's `Via`).
 const PROXY_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
     "x-real-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "true-client-ip",
     "via",
 ];
 

@@ -308,24 +308,27 @@ impl Recording {
         self.contents().renditions.clone()
     }
 
-    /// The playlist `key` (e.g. a rendition's id) made by `render`: rendered once and kept
-    /// once the recording is finished (it never changes then), rendered each time while it
-    /// is being written (it grows). `None` when `render` has nothing.
-    pub fn playlist(&self, key: &str, render: impl FnOnce() -> Option<String>) -> Option<Playlist> {
-        let live = {
+    /// The playlist `key` (e.g. a rendition's id) that `render` makes from the recording's
+    /// state: rendered once and kept once the recording is finished (it never changes
+    /// then), rendered each time while it is being written (it grows). `render` runs with
+    /// the state read-locked, so what it sees is one moment's (it must not lock it again).
+    /// `None` when `render` has nothing.
+    pub fn playlist(
+        &self,
+        key: &str,
+        render: impl FnOnce(&Contents) -> Option<String>,
+    ) -> Option<Playlist> {
+        let (p, finished) = {
             let c = self.contents();
             if let Some(p) = c.playlists.get(key) {
                 return Some(p.clone());
             }
-            c.live
+            (Playlist::new(render(&c)?), !c.live)
         };
-        // Rendered without the lock: `render` reads the recording itself.
-        let p = Playlist::new(render()?);
-        if !live {
-            let mut c = self.contents_mut();
-            if !c.live {
-                c.playlists.insert(key.to_string(), p.clone());
-            }
+        if finished {
+            self.contents_mut()
+                .playlists
+                .insert(key.to_string(), p.clone());
         }
         Some(p)
     }

@@ -121,7 +121,15 @@ pub struct Lecture {
     /// a stalled publisher yields to a new one (`lectures.stalled_publisher_ms`). Shared with
     /// the admission snapshot, which answers SRT before the hub's locks could.
     last_frame: Arc<AtomicU64>,
+    /// The session whose frames the packager takes (0: none), written with the packager
+    /// held, so a sink checks it under that lock: a session another publisher has just
+    /// taken over from places nothing, whatever it saw a moment before.
+    live_session: AtomicU64,
 }
+
+/// A new session's first frame may take this long (an SRT or WHIP handshake, the first
+/// sender report) before the session counts as stalled ([`Lecture::last_frame`]).
+const FIRST_FRAME_GRACE_MS: u64 = 10_000;
 
 /// Milliseconds on a monotonic clock shared by the process (for [`Lecture::last_frame`]).
 fn clock_ms() -> u64 {
@@ -337,6 +345,7 @@ impl Lecture {
             st.publisher = None;
             let mut hls = self.hls();
             hls.end_session();
+            self.live_session.store(0, Ordering::Relaxed);
             self.record(&mut hls);
             hls.version()
         };
@@ -409,10 +418,12 @@ impl Lecture {
         st.session = session;
         st.sessions += 1;
         st.publisher = Some(publisher);
-        self.last_frame.store(clock_ms(), Ordering::Relaxed);
+        self.last_frame
+            .store(clock_ms() + FIRST_FRAME_GRACE_MS, Ordering::Relaxed);
         {
             let mut hls = self.hls();
             hls.begin_session();
+            self.live_session.store(session, Ordering::Relaxed);
             // A publisher coming back takes its tracks back from a class on air: the new
             // session's timeline starts with its own frames.
             let air = self.on_air.load(Ordering::Acquire);
@@ -446,6 +457,7 @@ impl Lecture {
             st.session = 0;
             let mut hls = self.hls();
             hls.finish();
+            self.live_session.store(0, Ordering::Relaxed);
             self.record(&mut hls);
             hls.version()
         };
@@ -893,6 +905,7 @@ impl Hub {
             feed: Default::default(),
             ladder: Mutex::default(),
             last_frame: Arc::new(AtomicU64::new(clock_ms())),
+            live_session: AtomicU64::new(0),
         })
     }
 
@@ -915,6 +928,24 @@ impl Hub {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether publishing `stream` needs a key (so a publisher let in has shown it).
+    fn needs_key(&self, stream: &str) -> bool {
+        !matches!(
+            self.may_publish(stream, None),
+            media::admission::Verdict::Allow | media::admission::Verdict::NotMine
+        )
+    }
+
+    /// Whether a publisher let in (its key checked) may take live lecture `l` over from its
+    /// session: that session has sent nothing for `lectures.stalled_publisher_ms`, and the
+    /// lecture needs a key (else anybody could) and is not pulled from an origin (whose
+    /// source may be away while the pull goes on).
+    fn may_take_over(&self, l: &Lecture) -> bool {
+        stalled(&l.last_frame, self.config.lectures.stalled_publisher_ms)
+            && !l.pulled.load(Ordering::Relaxed)
+            && self.needs_key(&l.name)
     }
 
     fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
@@ -1270,7 +1301,10 @@ impl Publish for Hub {
         let live = self.admission.get();
         let stall = self.config.lectures.stalled_publisher_ms;
         match live.get(&request.stream) {
-            Some(a) if a.live && !stalled(&a.last_frame, stall) => {
+            Some(a)
+                if a.live
+                    && !(stalled(&a.last_frame, stall) && self.needs_key(&request.stream)) =>
+            {
                 Err(PublishError::AlreadyPublishing(request.stream.clone()))
             }
             Some(_) => Ok(()),
@@ -1309,13 +1343,17 @@ impl Publish for Hub {
             };
             match l.begin_session(session, publisher.clone()) {
                 Ok(()) => break l,
-                Err(Status::Live)
-                    if stalled(&l.last_frame, self.config.lectures.stalled_publisher_ms) =>
-                {
+                Err(Status::Live) if self.may_take_over(&l) => {
                     // An encoder back after its network dropped, before its old connection
                     // timed out: the old session, silent for a while, yields. Its sink's next
                     // frame, if any ever comes, is refused and its connection closed.
                     let old = l.state().session;
+                    {
+                        let mut ladder = l.ladder_lock();
+                        if ladder.as_ref().is_some_and(|x| x.session == old) {
+                            crate::ladder::drop_off_thread(ladder.take());
+                        }
+                    }
                     if l.end_session(old) {
                         warn!(stream = %request.stream, protocol = request.protocol, remote = ?request.remote, "publishing session {old} sent nothing for {} ms: a new publisher takes the lecture over", self.config.lectures.stalled_publisher_ms);
                     }
@@ -1447,6 +1485,7 @@ impl MediaSink for PublisherSink {
     fn handle(&mut self, event: MediaEvent) -> Result<(), SinkError> {
         match event {
             MediaEvent::Track { id, info } => {
+                self.still_current()?;
                 let (key, language, name) = match info.kind() {
                     TrackKind::Video => ("video".to_string(), None, String::new()),
                     TrackKind::Audio => {
@@ -1549,20 +1588,7 @@ impl MediaSink for PublisherSink {
                         track.0
                     )));
                 }
-                {
-                    let st = self.lecture.state();
-                    // Not live: a new publisher is taking over from this one (or it ended).
-                    if st.session != self.session || st.status != Status::Live {
-                        return Err(SinkError::Closed(
-                            if matches!(st.status, Status::Ended { .. }) {
-                                "lecture ended"
-                            } else {
-                                "another publisher took the lecture over"
-                            }
-                            .into(),
-                        ));
-                    }
-                }
+                self.still_current()?;
                 self.lecture.last_frame.store(clock_ms(), Ordering::Relaxed);
                 let air = self.lecture.on_air.load(Ordering::Acquire);
                 if air != self.air_seen {
@@ -1608,6 +1634,10 @@ impl MediaSink for PublisherSink {
                     }
                 }
                 let mut hls = self.lecture.hls();
+                if self.lecture.live_session.load(Ordering::Relaxed) != self.session {
+                    drop(hls);
+                    return Err(self.closed());
+                }
                 if self.lecture.on_air.load(Ordering::Acquire) != air {
                     // A site went on air meanwhile: its frames have the rendition now.
                     return Ok(());
@@ -1671,10 +1701,16 @@ impl MediaSink for PublisherSink {
     }
 
     fn transport(&mut self, stats: media::sink::TransportStats) {
-        self.lecture.health_lock().transport = Some(stats);
+        // A connection another publisher took over from tells nothing about the input now.
+        if self.still_current().is_ok() {
+            self.lecture.health_lock().transport = Some(stats);
+        }
     }
 
     fn input_error(&mut self, message: String) {
+        if self.still_current().is_err() {
+            return;
+        }
         let mut h = self.lecture.health_lock();
         h.errors += 1;
         h.last_error = Some((SystemTime::now(), message));
@@ -1707,6 +1743,29 @@ impl MediaSink for PublisherSink {
 }
 
 impl PublisherSink {
+    /// `Ok` while this session is the lecture's live one; else why it is closed.
+    fn still_current(&self) -> Result<(), SinkError> {
+        let st = self.lecture.state();
+        // Not live: a new publisher is taking over from this one (or it ended).
+        if st.session != self.session || st.status != Status::Live {
+            drop(st);
+            return Err(self.closed());
+        }
+        Ok(())
+    }
+
+    /// The error for a session that is no longer the lecture's.
+    fn closed(&self) -> SinkError {
+        SinkError::Closed(
+            if matches!(self.lecture.status(), Status::Ended { .. }) {
+                "lecture ended"
+            } else {
+                "another publisher took the lecture over"
+            }
+            .into(),
+        )
+    }
+
     /// A site went on air or off: what it no longer replaces, this session's own picture and
     /// sound take back (the picture from its next keyframe the lecture takes).
     fn follow_air(&mut self, air: u64) {
@@ -1946,39 +2005,73 @@ mod tests {
 
     #[test]
     fn a_stalled_session_yields_to_a_new_publisher_and_a_sending_one_does_not() {
-        let hub = hub_with("stalled_publisher_ms = 500\n", "");
-        let mut first = hub.publish(req("a", None)).unwrap();
+        const KEY: &str = "hall-key-12345";
+        let hub = hub_with(
+            "stalled_publisher_ms = 500\n",
+            &format!("[[lecture]]\nname = \"a\"\npublish_key = \"{KEY}\"\n"),
+        );
+        let mut first = hub.publish(req("a", Some(KEY))).unwrap();
         publish_some_media(&mut first);
         let l = hub.lecture("a").unwrap();
         let session = l.state().session;
         // Sending: nobody else gets in.
         assert!(matches!(
-            hub.check(&req("a", None)),
+            hub.check(&req("a", Some(KEY))),
             Err(PublishError::AlreadyPublishing(_))
         ));
         assert!(matches!(
-            hub.publish(req("a", None)),
+            hub.publish(req("a", Some(KEY))),
             Err(PublishError::AlreadyPublishing(_))
         ));
         // Silent for longer than stalled_publisher_ms: the next publisher takes over.
         std::thread::sleep(Duration::from_millis(600));
-        assert_eq!(hub.check(&req("a", None)), Ok(()));
-        let mut second = hub.publish(req("a", None)).unwrap();
+        assert_eq!(hub.check(&req("a", Some(KEY))), Ok(()));
+        let mut second = hub.publish(req("a", Some(KEY))).unwrap();
         assert_ne!(l.state().session, session);
         assert_eq!(l.status(), Status::Live);
-        // The first session's late frames are refused, and its end ends nothing.
+        // The first session's late frames and tracks are refused, its reports ignored, and
+        // its end ends nothing.
         assert!(matches!(
             first.handle(aac_frame(200 * 1024)),
             Err(SinkError::Closed(_))
         ));
+        assert!(matches!(
+            first.handle(aac_track()),
+            Err(SinkError::Closed(_))
+        ));
+        first.input_error("from the old connection".into());
+        assert_eq!(l.health().errors, 0);
         drop(first);
         assert_eq!(l.status(), Status::Live);
+        // The new session, which has sent nothing yet, has time for its first frame.
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(matches!(
+            hub.check(&req("a", Some(KEY))),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
         second.handle(aac_track()).unwrap();
         second.handle(aac_frame(0)).unwrap();
         assert!(
             Arc::ptr_eq(&l, &hub.lecture("a").unwrap()),
             "the same lecture"
         );
+    }
+
+    #[test]
+    fn a_lecture_anyone_may_publish_is_never_taken_over() {
+        let hub = hub_with("stalled_publisher_ms = 500\n", "");
+        let mut first = hub.publish(req("open", None)).unwrap();
+        publish_some_media(&mut first);
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(matches!(
+            hub.check(&req("open", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        assert!(matches!(
+            hub.publish(req("open", None)),
+            Err(PublishError::AlreadyPublishing(_))
+        ));
+        first.handle(aac_frame(200 * 1024)).unwrap();
     }
 
     #[test]

@@ -299,9 +299,9 @@ async fn multivariant(
     let config = s.hub.config();
     // "" cannot be a rendition's id: the multivariant playlist's key.
     let p = rec
-        .playlist("", || {
-            let meta = rec.meta();
-            recorder::playlist::multivariant(&meta, &renditions, |tag| config.dialect_rank(tag))
+        .playlist("", |c| {
+            let renditions = c.renditions.as_deref().unwrap_or(&*renditions);
+            recorder::playlist::multivariant(&c.meta, renditions, |tag| config.dialect_rank(tag))
         })
         .ok_or_else(|| ApiError::not_found("the recording has no media yet"))?;
     Ok(playlist_response(p, live, &headers))
@@ -361,9 +361,9 @@ async fn rendition_file(
         File::Playlist => {
             let live = rec.is_live();
             let p = rec
-                .playlist(&rendition, || {
-                    let c = rec.contents();
-                    recorder::playlist::media(&c.meta, &renditions, &rendition, c.live)
+                .playlist(&rendition, |c| {
+                    let renditions = c.renditions.as_deref().unwrap_or(&*renditions);
+                    recorder::playlist::media(&c.meta, renditions, &rendition, c.live)
                 })
                 .ok_or_else(|| ApiError::not_found("the rendition has no media yet"))?;
             Ok(playlist_response(p, live, &headers))
