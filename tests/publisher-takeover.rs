@@ -34,6 +34,13 @@ fn publisher_since(s: &Server) -> Option<String> {
         .flatten()
 }
 
+/// The API's `input.silent_ms` of the lecture.
+fn silent_ms(s: &Server) -> Option<u64> {
+    let api: serde_json::Value =
+        serde_json::from_str(&get_text(&s.url("/api/v1/streams/hall"))).unwrap();
+    api["input"]["silent_ms"].as_u64()
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -60,15 +67,19 @@ fn an_encoder_back_over_rtmp_takes_its_lecture_from_its_stalled_connection() {
     let mut first = ffmpeg_publish(&url, "320x180", 25, 440);
     wait_for_segments(&s, "hall", "video", 2);
     let since = publisher_since(&s).expect("live");
+    assert!(silent_ms(&s).expect("silent_ms") < 2000, "sending");
 
     // While the first encoder sends, a second one is refused and the first keeps the hall.
     let mut second = ffmpeg_publish(&url, "320x180", 25, 660);
     assert_eq!(second.wait(Duration::from_secs(20)), Some(false));
     assert_eq!(publisher_since(&s).as_deref(), Some(since.as_str()));
 
-    // The first encoder's network is gone (its process stopped, its TCP connection open).
+    // The first encoder's network is gone (its process stopped, its TCP connection open):
+    // the operator sees it go silent.
     signal(&first.0, "-STOP");
     std::thread::sleep(Duration::from_secs(3));
+    let silent = silent_ms(&s).expect("silent_ms");
+    assert!(silent >= 2000, "{silent} ms");
     // A stranger without the key gets nothing from the silence.
     let mut stranger = ffmpeg_publish(&s.rtmp_url("hall?key=not-the-key-99"), "320x180", 25, 660);
     assert_eq!(stranger.wait(Duration::from_secs(20)), Some(false));

@@ -208,6 +208,8 @@ fn describe(hub: &Hub, l: &Lecture) -> Value {
     let health = l.health();
     let input = json!({
         "keyframe_interval_s": health.keyframe_interval_s,
+        // An encoder whose network dropped shows here long before its connection times out.
+        "silent_ms": l.silent_for().map(|d| d.as_millis() as u64),
         "errors": health.errors,
         "last_error": health.last_error.as_ref().map(|(at, m)| json!({
             "at": humantime::format_rfc3339_millis(*at).to_string(),

@@ -241,6 +241,18 @@ impl Lecture {
         self.health_lock().clone()
     }
 
+    /// How long the live publishing session has sent nothing (0 while it has yet to send
+    /// its first frame within the time it is given); `None` when no publisher has it.
+    pub fn silent_for(&self) -> Option<Duration> {
+        (self.status() == Status::Live && self.live_session.load(Ordering::Relaxed) != 0).then(
+            || {
+                Duration::from_millis(
+                    clock_ms().saturating_sub(self.last_frame.load(Ordering::Relaxed)),
+                )
+            },
+        )
+    }
+
     fn health_lock(&self) -> MutexGuard<'_, InputHealth> {
         self.health.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -166,6 +166,9 @@
             return;
           }
           text(state, s.status);
+          // An encoder whose network dropped, long before its connection times out.
+          var silent = s.input && s.input.silent_ms;
+          if (silent >= 1000) row(w("silent"), Math.round(silent / 1000) + " s");
           (s.tracks || []).forEach(function (t) {
             var kbps = t.bitrate ? Math.round(t.bitrate / 1000) + " kbit/s" : "–";
             if (t.kind === "video") {

@@ -808,7 +808,7 @@ async fn lecture(
         body,
         "<section class=\"card\" id=\"dashboard\"><h2>{dash}</h2>\
          <div class=\"dashboard\" data-stream=\"{stream}\" data-questions=\"/admin/lectures/{id}/questions.json\" \
-         data-t-not-live=\"{notlive}\" data-t-bitrate=\"{bitrate}\" data-t-fps=\"{fps}\" data-t-keyframe=\"{kf}\" \
+         data-t-not-live=\"{notlive}\" data-t-bitrate=\"{bitrate}\" data-t-fps=\"{fps}\" data-t-keyframe=\"{kf}\" data-t-silent=\"{silent}\" \
          data-t-levels=\"{levels}\" data-t-viewers=\"{viewers}\" data-t-none=\"{none}\">\
          <p class=\"state\">{state}</p><dl class=\"stats\"></dl></div>\
          <h3>{questions}</h3><ul class=\"questions\"></ul>\
@@ -825,6 +825,7 @@ async fn lecture(
         bitrate = t.bitrate,
         fps = t.fps,
         kf = t.keyframe,
+        silent = t.silent,
         levels = t.levels,
         viewers = t.viewers,
         none = t.none,
