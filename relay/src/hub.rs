@@ -1746,7 +1746,7 @@ impl MediaSink for PublisherSink {
         ) {
             return;
         }
-        if self.lecture.state().session != self.session {
+        if self.still_current().is_err() {
             return;
         }
         let pts = pts + media::model::rescale(offset, t.timescale, 48_000);
