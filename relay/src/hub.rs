@@ -500,11 +500,13 @@ struct Admitted {
     live: bool,
     /// Its [`Lecture::last_frame`].
     last_frame: Arc<AtomicU64>,
+    /// Whether it is pulled from an origin.
+    pulled: bool,
 }
 
 impl PartialEq for Admitted {
     fn eq(&self, other: &Admitted) -> bool {
-        (self.id, self.live) == (other.id, other.live)
+        (self.id, self.live, self.pulled) == (other.id, other.live, other.pulled)
     }
 }
 
@@ -523,6 +525,7 @@ impl AdmissionSnapshot {
             id,
             live,
             last_frame: lecture.last_frame.clone(),
+            pulled: lecture.pulled.load(Ordering::Relaxed),
         };
         let entry = match lecture.status() {
             Status::Live => Some(admitted(true)),
@@ -950,14 +953,14 @@ impl Hub {
         )
     }
 
-    /// Whether a publisher let in (its key checked) may take live lecture `l` over from its
-    /// session: that session has sent nothing for `lectures.stalled_publisher_ms`, and the
-    /// lecture needs a key (else anybody could) and is not pulled from an origin (whose
-    /// source may be away while the pull goes on).
-    fn may_take_over(&self, l: &Lecture) -> bool {
-        stalled(&l.last_frame, self.config.lectures.stalled_publisher_ms)
-            && !l.pulled.load(Ordering::Relaxed)
-            && self.needs_key(&l.name)
+    /// Whether a publisher let in (its key checked) may take live lecture `stream` over from
+    /// its session: that session has sent nothing (`last_frame`) for
+    /// `lectures.stalled_publisher_ms`, and the lecture needs a key (else anybody could) and
+    /// is not `pulled` from an origin (whose source may be away while the pull goes on).
+    fn may_take_over(&self, stream: &str, last_frame: &AtomicU64, pulled: bool) -> bool {
+        stalled(last_frame, self.config.lectures.stalled_publisher_ms)
+            && !pulled
+            && self.needs_key(stream)
     }
 
     fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
@@ -1311,12 +1314,8 @@ impl Publish for Hub {
     fn check(&self, request: &PublishRequest) -> Result<(), PublishError> {
         self.check_key(request)?;
         let live = self.admission.get();
-        let stall = self.config.lectures.stalled_publisher_ms;
         match live.get(&request.stream) {
-            Some(a)
-                if a.live
-                    && !(stalled(&a.last_frame, stall) && self.needs_key(&request.stream)) =>
-            {
+            Some(a) if a.live && !self.may_take_over(&request.stream, &a.last_frame, a.pulled) => {
                 Err(PublishError::AlreadyPublishing(request.stream.clone()))
             }
             Some(_) => Ok(()),
@@ -1355,7 +1354,13 @@ impl Publish for Hub {
             };
             match l.begin_session(session, publisher.clone()) {
                 Ok(()) => break l,
-                Err(Status::Live) if self.may_take_over(&l) => {
+                Err(Status::Live)
+                    if self.may_take_over(
+                        &l.name,
+                        &l.last_frame,
+                        l.pulled.load(Ordering::Relaxed),
+                    ) =>
+                {
                     // An encoder back after its network dropped, before its old connection
                     // timed out: the old session, silent for a while, yields. Its sink's next
                     // frame, if any ever comes, is refused and its connection closed.
