@@ -305,6 +305,10 @@ struct Session {
     want_small: bool,
     /// The loss its receiver reports for the video.
     link: LinkLoss,
+    /// The round-trip time its receiver reports last showed.
+    rtt: Option<Duration>,
+    /// How long its video stays in the retransmission history (zero: str0m's default).
+    rtx_history: Duration,
 }
 
 struct Feed {
@@ -760,6 +764,13 @@ impl Engine {
                         "frames_sent": s.frames_sent,
                         "frames_skipped": s.frames_skipped,
                         "age_ms": s.created.elapsed().as_millis() as u64,
+                        "rtt_ms": s.rtt.map(|d| d.as_millis() as u64),
+                        "retransmission_history_ms": if s.rtx_history.is_zero() {
+                            RTX_MAX_HISTORY
+                        } else {
+                            s.rtx_history
+                        }
+                        .as_millis() as u64,
                     })
                 });
                 let _ = reply.send(info);
@@ -802,6 +813,8 @@ impl Engine {
             small: false,
             want_small: false,
             link: LinkLoss::default(),
+            rtt: None,
+            rtx_history: Duration::ZERO,
         };
         contained(&mut s, &self.stats, |s| {
             drive(s, &self.sockets, &self.stats)
@@ -1666,6 +1679,15 @@ fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
                     if let Some(loss) = st.loss {
                         s.want_small = s.link.note(loss as f64, Instant::now());
                     }
+                    if st.rtt.is_some() {
+                        s.rtt = st.rtt;
+                    }
+                    // str0m's history until the instant start's burst is well behind.
+                    if s.connected_at
+                        .is_some_and(|t| t.elapsed() >= RTX_SIZED_AFTER)
+                    {
+                        set_rtx_history(s, st.mid, rtx_history(s.rtt, s.rtx_history));
+                    }
                 }
                 _ => {}
             },
@@ -1676,6 +1698,43 @@ fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
             }
         }
     }
+}
+
+/// Shortest time a viewer's video stays in its retransmission history, and what it keeps
+/// while its round-trip time is unknown. As libwebrtc's own sender (`RtpPacketHistory`:
+/// max(1 s, 3 × RTT)): a NACK comes a round trip after the loss, and a browser asks again
+/// each round trip. str0m keeps 3 s for everyone, ≈ 430 bytes of record per packet: two
+/// thirds of what a viewer on a short line costs in memory, for NACKs that never come.
+const RTX_MIN_HISTORY: Duration = Duration::from_secs(1);
+/// A viewer keeps str0m's history (3 s, up to `SEND_BUFFER_VIDEO` packets) this long after it
+/// connected: its instant start sends the current GOP at once (up to 2 s of video), which must
+/// stay repairable, and grows the history's ring to its cap; the history sized afterwards
+/// starts small and grows only to what its age holds.
+const RTX_SIZED_AFTER: Duration = Duration::from_secs(4);
+/// Longest: str0m's default, what every viewer kept before (a 1 s+ round trip, a village
+/// line with a full queue). The packet count (`SEND_BUFFER_VIDEO`) caps it as before.
+const RTX_MAX_HISTORY: Duration = Duration::from_secs(3);
+
+/// The retransmission history a viewer with this round-trip time needs, if it should change
+/// from `now` (zero: never set). Only grows, and only by a quarter or more: str0m empties the
+/// history when it is resized, so a jittery round trip must not keep emptying it.
+pub(crate) fn rtx_history(rtt: Option<Duration>, now: Duration) -> Option<Duration> {
+    let want = rtt.map_or(RTX_MIN_HISTORY, |r| {
+        (r * 3).clamp(RTX_MIN_HISTORY, RTX_MAX_HISTORY)
+    });
+    (now.is_zero() || want > now + now / 4).then_some(want)
+}
+
+/// Sizes the video's retransmission history (see [`rtx_history`]).
+fn set_rtx_history(s: &mut Session, mid: Mid, history: Option<Duration>) {
+    let Some(history) = history else { return };
+    let mut api = s.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return;
+    };
+    // str0m's own cap on resends (15 % of the bytes) stays.
+    tx.set_rtx_cache(super::SEND_BUFFER_VIDEO, history, Some(0.15));
+    s.rtx_history = history;
 }
 
 /// The payload type to send with: H.264 with packetization-mode 1, preferring the stream's
@@ -2121,6 +2180,8 @@ mod tests {
             small: false,
             want_small: false,
             link: LinkLoss::default(),
+            rtt: None,
+            rtx_history: Duration::ZERO,
         };
         let stats = Stats::default();
         let (mut a, mut b) = (session("a"), session("b"));

@@ -96,6 +96,11 @@ impl Rig {
 
     /// A viewer of `stream` that has offered, been answered and started ICE.
     async fn viewer(&self, stream: &str) -> Viewer {
+        self.viewer_behind(stream, Duration::ZERO).await
+    }
+
+    /// A viewer whose datagrams reach the relay `delay` late (a long line's round trip).
+    async fn viewer_behind(&self, stream: &str, delay: Duration) -> Viewer {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let mut rtc = Rtc::builder().build(Instant::now());
@@ -124,6 +129,7 @@ impl Rig {
             frames.clone(),
             audio.clone(),
             connected.clone(),
+            delay,
         ));
         Viewer {
             location: a.location.unwrap(),
@@ -207,15 +213,24 @@ async fn receive(
     frames: Arc<AtomicU64>,
     audio: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
+    delay: Duration,
 ) {
+    let socket = Arc::new(socket);
     let local = socket.local_addr().unwrap();
     let mut buf = vec![0u8; 2048];
     loop {
         let timeout = loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
-                Ok(Output::Transmit(t)) => {
+                Ok(Output::Transmit(t)) if delay.is_zero() => {
                     let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Transmit(t)) => {
+                    let (socket, data) = (socket.clone(), t.contents.to_vec());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = socket.send_to(&data, t.destination).await;
+                    });
                 }
                 Ok(Output::Event(Event::Connected)) => connected.store(true, Ordering::Relaxed),
                 Ok(Output::Event(Event::MediaData(m)))
@@ -603,4 +618,65 @@ async fn a_dialect_realigned_back_keeps_reaching_viewers_with_the_picture() {
     );
     assert_eq!(rig.whep.stats.sessions_failed.get(), 0);
     lecturer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_keeps_the_retransmission_history_its_round_trip_needs() {
+    // str0m keeps 3 s of every viewer's video for NACKs; once the instant start is behind,
+    // a viewer on a short line keeps 1 s (libwebrtc's floor), one whose reports take 500 ms
+    // to come back three round trips.
+    let rig = Rig::start(super::engine::MAINTAIN_EVERY).await;
+    let lecturer = Lecturer::start(&rig.hub, "rtx");
+    let near = rig.viewer("rtx").await;
+    let far = rig.viewer_behind("rtx", Duration::from_millis(500)).await;
+    for v in [&near, &far] {
+        assert!(v.connects(Duration::from_secs(15)).await);
+        assert!(v.gets_frames(10, Duration::from_secs(15)).await);
+    }
+    // Receiver reports come every second or so; wait for the far one's round trip.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (near_info, far_info) = loop {
+        let n = rig.info(&near.location).await.unwrap();
+        let f = rig.info(&far.location).await.unwrap();
+        if n["retransmission_history_ms"] != 3000
+            && f["retransmission_history_ms"] != 3000
+            && f["rtt_ms"].as_u64().is_some_and(|r| r >= 400)
+        {
+            break (n, f);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no round trips reported: {n} {f}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("near: {near_info}\nfar: {far_info}");
+    assert!(near_info["rtt_ms"].as_u64().unwrap() < 100, "{near_info}");
+    assert_eq!(near_info["retransmission_history_ms"], 1000, "{near_info}");
+    let far_history = far_info["retransmission_history_ms"].as_u64().unwrap();
+    let far_rtt = far_info["rtt_ms"].as_u64().unwrap();
+    assert!(
+        (3 * 400..=3000).contains(&far_history),
+        "{far_history} ms of history for a {far_rtt} ms round trip: {far_info}"
+    );
+    // Both still get the lecture after the far one's history was resized.
+    assert!(near.gets_frames(10, Duration::from_secs(10)).await);
+    assert!(far.gets_frames(10, Duration::from_secs(10)).await);
+    lecturer.stop().await;
+}
+
+#[test]
+fn the_retransmission_history_follows_the_round_trip_and_only_grows() {
+    use super::engine::rtx_history;
+    let ms = Duration::from_millis;
+    // Unknown round trip, or a short one: libwebrtc's floor of 1 s.
+    assert_eq!(rtx_history(None, Duration::ZERO), Some(ms(1000)));
+    assert_eq!(rtx_history(Some(ms(20)), Duration::ZERO), Some(ms(1000)));
+    assert_eq!(rtx_history(Some(ms(20)), ms(1000)), None);
+    // Three round trips once that is more, up to str0m's 3 s.
+    assert_eq!(rtx_history(Some(ms(500)), ms(1000)), Some(ms(1500)));
+    assert_eq!(rtx_history(Some(ms(2000)), ms(1500)), Some(ms(3000)));
+    // Less than a quarter more is not worth emptying the history for; less is never.
+    assert_eq!(rtx_history(Some(ms(380)), ms(1000)), None);
+    assert_eq!(rtx_history(Some(ms(100)), ms(3000)), None);
 }

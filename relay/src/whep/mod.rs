@@ -60,7 +60,7 @@ const MAX_M_LINES: usize = 8;
 /// Most candidates in one trickle-ICE PATCH (a browser gathers a handful).
 const MAX_TRICKLE_CANDIDATES: usize = 64;
 /// Video packets each viewer keeps for retransmission (about 2 s at 2.5 Mbit/s).
-const SEND_BUFFER_VIDEO: usize = 500;
+pub(crate) const SEND_BUFFER_VIDEO: usize = 500;
 /// Longest a handler waits for the engine (room in its queue, then its answer): it answers
 /// in microseconds unless it is stuck, and a request must not hang with it.
 const ENGINE_WAIT: Duration = Duration::from_secs(5);
@@ -695,12 +695,9 @@ async fn viewer_session(
     }
     let offer = parse_offer(body)?;
     let picked = w.pick();
-    // Where a smaller picture exists, the receiver's loss reports decide who gets it.
-    let config = if lecture.has_small_picture() {
-        viewer_config().set_stats_interval(Some(Duration::from_secs(1)))
-    } else {
-        viewer_config()
-    };
+    // The receiver's reports, each second: the round trip sizes its retransmission history,
+    // and where a smaller picture exists, the loss decides who gets it.
+    let config = viewer_config().set_stats_interval(Some(Duration::from_secs(1)));
     let mut rtc = picked.new_rtc(config)?;
     let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| {
         ApiError::new(
