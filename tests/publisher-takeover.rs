@@ -1,7 +1,8 @@
 //! An encoder whose network dropped comes back before its old connection has timed out: the
 //! old session, silent for `lectures.stalled_publisher_ms`, yields the lecture to the new
 //! connection (right key only), over RTMP and over SRT, and the lecture plays on. A publisher
-//! that is sending is never displaced. The old encoder is "cut off" by stopping its process
+//! that is sending is never displaced; a lecture anybody may publish is taken over only from
+//! the stalled publisher's own host. The old encoder is "cut off" by stopping its process
 //! (SIGSTOP: not even libsrt's keepalives leave), and the relay's idle timeouts are a minute,
 //! so without the takeover the new connection would be refused for that long.
 
@@ -148,5 +149,32 @@ fn an_encoder_back_over_srt_takes_its_lecture_from_its_stalled_connection() {
     });
     signal(&first.0, "-CONT");
     first.stop();
+    still_the_new_publisher(&s, &new_since, back);
+}
+
+#[test]
+fn an_encoder_back_takes_a_lecture_anyone_may_publish_from_its_own_stalled_connection() {
+    // No key: only a publisher from the stalled one's host takes over (here both are
+    // 127.0.0.1; another host waits for the old connection to time out, a hub unit test).
+    let s = Server::start(
+        "[rtmp]\nidle_timeout_ms = 60000\n\
+         [lectures]\nallow_unconfigured = true\nstalled_publisher_ms = 2000\n",
+    );
+    let url = s.rtmp_url("hall");
+    let mut first = ffmpeg_publish(&url, "320x180", 25, 440);
+    wait_for_segments(&s, "hall", "video", 2);
+    let since = publisher_since(&s).expect("live");
+    signal(&first.0, "-STOP");
+    std::thread::sleep(Duration::from_secs(3));
+    let before = newest_segment(&s);
+    let back = ffmpeg_publish(&url, "320x180", 25, 660);
+    let new_since = wait_until(Duration::from_secs(15), "the new session", || {
+        publisher_since(&s).filter(|x| *x != since)
+    });
+    wait_until(Duration::from_secs(20), "the lecture playing on", || {
+        (newest_segment(&s) >= before + 2).then_some(())
+    });
+    signal(&first.0, "-CONT");
+    assert_eq!(first.wait(Duration::from_secs(20)), Some(false));
     still_the_new_publisher(&s, &new_since, back);
 }

@@ -6,7 +6,7 @@
 //! (`EXT-X-ENDLIST`) and is removed once the retention time has passed.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -502,11 +502,14 @@ struct Admitted {
     last_frame: Arc<AtomicU64>,
     /// Whether it is pulled from an origin.
     pulled: bool,
+    /// The host its live publisher connected from.
+    host: Option<IpAddr>,
 }
 
 impl PartialEq for Admitted {
     fn eq(&self, other: &Admitted) -> bool {
-        (self.id, self.live, self.pulled) == (other.id, other.live, other.pulled)
+        (self.id, self.live, self.pulled, self.host)
+            == (other.id, other.live, other.pulled, other.host)
     }
 }
 
@@ -521,13 +524,18 @@ impl AdmissionSnapshot {
     fn update(&self, lecture: &Lecture) {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let id = lecture as *const Lecture as usize;
+        let (status, host) = {
+            let st = lecture.state();
+            (st.status, publisher_host(st.publisher.as_ref()))
+        };
         let admitted = |live| Admitted {
             id,
             live,
             last_frame: lecture.last_frame.clone(),
             pulled: lecture.pulled.load(Ordering::Relaxed),
+            host,
         };
-        let entry = match lecture.status() {
+        let entry = match status {
             Status::Live => Some(admitted(true)),
             Status::Reconnecting { .. } => Some(admitted(false)),
             Status::Ended { .. } => None,
@@ -551,6 +559,11 @@ impl AdmissionSnapshot {
         };
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
     }
+}
+
+/// The host a publisher connected from, if it came over the network.
+fn publisher_host(p: Option<&PublisherInfo>) -> Option<IpAddr> {
+    p.and_then(|p| p.remote).map(|a| a.ip())
 }
 
 /// The registry of lectures.
@@ -955,12 +968,21 @@ impl Hub {
 
     /// Whether a publisher let in (its key checked) may take live lecture `stream` over from
     /// its session: that session has sent nothing (`last_frame`) for
-    /// `lectures.stalled_publisher_ms`, and the lecture needs a key (else anybody could) and
-    /// is not `pulled` from an origin (whose source may be away while the pull goes on).
-    fn may_take_over(&self, stream: &str, last_frame: &AtomicU64, pulled: bool) -> bool {
+    /// `lectures.stalled_publisher_ms`, the lecture is not `pulled` from an origin (whose
+    /// source may be away while the pull goes on), and either it needs a key or the new
+    /// publisher comes from the host the stalled one came from (`same_host`): for a lecture
+    /// anybody may publish, anybody else waits until the old connection times out, as
+    /// anybody could then.
+    fn may_take_over(
+        &self,
+        stream: &str,
+        last_frame: &AtomicU64,
+        pulled: bool,
+        same_host: bool,
+    ) -> bool {
         stalled(last_frame, self.config.lectures.stalled_publisher_ms)
             && !pulled
-            && self.needs_key(stream)
+            && (same_host || self.needs_key(stream))
     }
 
     fn check_key(&self, request: &PublishRequest) -> Result<(), PublishError> {
@@ -1315,7 +1337,15 @@ impl Publish for Hub {
         self.check_key(request)?;
         let live = self.admission.get();
         match live.get(&request.stream) {
-            Some(a) if a.live && !self.may_take_over(&request.stream, &a.last_frame, a.pulled) => {
+            Some(a)
+                if a.live
+                    && !self.may_take_over(
+                        &request.stream,
+                        &a.last_frame,
+                        a.pulled,
+                        a.host.is_some() && a.host == request.remote.map(|r| r.ip()),
+                    ) =>
+            {
                 Err(PublishError::AlreadyPublishing(request.stream.clone()))
             }
             Some(_) => Ok(()),
@@ -1359,6 +1389,8 @@ impl Publish for Hub {
                         &l.name,
                         &l.last_frame,
                         l.pulled.load(Ordering::Relaxed),
+                        publisher_host(l.state().publisher.as_ref())
+                            .is_some_and(|h| Some(h) == request.remote.map(|r| r.ip())),
                     ) =>
                 {
                     // An encoder back after its network dropped, before its old connection
@@ -2075,20 +2107,47 @@ mod tests {
     }
 
     #[test]
-    fn a_lecture_anyone_may_publish_is_never_taken_over() {
+    fn a_lecture_anyone_may_publish_is_taken_over_only_from_the_stalled_publishers_host() {
         let hub = hub_with("stalled_publisher_ms = 500\n", "");
-        let mut first = hub.publish(req("open", None)).unwrap();
+        let from = |ip: &str, port: u16| {
+            let mut r = req("open", None);
+            r.remote = Some(SocketAddr::new(ip.parse().unwrap(), port));
+            r
+        };
+        let mut first = hub.publish(from("198.51.100.7", 50000)).unwrap();
         publish_some_media(&mut first);
         std::thread::sleep(Duration::from_millis(600));
+        // Anybody may publish it, so nobody else displaces the stalled encoder, nor does a
+        // publisher whose address is unknown.
+        for r in [from("203.0.113.9", 50001), req("open", None)] {
+            assert!(matches!(
+                hub.check(&r),
+                Err(PublishError::AlreadyPublishing(_))
+            ));
+            assert!(matches!(
+                hub.publish(r),
+                Err(PublishError::AlreadyPublishing(_))
+            ));
+        }
+        // The encoder itself, back on a new connection (a new port), takes over.
+        assert_eq!(hub.check(&from("198.51.100.7", 50002)), Ok(()));
+        let mut second = hub.publish(from("198.51.100.7", 50002)).unwrap();
+        assert!(first.handle(aac_frame(200 * 1024)).is_err());
+        publish_some_media(&mut second);
+        assert_eq!(hub.lecture("open").unwrap().status(), Status::Live);
+    }
+
+    #[test]
+    fn a_sending_publisher_of_a_keyless_lecture_keeps_it_against_its_own_host() {
+        let hub = hub_with("stalled_publisher_ms = 500\n", "");
+        let mut r = req("open", None);
+        r.remote = Some(SocketAddr::new("198.51.100.7".parse().unwrap(), 50000));
+        let mut first = hub.publish(r.clone()).unwrap();
+        publish_some_media(&mut first);
         assert!(matches!(
-            hub.check(&req("open", None)),
+            hub.publish(r),
             Err(PublishError::AlreadyPublishing(_))
         ));
-        assert!(matches!(
-            hub.publish(req("open", None)),
-            Err(PublishError::AlreadyPublishing(_))
-        ));
-        first.handle(aac_frame(200 * 1024)).unwrap();
     }
 
     #[test]
