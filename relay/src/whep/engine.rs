@@ -309,6 +309,8 @@ struct Session {
     rtt: Option<Duration>,
     /// How long its video stays in the retransmission history (zero: str0m's default).
     rtx_history: Duration,
+    /// The history it should have, set at the next keyframe.
+    rtx_pending: Option<Duration>,
 }
 
 struct Feed {
@@ -815,6 +817,7 @@ impl Engine {
             link: LinkLoss::default(),
             rtt: None,
             rtx_history: Duration::ZERO,
+            rtx_pending: None,
         };
         contained(&mut s, &self.stats, |s| {
             drive(s, &self.sockets, &self.stats)
@@ -1685,8 +1688,9 @@ fn drain(s: &mut Session, out: &mut Vec<str0m::net::Transmit>, stats: &Stats) {
                     // str0m's history until the instant start's burst is well behind.
                     if s.connected_at
                         .is_some_and(|t| t.elapsed() >= RTX_SIZED_AFTER)
+                        && let Some(h) = rtx_history(s.rtt, s.rtx_pending.unwrap_or(s.rtx_history))
                     {
-                        set_rtx_history(s, st.mid, rtx_history(s.rtt, s.rtx_history));
+                        s.rtx_pending = Some(h);
                     }
                 }
                 _ => {}
@@ -1716,13 +1720,19 @@ const RTX_SIZED_AFTER: Duration = Duration::from_secs(4);
 const RTX_MAX_HISTORY: Duration = Duration::from_secs(3);
 
 /// The retransmission history a viewer with this round-trip time needs, if it should change
-/// from `now` (zero: never set). Only grows, and only by a quarter or more: str0m empties the
-/// history when it is resized, so a jittery round trip must not keep emptying it.
+/// from `now` (zero: never set). str0m empties the history when it is resized (done at a
+/// keyframe, see `write_video`), so a viewer is resized at most twice: once to its round
+/// trip's need, and once to the longest history if its round trip grows by a quarter or
+/// more after that (a filling queue, when losses come).
 pub(crate) fn rtx_history(rtt: Option<Duration>, now: Duration) -> Option<Duration> {
     let want = rtt.map_or(RTX_MIN_HISTORY, |r| {
         (r * 3).clamp(RTX_MIN_HISTORY, RTX_MAX_HISTORY)
     });
-    (now.is_zero() || want > now + now / 4).then_some(want)
+    if now.is_zero() {
+        Some(want)
+    } else {
+        (want > now + now / 4 && now < RTX_MAX_HISTORY).then_some(RTX_MAX_HISTORY)
+    }
 }
 
 /// Sizes the video's retransmission history (see [`rtx_history`]).
@@ -1777,6 +1787,11 @@ fn write_video(
         return;
     };
     let time = rtp_time(rtp_pts);
+    // Resizing empties the history: at a keyframe, the viewer needs nothing from before.
+    if frame.keyframe && s.rtx_pending.is_some() {
+        let pending = s.rtx_pending.take();
+        set_rtx_history(s, mid, pending);
+    }
     match send_rtp(s, mid, pt, Stream::Video, time, wallclock, &frame.packets) {
         true => {
             s.frames_sent += 1;
@@ -2182,6 +2197,7 @@ mod tests {
             link: LinkLoss::default(),
             rtt: None,
             rtx_history: Duration::ZERO,
+            rtx_pending: None,
         };
         let stats = Stats::default();
         let (mut a, mut b) = (session("a"), session("b"));

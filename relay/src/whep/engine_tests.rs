@@ -123,6 +123,7 @@ impl Rig {
         let frames = Arc::new(AtomicU64::new(0));
         let audio = Arc::new(AtomicU64::new(0));
         let connected = Arc::new(AtomicBool::new(false));
+        let loss = Arc::new(Loss::default());
         let task = tokio::spawn(receive(
             rtc,
             socket,
@@ -130,12 +131,14 @@ impl Rig {
             audio.clone(),
             connected.clone(),
             delay,
+            loss.clone(),
         ));
         Viewer {
             location: a.location.unwrap(),
             frames,
             audio,
             connected,
+            loss,
             task,
         }
     }
@@ -163,7 +166,19 @@ struct Viewer {
     frames: Arc<AtomicU64>,
     audio: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
+    loss: Arc<Loss>,
     task: JoinHandle<()>,
+}
+
+/// A loss made on purpose on a viewer's way in, and what it saw of it.
+#[derive(Default)]
+struct Loss {
+    /// Drop the next video packet (any datagram over 500 bytes) that arrives.
+    drop_next: AtomicBool,
+    dropped: AtomicU64,
+    /// Media that came out of the viewer's `Rtc` not contiguous with what came before: a
+    /// packet lost and never repaired.
+    gaps: AtomicU64,
 }
 
 impl Viewer {
@@ -214,6 +229,7 @@ async fn receive(
     audio: Arc<AtomicU64>,
     connected: Arc<AtomicBool>,
     delay: Duration,
+    loss: Arc<Loss>,
 ) {
     let socket = Arc::new(socket);
     let local = socket.local_addr().unwrap();
@@ -237,6 +253,9 @@ async fn receive(
                     if m.params.spec().codec == str0m::format::Codec::H264 =>
                 {
                     frames.fetch_add(1, Ordering::Relaxed);
+                    if !m.contiguous {
+                        loss.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(Output::Event(Event::MediaData(_))) => {
                     audio.fetch_add(1, Ordering::Relaxed);
@@ -251,6 +270,10 @@ async fn receive(
         let input = tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 let Ok((n, source)) = r else { continue };
+                if n > 500 && loss.drop_next.swap(false, Ordering::Relaxed) {
+                    loss.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let Ok(contents) = buf[..n].try_into() else { continue };
                 Input::Receive(Instant::now(), Receive {
                     proto: Protocol::Udp,
@@ -651,7 +674,8 @@ async fn a_viewer_keeps_the_retransmission_history_its_round_trip_needs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!("near: {near_info}\nfar: {far_info}");
-    assert!(near_info["rtt_ms"].as_u64().unwrap() < 100, "{near_info}");
+    // (Loopback; a loaded machine's scheduling still counts in a round trip.)
+    assert!(near_info["rtt_ms"].as_u64().unwrap() < 300, "{near_info}");
     assert_eq!(near_info["retransmission_history_ms"], 1000, "{near_info}");
     let far_history = far_info["retransmission_history_ms"].as_u64().unwrap();
     let far_rtt = far_info["rtt_ms"].as_u64().unwrap();
@@ -659,9 +683,25 @@ async fn a_viewer_keeps_the_retransmission_history_its_round_trip_needs() {
         (3 * 400..=3000).contains(&far_history),
         "{far_history} ms of history for a {far_rtt} ms round trip: {far_info}"
     );
-    // Both still get the lecture after the far one's history was resized.
+    // Both still get the lecture after the resize, and a packet lost after it is repaired
+    // from the new history (a NACK, then RTX): nothing comes out of their `Rtc` broken.
     assert!(near.gets_frames(10, Duration::from_secs(10)).await);
     assert!(far.gets_frames(10, Duration::from_secs(10)).await);
+    for v in [&near, &far] {
+        let gaps = v.loss.gaps.load(Ordering::Relaxed);
+        v.loss.drop_next.store(true, Ordering::Relaxed);
+        assert!(v.gets_frames(50, Duration::from_secs(10)).await);
+        assert_eq!(v.loss.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            v.loss.gaps.load(Ordering::Relaxed),
+            gaps,
+            "a loss not repaired"
+        );
+    }
+    for v in [&near, &far] {
+        let info = rig.info(&v.location).await.unwrap();
+        assert_eq!(info["frames_skipped"], 0, "{info}");
+    }
     lecturer.stop().await;
 }
 
@@ -674,9 +714,12 @@ fn the_retransmission_history_follows_the_round_trip_and_only_grows() {
     assert_eq!(rtx_history(Some(ms(20)), Duration::ZERO), Some(ms(1000)));
     assert_eq!(rtx_history(Some(ms(20)), ms(1000)), None);
     // Three round trips once that is more, up to str0m's 3 s.
-    assert_eq!(rtx_history(Some(ms(500)), ms(1000)), Some(ms(1500)));
-    assert_eq!(rtx_history(Some(ms(2000)), ms(1500)), Some(ms(3000)));
-    // Less than a quarter more is not worth emptying the history for; less is never.
+    assert_eq!(rtx_history(Some(ms(500)), Duration::ZERO), Some(ms(1500)));
+    assert_eq!(rtx_history(Some(ms(2000)), Duration::ZERO), Some(ms(3000)));
+    // A round trip grown by a quarter or more afterwards: the longest at once (each resize
+    // empties the history); less is not worth it, and it never shrinks.
+    assert_eq!(rtx_history(Some(ms(500)), ms(1000)), Some(ms(3000)));
     assert_eq!(rtx_history(Some(ms(380)), ms(1000)), None);
+    assert_eq!(rtx_history(Some(ms(2000)), ms(3000)), None);
     assert_eq!(rtx_history(Some(ms(100)), ms(3000)), None);
 }
