@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,12 +40,7 @@ fn operator_get(url: &str, key: &str) -> (u16, Value) {
 
 #[test]
 fn a_class_asks_back_is_previewed_broadcast_and_ended() {
-    let dir = std::env::temp_dir().join(format!(
-        "jiangtang-ask-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ask");
     let config_path = dir.join("jiangtang.toml");
     std::fs::write(
         &config_path,
@@ -71,16 +65,11 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
     let (_, keys) = operator_get(&s.url("/api/v1/stream-keys/askback"), OPERATOR);
     let key = keys["publish_key"].as_str().unwrap().to_string();
     let password = "district-console-pass";
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
-        .args(["operator", "add", "zhang", "--config"])
-        .arg(&config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(cli.wait().unwrap().success());
+    assert!(
+        add_operator(&config_path, "zhang", password)
+            .status
+            .success()
+    );
 
     // The hall: a 16:9 picture and a 440 Hz tone.
     let _hall = ffmpeg_publish(

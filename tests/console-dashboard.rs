@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -18,12 +16,7 @@ const OPERATOR: &str = "district-operator-token-0123";
 
 #[test]
 fn a_silent_encoder_shows_as_no_signal_on_the_console() {
-    let dir = std::env::temp_dir().join(format!(
-        "jiangtang-dash-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("dash");
     let config_path = dir.join("jiangtang.toml");
     std::fs::write(
         &config_path,
@@ -58,16 +51,11 @@ fn a_silent_encoder_shows_as_no_signal_on_the_console() {
         .expect("publish key")
         .to_string();
     let password = "district-console-pass";
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
-        .args(["operator", "add", "zhang", "--config"])
-        .arg(&config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "{password}").unwrap();
-    assert!(cli.wait().unwrap().success());
+    assert!(
+        add_operator(&config_path, "zhang", password)
+            .status
+            .success()
+    );
 
     let encoder = ffmpeg_publish(&s.rtmp_url(&format!("shufa?key={key}")), "320x180", 25, 440);
     wait_for_segments(&s, "shufa", "video", 1);

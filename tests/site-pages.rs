@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,12 +33,7 @@ fn post(s: &Server, path: &str, body: &Value) -> Value {
 
 #[test]
 fn front_page_booking_console_and_check_in_in_chromium() {
-    let dir = std::env::temp_dir().join(format!(
-        "jiangtang-site-{}-{}",
-        std::process::id(),
-        jiff::Timestamp::now().as_nanosecond()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("site");
     let db = dir.join("catalogue.db");
     let config_path = dir.join("jiangtang.toml");
     let config = format!("[catalogue]\ndatabase_path = \"{}\"\n", db.display());
@@ -94,32 +88,14 @@ fn front_page_booking_console_and_check_in_in_chromium() {
 
     // The first operator, from the command line, password on stdin.
     let password = "district-console-pass";
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
-        .args(["operator", "add", "zhang", "--config"])
-        .arg(&config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "{password}").unwrap();
-    let out = cli.wait_with_output().unwrap();
+    let out = add_operator(&config_path, "zhang", password);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // Short passwords are refused.
-    let mut weak = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
-        .args(["operator", "add", "li", "--config"])
-        .arg(&config_path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(weak.stdin.take().unwrap(), "short").unwrap();
-    assert!(!weak.wait().unwrap().success());
+    assert!(!add_operator(&config_path, "li", "short").status.success());
 
     // Now that an account exists, loopback is no longer an operator by itself.
     let (st, _, _) = send(

@@ -963,3 +963,31 @@ pub fn screenshot_dir() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.display().to_string()
 }
+
+/// Adds console operator `name` with `password` to the catalogue of the configuration file
+/// `config`, as an operator would (`jiangtang operator add`, the password on stdin).
+pub fn add_operator(config: &std::path::Path, name: &str, password: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
+        .args(["operator", "add", name, "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(cli.stdin.take().unwrap(), "{password}").unwrap();
+    cli.wait_with_output().unwrap()
+}
+
+/// A new directory under the system's temporary one, named for `label`, this process and
+/// the moment.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "jiangtang-{label}-{}-{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
