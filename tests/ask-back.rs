@@ -65,10 +65,11 @@ fn a_class_asks_back_is_previewed_broadcast_and_ended() {
     let (_, keys) = operator_get(&s.url("/api/v1/stream-keys/askback"), OPERATOR);
     let key = keys["publish_key"].as_str().unwrap().to_string();
     let password = "district-console-pass";
+    let out = add_operator(&config_path, "zhang", password);
     assert!(
-        add_operator(&config_path, "zhang", password)
-            .status
-            .success()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // The hall: a 16:9 picture and a 440 Hz tone.

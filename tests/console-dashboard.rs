@@ -51,10 +51,11 @@ fn a_silent_encoder_shows_as_no_signal_on_the_console() {
         .expect("publish key")
         .to_string();
     let password = "district-console-pass";
+    let out = add_operator(&config_path, "zhang", password);
     assert!(
-        add_operator(&config_path, "zhang", password)
-            .status
-            .success()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let encoder = ffmpeg_publish(&s.rtmp_url(&format!("shufa?key={key}")), "320x180", 25, 440);
@@ -84,4 +85,6 @@ fn a_silent_encoder_shows_as_no_signal_on_the_console() {
         "{}",
         s.log()
     );
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -561,9 +561,15 @@ impl AdmissionSnapshot {
     }
 }
 
-/// The host a publisher connected from, if it came over the network.
+/// The host a publisher connected from, if it came over the network (an IPv4 client of a
+/// dual-stack listener as its IPv4 address).
 fn publisher_host(p: Option<&PublisherInfo>) -> Option<IpAddr> {
-    p.and_then(|p| p.remote).map(|a| a.ip())
+    p.and_then(|p| p.remote).map(|a| a.ip().to_canonical())
+}
+
+/// Whether `request` comes from `host`.
+fn same_host(host: Option<IpAddr>, request: &PublishRequest) -> bool {
+    host.is_some() && host == request.remote.map(|r| r.ip().to_canonical())
 }
 
 /// The registry of lectures.
@@ -1343,7 +1349,7 @@ impl Publish for Hub {
                         &request.stream,
                         &a.last_frame,
                         a.pulled,
-                        a.host.is_some() && a.host == request.remote.map(|r| r.ip()),
+                        same_host(a.host, request),
                     ) =>
             {
                 Err(PublishError::AlreadyPublishing(request.stream.clone()))
@@ -1382,6 +1388,7 @@ impl Publish for Hub {
                     l
                 }
             };
+            let from_its_host = same_host(publisher_host(l.state().publisher.as_ref()), &request);
             match l.begin_session(session, publisher.clone()) {
                 Ok(()) => break l,
                 Err(Status::Live)
@@ -1389,8 +1396,7 @@ impl Publish for Hub {
                         &l.name,
                         &l.last_frame,
                         l.pulled.load(Ordering::Relaxed),
-                        publisher_host(l.state().publisher.as_ref())
-                            .is_some_and(|h| Some(h) == request.remote.map(|r| r.ip())),
+                        from_its_host,
                     ) =>
                 {
                     // An encoder back after its network dropped, before its old connection
@@ -2115,6 +2121,15 @@ mod tests {
             r
         };
         let mut first = hub.publish(from("198.51.100.7", 50000)).unwrap();
+        // (The same host seen through a dual-stack listener: the same host.)
+        let mapped = |port| {
+            let mut r = req("open", None);
+            r.remote = Some(SocketAddr::new(
+                "::ffff:198.51.100.7".parse().unwrap(),
+                port,
+            ));
+            r
+        };
         publish_some_media(&mut first);
         std::thread::sleep(Duration::from_millis(600));
         // Anybody may publish it, so nobody else displaces the stalled encoder, nor does a
@@ -2130,8 +2145,8 @@ mod tests {
             ));
         }
         // The encoder itself, back on a new connection (a new port), takes over.
-        assert_eq!(hub.check(&from("198.51.100.7", 50002)), Ok(()));
-        let mut second = hub.publish(from("198.51.100.7", 50002)).unwrap();
+        assert_eq!(hub.check(&mapped(50002)), Ok(()));
+        let mut second = hub.publish(mapped(50002)).unwrap();
         assert!(first.handle(aac_frame(200 * 1024)).is_err());
         publish_some_media(&mut second);
         assert_eq!(hub.lecture("open").unwrap().status(), Status::Live);
@@ -2139,7 +2154,7 @@ mod tests {
 
     #[test]
     fn a_sending_publisher_of_a_keyless_lecture_keeps_it_against_its_own_host() {
-        let hub = hub_with("stalled_publisher_ms = 500\n", "");
+        let hub = hub_with("stalled_publisher_ms = 5000\n", "");
         let mut r = req("open", None);
         r.remote = Some(SocketAddr::new("198.51.100.7".parse().unwrap(), 50000));
         let mut first = hub.publish(r.clone()).unwrap();

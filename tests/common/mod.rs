@@ -976,7 +976,8 @@ pub fn add_operator(config: &std::path::Path, name: &str, password: &str) -> std
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    writeln!(cli.stdin.take().unwrap(), "{password}").unwrap();
+    // A command that fails before reading says why on stderr, not with a broken pipe here.
+    let _ = writeln!(cli.stdin.take().unwrap(), "{password}");
     cli.wait_with_output().unwrap()
 }
 
