@@ -17,17 +17,11 @@ const OPERATOR: &str = "district-operator-token-0123";
 #[test]
 fn a_silent_encoder_shows_as_no_signal_on_the_console() {
     let dir = scratch_dir("dash");
-    let config_path = dir.join("jiangtang.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[http]\noperator_token = \"{OPERATOR}\"\n[rtmp]\nidle_timeout_ms = 60000\n\
-             [catalogue]\ndatabase_path = \"{}\"\n",
-            dir.join("catalogue.db").display()
-        ),
-    )
-    .unwrap();
-    let s = Server::start(&std::fs::read_to_string(&config_path).unwrap());
+    let (config_path, config) = catalogue_config(
+        &dir,
+        &format!("[http]\noperator_token = \"{OPERATOR}\"\n[rtmp]\nidle_timeout_ms = 60000\n"),
+    );
+    let s = Server::start(&config);
     let auth = format!("Bearer {OPERATOR}");
     let now = jiff::Timestamp::now();
     let body = json!({"title": "书法入门", "stream": "shufa", "starts_at": now.to_string(),
@@ -51,12 +45,7 @@ fn a_silent_encoder_shows_as_no_signal_on_the_console() {
         .expect("publish key")
         .to_string();
     let password = "district-console-pass";
-    let out = add_operator(&config_path, "zhang", password);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_operator(&config_path, "zhang", password);
 
     let encoder = ffmpeg_publish(&s.rtmp_url(&format!("shufa?key={key}")), "320x180", 25, 440);
     wait_for_segments(&s, "shufa", "video", 1);

@@ -2121,15 +2121,6 @@ mod tests {
             r
         };
         let mut first = hub.publish(from("198.51.100.7", 50000)).unwrap();
-        // (The same host seen through a dual-stack listener: the same host.)
-        let mapped = |port| {
-            let mut r = req("open", None);
-            r.remote = Some(SocketAddr::new(
-                "::ffff:198.51.100.7".parse().unwrap(),
-                port,
-            ));
-            r
-        };
         publish_some_media(&mut first);
         std::thread::sleep(Duration::from_millis(600));
         // Anybody may publish it, so nobody else displaces the stalled encoder, nor does a
@@ -2144,9 +2135,11 @@ mod tests {
                 Err(PublishError::AlreadyPublishing(_))
             ));
         }
-        // The encoder itself, back on a new connection (a new port), takes over.
-        assert_eq!(hub.check(&mapped(50002)), Ok(()));
-        let mut second = hub.publish(mapped(50002)).unwrap();
+        // The encoder itself, back on a new connection (a new port; here through a dual-stack
+        // listener, so IPv4-mapped), takes over.
+        let back = || from("::ffff:198.51.100.7", 50002);
+        assert_eq!(hub.check(&back()), Ok(()));
+        let mut second = hub.publish(back()).unwrap();
         assert!(first.handle(aac_frame(200 * 1024)).is_err());
         publish_some_media(&mut second);
         assert_eq!(hub.lecture("open").unwrap().status(), Status::Live);

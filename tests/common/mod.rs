@@ -965,8 +965,22 @@ pub fn screenshot_dir() -> String {
 }
 
 /// Adds console operator `name` with `password` to the catalogue of the configuration file
-/// `config`, as an operator would (`jiangtang operator add`, the password on stdin).
-pub fn add_operator(config: &std::path::Path, name: &str, password: &str) -> std::process::Output {
+/// `config`, as an operator would; panics with the command's stderr if it refuses.
+pub fn add_operator(config: &std::path::Path, name: &str, password: &str) {
+    let out = try_add_operator(config, name, password);
+    assert!(
+        out.status.success(),
+        "operator add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `jiangtang operator add NAME --config CONFIG`, the password on stdin.
+pub fn try_add_operator(
+    config: &std::path::Path,
+    name: &str,
+    password: &str,
+) -> std::process::Output {
     use std::io::Write;
     let mut cli = Command::new(env!("CARGO_BIN_EXE_jiangtang"))
         .args(["operator", "add", name, "--config"])
@@ -979,6 +993,17 @@ pub fn add_operator(config: &std::path::Path, name: &str, password: &str) -> std
     // A command that fails before reading says why on stderr, not with a broken pipe here.
     let _ = writeln!(cli.stdin.take().unwrap(), "{password}");
     cli.wait_with_output().unwrap()
+}
+
+/// Writes `toml` and a catalogue database in `dir` as `dir/jiangtang.toml`: its path and text.
+pub fn catalogue_config(dir: &std::path::Path, toml: &str) -> (PathBuf, String) {
+    let text = format!(
+        "{toml}[catalogue]\ndatabase_path = \"{}\"\n",
+        dir.join("catalogue.db").display()
+    );
+    let path = dir.join("jiangtang.toml");
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
 }
 
 /// A new directory under the system's temporary one, named for `label`, this process and
