@@ -3,6 +3,7 @@
 # 2.5 Mbit/s lecture with N dialects (128 kbit/s AAC each) over SRT for 55 s.
 #   cargo build --release --locked -p jiangtang && scripts/lecture-memory.sh 3
 # Level meters, the catalogue, WebRTC and recording are off (as in hls-serve-bench).
+# JIANGTANG_HLS_SPOOL=false keeps the whole HLS window in memory (hls.spool).
 set -euo pipefail
 N=${1:-3}
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/jiangtang}
@@ -36,5 +37,6 @@ FF=$!
 sleep 55
 WITH=$(rss)
 echo "dialects in the multivariant playlist: $(curl -s 127.0.0.1:18095/hls/mem/index.m3u8 | grep -c TYPE=AUDIO)"
-echo "RSS idle $((IDLE / 1024)) MiB, with the lecture $((WITH / 1024)) MiB: $(((WITH - IDLE) / 1024)) MiB for the lecture"
+awk -v i="$IDLE" -v w="$WITH" 'BEGIN { printf "RSS idle %.1f MiB, with the lecture %.1f MiB: %.1f MiB for the lecture\n", i / 1024, w / 1024, (w - i) / 1024 }'
+echo "spooled segments: $(curl -s 127.0.0.1:18095/metrics | awk '/^jiangtang_hls_spooled_segments_total/{print $2}')"
 wait "$FF" 2>/dev/null || true

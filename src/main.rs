@@ -431,13 +431,15 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
     }
     let metrics_recordings = recordings.clone();
     let edge_stats = edge.clone();
+    let metrics_hub = hub.clone();
     app = app.route(
         "/metrics",
         axum::routing::get(move || {
-            let (whep, lib, edge_stats) = (
+            let (whep, lib, edge_stats, hub) = (
                 whep_metrics.clone(),
                 metrics_recordings.clone(),
                 edge_stats.clone(),
+                metrics_hub.clone(),
             );
             async move {
                 let mut out = String::new();
@@ -453,6 +455,9 @@ async fn serve(mut config: config::Config) -> anyhow::Result<()> {
                 ));
                 media::limits::render(&mut out);
                 edge_stats.stats.render(&mut out);
+                if let Some(spool) = hub.spool_stats() {
+                    spool.render(&mut out);
+                }
                 heap_metrics(&mut out);
                 (
                     [(

@@ -365,6 +365,12 @@ pub struct HlsConfig {
     pub window_segments: usize,
     /// Longest a blocking playlist reload or preload-hinted part request waits.
     pub block_timeout_ms: u64,
+    /// Whether the window's older segments are kept in unnamed files instead of memory.
+    pub spool: bool,
+    /// Folder of those files; empty for the system's temporary folder.
+    pub spool_dir: std::path::PathBuf,
+    /// Completed segments of each rendition kept in memory at the live edge when spooling.
+    pub memory_segments: usize,
 }
 
 /// `[ladder]`: smaller pictures transcoded once per lecture next to the source (HLS
@@ -772,6 +778,9 @@ impl Config {
         }
         if !(3..=100).contains(&self.hls.window_segments) {
             return bad("hls.window_segments", "must be 3..=100");
+        }
+        if !(1..=100).contains(&self.hls.memory_segments) {
+            return bad("hls.memory_segments", "must be 1..=100");
         }
         if self.webrtc.max_viewers == 0 {
             return bad("webrtc.max_viewers", "must be at least 1");

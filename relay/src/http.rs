@@ -20,6 +20,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::hls::multivariant;
 use crate::hls::packager::Readiness;
+use crate::hls::spool::Media;
 use crate::hub::{Hub, Lecture, Status};
 
 /// Shared state of the handlers.
@@ -310,6 +311,23 @@ fn playlist_response(body: impl Into<Bytes>, cache: &str) -> Response {
     r
 }
 
+/// A segment's or part's bytes: at hand, or read from the spool off the runtime's threads.
+async fn read_media(media: Media, lecture: &str) -> Result<Bytes, ApiError> {
+    if let Some(b) = media.in_memory() {
+        return Ok(b.clone());
+    }
+    let read = tokio::task::spawn_blocking(move || media.read()).await;
+    read.map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(|e| {
+            tracing::error!(lecture, "HLS spool read: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the segment could not be read",
+            )
+        })
+}
+
 fn media_response(body: Bytes, kind: TrackKind) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
@@ -544,8 +562,8 @@ async fn rendition_file(
         }
         FileRequest::Segment(msn) => {
             let data = l.hls().segment(r, msn);
-            data.map(|d| media_response(d, kind))
-                .ok_or_else(|| ApiError::not_found("no such segment"))
+            let data = data.ok_or_else(|| ApiError::not_found("no such segment"))?;
+            Ok(media_response(read_media(data, &l.name).await?, kind))
         }
         FileRequest::Part(msn, idx) => {
             // A preload-hinted part is held until it exists (RFC 8216bis 6.2.6).
@@ -560,8 +578,8 @@ async fn rendition_file(
             })
             .await
             .flatten();
-            data.map(|d| media_response(d, kind))
-                .ok_or_else(|| ApiError::not_found("no such part"))
+            let data = data.ok_or_else(|| ApiError::not_found("no such part"))?;
+            Ok(media_response(read_media(data, &l.name).await?, kind))
         }
     }
 }

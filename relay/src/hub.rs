@@ -596,6 +596,31 @@ pub struct Hub {
     /// Who may publish and watch, as the binary chained it (else `default_chain`).
     chain: std::sync::OnceLock<crate::admission::Chain>,
     default_chain: crate::admission::Chain,
+    /// Where lectures' older HLS segments go (`hls.spool`); `None` keeps them in memory.
+    spooler: Option<crate::hls::spool::Spooler>,
+}
+
+/// The HLS spool `hls` asks for, or `None` (segments in memory) when it is off or its
+/// folder cannot hold files (said once, at start).
+fn spooler(hls: &config::HlsConfig) -> Option<crate::hls::spool::Spooler> {
+    if !hls.spool {
+        return None;
+    }
+    let dir = if hls.spool_dir.as_os_str().is_empty() {
+        std::env::temp_dir().join("jiangtang-hls")
+    } else {
+        hls.spool_dir.clone()
+    };
+    match crate::hls::spool::Spooler::start(dir.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(
+                dir = %dir.display(),
+                "hls.spool_dir cannot hold files ({e}): every lecture's HLS window stays in memory"
+            );
+            None
+        }
+    }
 }
 
 /// What an edge learned from its origin about a lecture.
@@ -647,8 +672,14 @@ impl Hub {
             admission: Arc::default(),
             chain: std::sync::OnceLock::new(),
             default_chain: crate::admission::from_config(&config),
+            spooler: spooler(&config.hls),
             config,
         })
+    }
+
+    /// What the HLS spool has written and kept in memory, when there is one.
+    pub fn spool_stats(&self) -> Option<&crate::hls::spool::Stats> {
+        self.spooler.as_ref().map(|s| s.stats())
     }
 
     /// Decides who may publish and watch with `chain` (asked in order, see
@@ -891,14 +922,15 @@ impl Hub {
         let instance = started
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut packager = Packager::new(
-            Settings::from_ms(
-                hls.part_target_ms,
-                hls.segment_target_ms,
-                hls.window_segments,
-            ),
-            base36(instance),
+        let mut settings = Settings::from_ms(
+            hls.part_target_ms,
+            hls.segment_target_ms,
+            hls.window_segments,
         );
+        if let Some(spooler) = &self.spooler {
+            settings = settings.with_spool(spooler.clone(), hls.memory_segments);
+        }
+        let mut packager = Packager::new(settings, base36(instance));
         let recorded = configured
             .and_then(|l| l.record)
             .unwrap_or(self.config.recording.enabled);

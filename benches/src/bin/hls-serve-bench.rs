@@ -3,8 +3,9 @@
 //! the other core, the same lecture published to both over RTMP in real time.
 //!
 //! For each server it measures, for `--seconds` with `--connections` keep-alive connections:
-//! the video media playlist (no directives) and the newest complete segment (its URL read
-//! from the playlist at the start of the phase), in requests/s and MB/s, with the server's
+//! the video media playlist (no directives), the newest complete segment and the oldest one
+//! listed (jiangtang's from its spool file; URLs read from the playlist at the start of each
+//! phase), in requests/s and MB/s, with the server's
 //! CPU over the phase (so per-core figures divide by what it actually used), and the RSS
 //! with the one lecture. Bounded in time.
 //!
@@ -24,7 +25,7 @@ use benches::proc::{Relay, cpu_seconds, rss_mib};
 use benches::publisher::{SendLog, publish};
 use clap::Parser;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 struct Args {
     /// The relay binary.
     #[arg(long, default_value = "target/release/jiangtang")]
@@ -193,6 +194,17 @@ fn newest_segment(playlist: &str) -> Option<String> {
         .map(|s| s.to_string())
 }
 
+/// The segment `back` segments before the newest complete one in a media playlist.
+fn segment_before_newest(playlist: &str, back: usize) -> Option<String> {
+    let uris: Vec<&str> = playlist
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    uris.len()
+        .checked_sub(back + 1)
+        .map(|i| uris[i].to_string())
+}
+
 async fn text(url: &str) -> Option<String> {
     reqwest::get(url).await.ok()?.text().await.ok()
 }
@@ -246,6 +258,20 @@ async fn measure(
         "newest segment",
         &wrk(&format!("{base}{seg}"), args, pid)?,
     );
+    // Four back: behind jiangtang's two in memory (hls.memory_segments) and the one being
+    // written, so read from its spool file; listed for 6 s more and kept 4 s after, so the
+    // phase is at most 6 s long (a 404 would count as an error).
+    let pl = text(&playlist).await.unwrap_or(pl);
+    let seg = segment_before_newest(&pl, 3).context("four segments")?;
+    let short = Args {
+        seconds: args.seconds.min(6),
+        ..args.clone()
+    };
+    row(
+        server,
+        "segment 4 back (spooled)",
+        &wrk(&format!("{base}{seg}"), &short, pid)?,
+    );
     Ok(live)
 }
 
@@ -253,7 +279,7 @@ async fn measure(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let tags = Arc::new(benches::flv::read(&encode_lecture(2500)?)?);
-    let end = Instant::now() + Duration::from_secs(60 + 6 * (args.seconds + 5));
+    let end = Instant::now() + Duration::from_secs(60 + 8 * (args.seconds + 5));
     println!("## HLS serving per core: jiangtang and nginx-rtmp\n");
     println!(
         "Lecture: 1280x720 25 fps H.264 2.5 Mbit/s (GOP 2 s) + AAC over RTMP to each server; each server on core {}, wrk -t 1 -c {} on core {}, {} s per phase. Per core = measured ÷ the server's CPU share over the phase.\n",

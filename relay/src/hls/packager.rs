@@ -27,6 +27,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+
+use super::spool::{Media, Slot, Spooler};
 use media::fmp4::{self, Sample};
 use media::m3u8::{self, MediaPlaylist, PartLine, RenditionReport, SegmentLine};
 use media::model::rescale;
@@ -76,6 +78,10 @@ pub struct Settings {
     /// `EXT-X-TARGETDURATION` in seconds. It may never change, so segments that would round
     /// above it are cut even without a keyframe.
     pub target_duration: u64,
+    /// Where the window's older segments go ([`super::spool`]); `None` keeps them in memory.
+    pub spool: Option<Spooler>,
+    /// Completed segments of each rendition kept in memory at the live edge when spooling.
+    pub memory_segments: usize,
 }
 
 impl Settings {
@@ -88,7 +94,17 @@ impl Settings {
             window,
             follower_max_lag: (3 * part_target).max(TICKS),
             target_duration: segment_ms.div_ceil(1000).max(1),
+            spool: None,
+            memory_segments: usize::MAX,
         }
+    }
+
+    /// The same, with completed segments beyond the newest `memory_segments` of each
+    /// rendition handed to `spooler`.
+    pub fn with_spool(mut self, spooler: Spooler, memory_segments: usize) -> Self {
+        self.spool = Some(spooler);
+        self.memory_segments = memory_segments;
+        self
     }
 }
 
@@ -177,7 +193,7 @@ pub struct Part {
     /// Starts with a sync sample.
     pub independent: bool,
     /// `moof`+`mdat`; empty for a gap.
-    pub data: Bytes,
+    pub data: Media,
     /// No media for this part (listed with `GAP=YES`).
     pub gap: bool,
 }
@@ -189,7 +205,7 @@ impl Part {
             index: b.part,
             duration: (b.end - b.start) as f64 / TICKS as f64,
             independent: false,
-            data: Bytes::new(),
+            data: Media::default(),
             gap: true,
         }
     }
@@ -205,7 +221,7 @@ pub struct Segment {
     /// Parts (data dropped once the segment is far from the live edge).
     pub parts: Vec<Part>,
     /// The whole segment.
-    pub data: Bytes,
+    pub data: Media,
     /// Starts after a discontinuity.
     pub discontinuity: bool,
     /// Discontinuity sequence number.
@@ -218,6 +234,8 @@ pub struct Segment {
     pub frames: u32,
     /// No media at all (`EXT-X-GAP`): every part of it is a gap.
     pub gap: bool,
+    /// Handed to the spooler, not yet swapped for its file.
+    spool: Option<std::sync::Arc<Slot>>,
 }
 
 #[derive(Debug)]
@@ -1333,8 +1351,6 @@ impl Packager {
     /// `fill_to_end`, missing audio up to `b.end` is filled with silence.
     fn close_part(&mut self, r: RenditionIdx, b: Boundary, fill_to_end: bool) {
         let meta = self.meta_for(b.msn);
-        let instance_window = self.s.window;
-        let target_duration = self.s.target_duration;
         let rend = &mut self.renditions[r];
         let mut not_recorded = None;
         let record = if rend.derived {
@@ -1347,7 +1363,7 @@ impl Packager {
         if let Some(open) = rend.open.as_ref().filter(|o| o.msn != b.msn) {
             // Should not happen (boundaries come in order); finish what is open.
             let msn = open.msn;
-            finish_segment(rend, instance_window, target_duration);
+            finish_segment(rend, &self.s);
             if let Some(out) = record {
                 out.push(recorder::Event::SegmentEnd {
                     rendition: rend.id.as_str().into(),
@@ -1436,10 +1452,10 @@ impl Packager {
             let base = frames[0].dts.max(0) as u64;
             match fmp4::fragment(rend.sequence, base, &samples) {
                 Ok(data) => Part {
+                    data: Media::Memory(data),
                     index: b.part,
                     duration: total as f64 / ts as f64,
                     independent: frames[0].keyframe,
-                    data,
                     gap: false,
                 },
                 Err(e) => {
@@ -1464,13 +1480,13 @@ impl Packager {
                     init_version: open.init_version,
                     segment_pdt: open.pdt,
                 },
-                data: part.data.clone(),
+                data: part.data.in_memory().cloned().unwrap_or_default(),
             });
         }
         let msn = open.msn;
         open.parts.push(part);
         if b.ends_segment {
-            finish_segment(rend, instance_window, target_duration);
+            finish_segment(rend, &self.s);
             if let Some(out) = record {
                 out.push(recorder::Event::SegmentEnd {
                     rendition: rend.id.as_str().into(),
@@ -1491,7 +1507,7 @@ impl Packager {
     }
 
     /// Whole segment `msn` of rendition `r`.
-    pub fn segment(&self, r: RenditionIdx, msn: u64) -> Option<Bytes> {
+    pub fn segment(&self, r: RenditionIdx, msn: u64) -> Option<Media> {
         self.renditions
             .get(r)?
             .segments
@@ -1501,7 +1517,7 @@ impl Packager {
     }
 
     /// Part `index` of segment `msn` of rendition `r`, if it exists and is not a gap.
-    pub fn part(&self, r: RenditionIdx, msn: u64, index: u32) -> Option<Bytes> {
+    pub fn part(&self, r: RenditionIdx, msn: u64, index: u32) -> Option<Media> {
         let rend = self.renditions.get(r)?;
         let parts = match &rend.open {
             Some(o) if o.msn == msn => &o.parts,
@@ -1769,14 +1785,16 @@ fn audio_with_silence(
     out
 }
 
-fn finish_segment(rend: &mut Rendition, window: usize, target_duration: u64) {
+fn finish_segment(rend: &mut Rendition, settings: &Settings) {
     let Some(open) = rend.open.take() else { return };
     let duration: f64 = open.parts.iter().map(|p| p.duration).sum();
     let gap = !open.parts.is_empty() && open.parts.iter().all(|p| p.gap);
     let len: usize = open.parts.iter().map(|p| p.data.len()).sum();
     let mut data = BytesMut::with_capacity(len);
     for p in &open.parts {
-        data.extend_from_slice(&p.data);
+        if let Some(b) = p.data.in_memory() {
+            data.extend_from_slice(b);
+        }
     }
     let data = data.freeze();
     // The parts are served from the segment's bytes from now on, so a lecture's media near
@@ -1785,27 +1803,28 @@ fn finish_segment(rend: &mut Rendition, window: usize, target_duration: u64) {
     let mut parts = open.parts;
     for p in &mut parts {
         let n = p.data.len();
-        p.data = data.slice(at..at + n);
+        p.data = Media::Memory(data.slice(at..at + n));
         at += n;
     }
     rend.segments.push_back(Segment {
         msn: open.msn,
         duration,
         parts,
-        data,
+        data: Media::Memory(data),
         discontinuity: open.discontinuity,
         dseq: open.dseq,
         init_version: open.init_version,
         pdt: open.pdt,
         frames: open.frames,
         gap,
+        spool: None,
     });
-    while rend.segments.len() > window + EXTRA_SEGMENTS {
+    while rend.segments.len() > settings.window + EXTRA_SEGMENTS {
         rend.segments.pop_front();
     }
     // Parts are only needed near the live edge: while listed, and three target durations
     // after (RFC 8216bis 6.2.2), with one segment to spare.
-    let keep = (6 * target_duration) as f64;
+    let keep = (6 * settings.target_duration) as f64;
     let mut from_end = 0.0;
     let mut keep_from = rend.segments.len();
     for s in rend.segments.iter().rev() {
@@ -1819,5 +1838,43 @@ fn finish_segment(rend: &mut Rendition, window: usize, target_duration: u64) {
         if !s.parts.is_empty() {
             s.parts.clear();
         }
+    }
+    if let Some(spooler) = &settings.spool {
+        spool_behind(rend, spooler, settings.memory_segments);
+    }
+}
+
+/// Swaps the segments the spooler has written for their files, and hands it the segment
+/// that has just fallen behind the newest `memory_segments`.
+fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize) {
+    for s in rend.segments.iter_mut() {
+        let Some(file) = s.spool.as_ref().and_then(|slot| slot.file()).cloned() else {
+            continue;
+        };
+        s.spool = None;
+        let mut offset = 0u64;
+        for p in &mut s.parts {
+            let len = p.data.len();
+            p.data = Media::Spooled {
+                file: file.clone(),
+                offset,
+                len,
+            };
+            offset += len as u64;
+        }
+        s.data = Media::Spooled {
+            file,
+            offset: 0,
+            len: s.data.len(),
+        };
+    }
+    let Some(behind) = rend.segments.len().checked_sub(memory_segments + 1) else {
+        return;
+    };
+    let s = &mut rend.segments[behind];
+    if s.spool.is_none()
+        && let Some(data) = s.data.in_memory().filter(|d| !d.is_empty())
+    {
+        s.spool = spooler.submit(data.clone());
     }
 }

@@ -120,6 +120,11 @@ fn packager() -> Packager {
     Packager::new(Settings::from_ms(400, 2000, 6), "t".into())
 }
 
+/// A segment's or part's bytes, which these tests keep in memory (no spool).
+fn mem(m: &crate::hls::spool::Media) -> &bytes::Bytes {
+    m.in_memory().expect("in memory")
+}
+
 /// Decodes every fragment of a segment: `(tfdt, total duration, sample count, first flags)`.
 fn fragments(data: &[u8]) -> Vec<(u64, u64, usize, u32)> {
     let mut out = Vec::new();
@@ -163,7 +168,7 @@ fn segments_on_keyframes_parts_aligned_across_dialects() {
             s.duration
         );
         assert_eq!(s.frames, 50);
-        let frags = fragments(&s.data);
+        let frags = fragments(mem(&s.data));
         assert_eq!(frags.len(), 5, "five 400 ms parts");
         assert!(frags.iter().all(|f| f.1 == 36_000 && f.2 == 10));
         assert_eq!(frags[0].3, media::fmp4::FLAGS_SYNC);
@@ -187,7 +192,7 @@ fn segments_on_keyframes_parts_aligned_across_dialects() {
                 sv.duration
             );
             assert_eq!(sa.parts.len(), sv.parts.len());
-            for f in fragments(&sa.data) {
+            for f in fragments(mem(&sa.data)) {
                 if let Some(end) = prev_end {
                     assert_eq!(end, f.0, "audio is gapless across parts");
                 }
@@ -201,8 +206,8 @@ fn segments_on_keyframes_parts_aligned_across_dialects() {
             }
         }
         // Audio and video start together: first audio sample within a frame of the video's.
-        let v0 = fragments(&vsegs[0].data)[0].0 as f64 / 90_000.0;
-        let a0 = fragments(&asegs[0].data)[0].0 as f64 / 48_000.0;
+        let v0 = fragments(mem(&vsegs[0].data))[0].0 as f64 / 90_000.0;
+        let a0 = fragments(mem(&asegs[0].data))[0].0 as f64 / 48_000.0;
         assert!((v0 - a0).abs() < 0.025, "a/v start {a0} vs {v0}");
     }
 }
@@ -266,11 +271,11 @@ fn a_closed_segments_parts_are_slices_of_its_bytes_not_copies() {
         let with_parts: Vec<_> = segs.iter().filter(|s| !s.parts.is_empty()).collect();
         assert!(with_parts.len() >= 3, "{id}: segments with parts listed");
         for s in with_parts {
-            let whole = s.data.as_ptr_range();
+            let whole = mem(&s.data).as_ptr_range();
             let mut at = whole.start;
             for part in &s.parts {
                 // The part is served from the segment's own memory, in order.
-                assert_eq!(part.data.as_ptr(), at, "{id} segment {}", s.msn);
+                assert_eq!(mem(&part.data).as_ptr(), at, "{id} segment {}", s.msn);
                 at = at.wrapping_add(part.data.len());
             }
             assert_eq!(at, whole.end, "{id} segment {}: parts cover it", s.msn);
@@ -340,7 +345,7 @@ fn publisher_restart_continues_with_discontinuity() {
     let before: Vec<_> = p.renditions()[v].segments().map(|s| s.msn).collect();
     let last_end = {
         let s = p.renditions()[v].segments().last().unwrap();
-        let f = fragments(&s.data);
+        let f = fragments(mem(&s.data));
         let l = f.last().unwrap();
         l.0 + l.1
     };
@@ -363,7 +368,7 @@ fn publisher_restart_continues_with_discontinuity() {
     assert!(after[1..].iter().all(|s| !s.discontinuity));
     assert_eq!(after[0].msn, before.last().unwrap() + 1);
     assert_eq!(after[0].dseq, 1);
-    let first = fragments(&after[0].data)[0].0;
+    let first = fragments(mem(&after[0].data))[0].0;
     assert!(
         first >= last_end,
         "timeline continues: {first} >= {last_end}"
@@ -408,7 +413,7 @@ fn silent_dialect_is_filled_and_keeps_pace() {
     let segs: Vec<_> = p.renditions()[yue].segments().collect();
     let mut prev: Option<u64> = None;
     for s in &segs {
-        for f in fragments(&s.data) {
+        for f in fragments(mem(&s.data)) {
             if let Some(e) = prev {
                 assert_eq!(e, f.0);
             }
@@ -427,7 +432,7 @@ fn audio_only_lecture_leads_by_time() {
     assert!(segs.len() >= 3);
     for s in &segs {
         assert!((s.duration - 2.0).abs() < 0.03, "{}", s.duration);
-        let frags = fragments(&s.data);
+        let frags = fragments(mem(&s.data));
         for (i, f) in frags.iter().enumerate() {
             let secs = f.1 as f64 / 48_000.0;
             assert!(secs <= 0.44, "part {secs}");
@@ -483,7 +488,7 @@ fn after_a_cut_between_keyframes_segments_start_on_keyframes_again() {
     assert!(later.len() >= 3);
     for s in later {
         assert_eq!(
-            fragments(&s.data)[0].3,
+            fragments(mem(&s.data))[0].3,
             media::fmp4::FLAGS_SYNC,
             "segment {} starts without a keyframe",
             s.msn
@@ -559,8 +564,8 @@ fn dialect_declared_after_first_keyframe_joins_the_first_segment() {
     assert_eq!(vsegs, asegs);
     // The first 0.7 s are silence, then the real frames; one gapless timeline from the start.
     let first = p.renditions()[a].segments().next().unwrap();
-    let frags = fragments(&first.data);
-    let v0 = fragments(&p.renditions()[v].segments().next().unwrap().data)[0].0;
+    let frags = fragments(mem(&first.data));
+    let v0 = fragments(mem(&p.renditions()[v].segments().next().unwrap().data))[0].0;
     assert!((frags[0].0 as f64 / 48_000.0 - v0 as f64 / 90_000.0).abs() < 0.001);
     for w in frags.windows(2) {
         assert_eq!(w[0].0 + w[0].1, w[1].0);
@@ -655,12 +660,12 @@ fn audio_clock_hours_away_from_video_is_realigned() {
     }
     let real = p.renditions()[a]
         .segments()
-        .flat_map(|s| fragments(&s.data))
+        .flat_map(|s| fragments(mem(&s.data)))
         .count();
     assert!(real >= 10);
     // Nearly all samples are the real 7-byte frames, not 6-byte silence.
     let seg = p.renditions()[a].segments().nth(1).unwrap();
-    let mut buf = &seg.data[..];
+    let mut buf = &mem(&seg.data)[..];
     let moof = mp4_atom::Moof::decode(&mut buf).unwrap();
     let sizes: Vec<u32> = moof.traf[0].trun[0]
         .samples
@@ -691,7 +696,7 @@ fn a_contributed_dialect_joins_the_timeline_and_stays_as_silence() {
     let v = p.rendition_by_id("video").unwrap();
     let video_end = {
         let s = p.renditions()[v].segments().last().unwrap();
-        let f = fragments(&s.data);
+        let f = fragments(mem(&s.data));
         let l = f.last().unwrap();
         (l.0 + l.1) as i64
     };
@@ -715,7 +720,7 @@ fn a_contributed_dialect_joins_the_timeline_and_stays_as_silence() {
     );
     // Every segment of it is whole: voice, then silence, never a hole.
     for s in p.renditions()[y].segments().filter(|s| s.msn > yue[0]) {
-        let total: u64 = fragments(&s.data).iter().map(|f| f.1).sum();
+        let total: u64 = fragments(mem(&s.data)).iter().map(|f| f.1).sum();
         assert!(
             (total as f64 / 48_000.0 - s.duration).abs() < 0.03,
             "segment {}: {} samples for {} s",
@@ -954,9 +959,101 @@ fn a_dialect_realigned_back_is_placed_at_once() {
     let vend = p.renditions()[v].segments().last().unwrap();
     let aend = p.renditions()[a].segments().last().unwrap();
     assert_eq!(vend.msn, aend.msn);
-    let aframes = fragments(&aend.data);
+    let aframes = fragments(mem(&aend.data));
     assert!(
         aframes.iter().map(|f| f.2).sum::<usize>() > 80,
         "{aframes:?}"
     );
+}
+
+#[test]
+fn the_windows_older_segments_are_spooled_and_read_back_the_same() {
+    let dir = scratch();
+    let spooler = crate::hls::spool::Spooler::start(dir.clone()).unwrap();
+    let mut p = Packager::new(
+        Settings::from_ms(400, 2000, 6).with_spool(spooler.clone(), 2),
+        "t".into(),
+    );
+    let mut src = Source::new(&mut p, true, &["cmn", "yue"], 50);
+    // Every segment's and part's bytes while they were still in memory.
+    let mut seen: std::collections::HashMap<(usize, u64), (Bytes, Vec<Bytes>)> = Default::default();
+    for t in (2_000..=40_000).step_by(1_000) {
+        src.run_until(&mut p, t);
+        for (r, rend) in p.renditions().iter().enumerate() {
+            for s in rend.segments() {
+                if let Some(b) = s.data.in_memory() {
+                    let parts = s.parts.iter().map(|x| mem(&x.data).clone()).collect();
+                    seen.entry((r, s.msn)).or_insert((b.clone(), parts));
+                }
+            }
+        }
+        // The spool thread writes while the lecture goes on (here far faster than real time).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        spooler
+            .stats()
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10
+    );
+    for (r, rend) in p.renditions().iter().enumerate() {
+        let segs: Vec<_> = rend.segments().collect();
+        assert_eq!(segs.len(), 8, "{}: the window and two more", rend.id);
+        let newest: Vec<_> = segs.iter().rev().take(2).collect();
+        for s in &newest {
+            assert!(
+                s.data.in_memory().is_some(),
+                "{} {} in memory",
+                rend.id,
+                s.msn
+            );
+        }
+        // Behind the newest two (and the one the spooler may still be writing), in files.
+        for s in segs.iter().rev().skip(3) {
+            assert!(
+                s.data.in_memory().is_none(),
+                "{} {} spooled",
+                rend.id,
+                s.msn
+            );
+        }
+        for s in &segs {
+            let (bytes, parts) = &seen[&(r, s.msn)];
+            let served = p.segment(r, s.msn).unwrap().read().unwrap();
+            assert_eq!(&served, bytes, "{} segment {}", rend.id, s.msn);
+            for (i, part) in s.parts.iter().enumerate() {
+                let served = p.part(r, s.msn, part.index).unwrap().read().unwrap();
+                assert_eq!(
+                    served, parts[i],
+                    "{} part {}.{}",
+                    rend.id, s.msn, part.index
+                );
+            }
+        }
+        // Parts of a spooled segment are still served (a player a little behind).
+        assert!(
+            segs.iter()
+                .any(|s| s.data.in_memory().is_none() && !s.parts.is_empty()),
+            "{}: some spooled segment still has its parts",
+            rend.id
+        );
+    }
+    // The files have no names: nothing is left in the folder.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // The playlist is the same as without the spool.
+    let v = p.rendition_by_id("video").unwrap();
+    let pl = m3u8_rs::parse_media_playlist_res(p.media_playlist(v).unwrap().as_bytes()).unwrap();
+    assert_eq!(pl.segments.len(), 6);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn scratch() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "jiangtang-spool-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
