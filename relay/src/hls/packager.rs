@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
-use super::spool::{Media, Slot, Spooler};
+use super::spool::{Media, Slot, Spooler, Target};
 use media::fmp4::{self, Sample};
 use media::m3u8::{self, MediaPlaylist, PartLine, RenditionReport, SegmentLine};
 use media::model::rescale;
@@ -309,6 +309,8 @@ pub struct Rendition {
     /// Made here from another rendition (a smaller picture of the ladder): it never leads
     /// and is not recorded (the recording keeps the source).
     pub derived: bool,
+    /// Its spool file, when segments are spooled.
+    spool: std::sync::Arc<Target>,
 }
 
 impl Rendition {
@@ -606,6 +608,7 @@ impl Packager {
             in_session: true,
             lecture_clock: false,
             derived: false,
+            spool: Default::default(),
         });
         self.version += 1;
         self.renditions.len() - 1
@@ -1848,7 +1851,7 @@ fn finish_segment(rend: &mut Rendition, settings: &Settings) {
 /// that has just fallen behind the newest `memory_segments`.
 fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize) {
     for s in rend.segments.iter_mut() {
-        let Some(file) = s.spool.as_ref().and_then(|slot| slot.file()).cloned() else {
+        let Some(extent) = s.spool.as_ref().and_then(|slot| slot.extent()).cloned() else {
             continue;
         };
         s.spool = None;
@@ -1856,14 +1859,14 @@ fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize)
         for p in &mut s.parts {
             let len = p.data.len();
             p.data = Media::Spooled {
-                file: file.clone(),
+                extent: extent.clone(),
                 offset,
                 len,
             };
             offset += len as u64;
         }
         s.data = Media::Spooled {
-            file,
+            extent,
             offset: 0,
             len: s.data.len(),
         };
@@ -1875,6 +1878,6 @@ fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize)
     if s.spool.is_none()
         && let Some(data) = s.data.in_memory().filter(|d| !d.is_empty())
     {
-        s.spool = spooler.submit(data.clone());
+        s.spool = spooler.submit(data.clone(), &rend.spool);
     }
 }

@@ -6,10 +6,15 @@
 //! lecture.
 //!
 //! A segment is handed to the [`Spooler`]'s thread when it falls behind the segments kept in
-//! memory; the thread writes it to a file that has no name (freed when the last reference
-//! closes it, so nothing is left behind after a crash) and the packager swaps the segment's
-//! bytes for the file at its next segment. The disk never holds up a lecture: the write is
-//! off the lecture's lock, a full queue or a failed write leaves the segment in memory.
+//! memory; the thread appends it to its rendition's file, which has no name (freed when the
+//! last reference closes it, so nothing is left behind after a crash), and the packager swaps
+//! the segment's bytes for that range of the file at its next segment. One file per
+//! rendition, not per segment, so a relay with hundreds of lectures holds a few descriptors
+//! each; the range of a segment that has left the window is given back to the filesystem
+//! (a punched hole) when its last reader is done, and a file is replaced after
+//! [`ROTATE_BYTES`], so the disk holds about the window. The disk never holds up a lecture:
+//! the write is off the lecture's lock, a full queue or a failed write leaves the segment in
+//! memory.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,20 +22,48 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
+
+/// A rendition's file is replaced by a new one once this much has been appended to it (its
+/// holes take no room, but no file grows without bound on a lecture that never ends).
+pub const ROTATE_BYTES: u64 = 1 << 30;
+
+/// One spooled segment's bytes in its rendition's file. Its range is punched out of the file
+/// when the last reference (the segment, its parts, a read in flight) goes.
+#[derive(Debug)]
+pub struct Extent {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+}
+
+impl Drop for Extent {
+    fn drop(&mut self) {
+        let mode = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        if let Err(e) = rustix::fs::fallocate(&*self.file, mode, self.offset, self.len) {
+            // A filesystem without holes keeps the bytes until the file is rotated or closed.
+            debug!("HLS spool: no hole punched ({e})");
+        }
+    }
+}
+
+/// A rendition's spool file as the spool thread appends to it: the file and where the next
+/// segment goes. Held by the rendition; opened with its first spooled segment.
+#[derive(Debug, Default)]
+pub struct Target(Mutex<Option<(Arc<File>, u64)>>);
 
 /// A segment's or a part's bytes.
 #[derive(Debug, Clone)]
 pub enum Media {
     /// Held in memory.
     Memory(Bytes),
-    /// `len` bytes at `offset` of a spooled segment's file.
+    /// `len` bytes at `offset` of a spooled segment.
     Spooled {
-        /// The segment's file (unnamed).
-        file: Arc<File>,
+        /// The segment's range of its rendition's file.
+        extent: Arc<Extent>,
         /// Where these bytes start in it.
         offset: u64,
         /// How many.
@@ -71,22 +104,34 @@ impl Media {
     pub fn read(&self) -> std::io::Result<Bytes> {
         match self {
             Media::Memory(b) => Ok(b.clone()),
-            Media::Spooled { file, offset, len } => {
+            Media::Spooled {
+                extent,
+                offset,
+                len,
+            } => {
+                if offset + *len as u64 > extent.len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "beyond the spooled segment",
+                    ));
+                }
                 let mut buf = vec![0; *len];
-                file.read_exact_at(&mut buf, *offset)?;
+                extent
+                    .file
+                    .read_exact_at(&mut buf, extent.offset + offset)?;
                 Ok(buf.into())
             }
         }
     }
 }
 
-/// Where a segment handed to the spooler will be: its file once written.
+/// Where a segment handed to the spooler will be, once written.
 #[derive(Debug, Default)]
-pub struct Slot(OnceLock<Arc<File>>);
+pub struct Slot(OnceLock<Arc<Extent>>);
 
 impl Slot {
-    /// The written file, once it is.
-    pub fn file(&self) -> Option<&Arc<File>> {
+    /// The written range, once it is.
+    pub fn extent(&self) -> Option<&Arc<Extent>> {
         self.0.get()
     }
 }
@@ -94,6 +139,7 @@ impl Slot {
 struct Job {
     data: Bytes,
     slot: Arc<Slot>,
+    target: Arc<Target>,
 }
 
 /// Segments waiting for the disk beyond which more stay in memory (≈ 40 s of a lecture's
@@ -159,9 +205,9 @@ impl Spooler {
                 let mut failing = false;
                 // Ends when the last packager and the hub drop their spoolers.
                 for job in rx {
-                    match write(&dir, &job.data) {
-                        Ok(file) => {
-                            let _ = job.slot.0.set(Arc::new(file));
+                    match append(&dir, &job.target, &job.data) {
+                        Ok(extent) => {
+                            let _ = job.slot.0.set(Arc::new(extent));
                             thread_stats.written.fetch_add(1, Ordering::Relaxed);
                             if failing {
                                 warn!(dir = %dir.display(), "HLS spool writes again");
@@ -182,12 +228,14 @@ impl Spooler {
         Ok(Spooler { tx, stats })
     }
 
-    /// Hands `data` to the spool thread; `None` (it stays in memory) when the queue is full.
-    pub fn submit(&self, data: Bytes) -> Option<Arc<Slot>> {
+    /// Hands `data` to the spool thread, to be appended to `target`; `None` (it stays in
+    /// memory) when the queue is full.
+    pub fn submit(&self, data: Bytes, target: &Arc<Target>) -> Option<Arc<Slot>> {
         let slot = Arc::new(Slot::default());
         match self.tx.try_send(Job {
             data,
             slot: slot.clone(),
+            target: target.clone(),
         }) {
             Ok(()) => Some(slot),
             Err(_) => {
@@ -209,51 +257,104 @@ impl Spooler {
     }
 }
 
-fn write(dir: &std::path::Path, data: &[u8]) -> std::io::Result<File> {
-    let mut file = tempfile::tempfile_in(dir)?;
-    file.write_all(data)?;
-    Ok(file)
+/// Appends `data` to `target`'s file (a new unnamed one first, or once it has had
+/// [`ROTATE_BYTES`]).
+fn append(dir: &std::path::Path, target: &Target, data: &[u8]) -> std::io::Result<Extent> {
+    let mut t = target.0.lock().unwrap_or_else(|e| e.into_inner());
+    if t.as_ref().is_none_or(|(_, end)| *end >= ROTATE_BYTES) {
+        *t = Some((Arc::new(tempfile::tempfile_in(dir)?), 0));
+    }
+    let (file, end) = t.as_mut().expect("opened above");
+    file.write_all_at(data, *end)?;
+    let extent = Extent {
+        file: file.clone(),
+        offset: *end,
+        len: data.len() as u64,
+    };
+    *end += data.len() as u64;
+    Ok(extent)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
-    fn wait(slot: &Slot) -> &Arc<File> {
+    fn wait(slot: &Slot) -> Arc<Extent> {
         for _ in 0..500 {
-            if let Some(f) = slot.file() {
-                return f;
+            if let Some(e) = slot.extent() {
+                return e.clone();
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         panic!("the spool thread wrote nothing in 5 s");
     }
 
+    fn whole(extent: &Arc<Extent>) -> Media {
+        Media::Spooled {
+            extent: extent.clone(),
+            offset: 0,
+            len: extent.len as usize,
+        }
+    }
+
     #[test]
-    fn a_spooled_segment_reads_back_from_its_unnamed_file() {
+    fn spooled_segments_read_back_from_one_unnamed_file_per_rendition() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spooler::start(dir.path().join("spool")).unwrap();
-        let data = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
-        let slot = s.submit(data.clone()).unwrap();
-        let file = wait(&slot).clone();
-        let whole = Media::Spooled {
-            file: file.clone(),
-            offset: 0,
-            len: data.len(),
-        };
-        assert_eq!(whole.read().unwrap(), data);
+        let target = Arc::new(Target::default());
+        let a = Bytes::from((0..100_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        let b = Bytes::from((0..50_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+        let ea = wait(&s.submit(a.clone(), &target).unwrap());
+        let eb = wait(&s.submit(b.clone(), &target).unwrap());
+        assert!(
+            Arc::ptr_eq(&ea.file, &eb.file),
+            "one file for the rendition"
+        );
+        assert_eq!(eb.offset, a.len() as u64);
+        assert_eq!(whole(&ea).read().unwrap(), a);
+        assert_eq!(whole(&eb).read().unwrap(), b);
         let part = Media::Spooled {
-            file,
+            extent: eb.clone(),
             offset: 1000,
             len: 500,
         };
-        assert_eq!(part.read().unwrap(), data.slice(1000..1500));
+        assert_eq!(part.read().unwrap(), b.slice(1000..1500));
+        // Another rendition, another file.
+        let other = Arc::new(Target::default());
+        let ec = wait(&s.submit(a.clone(), &other).unwrap());
+        assert!(!Arc::ptr_eq(&ea.file, &ec.file));
         // Unnamed: the folder shows nothing, so a crash leaves nothing behind.
         assert_eq!(
             std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
             0
         );
-        assert_eq!(s.stats().written.load(Ordering::Relaxed), 1);
+        assert_eq!(s.stats().written.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_segment_that_has_left_gives_its_disk_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spooler::start(dir.path().to_path_buf()).unwrap();
+        let target = Arc::new(Target::default());
+        let data = Bytes::from(vec![7u8; 1 << 20]);
+        let first = wait(&s.submit(data.clone(), &target).unwrap());
+        let second = wait(&s.submit(data.clone(), &target).unwrap());
+        let file = first.file.clone();
+        let blocks = || file.metadata().unwrap().blocks() * 512;
+        let before = blocks();
+        assert!(before >= 2 << 20, "{before} bytes on disk");
+        // A read in flight keeps it.
+        let reading = whole(&first);
+        drop(first);
+        assert_eq!(blocks(), before);
+        drop(reading);
+        let after = blocks();
+        assert!(
+            after <= before - (1 << 20) + 65_536,
+            "{before} -> {after} bytes on disk"
+        );
+        assert_eq!(whole(&second).read().unwrap(), data);
     }
 
     #[test]
@@ -265,12 +366,13 @@ mod tests {
     }
 
     #[test]
-    fn a_read_past_the_file_is_an_error_not_a_panic() {
+    fn a_read_past_the_segment_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let s = Spooler::start(dir.path().to_path_buf()).unwrap();
-        let slot = s.submit(Bytes::from_static(b"short")).unwrap();
+        let target = Arc::new(Target::default());
+        let extent = wait(&s.submit(Bytes::from_static(b"short"), &target).unwrap());
         let m = Media::Spooled {
-            file: wait(&slot).clone(),
+            extent,
             offset: 2,
             len: 10,
         };
