@@ -313,8 +313,8 @@ fn playlist_response(body: impl Into<Bytes>, cache: &str) -> Response {
 
 /// A segment's or part's bytes: at hand, or read from the spool off the runtime's threads.
 async fn read_media(media: Media, lecture: &str) -> Result<Bytes, ApiError> {
-    if let Some(b) = media.in_memory() {
-        return Ok(b.clone());
+    if let Some(b) = media.at_hand() {
+        return Ok(b);
     }
     let read = tokio::task::spawn_blocking(move || media.read()).await;
     read.map_err(std::io::Error::other)
