@@ -66,7 +66,10 @@ fn the_windows_older_segments_are_served_from_the_spool() {
     // Six listed segments of 2 s: four or more of them (and the two kept after) spooled.
     wait_for_segments(&s, "spool", "video", 6);
     assert!(metric(&s, "jiangtang_hls_spooled_segments_total") >= 6);
-    assert_eq!(metric(&s, "jiangtang_hls_spool_kept_in_memory_total"), 0);
+    for reason in ["queue_full", "write_failed"] {
+        let name = format!("jiangtang_hls_spool_kept_in_memory_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&s, &name), 0, "{name}");
+    }
     // One file per rendition (video, the dialect), not one per segment.
     let open = open_files_in(s.pid(), &dir);
     assert_eq!(open, 2, "the relay's spool files open in {}", dir.display());
@@ -95,8 +98,32 @@ fn the_windows_older_segments_are_served_from_the_spool() {
             whole.extend_from_slice(&body);
             segment_bytes.insert(*msn, body);
         }
-        // Parts are listed for the newest segments, the older of them already spooled:
+        // Parts are listed for the newest segments (in memory); those of older, spooled
+        // segments stay servable for three target durations (a player a little behind):
         // together they are their segment, byte for byte.
+        let (template_msn, template) = parts.first().expect("parts listed").clone();
+        let newest = segments.last().unwrap().0;
+        let spooled_msn = newest - 2;
+        assert!(spooled_msn < template_msn, "an unlisted older segment");
+        let prefix = template
+            .strip_suffix(".m4s")
+            .and_then(|t| t.rsplitn(3, '-').nth(2))
+            .expect("part-INSTANCE-MSN-INDEX.m4s")
+            .to_string();
+        let mut old_parts = Vec::new();
+        for index in 0.. {
+            let uri = format!("{prefix}-{spooled_msn}-{index}.m4s");
+            let (status, _, body) = get(&format!("{base}{uri}"));
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200, "{rendition} {uri}");
+            old_parts.extend_from_slice(&body);
+        }
+        assert_eq!(
+            &old_parts, &segment_bytes[&spooled_msn],
+            "{rendition}: the spooled segment {spooled_msn}'s parts are the segment"
+        );
         let mut by_segment: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
         for (msn, uri) in &parts {
             let (status, _, body) = get(&format!("{base}{uri}"));

@@ -320,7 +320,12 @@ async fn read_media(media: Media, lecture: &str) -> Result<Bytes, ApiError> {
     read.map_err(std::io::Error::other)
         .and_then(|r| r)
         .map_err(|e| {
-            tracing::error!(lecture, "HLS spool read: {e}");
+            // A failing disk fails every read: said at the 1st, 2nd, 4th, 8th... failure.
+            static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::error!(lecture, "HLS spool read: {e} ({n} failed reads so far)");
+            }
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the segment could not be read",

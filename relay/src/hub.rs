@@ -606,10 +606,14 @@ fn spooler(hls: &config::HlsConfig) -> Option<crate::hls::spool::Spooler> {
     if !hls.spool {
         return None;
     }
-    let dir = if hls.spool_dir.as_os_str().is_empty() {
-        std::env::temp_dir().join("jiangtang-hls")
-    } else {
+    // The files have no name, so a shared folder is safe (nothing to squat or collide
+    // with); /var/tmp is on a disk where /tmp may be memory (tmpfs).
+    let dir = if !hls.spool_dir.as_os_str().is_empty() {
         hls.spool_dir.clone()
+    } else if std::path::Path::new("/var/tmp").is_dir() {
+        "/var/tmp".into()
+    } else {
+        std::env::temp_dir()
     };
     match crate::hls::spool::Spooler::start(dir.clone()) {
         Ok(s) => Some(s),

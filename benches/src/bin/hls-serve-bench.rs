@@ -266,7 +266,7 @@ async fn measure(
         &wrk(&format!("{base}{seg}"), &newest, pid)?,
     );
     // Four back: behind jiangtang's two in memory (hls.memory_segments) and the one being
-    // written, so read from its spool file; listed for 6 s more and kept 4 s after, so the
+    // written, so read from its spool file; listed for 4-6 s more and kept 4 s after, so the
     // phase is at most 6 s long (a 404 would count as an error).
     let pl = text(&playlist).await.unwrap_or(pl);
     let seg = segment_before_newest(&pl, 3).context("four segments")?;

@@ -1488,6 +1488,9 @@ impl Packager {
         }
         let msn = open.msn;
         open.parts.push(part);
+        if self.s.spool.is_some() {
+            swap_spooled(rend);
+        }
         if b.ends_segment {
             finish_segment(rend, &self.s);
             if let Some(out) = record {
@@ -1850,6 +1853,26 @@ fn finish_segment(rend: &mut Rendition, settings: &Settings) {
 /// Swaps the segments the spooler has written for their files, and hands it the segment
 /// that has just fallen behind the newest `memory_segments`.
 fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize) {
+    swap_spooled(rend);
+    let Some(behind) = rend
+        .segments
+        .len()
+        .checked_sub(memory_segments.saturating_add(1))
+    else {
+        return;
+    };
+    let s = &mut rend.segments[behind];
+    if s.spool.is_none()
+        && let Some(data) = s.data.in_memory().filter(|d| !d.is_empty())
+    {
+        s.spool = spooler.submit(data.clone(), &rend.spool);
+    }
+}
+
+/// Swaps the segments the spooler has written since the last call for their ranges of the
+/// rendition's file (called with every part, so a written segment leaves memory within a
+/// part's time).
+fn swap_spooled(rend: &mut Rendition) {
     for s in rend.segments.iter_mut() {
         let Some(extent) = s.spool.as_ref().and_then(|slot| slot.extent()).cloned() else {
             continue;
@@ -1870,14 +1893,5 @@ fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize)
             offset: 0,
             len: s.data.len(),
         };
-    }
-    let Some(behind) = rend.segments.len().checked_sub(memory_segments + 1) else {
-        return;
-    };
-    let s = &mut rend.segments[behind];
-    if s.spool.is_none()
-        && let Some(data) = s.data.in_memory().filter(|d| !d.is_empty())
-    {
-        s.spool = spooler.submit(data.clone(), &rend.spool);
     }
 }

@@ -988,7 +988,7 @@ fn the_windows_older_segments_are_spooled_and_read_back_the_same() {
             }
         }
         // The spool thread writes while the lecture goes on (here far faster than real time).
-        std::thread::sleep(Duration::from_millis(20));
+        spooler.flush();
     }
     assert!(
         spooler
@@ -1009,7 +1009,7 @@ fn the_windows_older_segments_are_spooled_and_read_back_the_same() {
                 s.msn
             );
         }
-        // Behind the newest two (and the one the spooler may still be writing), in files.
+        // Behind the newest two (and the one handed to the spooler in this step), in files.
         for s in segs.iter().rev().skip(3) {
             assert!(
                 s.data.in_memory().is_none(),
