@@ -516,17 +516,8 @@ mod tests {
     }
 
     /// Bytes no filesystem compresses.
-    fn noise(len: usize, seed: u64) -> Bytes {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect::<Vec<_>>()
-            .into()
+    fn noise(len: usize) -> Bytes {
+        (0..len).map(|_| rand::random::<u8>()).collect()
     }
 
     #[test]
@@ -542,11 +533,10 @@ mod tests {
         let s = Spooler::start(dir.path().to_path_buf()).unwrap();
         let target = Arc::new(Target::default());
         // Odd sizes, as segments are: each starts on a block, so each one's blocks are its own.
-        let sizes = [700_001, 35_123, 650_999];
-        let extents: Vec<_> = sizes
+        let segments = [noise(700_001), noise(35_123), noise(650_999)];
+        let extents: Vec<_> = segments
             .iter()
-            .enumerate()
-            .map(|(i, n)| wait(&s.submit(noise(*n, i as u64 + 1), &target).unwrap()))
+            .map(|d| wait(&s.submit(d.clone(), &target).unwrap()))
             .collect();
         let file = extents[0].file.clone();
         let blocks = || file.metadata().unwrap().blocks() * 512;
@@ -570,7 +560,7 @@ mod tests {
             after <= before - 735_124 + 4096,
             "the first two segments' blocks come back: {before} -> {after} bytes on disk"
         );
-        assert_eq!(whole(&third).read().unwrap(), noise(650_999, 3));
+        assert_eq!(whole(&third).read().unwrap(), segments[2]);
     }
 
     #[test]
