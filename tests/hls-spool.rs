@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::floods::metric;
 use common::*;
 
 /// A listed segment: media sequence number, `EXTINF`, URI.
@@ -36,16 +37,6 @@ fn listing(text: &str) -> (String, Vec<Listed>, Vec<(u64, String)>) {
     (map, segments, parts)
 }
 
-fn metric(s: &Server, name: &str) -> u64 {
-    get_text(&s.url("/metrics"))
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Open files of `pid` inside `dir` (the spool's unnamed files show as deleted).
 fn open_files_in(pid: u32, dir: &std::path::Path) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -65,10 +56,10 @@ fn the_windows_older_segments_are_served_from_the_spool() {
     let _ff = ffmpeg_publish(&s.rtmp_url("spool"), "640x360", 25, 440);
     // Six listed segments of 2 s: four or more of them (and the two kept after) spooled.
     wait_for_segments(&s, "spool", "video", 6);
-    assert!(metric(&s, "jiangtang_hls_spooled_segments_total") >= 6);
+    assert!(metric(&s, "jiangtang_hls_spooled_segments_total") >= 6.0);
     for reason in ["queue_full", "write_failed"] {
         let name = format!("jiangtang_hls_spool_kept_in_memory_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&s, &name), 0, "{name}");
+        assert_eq!(metric(&s, &name), 0.0, "{name}");
     }
     // One file per rendition (video, the dialect), not one per segment.
     let open = open_files_in(s.pid(), &dir);

@@ -78,10 +78,9 @@ pub struct Settings {
     /// `EXT-X-TARGETDURATION` in seconds. It may never change, so segments that would round
     /// above it are cut even without a keyframe.
     pub target_duration: u64,
-    /// Where the window's older segments go ([`super::spool`]); `None` keeps them in memory.
-    pub spool: Option<Spooler>,
-    /// Completed segments of each rendition kept in memory at the live edge when spooling.
-    pub memory_segments: usize,
+    /// Where the window's older segments go ([`super::spool`]), and how many completed
+    /// segments of each rendition stay in memory at the live edge; `None` keeps them all.
+    pub spool: Option<(Spooler, usize)>,
 }
 
 impl Settings {
@@ -95,15 +94,13 @@ impl Settings {
             follower_max_lag: (3 * part_target).max(TICKS),
             target_duration: segment_ms.div_ceil(1000).max(1),
             spool: None,
-            memory_segments: usize::MAX,
         }
     }
 
     /// The same, with completed segments beyond the newest `memory_segments` of each
     /// rendition handed to `spooler`.
     pub fn with_spool(mut self, spooler: Spooler, memory_segments: usize) -> Self {
-        self.spool = Some(spooler);
-        self.memory_segments = memory_segments;
+        self.spool = Some((spooler, memory_segments));
         self
     }
 }
@@ -1845,8 +1842,8 @@ fn finish_segment(rend: &mut Rendition, settings: &Settings) {
             s.parts.clear();
         }
     }
-    if let Some(spooler) = &settings.spool {
-        spool_behind(rend, spooler, settings.memory_segments);
+    if let Some((spooler, memory_segments)) = &settings.spool {
+        spool_behind(rend, spooler, *memory_segments);
     }
 }
 
@@ -1854,11 +1851,7 @@ fn finish_segment(rend: &mut Rendition, settings: &Settings) {
 /// that has just fallen behind the newest `memory_segments`.
 fn spool_behind(rend: &mut Rendition, spooler: &Spooler, memory_segments: usize) {
     swap_spooled(rend);
-    let Some(behind) = rend
-        .segments
-        .len()
-        .checked_sub(memory_segments.saturating_add(1))
-    else {
+    let Some(behind) = rend.segments.len().checked_sub(memory_segments + 1) else {
         return;
     };
     let s = &mut rend.segments[behind];

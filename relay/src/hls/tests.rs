@@ -968,8 +968,8 @@ fn a_dialect_realigned_back_is_placed_at_once() {
 
 #[test]
 fn the_windows_older_segments_are_spooled_and_read_back_the_same() {
-    let dir = scratch();
-    let spooler = crate::hls::spool::Spooler::start(dir.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spooler = crate::hls::spool::Spooler::start(dir.path().to_path_buf()).unwrap();
     let mut p = Packager::new(
         Settings::from_ms(400, 2000, 6).with_spool(spooler.clone(), 2),
         "t".into(),
@@ -1040,20 +1040,9 @@ fn the_windows_older_segments_are_spooled_and_read_back_the_same() {
         );
     }
     // The files have no names: nothing is left in the folder.
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // The playlist is the same as without the spool.
     let v = p.rendition_by_id("video").unwrap();
     let pl = m3u8_rs::parse_media_playlist_res(p.media_playlist(v).unwrap().as_bytes()).unwrap();
     assert_eq!(pl.segments.len(), 6);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn scratch() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "jiangtang-spool-test-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
